@@ -1,0 +1,20 @@
+//! Generates `include/xenblock.h` from the `extern "C"` items in `src/ffi.rs`.
+use std::path::PathBuf;
+
+fn main() {
+    let dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
+    println!("cargo:rerun-if-changed=src/ffi.rs");
+    println!("cargo:rerun-if-changed=src/ffi");
+    println!("cargo:rerun-if-changed=cbindgen.toml");
+    let config = cbindgen::Config::from_file(dir.join("cbindgen.toml")).expect("cbindgen.toml");
+    match cbindgen::Builder::new()
+        .with_crate(&dir)
+        .with_config(config)
+        .generate()
+    {
+        Ok(b) => {
+            b.write_to_file(dir.join("include/xenblock.h"));
+        }
+        Err(e) => println!("cargo:warning=cbindgen: {e}"),
+    }
+}

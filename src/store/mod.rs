@@ -1,0 +1,158 @@
+//! Talking to xenstore: the [`Store`] trait and its implementations.
+//!
+//! - [`client::XsClient`]: the built-in client, xs_wire over the xenstored
+//!   Unix socket or `/dev/xen/xenbus`.
+//! - the C-callback store lives in `crate::ffi` (it calls C function pointers).
+//!
+//! Paths may be absolute (`/local/domain/0/backend/...`) or relative to the
+//! connection's home (`backend/vbd/7/51712` = `/local/domain/<self>/backend/...`).
+
+pub mod client;
+pub mod wire;
+
+use crate::error::{Error, Result};
+
+/// A transaction id; [`NO_TX`] means "outside any transaction".
+pub type TxId = u32;
+/// Not inside a transaction.
+pub const NO_TX: TxId = 0;
+
+/// How many times [`with_transaction`] re-runs a transaction that commits with EAGAIN.
+pub const DEFAULT_TX_ATTEMPTS: u32 = 16;
+
+/// The operations xenblock needs from xenstore.
+///
+/// Reads of a missing node answer `Ok(None)`, not an error.
+pub trait Store: Send + Sync {
+    /// Read a node's value.
+    fn read(&self, tx: TxId, path: &str) -> Result<Option<Vec<u8>>>;
+    /// Write a node (creating parents as xenstored does).
+    fn write(&self, tx: TxId, path: &str, value: &[u8]) -> Result<()>;
+    /// Remove a node and its children; removing a missing node succeeds.
+    fn remove(&self, tx: TxId, path: &str) -> Result<()>;
+    /// List a node's children.
+    fn directory(&self, tx: TxId, path: &str) -> Result<Option<Vec<String>>>;
+    /// Start a transaction.
+    fn transaction_start(&self) -> Result<TxId>;
+    /// End a transaction: commit (`commit = true`) or abort. `Ok(false)` means
+    /// the commit lost a race (EAGAIN) and nothing was applied.
+    fn transaction_end(&self, tx: TxId, commit: bool) -> Result<bool>;
+
+    /// Read many nodes. Implementations that can pipeline requests override this.
+    fn read_many(&self, tx: TxId, paths: &[String]) -> Result<Vec<Option<Vec<u8>>>> {
+        paths.iter().map(|p| self.read(tx, p)).collect()
+    }
+
+    /// The absolute home of this connection (`/local/domain/<self>`), against
+    /// which relative paths resolve.
+    fn home(&self) -> Result<String> {
+        Ok("/local/domain/0".to_string())
+    }
+}
+
+/// Read a node as UTF-8 text (lossy), trimmed of nothing.
+pub fn read_string(store: &dyn Store, tx: TxId, path: &str) -> Result<Option<String>> {
+    Ok(store
+        .read(tx, path)?
+        .map(|v| String::from_utf8_lossy(&v).into_owned()))
+}
+
+/// Run `f` inside a transaction; commit; when the commit answers EAGAIN (or
+/// `f` itself fails with EAGAIN), run it again, up to `attempts` times.
+/// On any other error the transaction is aborted and the error returned.
+pub fn with_transaction<T>(
+    store: &dyn Store,
+    attempts: u32,
+    mut f: impl FnMut(TxId) -> Result<T>,
+) -> Result<T> {
+    let attempts = attempts.max(1);
+    for _ in 0..attempts {
+        let tx = store.transaction_start()?;
+        match f(tx) {
+            Ok(v) => {
+                if store.transaction_end(tx, true)? {
+                    return Ok(v);
+                }
+            }
+            Err(e) => {
+                let _ = store.transaction_end(tx, false);
+                if !e.is_again() {
+                    return Err(e);
+                }
+            }
+        }
+    }
+    Err(Error::Store {
+        op: "transaction",
+        path: String::new(),
+        errno: crate::error::XsErrno::from_errno(libc::EAGAIN),
+        detail: format!("still conflicting after {attempts} attempts; xenstore is too busy"),
+    })
+}
+
+/// Check a path given by a caller: not empty, no NUL, no `//`, not too long,
+/// no trailing `/` (other than the root).
+pub fn validate_path(path: &str) -> Result<()> {
+    let max = if path.starts_with('/') {
+        wire::ABS_PATH_MAX
+    } else {
+        wire::REL_PATH_MAX
+    };
+    let bad = |why: &str| {
+        Err(Error::InvalidArgument(format!(
+            "xenstore path {:?} is invalid: {why}",
+            truncate_for_message(path)
+        )))
+    };
+    if path.is_empty() {
+        return bad("it is empty");
+    }
+    if path.contains('\0') {
+        return bad("it contains a NUL byte");
+    }
+    if path.len() > max {
+        return bad(&format!("it is {} bytes long, the limit is {max}", path.len()));
+    }
+    if path.contains("//") || (path.len() > 1 && path.ends_with('/')) {
+        return bad("it has an empty component");
+    }
+    if let Some(c) = path
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "-/_@.:".contains(*c)))
+    {
+        return bad(&format!("it contains the character {c:?}"));
+    }
+    Ok(())
+}
+
+/// Shorten a value for an error message.
+pub fn truncate_for_message(s: &str) -> String {
+    const MAX: usize = 200;
+    if s.len() <= MAX {
+        s.to_string()
+    } else {
+        let mut end = MAX;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        format!("{}… ({} bytes)", &s[..end], s.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_validation() {
+        assert!(validate_path("backend/vbd/1/51712").is_ok());
+        assert!(validate_path("/local/domain/0").is_ok());
+        assert!(validate_path("/").is_ok());
+        assert!(validate_path("").is_err());
+        assert!(validate_path("a\0b").is_err());
+        assert!(validate_path("a//b").is_err());
+        assert!(validate_path("a/b/").is_err());
+        assert!(validate_path("a b").is_err());
+        assert!(validate_path(&"a".repeat(3000)).is_err());
+    }
+}
