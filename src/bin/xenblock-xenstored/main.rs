@@ -1,0 +1,182 @@
+//! `xenblock-xenstored`: a small, real xenstore daemon speaking xs_wire
+//! over a Unix socket, for machines without Xen (demos, tests, benchmarks).
+//! Xen's own `libxenstore` and `xenstore-*` tools work against it when
+//! `XENSTORED_PATH` names its socket.
+//!
+//! ```text
+//! xenblock-xenstored --socket PATH [--ready-fd N] [--pidfile FILE]
+//! ```
+//!
+//! Runs in the foreground. Creates the socket (replacing a stale one),
+//! then writes the pid file, writes `ready\n` to fd N (if given) and prints
+//! `ready` on stdout. Serves until SIGTERM or SIGINT, then removes the socket
+//! and the pid file.
+//!
+//! Modules: [`tree`] is the database (pure), [`server`] the connections,
+//! watches and transactions. Not part of `libxenblock.so`.
+
+mod server;
+mod tree;
+
+use std::io::Write;
+use std::os::unix::fs::FileTypeExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+
+struct Args {
+    socket: PathBuf,
+    ready_fd: Option<u32>,
+    pidfile: Option<PathBuf>,
+}
+
+const USAGE: &str = "usage: xenblock-xenstored --socket PATH [--ready-fd N] [--pidfile FILE]";
+
+fn parse_args() -> Result<Args, String> {
+    let mut socket = None;
+    let mut ready_fd = None;
+    let mut pidfile = None;
+    let mut it = std::env::args_os().skip(1);
+    while let Some(a) = it.next() {
+        let a = a.to_string_lossy().into_owned();
+        let (key, inline) = match a.split_once('=') {
+            Some((k, v)) if k.starts_with("--") => (k.to_string(), Some(v.to_string())),
+            _ => (a.clone(), None),
+        };
+        let mut value = |name: &str| -> Result<String, String> {
+            match inline.clone() {
+                Some(v) => Ok(v),
+                None => it
+                    .next()
+                    .map(|v| v.to_string_lossy().into_owned())
+                    .ok_or_else(|| format!("{name} needs a value")),
+            }
+        };
+        match key.as_str() {
+            "--socket" => socket = Some(PathBuf::from(value("--socket")?)),
+            "--ready-fd" => {
+                let v = value("--ready-fd")?;
+                ready_fd = Some(v.parse().map_err(|_| format!("bad --ready-fd {v:?}"))?);
+            }
+            "--pidfile" => pidfile = Some(PathBuf::from(value("--pidfile")?)),
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    Ok(Args {
+        socket: socket.ok_or("--socket is required")?,
+        ready_fd,
+        pidfile,
+    })
+}
+
+/// Bind the socket, replacing a stale one; refuse if a server answers there.
+fn bind(path: &Path) -> Result<UnixListener, String> {
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            return Err(format!("{} exists and is not a socket", path.display()));
+        }
+        if UnixStream::connect(path).is_ok() {
+            return Err(format!("{} is in use by a running server", path.display()));
+        }
+        std::fs::remove_file(path)
+            .map_err(|e| format!("cannot remove stale socket {}: {e}", path.display()))?;
+    }
+    UnixListener::bind(path).map_err(|e| format!("cannot bind {}: {e}", path.display()))
+}
+
+/// Tell whoever waits that we are ready.
+fn announce_ready(args: &Args) -> Result<(), String> {
+    if let Some(p) = &args.pidfile {
+        std::fs::write(p, format!("{}\n", std::process::id()))
+            .map_err(|e| format!("cannot write pid file {}: {e}", p.display()))?;
+    }
+    if let Some(fd) = args.ready_fd {
+        // Opening /proc/self/fd/N gives a new description of the same pipe
+        // or file without taking ownership of the raw descriptor.
+        let path = format!("/proc/self/fd/{fd}");
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .map_err(|e| format!("cannot open --ready-fd {fd}: {e}"))?;
+        f.write_all(b"ready\n")
+            .map_err(|e| format!("cannot write to --ready-fd {fd}: {e}"))?;
+    }
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "ready");
+    let _ = out.flush();
+    Ok(())
+}
+
+fn run() -> Result<(), String> {
+    let args = parse_args().map_err(|e| format!("{e}\n{USAGE}"))?;
+
+    // Block the stop signals in every thread; one thread waits for them.
+    let mut stop = SigSet::empty();
+    stop.add(Signal::SIGTERM);
+    stop.add(Signal::SIGINT);
+    nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&stop), None)
+        .map_err(|e| format!("cannot block signals: {e}"))?;
+
+    let listener = bind(&args.socket)?;
+    let socket = args.socket.clone();
+    let pidfile = args.pidfile.clone();
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let sig = stop.wait();
+            let _ = std::fs::remove_file(&socket);
+            if let Some(p) = pidfile {
+                let _ = std::fs::remove_file(p);
+            }
+            match sig {
+                Ok(s) => eprintln!("xenblock-xenstored: stopping on {s}"),
+                Err(e) => eprintln!("xenblock-xenstored: stopping (sigwait: {e})"),
+            }
+            std::process::exit(0);
+        })
+        .map_err(|e| format!("cannot start the signal thread: {e}"))?;
+
+    announce_ready(&args)?;
+
+    let daemon = Arc::new(server::Daemon::new());
+    for conn in listener.incoming() {
+        match conn {
+            Ok(stream) => {
+                let d = daemon.clone();
+                let spawned = std::thread::Builder::new()
+                    .name("xs-conn".into())
+                    .stack_size(1 << 20)
+                    .spawn(move || {
+                        if let Err(e) = d.serve(stream) {
+                            eprintln!("xenblock-xenstored: connection failed: {e}");
+                        }
+                    });
+                if let Err(e) = spawned {
+                    eprintln!("xenblock-xenstored: cannot start a connection thread: {e}");
+                }
+            }
+            Err(e) => {
+                eprintln!("xenblock-xenstored: accept: {e}");
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xenblock-xenstored: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,715 @@
+//! The xenstore database: a copy-on-write tree of nodes.
+//!
+//! Each node has a value (bytes), permissions and an ordered list of
+//! children (in creation order, as C xenstored keeps them). Nodes are shared
+//! through `Arc`, and every change goes through `Arc::make_mut`, so cloning a
+//! [`Tree`] is O(1) and the clone is a true snapshot: this is how a
+//! transaction gets "a copy of the whole database" cheaply.
+//!
+//! Every change stamps the changed node (and, when its child list changes,
+//! its parent) with a fresh generation number. Transactions record the
+//! generation of every node they look at ([`Accessed`]); a commit fails with
+//! EAGAIN if any of those nodes has since changed.
+//!
+//! Semantics follow Xen 4.17's C xenstored (`tools/xenstore/xenstored_core.c`)
+//! and `docs/misc/xenstore.txt`. Errors are errno values (`libc::E*`).
+//! Pure data structure: no I/O, no locking, no permission checks (every
+//! client of the embedded daemon is the privileged dom0).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use xenblock::store::wire::PAYLOAD_MAX;
+
+/// An errno value, sent to the client as its name.
+pub type Errno = i32;
+/// Result of a tree operation.
+pub type XsResult<T> = Result<T, Errno>;
+
+/// The implicit home of socket clients (they are dom0).
+pub const DOM0_HOME: &str = "/local/domain/0";
+/// Longest path below a domain's home (`XENSTORE_REL_PATH_MAX`, xenstored's
+/// default `quota_max_path_len`).
+pub const REL_PATH_MAX: usize = xenblock::store::wire::REL_PATH_MAX;
+
+/// What a domain may do with a node (`XS_PERM_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    None,
+    Read,
+    Write,
+    Both,
+}
+
+/// One permission entry: an access right for a domain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Perm {
+    pub access: Access,
+    pub domid: u32,
+}
+
+impl Perm {
+    /// Parse `<letter><domid>` as `xs_strings_to_perms` does (the domid is
+    /// read like `strtol(.., 0)`: decimal, `0x` hex or leading-zero octal).
+    pub fn parse(s: &[u8]) -> XsResult<Perm> {
+        let (&letter, rest) = s.split_first().ok_or(libc::EINVAL)?;
+        let access = match letter {
+            b'r' => Access::Read,
+            b'w' => Access::Write,
+            b'b' => Access::Both,
+            b'n' => Access::None,
+            _ => return Err(libc::EINVAL),
+        };
+        let domid = parse_c_long(rest).ok_or(libc::EINVAL)?;
+        Ok(Perm {
+            access,
+            domid: domid as u32,
+        })
+    }
+
+    /// The wire form, `xs_perm_to_string` (domid printed as a C `int`).
+    pub fn to_wire(self) -> String {
+        let c = match self.access {
+            Access::None => 'n',
+            Access::Read => 'r',
+            Access::Write => 'w',
+            Access::Both => 'b',
+        };
+        format!("{c}{}", self.domid as i32)
+    }
+}
+
+/// `strtol(s, &end, 0)` that must consume all of `s` (and `s` not empty).
+fn parse_c_long(s: &[u8]) -> Option<i64> {
+    let text = std::str::from_utf8(s).ok()?;
+    let t = text.trim_start_matches([' ', '\t', '\n', '\r', '\x0b', '\x0c']);
+    if t.is_empty() {
+        return None;
+    }
+    let (neg, t) = match t.as_bytes()[0] {
+        b'-' => (true, &t[1..]),
+        b'+' => (false, &t[1..]),
+        _ => (false, t),
+    };
+    let (radix, digits) = if let Some(h) = t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+        (16, h)
+    } else if t.len() > 1 && t.starts_with('0') {
+        (8, &t[1..])
+    } else {
+        (10, t)
+    };
+    if digits.is_empty() {
+        return None;
+    }
+    let v = i64::from_str_radix(digits, radix).ok()?;
+    Some(if neg { -v } else { v })
+}
+
+/// `atoi` as xenstored uses it for domids: optional leading blanks and
+/// sign, then digits up to the first non-digit; garbage reads as 0.
+pub fn atoi(s: &[u8]) -> i32 {
+    let mut it = s
+        .iter()
+        .copied()
+        .skip_while(|c| c.is_ascii_whitespace())
+        .peekable();
+    let mut neg = false;
+    if let Some(&c) = it.peek() {
+        if c == b'-' || c == b'+' {
+            neg = c == b'-';
+            it.next();
+        }
+    }
+    let mut v: i64 = 0;
+    for c in it {
+        if !c.is_ascii_digit() {
+            break;
+        }
+        v = (v * 10 + i64::from(c - b'0')).min(i64::from(u32::MAX) + 1);
+    }
+    (if neg { -v } else { v }) as i32
+}
+
+/// A node of the tree.
+#[derive(Debug, Clone)]
+pub struct Node {
+    pub value: Arc<[u8]>,
+    pub perms: Arc<[Perm]>,
+    /// Children in creation order.
+    pub children: Vec<(Arc<str>, Arc<Node>)>,
+    /// Generation of the last change to this node (value, perms, child list).
+    pub generation: u64,
+}
+
+impl Node {
+    fn new(perms: Arc<[Perm]>, generation: u64) -> Node {
+        Node {
+            value: Arc::from(&b""[..]),
+            perms,
+            children: Vec::new(),
+            generation,
+        }
+    }
+
+    fn child(&self, name: &str) -> Option<&Arc<Node>> {
+        self.children
+            .iter()
+            .find(|(n, _)| &**n == name)
+            .map(|(_, c)| c)
+    }
+
+    fn child_mut(&mut self, name: &str) -> Option<&mut Arc<Node>> {
+        self.children
+            .iter_mut()
+            .find(|(n, _)| &**n == name)
+            .map(|(_, c)| c)
+    }
+
+    /// The child list as xenstored stores it: each name NUL-terminated.
+    pub fn children_bytes(&self) -> Vec<u8> {
+        let mut v = Vec::new();
+        for (n, _) in &self.children {
+            v.extend_from_slice(n.as_bytes());
+            v.push(0);
+        }
+        v
+    }
+}
+
+/// Generation of each node a transaction looked at, as first seen
+/// (`None`: the node did not exist).
+pub type Accessed = HashMap<String, Option<u64>>;
+
+/// A change that watches may see: `exact` events only match watches on
+/// exactly that path (used for the descendants of a removed node).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub path: String,
+    pub exact: bool,
+}
+
+/// A modifying operation, kept in a transaction's log and replayed on commit.
+#[derive(Debug, Clone)]
+pub enum Op {
+    Write(String, Vec<u8>),
+    Mkdir(String),
+    Rm(String),
+    SetPerms(String, Vec<Perm>),
+}
+
+/// The database (or a transaction's private copy of it).
+#[derive(Debug, Clone)]
+pub struct Tree {
+    root: Arc<Node>,
+    next_gen: u64,
+}
+
+/// Where one operation records what it touched and what changed.
+pub struct Ctx<'a> {
+    /// Transactions record accessed nodes here; `None` outside transactions.
+    pub accessed: Option<&'a mut Accessed>,
+    /// Watch events produced by the operation.
+    pub events: Vec<Event>,
+}
+
+impl<'a> Ctx<'a> {
+    /// Outside any transaction.
+    pub fn live() -> Ctx<'static> {
+        Ctx {
+            accessed: None,
+            events: Vec::new(),
+        }
+    }
+
+    /// Inside a transaction recording into `accessed`.
+    pub fn tx(accessed: &'a mut Accessed) -> Ctx<'a> {
+        Ctx {
+            accessed: Some(accessed),
+            events: Vec::new(),
+        }
+    }
+
+    fn note(&mut self, path: &str, generation: Option<u64>) {
+        if let Some(acc) = self.accessed.as_deref_mut() {
+            if !acc.contains_key(path) {
+                acc.insert(path.to_string(), generation);
+            }
+        }
+    }
+
+    fn event(&mut self, path: &str, exact: bool) {
+        self.events.push(Event {
+            path: path.to_string(),
+            exact,
+        });
+    }
+}
+
+/// The components of an absolute, validated path (`/` has none).
+fn components(path: &str) -> impl Iterator<Item = &str> {
+    path.split('/').filter(|c| !c.is_empty())
+}
+
+/// The parent of an absolute path other than `/`.
+pub fn parent_of(path: &str) -> &str {
+    match path.rfind('/') {
+        Some(0) | None => "/",
+        Some(i) => &path[..i],
+    }
+}
+
+/// `path/name`, minding the root.
+fn join(path: &str, name: &str) -> String {
+    if path == "/" {
+        format!("/{name}")
+    } else {
+        format!("{path}/{name}")
+    }
+}
+
+/// Turn a client's path into an absolute one: paths not starting with `/`
+/// or `@` are relative to dom0's home (xenstored's `canonicalize`).
+pub fn canonicalize(raw: &str) -> String {
+    if raw.starts_with('/') || raw.starts_with('@') {
+        raw.to_string()
+    } else {
+        format!("{DOM0_HOME}/{raw}")
+    }
+}
+
+/// xenstored's `is_valid_nodename`: absolute, no trailing or doubled `/`,
+/// only `[A-Za-z0-9-/_@]`, and at most [`REL_PATH_MAX`] bytes below a
+/// `/local/domain/<id>/` prefix (or in total otherwise).
+pub fn is_valid_nodename(path: &str) -> bool {
+    if !path.starts_with('/') {
+        return false;
+    }
+    if path.len() > 1 && path.ends_with('/') {
+        return false;
+    }
+    if path.contains("//") {
+        return false;
+    }
+    if path.len() > local_prefix_len(path) + REL_PATH_MAX {
+        return false;
+    }
+    path.bytes()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'/' | b'_' | b'@'))
+}
+
+/// Length of a leading `/local/domain/<up to 5 digits>/`, else 0.
+fn local_prefix_len(path: &str) -> usize {
+    const P: &str = "/local/domain/";
+    let Some(rest) = path.strip_prefix(P) else {
+        return 0;
+    };
+    let digits = rest.bytes().take(5).take_while(u8::is_ascii_digit).count();
+    if digits > 0 && rest.as_bytes().get(digits) == Some(&b'/') {
+        P.len() + digits + 1
+    } else {
+        0
+    }
+}
+
+/// Does the event path `child` fall under the watched path `parent`?
+/// (`/` watches everything, as in xenstored.)
+pub fn is_child(child: &str, parent: &str) -> bool {
+    if parent == "/" {
+        return true;
+    }
+    match child.strip_prefix(parent) {
+        Some(rest) => rest.is_empty() || rest.starts_with('/'),
+        None => false,
+    }
+}
+
+impl Default for Tree {
+    fn default() -> Self {
+        Tree::new()
+    }
+}
+
+impl Tree {
+    /// The tree to start with: what xenstored creates (`/` with perms `n0`,
+    /// `/tool`, `/tool/xenstored`) plus dom0's home, which `xen-init-dom0`
+    /// creates on a real host (`/local`, `/local/domain`, `/local/domain/0`).
+    pub fn new() -> Tree {
+        let perms: Arc<[Perm]> = Arc::from(vec![Perm {
+            access: Access::None,
+            domid: 0,
+        }]);
+        let mut t = Tree {
+            root: Arc::new(Node::new(perms, 0)),
+            next_gen: 1,
+        };
+        let mut ctx = Ctx::live();
+        for p in ["/tool/xenstored", "/local/domain/0"] {
+            t.mkdir(&mut ctx, p).expect("initial nodes");
+        }
+        t
+    }
+
+    fn bump(&mut self) -> u64 {
+        self.next_gen += 1;
+        self.next_gen
+    }
+
+    /// The node at an absolute path.
+    pub fn get(&self, path: &str) -> Option<&Node> {
+        let mut cur = &*self.root;
+        for c in components(path) {
+            cur = cur.child(c)?;
+        }
+        Some(cur)
+    }
+
+    fn get_mut(&mut self, path: &str) -> Option<&mut Node> {
+        let mut cur = Arc::make_mut(&mut self.root);
+        for c in components(path) {
+            cur = Arc::make_mut(cur.child_mut(c)?);
+        }
+        Some(cur)
+    }
+
+    /// Generation of a node, if it exists.
+    pub fn generation(&self, path: &str) -> Option<u64> {
+        self.get(path).map(|n| n.generation)
+    }
+
+    /// Look a node up, recording the access.
+    fn lookup(&self, ctx: &mut Ctx, path: &str) -> XsResult<&Node> {
+        let node = self.get(path);
+        ctx.note(path, node.map(|n| n.generation));
+        node.ok_or(libc::ENOENT)
+    }
+
+    /// READ: the node's value.
+    pub fn read(&self, ctx: &mut Ctx, path: &str) -> XsResult<Arc<[u8]>> {
+        Ok(self.lookup(ctx, path)?.value.clone())
+    }
+
+    /// DIRECTORY: the child list, each name NUL-terminated.
+    pub fn directory(&self, ctx: &mut Ctx, path: &str) -> XsResult<Vec<u8>> {
+        Ok(self.lookup(ctx, path)?.children_bytes())
+    }
+
+    /// GET_PERMS.
+    pub fn get_perms(&self, ctx: &mut Ctx, path: &str) -> XsResult<Arc<[Perm]>> {
+        Ok(self.lookup(ctx, path)?.perms.clone())
+    }
+
+    /// DIRECTORY_PART: `<generation>\0` then the child names starting at
+    /// byte `offset` of the NUL-separated child list, as many as fit, with
+    /// an extra empty string once the list is complete (port of
+    /// xenstored's `send_directory_part`).
+    pub fn directory_part(&self, ctx: &mut Ctx, path: &str, offset: usize) -> XsResult<Vec<u8>> {
+        let node = self.lookup(ctx, path)?;
+        let children = node.children_bytes();
+        let mut out = node.generation.to_string().into_bytes();
+        out.push(0);
+        let genlen = out.len();
+        if offset >= children.len() {
+            out.push(0);
+            return Ok(out);
+        }
+        let maxlen = PAYLOAD_MAX - genlen - 1;
+        let mut len = 0;
+        let mut child = offset;
+        loop {
+            let clen = children[child..].iter().position(|&b| b == 0).unwrap_or(0);
+            if len + clen >= maxlen {
+                break;
+            }
+            len += clen + 1;
+            child += clen + 1;
+            if offset + len == children.len() {
+                break;
+            }
+        }
+        out.extend_from_slice(&children[offset..offset + len]);
+        if offset + len == children.len() {
+            out.push(0);
+        }
+        Ok(out)
+    }
+
+    /// Create `path` and any missing parents (new nodes inherit the
+    /// permissions of the nearest existing ancestor, which is the parent
+    /// chain's, as in `construct_node`). `path` must not exist.
+    fn create(&mut self, ctx: &mut Ctx, path: &str, value: &[u8]) -> XsResult<()> {
+        // Walk up to the nearest existing ancestor, noting the missing ones.
+        let mut missing = vec![path];
+        let mut anc = parent_of(path);
+        while self.get(anc).is_none() {
+            ctx.note(anc, None);
+            missing.push(anc);
+            anc = parent_of(anc);
+        }
+        ctx.note(path, None);
+        let anc_node = self.get(anc).ok_or(libc::ENOENT)?;
+        ctx.note(anc, Some(anc_node.generation));
+        let perms = anc_node.perms.clone();
+        let generation = self.bump();
+        // Build the missing chain bottom-up, then hang it under the ancestor.
+        let mut built: Option<(Arc<str>, Arc<Node>)> = None;
+        for (i, p) in missing.iter().enumerate() {
+            let mut n = Node::new(perms.clone(), generation);
+            if i == 0 {
+                n.value = Arc::from(value);
+            }
+            if let Some(child) = built.take() {
+                n.children.push(child);
+            }
+            let name = &p[p.rfind('/').map_or(0, |i| i + 1)..];
+            built = Some((Arc::from(name), Arc::new(n)));
+        }
+        let anc_mut = self.get_mut(anc).ok_or(libc::ENOENT)?;
+        anc_mut.children.push(built.expect("at least one node"));
+        anc_mut.generation = generation;
+        Ok(())
+    }
+
+    /// WRITE: set a node's value, creating it and its parents if needed.
+    pub fn write(&mut self, ctx: &mut Ctx, path: &str, value: &[u8]) -> XsResult<()> {
+        if let Some(n) = self.get(path) {
+            ctx.note(path, Some(n.generation));
+            let generation = self.bump();
+            let n = self.get_mut(path).ok_or(libc::ENOENT)?;
+            n.value = Arc::from(value);
+            n.generation = generation;
+        } else {
+            self.create(ctx, path, value)?;
+        }
+        ctx.event(path, false);
+        Ok(())
+    }
+
+    /// MKDIR: make sure the node exists (no change, no event if it does).
+    pub fn mkdir(&mut self, ctx: &mut Ctx, path: &str) -> XsResult<()> {
+        if let Some(n) = self.get(path) {
+            ctx.note(path, Some(n.generation));
+            return Ok(());
+        }
+        self.create(ctx, path, b"")?;
+        ctx.event(path, false);
+        Ok(())
+    }
+
+    /// RM: remove a node and everything below it. Removing a missing node
+    /// whose parent exists is fine; a missing parent is ENOENT; `/` is
+    /// EINVAL. Events: every removed descendant (exact, deepest first),
+    /// then the node itself.
+    pub fn rm(&mut self, ctx: &mut Ctx, path: &str) -> XsResult<()> {
+        let parent = parent_of(path);
+        let Some(node) = self.get(path) else {
+            ctx.note(path, None);
+            return match self.get(parent) {
+                Some(p) => {
+                    ctx.note(parent, Some(p.generation));
+                    Ok(())
+                }
+                None => {
+                    ctx.note(parent, None);
+                    Err(libc::ENOENT)
+                }
+            };
+        };
+        if path == "/" {
+            return Err(libc::EINVAL);
+        }
+        // Post-order walk: note every node, fire exact events for descendants.
+        let mut stack: Vec<(String, &Node, bool)> = vec![(path.to_string(), node, false)];
+        while let Some((p, n, expanded)) = stack.pop() {
+            if expanded {
+                ctx.note(&p, Some(n.generation));
+                if p != path {
+                    ctx.event(&p, true);
+                }
+                continue;
+            }
+            stack.push((p.clone(), n, true));
+            for (name, child) in n.children.iter().rev() {
+                stack.push((join(&p, name), child, false));
+            }
+        }
+        ctx.event(path, false);
+        let pgen = self.get(parent).map(|p| p.generation);
+        ctx.note(parent, pgen);
+        let generation = self.bump();
+        let name = &path[path.rfind('/').map_or(0, |i| i + 1)..];
+        let p = self.get_mut(parent).ok_or(libc::ENOENT)?;
+        p.children.retain(|(n, _)| &**n != name);
+        p.generation = generation;
+        Ok(())
+    }
+
+    /// SET_PERMS.
+    pub fn set_perms(&mut self, ctx: &mut Ctx, path: &str, perms: &[Perm]) -> XsResult<()> {
+        self.lookup(ctx, path)?;
+        let generation = self.bump();
+        let n = self.get_mut(path).ok_or(libc::ENOENT)?;
+        n.perms = Arc::from(perms);
+        n.generation = generation;
+        ctx.event(path, false);
+        Ok(())
+    }
+
+    /// Apply a logged operation.
+    pub fn apply(&mut self, ctx: &mut Ctx, op: &Op) -> XsResult<()> {
+        match op {
+            Op::Write(p, v) => self.write(ctx, p, v),
+            Op::Mkdir(p) => self.mkdir(ctx, p),
+            Op::Rm(p) => self.rm(ctx, p),
+            Op::SetPerms(p, perms) => self.set_perms(ctx, p, perms),
+        }
+    }
+
+    /// Have any of the recorded nodes changed (or appeared/vanished)?
+    pub fn conflicts(&self, accessed: &Accessed) -> bool {
+        accessed.iter().any(|(p, g)| self.generation(p) != *g)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(t: &Tree, p: &str) -> Vec<String> {
+        let d = t.directory(&mut Ctx::live(), p).unwrap();
+        xenblock::store::wire::split_nul(&d)
+            .iter()
+            .map(|s| String::from_utf8_lossy(s).into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn initial_tree_and_write_creates_parents() {
+        let mut t = Tree::new();
+        assert_eq!(names(&t, "/"), ["tool", "local"]);
+        assert_eq!(names(&t, "/tool"), ["xenstored"]);
+        assert_eq!(names(&t, "/local/domain"), ["0"]);
+        let mut ctx = Ctx::live();
+        t.write(&mut ctx, "/a/b/c", b"v").unwrap();
+        assert_eq!(&*t.read(&mut ctx, "/a/b/c").unwrap(), b"v");
+        assert_eq!(&*t.read(&mut ctx, "/a/b").unwrap(), b"");
+        assert_eq!(
+            ctx.events,
+            [Event {
+                path: "/a/b/c".into(),
+                exact: false
+            }]
+        );
+    }
+
+    #[test]
+    fn rm_semantics_and_events() {
+        let mut t = Tree::new();
+        let mut ctx = Ctx::live();
+        t.write(&mut ctx, "/a/b/c", b"").unwrap();
+        t.write(&mut ctx, "/a/d", b"").unwrap();
+        let mut ctx = Ctx::live();
+        assert_eq!(t.rm(&mut ctx, "/x/y"), Err(libc::ENOENT));
+        assert_eq!(t.rm(&mut ctx, "/a/zz"), Ok(()));
+        assert_eq!(t.rm(&mut ctx, "/"), Err(libc::EINVAL));
+        t.rm(&mut ctx, "/a").unwrap();
+        let ev: Vec<_> = ctx
+            .events
+            .iter()
+            .map(|e| (e.path.as_str(), e.exact))
+            .collect();
+        assert_eq!(
+            ev,
+            [
+                ("/a/b/c", true),
+                ("/a/b", true),
+                ("/a/d", true),
+                ("/a", false)
+            ]
+        );
+        assert!(t.get("/a").is_none());
+    }
+
+    #[test]
+    fn snapshots_are_isolated_and_conflicts_detected() {
+        let mut live = Tree::new();
+        live.write(&mut Ctx::live(), "/k", b"a").unwrap();
+        let mut snap = live.clone();
+        let mut acc = Accessed::new();
+        assert_eq!(&*snap.read(&mut Ctx::tx(&mut acc), "/k").unwrap(), b"a");
+        live.write(&mut Ctx::live(), "/k", b"b").unwrap();
+        assert_eq!(&*snap.read(&mut Ctx::tx(&mut acc), "/k").unwrap(), b"a");
+        snap.write(&mut Ctx::tx(&mut acc), "/k", b"c").unwrap();
+        assert!(live.conflicts(&acc));
+        let mut acc2 = Accessed::new();
+        let snap2 = live.clone();
+        snap2.read(&mut Ctx::tx(&mut acc2), "/nope").unwrap_err();
+        assert!(!live.conflicts(&acc2));
+        live.write(&mut Ctx::live(), "/nope", b"").unwrap();
+        assert!(live.conflicts(&acc2));
+    }
+
+    #[test]
+    fn path_rules() {
+        assert!(is_valid_nodename("/"));
+        assert!(is_valid_nodename("/local/domain/0/backend/vbd/1/51712"));
+        assert!(!is_valid_nodename("/a/"));
+        assert!(!is_valid_nodename("/a//b"));
+        assert!(!is_valid_nodename("/a.b"));
+        assert!(!is_valid_nodename("a"));
+        let long = format!("/local/domain/0/{}", "a".repeat(REL_PATH_MAX));
+        assert!(is_valid_nodename(&long));
+        assert!(!is_valid_nodename(&format!("{long}a")));
+        assert!(!is_valid_nodename(&format!(
+            "/x{}",
+            "a".repeat(REL_PATH_MAX)
+        )));
+        assert_eq!(canonicalize("foo"), "/local/domain/0/foo");
+        assert!(is_child("/a/b", "/a") && is_child("/a", "/a") && !is_child("/ab", "/a"));
+        assert!(is_child("@introduceDomain", "/"));
+    }
+
+    #[test]
+    fn perms_and_numbers() {
+        assert_eq!(
+            Perm::parse(b"r5").unwrap(),
+            Perm {
+                access: Access::Read,
+                domid: 5
+            }
+        );
+        assert_eq!(Perm::parse(b"b0x10").unwrap().domid, 16);
+        assert!(Perm::parse(b"x1").is_err());
+        assert!(Perm::parse(b"r").is_err());
+        assert!(Perm::parse(b"r1a").is_err());
+        assert_eq!(Perm::parse(b"n0").unwrap().to_wire(), "n0");
+        assert_eq!(atoi(b"12abc"), 12);
+        assert_eq!(atoi(b"junk"), 0);
+    }
+
+    #[test]
+    fn directory_part_pages_large_lists() {
+        let mut t = Tree::new();
+        let mut ctx = Ctx::live();
+        for i in 0..800 {
+            t.write(&mut ctx, &format!("/big/child-number-{i:04}"), b"")
+                .unwrap();
+        }
+        let full = t.get("/big").unwrap().children_bytes();
+        assert!(full.len() > PAYLOAD_MAX);
+        let mut got = Vec::new();
+        let mut off = 0;
+        loop {
+            let part = t.directory_part(&mut ctx, "/big", off).unwrap();
+            assert!(part.len() <= PAYLOAD_MAX);
+            let g = part.iter().position(|&b| b == 0).unwrap();
+            let body = &part[g + 1..];
+            got.extend_from_slice(body);
+            off += body.len();
+            if body.len() <= 1 || body[body.len() - 2] == 0 {
+                break;
+            }
+        }
+        got.pop();
+        assert_eq!(got, full);
+    }
+}
