@@ -1,3 +1,24 @@
+/*
+ * xenblock: prepare and release Xen guest disks in-process, in place of
+ * Xen's block hotplug script. Link with -lxenblock (pkg-config xenblock).
+ *
+ * Conventions:
+ *  - Functions that can fail return xenblock_status; XENBLOCK_OK (0) is
+ *    success. The message of a context's last failure on the calling thread
+ *    is xenblock_ctx_last_error(ctx); xenblock_last_error() has the calling
+ *    thread's last failure of any call (use it after xenblock_ctx_new).
+ *  - No panic or exception crosses this API: internal bugs give
+ *    XENBLOCK_INTERNAL.
+ *  - Structs passed in begin with abi_size = sizeof(the struct as you
+ *    compiled it); zero fields take defaults. Older, smaller structs are
+ *    accepted; sizes below the 1.0 layout or absurdly large are rejected.
+ *  - Returned strings are owned by xenblock: each function says how long
+ *    the pointer is valid and which xenblock function frees it.
+ *  - Threads: a xenblock_ctx may be used by several threads at once, and
+ *    several contexts may be used at once. Store callbacks may be called
+ *    concurrently from those threads.
+ */
+
 #ifndef XENBLOCK_H
 #define XENBLOCK_H
 
@@ -8,38 +29,307 @@
 #include <stdbool.h>
 
 /**
- * How many times [`with_transaction`] re-runs a transaction that commits with EAGAIN.
+ * Major version of the C ABI; changes only on incompatible change. It is
+ * the SONAME's version (`libxenblock.so.<major>`).
  */
-#define DEFAULT_TX_ATTEMPTS 16
+#define XENBLOCK_ABI_MAJOR 1
 
 /**
- * Largest payload a message may carry (`XENSTORE_PAYLOAD_MAX`).
+ * Minor version of the C ABI; grows with compatible additions.
  */
-#define PAYLOAD_MAX 4096
+#define XENBLOCK_ABI_MINOR 0
 
 /**
- * Longest absolute path (`XENSTORE_ABS_PATH_MAX`).
+ * Operating-system contract (`xenblock_config.flavour`).
  */
-#define ABS_PATH_MAX 3072
+enum xenblock_flavour
+#ifdef __cplusplus
+  : uint32_t
+#endif // __cplusplus
+ {
+  /**
+   * The OS xenblock was built for.
+   */
+  XENBLOCK_FLAVOUR_NATIVE = 0,
+  XENBLOCK_FLAVOUR_LINUX = 1,
+  XENBLOCK_FLAVOUR_FREEBSD = 2,
+  XENBLOCK_FLAVOUR_NETBSD = 3,
+};
+#ifndef __cplusplus
+typedef uint32_t xenblock_flavour;
+#endif // __cplusplus
 
 /**
- * Longest relative path (`XENSTORE_REL_PATH_MAX`).
+ * Severity passed to the log callback.
  */
-#define REL_PATH_MAX 2048
+enum xenblock_log_level
+#ifdef __cplusplus
+  : uint32_t
+#endif // __cplusplus
+ {
+  XENBLOCK_LOG_DEBUG = 0,
+  XENBLOCK_LOG_INFO = 1,
+  XENBLOCK_LOG_WARN = 2,
+  XENBLOCK_LOG_ERROR = 3,
+};
+#ifndef __cplusplus
+typedef uint32_t xenblock_log_level;
+#endif // __cplusplus
 
 /**
- * Size of [`Header`] on the wire.
+ * Result of every fallible xenblock function. Values are stable.
  */
-#define HEADER_LEN 16
+enum xenblock_status
+#ifdef __cplusplus
+  : uint32_t
+#endif // __cplusplus
+ {
+  /**
+   * Success.
+   */
+  XENBLOCK_OK = 0,
+  /**
+   * A NULL pointer, bad UTF-8/NUL bytes, a malformed path, mode or config.
+   */
+  XENBLOCK_INVALID_ARGUMENT = 1,
+  /**
+   * The target (file or device) or another required thing does not exist.
+   */
+  XENBLOCK_NOT_FOUND = 2,
+  /**
+   * Refused by the sharing rule: `hotplug-status` is `busy`.
+   */
+  XENBLOCK_BUSY = 3,
+  /**
+   * xenstore failed (error reply, lost connection, protocol error).
+   */
+  XENBLOCK_STORE_ERROR = 4,
+  /**
+   * A custom hotplug script failed.
+   */
+  XENBLOCK_SCRIPT_FAILED = 5,
+  /**
+   * A bounded wait ran out (script, xenstore, hotplug lock).
+   */
+  XENBLOCK_TIMEOUT = 6,
+  /**
+   * The backend is not in a state for this request (e.g. not InitWait).
+   */
+  XENBLOCK_BAD_STATE = 7,
+  /**
+   * The operating system refused for lack of privilege.
+   */
+  XENBLOCK_PERMISSION = 8,
+  /**
+   * An I/O or system call failed.
+   */
+  XENBLOCK_IO_ERROR = 9,
+  /**
+   * Valid, but not supported by this flavour or build.
+   */
+  XENBLOCK_UNSUPPORTED = 10,
+  /**
+   * A bug in xenblock, including a caught panic.
+   */
+  XENBLOCK_INTERNAL = 11,
+};
+#ifndef __cplusplus
+typedef uint32_t xenblock_status;
+#endif // __cplusplus
 
 /**
- * A transaction id; [`NO_TX`] means "outside any transaction".
+ * An opaque context. Create with `xenblock_ctx_new`, free with `xenblock_ctx_free`.
  */
-typedef uint32_t TxId;
+typedef struct xenblock_ctx xenblock_ctx;
 
 /**
- * Not inside a transaction.
+ * A xenstore supplied by the caller (e.g. libxl's own `xs_handle`), instead
+ * of xenblock's built-in client. Every callback returns 0 on success or a
+ * positive errno value (`ENOENT` for a missing node, `EAGAIN` from
+ * `transaction_end` for a conflict). Transaction ids are the caller's
+ * (`xs_transaction_t`); 0 means none. Callbacks may be called from several
+ * threads at once if the context is shared.
  */
-#define NO_TX 0
+typedef struct xenblock_store_ops {
+  /**
+   * `sizeof(struct xenblock_store_ops)` as compiled by the caller.
+   */
+  uint32_t abi_size;
+  /**
+   * Passed back as the first argument of every callback.
+   */
+  void *opaque;
+  /**
+   * Read `path`; on success set `*value` (malloc'd or as `free_fn` frees,
+   * need not be NUL-terminated) and `*len`.
+   */
+  int (*read)(void *opaque, uint32_t tx, const char *path, char **value, size_t *len);
+  /**
+   * Write `len` bytes of `value` at `path`.
+   */
+  int (*write)(void *opaque, uint32_t tx, const char *path, const char *value, size_t len);
+  /**
+   * Remove `path` and its children.
+   */
+  int (*remove)(void *opaque, uint32_t tx, const char *path);
+  /**
+   * List the children of `path`: `*entries` is an array of `*count`
+   * NUL-terminated names, freed with one call of `free_fn` on the array
+   * (as libxenstore's `xs_directory` allocates it) — or, when
+   * `directory_frees_each` is true, `free_fn` on each name then the array.
+   */
+  int (*directory)(void *opaque, uint32_t tx, const char *path, char ***entries, size_t *count);
+  /**
+   * Start a transaction; set `*tx`.
+   */
+  int (*transaction_start)(void *opaque, uint32_t *tx);
+  /**
+   * End a transaction: commit when `commit` is true. Return `EAGAIN` when
+   * the commit conflicted (xenblock then retries the whole transaction).
+   */
+  int (*transaction_end)(void *opaque, uint32_t tx, bool commit);
+  /**
+   * Frees memory returned by `read` and `directory`; NULL means `free(3)`.
+   */
+  void (*free_fn)(void *opaque, void *ptr);
+  /**
+   * See `directory`.
+   */
+  bool directory_frees_each;
+} xenblock_store_ops;
+
+/**
+ * Log callback: `msg` is valid only during the call. May be called from
+ * any thread that uses the context.
+ */
+typedef void (*xenblock_log_fn)(void *data, xenblock_log_level level, const char *msg);
+
+/**
+ * How to set up a context. Zero-initialise, set `abi_size =
+ * sizeof(struct xenblock_config)`, then fill what you need; zero/NULL
+ * fields take the defaults.
+ */
+typedef struct xenblock_config {
+  /**
+   * `sizeof(struct xenblock_config)` as compiled by the caller.
+   */
+  uint32_t abi_size;
+  /**
+   * `xenblock_flavour` value; 0 = native.
+   */
+  uint32_t flavour;
+  /**
+   * NULL: connect the built-in client (`$XENSTORED_PATH`, else the usual
+   * sockets, else `/dev/xen/xenbus`). Otherwise copied at `xenblock_ctx_new`;
+   * `opaque` must stay valid for the life of the context.
+   */
+  const struct xenblock_store_ops *store;
+  /**
+   * Hotplug lock directory; NULL = `/var/run/xen-hotplug` (as the scripts).
+   */
+  const char *lock_dir;
+  /**
+   * Directory for relative custom script names; NULL = `/etc/xen/scripts`.
+   */
+  const char *script_dir;
+  /**
+   * Custom script timeout in milliseconds; 0 = 40000 (as libxl).
+   */
+  uint32_t script_timeout_ms;
+  /**
+   * Bound on each wait for xenstored and the lock, in ms; 0 = 30000.
+   */
+  uint32_t store_timeout_ms;
+  /**
+   * Optional log callback.
+   */
+  xenblock_log_fn log_fn;
+  /**
+   * Passed to `log_fn`.
+   */
+  void *log_data;
+} xenblock_config;
+
+#ifdef __cplusplus
+extern "C" {
+#endif // __cplusplus
+
+/**
+ * The C ABI version: `(major << 16) | minor`.
+ */
+uint32_t xenblock_abi_version(void);
+
+/**
+ * The library version as a static string (e.g. "0.1.0"). Never freed.
+ */
+const char *xenblock_version(void);
+
+/**
+ * A static, human-readable name for a status ("ok", "busy", ...); unknown
+ * values give "unknown status". Never NULL, never freed.
+ */
+const char *xenblock_status_str(uint32_t status);
+
+/**
+ * The message of the last failure on this thread of a call that had no
+ * context (or of any call). Valid until the next xenblock call on this
+ * thread. Never NULL ("" when none).
+ */
+const char *xenblock_last_error(void);
+
+/**
+ * Create a context. `cfg` may be NULL for all defaults. On success `*out`
+ * holds a context to free with `xenblock_ctx_free`; on failure `*out` is
+ * NULL and `xenblock_last_error()` says why.
+ *
+ * # Safety
+ * `cfg` is NULL or points to a `xenblock_config` of at least `cfg->abi_size`
+ * bytes; `out` points to writable storage for a pointer.
+ */
+xenblock_status xenblock_ctx_new(const struct xenblock_config *cfg, struct xenblock_ctx **out);
+
+/**
+ * Free a context. NULL is ignored.
+ *
+ * # Safety
+ * `ctx` is NULL or was returned by `xenblock_ctx_new` and not yet freed; no
+ * other thread uses it during or after this call.
+ */
+void xenblock_ctx_free(struct xenblock_ctx *ctx);
+
+/**
+ * The message of this thread's last failed call on `ctx`, or "" if none.
+ * Valid until this thread's next call on `ctx` fails, or `ctx` is freed.
+ * Never NULL (a NULL `ctx` gives "").
+ *
+ * # Safety
+ * `ctx` is NULL or a live context.
+ */
+const char *xenblock_ctx_last_error(const struct xenblock_ctx *ctx);
+
+/**
+ * Prepare the disk of a backend: what `block add` does. `backend_path` is
+ * absolute or relative to this domain's home (libxl passes
+ * `backend/vbd/<domid>/<devid>`). On `XENBLOCK_BUSY` the backend has
+ * `hotplug-status busy`, on other failures `error`, and `hotplug-error`
+ * holds the message, which `xenblock_ctx_last_error` also gives.
+ *
+ * # Safety
+ * `ctx` is a live context; `backend_path` is NULL or NUL-terminated.
+ */
+xenblock_status xenblock_prepare(struct xenblock_ctx *ctx, const char *backend_path);
+
+/**
+ * Release the disk of a backend: what `block remove` does (detach the loop
+ * device of a file target, if it still serves that file). Idempotent.
+ *
+ * # Safety
+ * `ctx` is a live context; `backend_path` is NULL or NUL-terminated.
+ */
+xenblock_status xenblock_release(struct xenblock_ctx *ctx, const char *backend_path);
+
+#ifdef __cplusplus
+}  // extern "C"
+#endif  // __cplusplus
 
 #endif  /* XENBLOCK_H */

@@ -4,11 +4,24 @@
 //! have forked Xen's `block` hotplug script, and [`Context::release`] where it
 //! would have run `block remove`. Everything is read from and written to
 //! xenstore under the backend directory; see `DESIGN.md` §2 for the contract.
+//!
+//! ```no_run
+//! let ctx = xenblock::Context::new(xenblock::Config::default())?;
+//! ctx.prepare("backend/vbd/7/51712")?;
+//! ctx.release("backend/vbd/7/51712")?;
+//! # Ok::<(), xenblock::Error>(())
+//! ```
 
+pub mod attach;
+pub mod context;
 pub mod error;
 pub mod ffi;
+pub mod lock;
 pub mod sharing;
+pub mod spec;
 pub mod store;
 pub mod sys;
 
+pub use attach::{Prepared, Released};
+pub use context::{Config, Context, Flavour, LogLevel, Logger};
 pub use error::{Error, ErrorKind, Result};

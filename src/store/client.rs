@@ -1,1 +1,614 @@
-//! (to be written)
+//! The built-in xenstore client: xs_wire over the xenstored Unix socket or the
+//! `/dev/xen/xenbus` device.
+//!
+//! One connection, shared by threads behind a mutex. Every request carries a
+//! fresh request id, and the reply must echo it. Watch events that arrive
+//! between replies are queued for [`XsClient::read_watch`]. Reads of many
+//! nodes are pipelined ([`Store::read_many`]): all requests are written before
+//! the first reply is read, so a scan of N nodes costs one round trip, not N.
+//! Every wait is bounded by the configured timeout.
+
+use super::wire::{self, Message, MsgType, PAYLOAD_MAX};
+use super::{Store, TxId, NO_TX};
+use crate::error::{Error, Result, XsErrno};
+use parking_lot::Mutex;
+use std::collections::{HashMap, VecDeque};
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::fs::FileTypeExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// Where the client looks for xenstored when `XENSTORED_PATH` is not set.
+pub const DEFAULT_PATHS: &[&str] = &[
+    "/run/xenstored/socket",
+    "/var/run/xenstored/socket",
+    "/dev/xen/xenbus",
+];
+
+/// Default bound on any single wait for xenstored.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How many pipelined requests may be outstanding at once.
+const PIPELINE_DEPTH: usize = 512;
+
+enum Transport {
+    Socket(UnixStream),
+    Device(File),
+}
+
+impl Transport {
+    fn fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Transport::Socket(s) => s.as_fd(),
+            Transport::Device(f) => f.as_fd(),
+        }
+    }
+    fn write_all(&mut self, b: &[u8]) -> std::io::Result<()> {
+        match self {
+            Transport::Socket(s) => s.write_all(b),
+            Transport::Device(f) => f.write_all(b),
+        }
+    }
+    fn read(&mut self, b: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Transport::Socket(s) => s.read(b),
+            Transport::Device(f) => f.read(b),
+        }
+    }
+}
+
+struct Conn {
+    transport: Transport,
+    buf: Vec<u8>,
+    events: VecDeque<WatchEvent>,
+    broken: Option<String>,
+}
+
+/// A watch event: the path that changed and the token given to `watch`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchEvent {
+    pub path: String,
+    pub token: String,
+}
+
+/// A connection to xenstored.
+pub struct XsClient {
+    conn: Mutex<Conn>,
+    endpoint: PathBuf,
+    timeout: Duration,
+    next_req: AtomicU32,
+    home: Mutex<Option<String>>,
+}
+
+impl XsClient {
+    /// Connect to `$XENSTORED_PATH`, else the first of [`DEFAULT_PATHS`] that exists.
+    pub fn connect_default(timeout: Duration) -> Result<XsClient> {
+        if let Some(p) = std::env::var_os("XENSTORED_PATH") {
+            return XsClient::connect(Path::new(&p), timeout);
+        }
+        for p in DEFAULT_PATHS {
+            if Path::new(p).exists() {
+                return XsClient::connect(Path::new(p), timeout);
+            }
+        }
+        Err(Error::NotFound(format!(
+            "no xenstored found: XENSTORED_PATH is not set and none of {} exists; \
+             is xenstored running (or set XENSTORED_PATH to its socket)?",
+            DEFAULT_PATHS.join(", ")
+        )))
+    }
+
+    /// Connect to a xenstored socket or a xenbus device node.
+    pub fn connect(path: &Path, timeout: Duration) -> Result<XsClient> {
+        let transport = open_transport(path)?;
+        Ok(XsClient {
+            conn: Mutex::new(Conn {
+                transport,
+                buf: Vec::new(),
+                events: VecDeque::new(),
+                broken: None,
+            }),
+            endpoint: path.to_path_buf(),
+            timeout: if timeout.is_zero() {
+                DEFAULT_TIMEOUT
+            } else {
+                timeout
+            },
+            next_req: AtomicU32::new(1),
+            home: Mutex::new(None),
+        })
+    }
+
+    /// The socket or device this client talks to.
+    pub fn endpoint(&self) -> &Path {
+        &self.endpoint
+    }
+
+    fn req_id(&self) -> u32 {
+        self.next_req.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Send one request and wait for its reply; XS_ERROR replies become errors.
+    pub fn request(&self, ty: MsgType, tx: TxId, payload: Vec<u8>, what: &str) -> Result<Vec<u8>> {
+        let mut out = self.pipeline(ty, tx, vec![payload], what)?;
+        out.pop().expect("one reply per request")
+    }
+
+    /// Send several requests of one type back to back, then collect their
+    /// replies in order. The outer error is a connection failure; each inner
+    /// result is that request's own answer.
+    pub fn pipeline(
+        &self,
+        ty: MsgType,
+        tx: TxId,
+        payloads: Vec<Vec<u8>>,
+        what: &str,
+    ) -> Result<Vec<Result<Vec<u8>>>> {
+        let op = op_name(ty);
+        for p in &payloads {
+            if p.len() > PAYLOAD_MAX {
+                return Err(Error::InvalidArgument(format!(
+                    "xenstore {op} {}: request of {} bytes exceeds the protocol limit of {PAYLOAD_MAX} bytes",
+                    super::truncate_for_message(what),
+                    p.len()
+                )));
+            }
+        }
+        let mut conn = self.conn.lock();
+        if let Some(why) = &conn.broken {
+            // Reconnect once; transactions of the old connection are gone.
+            let why = why.clone();
+            match open_transport(&self.endpoint) {
+                Ok(t) => {
+                    conn.transport = t;
+                    conn.buf.clear();
+                    conn.broken = None;
+                }
+                Err(e) => {
+                    return Err(Error::StoreProtocol(format!(
+                    "connection to xenstored at {} was lost ({why}) and reconnecting failed: {e}",
+                    self.endpoint.display()
+                )))
+                }
+            }
+        }
+        let deadline = Instant::now() + self.timeout;
+        let mut results: Vec<Option<Result<Vec<u8>>>> = (0..payloads.len()).map(|_| None).collect();
+        let mut pending: HashMap<u32, usize> = HashMap::new();
+        let mut next = 0;
+        let mut done = 0;
+        let r = (|| -> Result<()> {
+            while done < payloads.len() {
+                // Fill the pipe.
+                let mut out = Vec::new();
+                while next < payloads.len() && pending.len() < PIPELINE_DEPTH {
+                    let id = self.req_id();
+                    let m = Message {
+                        msg_type: ty as u32,
+                        req_id: id,
+                        tx_id: tx,
+                        payload: payloads[next].clone(),
+                    };
+                    out.extend_from_slice(
+                        &m.encode()
+                            .map_err(|e| Error::InvalidArgument(e.to_string()))?,
+                    );
+                    pending.insert(id, next);
+                    next += 1;
+                }
+                if !out.is_empty() {
+                    conn.transport.write_all(&out).map_err(|e| {
+                        Error::StoreProtocol(format!(
+                            "writing to xenstored at {}: {e}",
+                            self.endpoint.display()
+                        ))
+                    })?;
+                }
+                let reply = read_message(&mut conn, deadline, &self.endpoint)?;
+                if reply.msg_type == MsgType::WatchEvent as u32 {
+                    let parts = wire::split_nul(&reply.payload);
+                    if parts.len() >= 2 {
+                        conn.events.push_back(WatchEvent {
+                            path: String::from_utf8_lossy(parts[0]).into_owned(),
+                            token: String::from_utf8_lossy(parts[1]).into_owned(),
+                        });
+                    }
+                    continue;
+                }
+                let Some(idx) = pending.remove(&reply.req_id) else {
+                    return Err(Error::StoreProtocol(format!(
+                        "xenstored sent a reply with request id {} that matches no request in flight \
+                         (type {}); the connection is out of step",
+                        reply.req_id, reply.msg_type
+                    )));
+                };
+                let what_i = if payloads.len() == 1 {
+                    what.to_string()
+                } else {
+                    path_of(&payloads[idx])
+                };
+                results[idx] = Some(if reply.msg_type == MsgType::Error as u32 {
+                    let name = wire::split_nul(&reply.payload)
+                        .first()
+                        .map(|n| String::from_utf8_lossy(n).into_owned())
+                        .unwrap_or_else(|| "EINVAL".into());
+                    Err(Error::store(op, &what_i, XsErrno::from_name(&name)))
+                } else if reply.msg_type != ty as u32 {
+                    return Err(Error::StoreProtocol(format!(
+                        "xenstored answered a {op} request with message type {}",
+                        reply.msg_type
+                    )));
+                } else {
+                    Ok(reply.payload)
+                });
+                done += 1;
+            }
+            Ok(())
+        })();
+        if let Err(e) = r {
+            conn.broken = Some(e.to_string());
+            return Err(e);
+        }
+        Ok(results
+            .into_iter()
+            .map(|r| r.expect("every request answered"))
+            .collect())
+    }
+
+    /// Register a watch. xenstored sends an initial event at once.
+    pub fn watch(&self, path: &str, token: &str) -> Result<()> {
+        self.request(MsgType::Watch, NO_TX, wire::join_nul(&[path, token]), path)
+            .map(|_| ())
+    }
+
+    /// Remove a watch.
+    pub fn unwatch(&self, path: &str, token: &str) -> Result<()> {
+        self.request(
+            MsgType::Unwatch,
+            NO_TX,
+            wire::join_nul(&[path, token]),
+            path,
+        )
+        .map(|_| ())
+    }
+
+    /// Wait up to `timeout` for a watch event.
+    pub fn read_watch(&self, timeout: Duration) -> Result<Option<WatchEvent>> {
+        let mut conn = self.conn.lock();
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(ev) = conn.events.pop_front() {
+                return Ok(Some(ev));
+            }
+            if Instant::now() >= deadline {
+                return Ok(None);
+            }
+            match read_message(&mut conn, deadline, &self.endpoint) {
+                Ok(m) if m.msg_type == MsgType::WatchEvent as u32 => {
+                    let parts = wire::split_nul(&m.payload);
+                    if parts.len() >= 2 {
+                        return Ok(Some(WatchEvent {
+                            path: String::from_utf8_lossy(parts[0]).into_owned(),
+                            token: String::from_utf8_lossy(parts[1]).into_owned(),
+                        }));
+                    }
+                }
+                Ok(m) => {
+                    let e = format!("xenstored sent an unsolicited reply (type {})", m.msg_type);
+                    conn.broken = Some(e.clone());
+                    return Err(Error::StoreProtocol(e));
+                }
+                Err(e) if e.kind() == crate::ErrorKind::Timeout => return Ok(None),
+                Err(e) => {
+                    conn.broken = Some(e.to_string());
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// `MKDIR`.
+    pub fn mkdir(&self, tx: TxId, path: &str) -> Result<()> {
+        super::validate_path(path)?;
+        self.request(MsgType::Mkdir, tx, wire::join_nul(&[path]), path)
+            .map(|_| ())
+    }
+
+    /// `GET_PERMS`: the permission strings (`n0`, `r5`, ...).
+    pub fn get_perms(&self, tx: TxId, path: &str) -> Result<Vec<String>> {
+        super::validate_path(path)?;
+        let v = self.request(MsgType::GetPerms, tx, wire::join_nul(&[path]), path)?;
+        Ok(wire::split_nul(&v)
+            .iter()
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .collect())
+    }
+
+    /// `SET_PERMS`.
+    pub fn set_perms(&self, tx: TxId, path: &str, perms: &[&str]) -> Result<()> {
+        super::validate_path(path)?;
+        let mut parts = vec![path];
+        parts.extend_from_slice(perms);
+        self.request(MsgType::SetPerms, tx, wire::join_nul(&parts), path)
+            .map(|_| ())
+    }
+
+    /// `GET_DOMAIN_PATH`.
+    pub fn get_domain_path(&self, domid: u32) -> Result<String> {
+        let v = self.request(
+            MsgType::GetDomainPath,
+            NO_TX,
+            wire::join_nul(&[domid.to_string()]),
+            "",
+        )?;
+        Ok(String::from_utf8_lossy(strip_nul(&v)).into_owned())
+    }
+}
+
+impl XsClient {
+    /// Turn a DIRECTORY answer into names; a list too long for one message
+    /// (E2BIG) is fetched again in parts with DIRECTORY_PART.
+    fn directory_reply(
+        &self,
+        tx: TxId,
+        path: &str,
+        r: Result<Vec<u8>>,
+    ) -> Result<Option<Vec<String>>> {
+        let bytes = match r {
+            Err(e) if e.xs_errno() == Some(libc::E2BIG) => self.directory_part(tx, path)?,
+            other => match not_found_is_none(other)? {
+                Some(v) => v,
+                None => return Ok(None),
+            },
+        };
+        Ok(Some(
+            wire::split_nul(&bytes)
+                .iter()
+                .map(|p| String::from_utf8_lossy(p).into_owned())
+                .collect(),
+        ))
+    }
+
+    /// Fetch a long child list with DIRECTORY_PART, restarting when the
+    /// node's generation changes between parts.
+    fn directory_part(&self, tx: TxId, path: &str) -> Result<Vec<u8>> {
+        'restart: for _ in 0..8 {
+            let mut list = Vec::new();
+            let mut generation: Option<Vec<u8>> = None;
+            loop {
+                let off = list.len().to_string();
+                let v = self.request(
+                    MsgType::DirectoryPart,
+                    tx,
+                    wire::join_nul(&[path, &off]),
+                    path,
+                )?;
+                let Some(nul) = v.iter().position(|b| *b == 0) else {
+                    return Err(Error::StoreProtocol(format!(
+                        "xenstored sent a malformed DIRECTORY_PART reply for {path}"
+                    )));
+                };
+                let (gen, data) = (v[..nul].to_vec(), &v[nul + 1..]);
+                match &generation {
+                    Some(g) if *g != gen => continue 'restart,
+                    None => generation = Some(gen),
+                    _ => {}
+                }
+                if data.is_empty() || data == [0] {
+                    return Ok(list);
+                }
+                if data.ends_with(&[0, 0]) {
+                    list.extend_from_slice(&data[..data.len() - 1]);
+                    return Ok(list);
+                }
+                list.extend_from_slice(data);
+            }
+        }
+        Err(Error::StoreProtocol(format!(
+            "the children of {path} kept changing while being listed"
+        )))
+    }
+}
+
+fn open_transport(path: &Path) -> Result<Transport> {
+    let meta = std::fs::metadata(path)
+        .map_err(|e| Error::io(format!("cannot reach xenstored at {}", path.display()), e))?;
+    if meta.file_type().is_socket() {
+        UnixStream::connect(path)
+            .map(Transport::Socket)
+            .map_err(|e| {
+                Error::io(
+                    format!("cannot connect to xenstored socket {}", path.display()),
+                    e,
+                )
+            })
+    } else if meta.file_type().is_char_device() {
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map(Transport::Device)
+            .map_err(|e| Error::io(format!("cannot open xenbus device {}", path.display()), e))
+    } else {
+        Err(Error::InvalidArgument(format!(
+            "{} is neither a xenstored socket nor a xenbus device",
+            path.display()
+        )))
+    }
+}
+
+fn read_message(conn: &mut Conn, deadline: Instant, endpoint: &Path) -> Result<Message> {
+    loop {
+        match Message::decode(&conn.buf) {
+            Ok(Some((m, used))) => {
+                conn.buf.drain(..used);
+                return Ok(m);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                return Err(Error::StoreProtocol(format!(
+                    "malformed reply from xenstored at {}: {e}",
+                    endpoint.display()
+                )))
+            }
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(Error::Timeout(format!(
+                "xenstored at {} did not answer in time",
+                endpoint.display()
+            )));
+        }
+        let ms = (deadline - now).as_millis().clamp(1, i32::MAX as u128) as i32;
+        let mut fds = [nix::poll::PollFd::new(
+            conn.transport.fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        match nix::poll::poll(
+            &mut fds,
+            nix::poll::PollTimeout::try_from(ms).unwrap_or(nix::poll::PollTimeout::MAX),
+        ) {
+            Ok(0) => continue,
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(Error::sys("waiting for xenstored", e)),
+        }
+        let mut chunk = [0u8; 8192];
+        match conn.transport.read(&mut chunk) {
+            Ok(0) => {
+                return Err(Error::StoreProtocol(format!(
+                    "xenstored at {} closed the connection",
+                    endpoint.display()
+                )))
+            }
+            Ok(n) => conn.buf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                return Err(Error::StoreProtocol(format!(
+                    "reading from xenstored at {}: {e}",
+                    endpoint.display()
+                )))
+            }
+        }
+    }
+}
+
+fn strip_nul(v: &[u8]) -> &[u8] {
+    v.strip_suffix(&[0]).unwrap_or(v)
+}
+
+fn path_of(payload: &[u8]) -> String {
+    String::from_utf8_lossy(wire::split_nul(payload).first().copied().unwrap_or(b"")).into_owned()
+}
+
+fn op_name(ty: MsgType) -> &'static str {
+    match ty {
+        MsgType::Read => "read",
+        MsgType::Write => "write",
+        MsgType::Directory => "directory",
+        MsgType::Rm => "rm",
+        MsgType::Mkdir => "mkdir",
+        MsgType::TransactionStart => "transaction-start",
+        MsgType::TransactionEnd => "transaction-end",
+        MsgType::Watch => "watch",
+        MsgType::Unwatch => "unwatch",
+        MsgType::GetPerms => "get-perms",
+        MsgType::SetPerms => "set-perms",
+        MsgType::GetDomainPath => "get-domain-path",
+        _ => "request",
+    }
+}
+
+fn not_found_is_none<T>(r: Result<T>) -> Result<Option<T>> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.xs_errno() == Some(libc::ENOENT) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+impl Store for XsClient {
+    fn read(&self, tx: TxId, path: &str) -> Result<Option<Vec<u8>>> {
+        super::validate_path(path)?;
+        not_found_is_none(self.request(MsgType::Read, tx, wire::join_nul(&[path]), path))
+    }
+
+    fn write(&self, tx: TxId, path: &str, value: &[u8]) -> Result<()> {
+        super::validate_path(path)?;
+        let mut p = path.as_bytes().to_vec();
+        p.push(0);
+        p.extend_from_slice(value);
+        self.request(MsgType::Write, tx, p, path).map(|_| ())
+    }
+
+    fn remove(&self, tx: TxId, path: &str) -> Result<()> {
+        super::validate_path(path)?;
+        not_found_is_none(self.request(MsgType::Rm, tx, wire::join_nul(&[path]), path)).map(|_| ())
+    }
+
+    fn directory(&self, tx: TxId, path: &str) -> Result<Option<Vec<String>>> {
+        super::validate_path(path)?;
+        let r = self.request(MsgType::Directory, tx, wire::join_nul(&[path]), path);
+        self.directory_reply(tx, path, r)
+    }
+
+    fn transaction_start(&self) -> Result<TxId> {
+        let v = self.request(MsgType::TransactionStart, NO_TX, vec![0], "")?;
+        let s = String::from_utf8_lossy(strip_nul(&v)).into_owned();
+        s.trim().parse().map_err(|_| {
+            Error::StoreProtocol(format!(
+                "xenstored answered transaction-start with {s:?}, not a number"
+            ))
+        })
+    }
+
+    fn transaction_end(&self, tx: TxId, commit: bool) -> Result<bool> {
+        let flag: &[u8] = if commit { b"T\0" } else { b"F\0" };
+        match self.request(MsgType::TransactionEnd, tx, flag.to_vec(), "") {
+            Ok(_) => Ok(true),
+            Err(e) if e.is_again() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn read_many(&self, tx: TxId, paths: &[String]) -> Result<Vec<Option<Vec<u8>>>> {
+        for p in paths {
+            super::validate_path(p)?;
+        }
+        let payloads = paths.iter().map(|p| wire::join_nul(&[p])).collect();
+        self.pipeline(MsgType::Read, tx, payloads, "")?
+            .into_iter()
+            .map(not_found_is_none)
+            .collect()
+    }
+
+    fn directory_many(&self, tx: TxId, paths: &[String]) -> Result<Vec<Option<Vec<String>>>> {
+        for p in paths {
+            super::validate_path(p)?;
+        }
+        let payloads = paths.iter().map(|p| wire::join_nul(&[p])).collect();
+        self.pipeline(MsgType::Directory, tx, payloads, "")?
+            .into_iter()
+            .zip(paths)
+            .map(|(r, p)| self.directory_reply(tx, p, r))
+            .collect()
+    }
+
+    fn home(&self) -> Result<String> {
+        let mut h = self.home.lock();
+        if let Some(h) = &*h {
+            return Ok(h.clone());
+        }
+        let dom = self
+            .read(NO_TX, "domid")?
+            .and_then(|v| String::from_utf8_lossy(&v).trim().parse::<u32>().ok())
+            .unwrap_or(0);
+        let home = format!("/local/domain/{dom}");
+        *h = Some(home.clone());
+        Ok(home)
+    }
+}

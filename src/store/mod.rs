@@ -43,6 +43,11 @@ pub trait Store: Send + Sync {
         paths.iter().map(|p| self.read(tx, p)).collect()
     }
 
+    /// List the children of many nodes. Pipelining implementations override this.
+    fn directory_many(&self, tx: TxId, paths: &[String]) -> Result<Vec<Option<Vec<String>>>> {
+        paths.iter().map(|p| self.directory(tx, p)).collect()
+    }
+
     /// The absolute home of this connection (`/local/domain/<self>`), against
     /// which relative paths resolve.
     fn home(&self) -> Result<String> {
@@ -111,7 +116,10 @@ pub fn validate_path(path: &str) -> Result<()> {
         return bad("it contains a NUL byte");
     }
     if path.len() > max {
-        return bad(&format!("it is {} bytes long, the limit is {max}", path.len()));
+        return bad(&format!(
+            "it is {} bytes long, the limit is {max}",
+            path.len()
+        ));
     }
     if path.contains("//") || (path.len() > 1 && path.ends_with('/')) {
         return bad("it has an empty component");

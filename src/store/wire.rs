@@ -271,7 +271,14 @@ mod tests {
     fn oversized_payload_is_refused_both_ways() {
         let m = Message::new(MsgType::Write, 1, 0, vec![b'x'; PAYLOAD_MAX + 1]);
         assert_eq!(m.encode(), Err(FrameError::TooLong(4097)));
-        let mut h = Header { msg_type: 2, req_id: 0, tx_id: 0, len: 5000 }.encode().to_vec();
+        let mut h = Header {
+            msg_type: 2,
+            req_id: 0,
+            tx_id: 0,
+            len: 5000,
+        }
+        .encode()
+        .to_vec();
         h.extend_from_slice(&[0; 8]);
         assert_eq!(Message::decode(&h), Err(FrameError::TooLong(5000)));
     }

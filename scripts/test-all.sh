@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Runs every check of xenblock, from a fresh machine of the project's kind:
+# installs what the tests need, then formatting, lints, the generated header,
+# the Rust tests (unit, integration, conformance against Xen's own scripts)
+# and the C harness. Must run as root (loop devices): root-only tests fail,
+# they do not skip, without it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "installing test dependencies"
+need_apt=()
+for pkg in pkg-config valgrind e2fsprogs util-linux; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
+done
+if [ "${#need_apt[@]}" -gt 0 ]; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
+fi
+XENBLOCK_DEBS_ROOT=$(scripts/xen-debs.sh)
+export XENBLOCK_DEBS_ROOT
+echo "Xen 4.17 tools unpacked under $XENBLOCK_DEBS_ROOT"
+
+step "cargo fmt --check"
+cargo fmt --check
+
+step "cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets -- -D warnings
+
+step "build (release) and check the generated header is committed"
+cargo build --release --bins --lib
+if ! git diff --exit-code -- include/xenblock.h; then
+  echo "include/xenblock.h is stale: the build changed it; commit the regenerated header" >&2
+  exit 1
+fi
+bad=$(nm -D --defined-only target/release/libxenblock.so | awk '{print $3}' | grep -v '^xenblock_' || true)
+if [ -n "$bad" ]; then
+  echo "libxenblock.so exports symbols other than xenblock_*:" >&2
+  echo "$bad" >&2
+  exit 1
+fi
+
+step "cargo test --release"
+cargo test --release -- --test-threads="${XENBLOCK_TEST_THREADS:-2}"
+
+if [ -x c-tests/run ]; then
+  step "C harness"
+  c-tests/run
+fi
+
+losetup_left=$(losetup -a | grep -c xenblock-test || true)
+if [ "$losetup_left" != "0" ]; then
+  echo "tests left loop devices behind:" >&2
+  losetup -a >&2
+  exit 1
+fi
+echo
+echo "all checks passed"

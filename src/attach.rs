@@ -1,0 +1,618 @@
+//! The prepare and release flows (DESIGN.md §2): what Xen's `block` script
+//! does for `add` and `remove`, done in-process.
+
+use crate::context::{Context, Flavour, LogLevel};
+use crate::error::{Error, ErrorKind, Result};
+use crate::sharing::{self, Claim, DevNum, Key, Mode, Request, VmIdentity};
+use crate::spec::{self, Backend, Handler};
+use crate::store::{self, read_string, TxId, DEFAULT_TX_ATTEMPTS, NO_TX};
+use crate::sys::stat::{FileKind, FileStat};
+use std::collections::HashSet;
+use std::path::{Component, Path, PathBuf};
+
+/// What a successful `prepare` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Prepared {
+    /// The disk is ready; these nodes were written with `hotplug-status connected`.
+    Connected {
+        physical_device: Option<String>,
+        physical_device_path: String,
+        node: Option<String>,
+    },
+    /// `physical-device` was already present: nothing was changed.
+    AlreadyPrepared,
+    /// A custom hotplug script ran and succeeded.
+    Script,
+}
+
+/// What `release` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Released {
+    /// A loop device was detached.
+    Detached(String),
+    /// Nothing to undo (a block device, already released, or never prepared).
+    Nothing,
+    /// The loop device named in `node` now serves another file; left alone.
+    LeftAlone(String),
+    /// A custom hotplug script ran.
+    Script,
+}
+
+/// Prefix of the tag xenblock puts in `lo_file_name` of its loop devices.
+pub const LOOP_TAG_PREFIX: &str = "xenblock:";
+
+impl Context {
+    /// Prepare the disk of the backend at `backend_path` (absolute, or
+    /// relative to this domain's home, like libxl's `backend/vbd/7/51712`).
+    ///
+    /// On refusal the backend gets `hotplug-status busy`, on failure
+    /// `hotplug-status error`, with `hotplug-error` set to the returned message.
+    pub fn prepare(&self, backend_path: &str) -> Result<Prepared> {
+        let path = spec::normalise_path(backend_path)?;
+        let b = Backend::read(&*self.store, NO_TX, &path)?;
+        if let Handler::Script(script) = spec::handler(b.script.as_deref()) {
+            return self
+                .run_custom_script(&b, &script, true)
+                .map(|_| Prepared::Script);
+        }
+        if b.physical_device.is_some() {
+            self.log(LogLevel::Debug, &format!("{path}: already prepared"));
+            return Ok(Prepared::AlreadyPrepared);
+        }
+        let r = match self.config.flavour {
+            Flavour::Linux => self.prepare_linux(&b),
+            Flavour::FreeBsd => self.prepare_freebsd(&b),
+            Flavour::NetBsd => self.prepare_netbsd(&b),
+        };
+        match &r {
+            Ok(p) => self.log(LogLevel::Info, &format!("{path}: prepared: {p:?}")),
+            Err(e) => self.report_failure(&path, e),
+        }
+        r
+    }
+
+    /// Release the disk of the backend at `backend_path`. Idempotent.
+    pub fn release(&self, backend_path: &str) -> Result<Released> {
+        let path = spec::normalise_path(backend_path)?;
+        let b = Backend::read(&*self.store, NO_TX, &path)?;
+        if let Handler::Script(script) = spec::handler(b.script.as_deref()) {
+            return self
+                .run_custom_script(&b, &script, false)
+                .map(|_| Released::Script);
+        }
+        match self.config.flavour {
+            Flavour::Linux => self.release_linux(&b),
+            Flavour::FreeBsd | Flavour::NetBsd => Ok(Released::Nothing),
+        }
+    }
+
+    /// Write `hotplug-error` and `hotplug-status` (busy for a refusal, error
+    /// otherwise), only if the backend directory still exists.
+    fn report_failure(&self, path: &str, e: &Error) {
+        let status = if e.kind() == ErrorKind::Busy {
+            "busy"
+        } else {
+            "error"
+        };
+        let msg = e.to_string();
+        self.log(
+            if status == "busy" {
+                LogLevel::Warn
+            } else {
+                LogLevel::Error
+            },
+            &format!("{path}: {msg}"),
+        );
+        let r = store::with_transaction(&*self.store, DEFAULT_TX_ATTEMPTS, |tx| {
+            if self.store.read(tx, path)?.is_none() {
+                return Ok(());
+            }
+            self.store
+                .write(tx, &format!("{path}/hotplug-error"), msg.as_bytes())?;
+            self.store
+                .write(tx, &format!("{path}/hotplug-status"), status.as_bytes())
+        });
+        if let Err(w) = r {
+            self.log(
+                LogLevel::Error,
+                &format!("{path}: could not record the failure in xenstore: {w}"),
+            );
+        }
+    }
+
+    /// Check the nodes every in-process add needs, as upstream's
+    /// `xenstore_read` does (params, mode, frontend-id), and resolve the target.
+    fn common_inputs(&self, b: &Backend) -> Result<(Mode, u32, PathBuf, FileStat)> {
+        let target = b.target()?;
+        let mode = match b.mode_raw.as_deref() {
+            Some(m) if !m.is_empty() => Mode::canonicalise(m),
+            _ => {
+                return Err(Error::InvalidArgument(format!(
+                    "{}: 'mode' is missing; expected r, w, ro, rw, w! or rw!",
+                    b.path
+                )))
+            }
+        };
+        let domid = b.frontend_domid()?;
+        let (resolved, st) = resolve_target(&b.path, &target)?;
+        Ok((mode, domid, resolved, st))
+    }
+
+    fn prepare_linux(&self, b: &Backend) -> Result<Prepared> {
+        let (mode, domid, resolved, st) = self.common_inputs(b)?;
+        match st.kind {
+            FileKind::Block => {
+                let dev = DevNum::from_dev_t(st.rdev);
+                let shown = resolved.display().to_string();
+                let _lock = self.lock.acquire()?;
+                self.check_sharing(b, domid, &shown, mode, vec![Key::Dev(dev)])?;
+                self.write_connected(&b.path, Some(&dev.to_string()), &shown, None)?;
+                Ok(Prepared::Connected {
+                    physical_device: Some(dev.to_string()),
+                    physical_device_path: shown,
+                    node: None,
+                })
+            }
+            FileKind::Regular => self.prepare_linux_file(b, mode, domid, &resolved, &st),
+            _ => Err(not_file_or_device(&b.path, &resolved)),
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    fn prepare_linux_file(
+        &self,
+        b: &Backend,
+        mode: Mode,
+        domid: u32,
+        file_path: &Path,
+        st: &FileStat,
+    ) -> Result<Prepared> {
+        use crate::sys::loopdev;
+        let shown = file_path.display().to_string();
+        let _lock = self.lock.acquire()?;
+        // Under the lock, as upstream: the backend may have been closed meanwhile.
+        let state = read_string(&*self.store, NO_TX, &format!("{}/state", b.path))?;
+        if state.as_deref() != Some("2") {
+            return Err(Error::BadState(format!(
+                "{}: path closed or removed during hotplug add: state is {}, expected 2 (InitWait)",
+                b.path,
+                state
+                    .map(|s| format!("{s:?}"))
+                    .unwrap_or_else(|| "missing".into())
+            )));
+        }
+        if mode == Mode::Write && st.mode & 0o222 == 0 {
+            return Err(Error::Busy(format!(
+                "{shown} is read-only (permissions {:o}), so it will not be attached read-write \
+                 to {}; make it writable or use mode 'r'",
+                st.mode & 0o7777,
+                b.path
+            )));
+        }
+        // Open once; the descriptor gives both the identity checked and the
+        // file attached, so a path swapped meanwhile cannot change either.
+        let file = crate::sys::stat::open_target(file_path, mode != Mode::Read)?;
+        let fst = crate::sys::stat::fstat(std::os::fd::AsFd::as_fd(&file))?;
+        if fst.kind != FileKind::Regular {
+            return Err(not_file_or_device(&b.path, file_path));
+        }
+        if mode != Mode::Force {
+            let keys: Vec<Key> = loopdev::backed_by(fst.dev, fst.ino)?
+                .into_iter()
+                .map(|l| Key::Dev(l.dev))
+                .collect();
+            if !keys.is_empty() {
+                self.check_sharing(b, domid, &shown, mode, keys)?;
+            }
+        }
+        let tag = self.loop_tag(&b.path)?;
+        let lo = loopdev::attach(&file, mode == Mode::Read, tag.as_bytes())?;
+        let node = lo.path.display().to_string();
+        let physical = lo.dev.to_string();
+        if let Err(e) = self.write_connected(&b.path, Some(&physical), &node, Some(&node)) {
+            if let Err(d) = loopdev::detach_if_backed_by(&lo.path, fst.dev, fst.ino) {
+                self.log(
+                    LogLevel::Error,
+                    &format!("{}: could not detach {node} after a failure: {d}", b.path),
+                );
+            }
+            return Err(e);
+        }
+        Ok(Prepared::Connected {
+            physical_device: Some(physical),
+            physical_device_path: node.clone(),
+            node: Some(node),
+        })
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn prepare_linux_file(
+        &self,
+        b: &Backend,
+        _mode: Mode,
+        _domid: u32,
+        _file_path: &Path,
+        _st: &FileStat,
+    ) -> Result<Prepared> {
+        Err(Error::Unsupported(format!(
+            "{}: the Linux flavour's loop devices exist only on Linux",
+            b.path
+        )))
+    }
+
+    /// FreeBSD: blkback opens the target itself; no loop device.
+    fn prepare_freebsd(&self, b: &Backend) -> Result<Prepared> {
+        let (mode, domid, resolved, st) = self.common_inputs(b)?;
+        let key = match st.kind {
+            FileKind::Block => Key::Dev(DevNum::from_dev_t(st.rdev)),
+            FileKind::Regular => Key::File {
+                dev: st.dev,
+                ino: st.ino,
+            },
+            _ => return Err(not_file_or_device(&b.path, &resolved)),
+        };
+        let shown = resolved.display().to_string();
+        let _lock = self.lock.acquire()?;
+        self.check_sharing(b, domid, &shown, mode, vec![key])?;
+        self.write_connected(&b.path, None, &shown, None)?;
+        Ok(Prepared::Connected {
+            physical_device: None,
+            physical_device_path: shown,
+            node: None,
+        })
+    }
+
+    /// NetBSD: block devices in-process; files need vnd(4), not done here.
+    fn prepare_netbsd(&self, b: &Backend) -> Result<Prepared> {
+        let (mode, domid, resolved, st) = self.common_inputs(b)?;
+        if st.kind != FileKind::Block {
+            return Err(Error::Unsupported(format!(
+                "{}: {} is not a block device; file targets are not supported in-process on \
+                 NetBSD (they need vnd(4)); use the block script for this disk",
+                b.path,
+                resolved.display()
+            )));
+        }
+        let dev = DevNum::from_dev_t(st.rdev);
+        let shown = resolved.display().to_string();
+        let _lock = self.lock.acquire()?;
+        self.check_sharing(b, domid, &shown, mode, vec![Key::Dev(dev)])?;
+        self.write_connected(&b.path, Some(&dev.to_string()), &shown, None)?;
+        Ok(Prepared::Connected {
+            physical_device: Some(dev.to_string()),
+            physical_device_path: shown,
+            node: None,
+        })
+    }
+
+    /// Apply the sharing rule: gather mounts and the other backends' claims
+    /// on `keys`, then ask [`sharing::check`]. Call with the lock held.
+    fn check_sharing(
+        &self,
+        b: &Backend,
+        domid: u32,
+        target: &str,
+        mode: Mode,
+        keys: Vec<Key>,
+    ) -> Result<()> {
+        if mode == Mode::Force {
+            return Ok(());
+        }
+        let claims = self.gather_claims(&b.path, &keys)?;
+        let mounts = if keys.iter().any(|k| matches!(k, Key::Dev(_))) {
+            crate::sys::mountinfo::read_self()?
+        } else {
+            Vec::new()
+        };
+        let identity = if claims.is_empty() {
+            VmIdentity::default()
+        } else {
+            self.identity(&domid.to_string())?
+        };
+        let req = Request {
+            backend: b.path.clone(),
+            target: target.to_string(),
+            mode,
+            identity,
+            keys,
+        };
+        sharing::check(&req, &mounts, &claims).map_err(|r| Error::Busy(r.message(&req)))
+    }
+
+    /// Every other backend under the same root (`backend/vbd/*/*`) whose
+    /// storage is one of `keys`, with its mode and frontend identity. Reads
+    /// are pipelined: one round trip per level of the tree, then identities
+    /// only for the backends that matter.
+    fn gather_claims(&self, own: &str, keys: &[Key]) -> Result<Vec<Claim>> {
+        let s = &*self.store;
+        let root = spec::backend_root(own)?;
+        let doms = s.directory(NO_TX, root)?.unwrap_or_default();
+        let dom_paths: Vec<String> = doms.iter().map(|d| format!("{root}/{d}")).collect();
+        let devs = s.directory_many(NO_TX, &dom_paths)?;
+        let mut backends = Vec::new();
+        for (dom, list) in doms.iter().zip(devs) {
+            for dev in list.unwrap_or_default() {
+                backends.push((dom.clone(), format!("{root}/{dom}/{dev}")));
+            }
+        }
+        let by_path = self.config.flavour == Flavour::FreeBsd;
+        let node = if by_path {
+            "physical-device-path"
+        } else {
+            "physical-device"
+        };
+        let reads: Vec<String> = backends
+            .iter()
+            .map(|(_, p)| format!("{p}/{node}"))
+            .collect();
+        let values = s.read_many(NO_TX, &reads)?;
+        let wanted: HashSet<Key> = keys.iter().copied().collect();
+        let mut hits = Vec::new();
+        for ((dom, path), v) in backends.into_iter().zip(values) {
+            if path == own {
+                continue;
+            }
+            let Some(v) = v else { continue };
+            let text = String::from_utf8_lossy(&v);
+            let key = if by_path {
+                key_of_path(Path::new(text.trim()))
+            } else {
+                DevNum::parse_hex(&text).map(Key::Dev)
+            };
+            if let Some(k) = key.filter(|k| wanted.contains(k)) {
+                hits.push((dom, path, k));
+            }
+        }
+        let mode_paths: Vec<String> = hits.iter().map(|(_, p, _)| format!("{p}/mode")).collect();
+        let modes = s.read_many(NO_TX, &mode_paths)?;
+        let mut claims = Vec::with_capacity(hits.len());
+        for ((dom, path, key), m) in hits.into_iter().zip(modes) {
+            let m = m
+                .map(|m| String::from_utf8_lossy(&m).into_owned())
+                .unwrap_or_default();
+            claims.push(Claim {
+                identity: self.identity(&dom)?,
+                backend: path,
+                domid: dom,
+                key,
+                mode: Mode::canonicalise(&m),
+            });
+        }
+        Ok(claims)
+    }
+
+    /// `/local/domain/<d>/vm`, and the vm of the domain it is a stub for.
+    fn identity(&self, domid: &str) -> Result<VmIdentity> {
+        let s = &*self.store;
+        let v = s.read_many(
+            NO_TX,
+            &[
+                format!("/local/domain/{domid}/vm"),
+                format!("/local/domain/{domid}/target"),
+            ],
+        )?;
+        let text = |b: &Option<Vec<u8>>| {
+            b.as_ref()
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .filter(|s| !s.is_empty())
+        };
+        let vm = text(&v[0]);
+        let target_vm = match text(&v[1]).and_then(|t| t.trim().parse::<u32>().ok()) {
+            Some(t) => {
+                read_string(s, NO_TX, &format!("/local/domain/{t}/vm"))?.filter(|s| !s.is_empty())
+            }
+            None => None,
+        };
+        Ok(VmIdentity { vm, target_vm })
+    }
+
+    /// Write the result nodes in one transaction, after checking the backend
+    /// still exists (never recreate a directory the toolstack removed).
+    fn write_connected(
+        &self,
+        path: &str,
+        physical_device: Option<&str>,
+        physical_path: &str,
+        node: Option<&str>,
+    ) -> Result<()> {
+        let s = &*self.store;
+        store::with_transaction(s, DEFAULT_TX_ATTEMPTS, |tx: TxId| {
+            if s.read(tx, path)?.is_none() {
+                return Err(Error::BadState(format!(
+                    "{path}: the backend directory was removed during hotplug add"
+                )));
+            }
+            if let Some(n) = node {
+                s.write(tx, &format!("{path}/node"), n.as_bytes())?;
+            }
+            if let Some(d) = physical_device {
+                s.write(tx, &format!("{path}/physical-device"), d.as_bytes())?;
+            }
+            s.write(
+                tx,
+                &format!("{path}/physical-device-path"),
+                physical_path.as_bytes(),
+            )?;
+            s.write(tx, &format!("{path}/hotplug-status"), b"connected")
+        })
+    }
+
+    /// The tag put in `lo_file_name`: `xenblock:` + the absolute backend path.
+    pub(crate) fn loop_tag(&self, path: &str) -> Result<String> {
+        Ok(format!("{LOOP_TAG_PREFIX}{}", self.absolute(path)?))
+    }
+
+    /// A backend path made absolute against this connection's home.
+    pub(crate) fn absolute(&self, path: &str) -> Result<String> {
+        if path.starts_with('/') {
+            Ok(path.to_string())
+        } else {
+            Ok(format!("{}/{path}", self.store.home()?))
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    fn release_linux(&self, b: &Backend) -> Result<Released> {
+        use crate::sys::loopdev;
+        let Some(node) = b.node.as_deref().map(str::trim).filter(|n| !n.is_empty()) else {
+            return Ok(Released::Nothing);
+        };
+        if !is_loop_node(node) {
+            return Err(Error::InvalidArgument(format!(
+                "{}: 'node' is {node:?}, which is not a loop device (/dev/loopN); not touching it",
+                b.path
+            )));
+        }
+        let tag = self.loop_tag(&b.path)?;
+        // The file the backend names, if it still exists: a loop device that
+        // upstream's script attached carries no tag but is backed by it.
+        let file_id = b
+            .target()
+            .ok()
+            .and_then(|t| crate::sys::stat::stat(&t).ok())
+            .filter(|st| st.kind == FileKind::Regular)
+            .map(|st| (st.dev, st.ino));
+        let _lock = self.lock.acquire()?;
+        // Still backed by the backend's file: ours. If the file is gone (it
+        // can be unlinked while attached), only our own tag can tell.
+        let detached = loopdev::detach_if(Path::new(node), |info| match file_id {
+            Some(id) => id == (info.backing_dev, info.backing_ino),
+            None => info.file_name == tag.as_bytes(),
+        })?;
+        if detached {
+            return Ok(Released::Detached(node.to_string()));
+        }
+        match loopdev::status(Path::new(node))? {
+            None => Ok(Released::Nothing),
+            Some(_) => {
+                self.log(
+                    LogLevel::Warn,
+                    &format!(
+                        "{}: {node} now serves another file; it was not detached",
+                        b.path
+                    ),
+                );
+                Ok(Released::LeftAlone(node.to_string()))
+            }
+        }
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn release_linux(&self, _b: &Backend) -> Result<Released> {
+        Ok(Released::Nothing)
+    }
+
+    /// Custom hotplug scripts (the next step of the project).
+    fn run_custom_script(&self, b: &Backend, script: &str, _add: bool) -> Result<()> {
+        let e = Error::Unsupported(format!(
+            "{}: custom hotplug script {script:?} is not supported yet; only the standard \
+             block script is handled in-process",
+            b.path
+        ));
+        if _add {
+            self.report_failure(&b.path, &e);
+        }
+        Err(e)
+    }
+}
+
+fn is_loop_node(node: &str) -> bool {
+    node.strip_prefix("/dev/loop")
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|c| c.is_ascii_digit()))
+}
+
+fn not_file_or_device(backend: &str, p: &Path) -> Error {
+    Error::InvalidArgument(format!(
+        "{backend}: target {} is neither a regular file nor a block device",
+        p.display()
+    ))
+}
+
+/// The identity of a FreeBSD-style claim: a device number or (dev, ino).
+fn key_of_path(p: &Path) -> Option<Key> {
+    let st = crate::sys::stat::stat(p).ok()?;
+    match st.kind {
+        FileKind::Block => Some(Key::Dev(DevNum::from_dev_t(st.rdev))),
+        FileKind::Regular => Some(Key::File {
+            dev: st.dev,
+            ino: st.ino,
+        }),
+        _ => None,
+    }
+}
+
+/// Resolve `params` to a canonical path and stat it. Relative names are
+/// device names under `/dev/` (as upstream's `expand_dev` means to do).
+fn resolve_target(backend: &str, target: &Path) -> Result<(PathBuf, FileStat)> {
+    let candidate = if target.is_absolute() {
+        target.to_path_buf()
+    } else {
+        if !target
+            .components()
+            .all(|c| matches!(c, Component::Normal(_)))
+        {
+            return Err(Error::InvalidArgument(format!(
+                "{backend}: relative target {:?} may only name a device under /dev \
+                 (no '.' or '..'); give an absolute path",
+                target
+            )));
+        }
+        Path::new("/dev").join(target)
+    };
+    let resolved = match std::fs::canonicalize(&candidate) {
+        Ok(p) => p,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let what = match std::fs::read_link(&candidate) {
+                Ok(to) => format!(
+                    "{} is a symbolic link to {}, which does not exist",
+                    candidate.display(),
+                    to.display()
+                ),
+                Err(_) => format!("{} does not exist", candidate.display()),
+            };
+            return Err(Error::NotFound(format!(
+                "{backend}: target {what}; check the disk's target= in the domain configuration"
+            )));
+        }
+        Err(e) => {
+            return Err(Error::io(
+                format!("{backend}: cannot resolve target {}", candidate.display()),
+                e,
+            ))
+        }
+    };
+    if resolved.starts_with("/proc") || resolved.starts_with("/sys") {
+        return Err(Error::InvalidArgument(format!(
+            "{backend}: target {} resolves into {}, which holds no disks",
+            candidate.display(),
+            resolved.display()
+        )));
+    }
+    let st = crate::sys::stat::stat(&resolved)?;
+    Ok((resolved, st))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loop_node_names() {
+        assert!(is_loop_node("/dev/loop0"));
+        assert!(is_loop_node("/dev/loop123"));
+        assert!(!is_loop_node("/dev/loop"));
+        assert!(!is_loop_node("/dev/sda"));
+        assert!(!is_loop_node("/dev/loop1/../sda"));
+    }
+
+    #[test]
+    fn relative_targets_stay_under_dev() {
+        let e = resolve_target("b", Path::new("../etc/passwd")).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+        let e = resolve_target("b", Path::new("no-such-device-xyz")).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::NotFound);
+        assert!(e.to_string().contains("/dev/no-such-device-xyz"), "{e}");
+        let e = resolve_target("b", Path::new("/proc/kcore")).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+    }
+}

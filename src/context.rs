@@ -1,0 +1,157 @@
+//! The safe Rust API: [`Config`] and [`Context`].
+
+use crate::error::{Error, Result};
+use crate::lock::{HotplugLock, DEFAULT_LOCK_DIR};
+use crate::store::client::XsClient;
+use crate::store::Store;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Which operating system's toolstack contract to follow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavour {
+    /// Linux: loop devices for files, `physical-device` numbers; scripts get
+    /// `[script, add|remove]` and `XENBUS_*` in the environment.
+    Linux,
+    /// FreeBSD: blkback opens files directly; scripts get `[script, path, add|remove]`.
+    FreeBsd,
+    /// NetBSD: scripts get `[script, path, 2|6]`; files need vnd(4).
+    NetBsd,
+}
+
+impl Flavour {
+    /// The flavour of the operating system this was built for.
+    pub fn native() -> Flavour {
+        if cfg!(target_os = "freebsd") {
+            Flavour::FreeBsd
+        } else if cfg!(target_os = "netbsd") {
+            Flavour::NetBsd
+        } else {
+            Flavour::Linux
+        }
+    }
+
+    /// Parse `linux`, `freebsd` or `netbsd`.
+    pub fn parse(s: &str) -> Result<Flavour> {
+        match s {
+            "linux" => Ok(Flavour::Linux),
+            "freebsd" => Ok(Flavour::FreeBsd),
+            "netbsd" => Ok(Flavour::NetBsd),
+            _ => Err(Error::InvalidArgument(format!(
+                "unknown flavour {s:?}; expected linux, freebsd or netbsd"
+            ))),
+        }
+    }
+}
+
+/// Severity of a log message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+/// A log sink.
+pub type Logger = Arc<dyn Fn(LogLevel, &str) + Send + Sync>;
+
+/// How a [`Context`] is set up. `Config::default()` is what a Linux dom0 wants.
+#[derive(Clone)]
+pub struct Config {
+    /// The store to use; `None` connects the built-in client.
+    pub store: Option<Arc<dyn Store>>,
+    /// Directory of the hotplug lock (upstream: `/var/run/xen-hotplug`).
+    pub lock_dir: PathBuf,
+    /// Where relative custom script names resolve (upstream: `/etc/xen/scripts`).
+    pub script_dir: PathBuf,
+    /// How long a custom script may run (libxl: 40 s).
+    pub script_timeout: Duration,
+    /// Bound on each wait for xenstored (built-in client) and for the lock.
+    pub store_timeout: Duration,
+    /// OS contract to follow.
+    pub flavour: Flavour,
+    /// Where messages go; `None` drops them.
+    pub logger: Option<Logger>,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            store: None,
+            lock_dir: PathBuf::from(DEFAULT_LOCK_DIR),
+            script_dir: PathBuf::from("/etc/xen/scripts"),
+            script_timeout: Duration::from_secs(40),
+            store_timeout: Duration::from_secs(30),
+            flavour: Flavour::native(),
+            logger: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("store", &self.store.as_ref().map(|_| "custom"))
+            .field("lock_dir", &self.lock_dir)
+            .field("script_dir", &self.script_dir)
+            .field("script_timeout", &self.script_timeout)
+            .field("store_timeout", &self.store_timeout)
+            .field("flavour", &self.flavour)
+            .finish()
+    }
+}
+
+/// A handle for preparing and releasing disks. Cheap to share between
+/// threads (`Send + Sync`); calls from several threads are serialised where
+/// they must be (the hotplug lock) and run in parallel elsewhere.
+pub struct Context {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) config: Config,
+    pub(crate) lock: HotplugLock,
+}
+
+impl Context {
+    /// Set up a context; connects the built-in client when no store is given.
+    pub fn new(config: Config) -> Result<Context> {
+        let store: Arc<dyn Store> = match &config.store {
+            Some(s) => s.clone(),
+            None => Arc::new(XsClient::connect_default(config.store_timeout)?),
+        };
+        if config.lock_dir.as_os_str().is_empty() || !config.lock_dir.is_absolute() {
+            return Err(Error::InvalidArgument(format!(
+                "lock directory {:?} must be an absolute path",
+                config.lock_dir
+            )));
+        }
+        if config.script_dir.as_os_str().is_empty() || !config.script_dir.is_absolute() {
+            return Err(Error::InvalidArgument(format!(
+                "script directory {:?} must be an absolute path",
+                config.script_dir
+            )));
+        }
+        let lock_wait = config.store_timeout.max(Duration::from_secs(1)) * 4;
+        Ok(Context {
+            lock: HotplugLock::new(&config.lock_dir, lock_wait),
+            store,
+            config,
+        })
+    }
+
+    /// The store this context talks to.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub(crate) fn log(&self, level: LogLevel, msg: &str) {
+        if let Some(l) = &self.config.logger {
+            l(level, msg);
+        }
+    }
+}

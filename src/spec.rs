@@ -1,0 +1,211 @@
+//! Reading a backend directory and deciding what to do with it.
+//!
+//! Everything xenblock needs is read from xenstore (in one pipelined batch),
+//! so `release` works from another process than `prepare`.
+
+use crate::error::{Error, Result};
+use crate::sharing::Mode;
+use crate::store::{self, Store, TxId};
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+/// The standard script that xenblock replaces in-process.
+pub const STANDARD_SCRIPT: &str = "block";
+
+/// The nodes of a backend directory xenblock looks at.
+#[derive(Debug, Clone, Default)]
+pub struct Backend {
+    /// The backend path as given (absolute, or relative to the caller's home).
+    pub path: String,
+    /// `params`: the disk target, verbatim.
+    pub params: Option<Vec<u8>>,
+    /// `mode`, raw.
+    pub mode_raw: Option<String>,
+    /// `script`.
+    pub script: Option<String>,
+    /// `type`.
+    pub dev_type: Option<String>,
+    /// `frontend-id`.
+    pub frontend_id: Option<String>,
+    /// `state`.
+    pub state: Option<String>,
+    /// `physical-device` (present once prepared).
+    pub physical_device: Option<String>,
+    /// `physical-device-path`.
+    pub physical_device_path: Option<String>,
+    /// `node` (the loop device of a file target).
+    pub node: Option<String>,
+}
+
+const NODES: &[&str] = &[
+    "params",
+    "mode",
+    "script",
+    "type",
+    "frontend-id",
+    "state",
+    "physical-device",
+    "physical-device-path",
+    "node",
+];
+
+/// Check and normalise a backend path given by a caller.
+pub fn normalise_path(path: &str) -> Result<String> {
+    let p = path.trim_end_matches('/');
+    if p.is_empty() {
+        return Err(Error::InvalidArgument(
+            "the backend path is empty; expected e.g. backend/vbd/<domid>/<devid>".into(),
+        ));
+    }
+    store::validate_path(p)?;
+    if p.split('/').any(|c| c == "." || c == "..") {
+        return Err(Error::InvalidArgument(format!(
+            "backend path {p:?} contains '.' or '..' components"
+        )));
+    }
+    Ok(p.to_string())
+}
+
+impl Backend {
+    /// Read the backend directory at `path` (already normalised).
+    pub fn read(store: &dyn Store, tx: TxId, path: &str) -> Result<Backend> {
+        let paths: Vec<String> = NODES.iter().map(|n| format!("{path}/{n}")).collect();
+        let mut v = store.read_many(tx, &paths)?.into_iter();
+        let params = v.next().flatten();
+        let mut text = || {
+            v.next()
+                .flatten()
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+        };
+        Ok(Backend {
+            path: path.to_string(),
+            params,
+            mode_raw: text(),
+            script: text(),
+            dev_type: text(),
+            frontend_id: text(),
+            state: text(),
+            physical_device: text(),
+            physical_device_path: text(),
+            node: text(),
+        })
+    }
+
+    /// Canonical mode (missing mode reads as read-only, the safe side).
+    pub fn mode(&self) -> Mode {
+        Mode::canonicalise(self.mode_raw.as_deref().unwrap_or(""))
+    }
+
+    /// The `params` target as a path, checked: not empty, no NUL, sane length.
+    pub fn target(&self) -> Result<PathBuf> {
+        let raw = self.params.as_deref().unwrap_or(b"");
+        if raw.is_empty() {
+            return Err(Error::InvalidArgument(format!(
+                "{}: no target: 'params' is {}; the disk spec needs target=<file or device>",
+                self.path,
+                if self.params.is_none() {
+                    "missing"
+                } else {
+                    "empty"
+                }
+            )));
+        }
+        if raw.contains(&0) {
+            return Err(Error::InvalidArgument(format!(
+                "{}: the target in 'params' contains a NUL byte",
+                self.path
+            )));
+        }
+        if raw.len() > libc::PATH_MAX as usize {
+            return Err(Error::InvalidArgument(format!(
+                "{}: the target in 'params' is {} bytes long, longer than any path (PATH_MAX {})",
+                self.path,
+                raw.len(),
+                libc::PATH_MAX
+            )));
+        }
+        Ok(PathBuf::from(OsStr::from_bytes(raw)))
+    }
+
+    /// The frontend domain id, required for the same-VM rule.
+    pub fn frontend_domid(&self) -> Result<u32> {
+        let raw = self.frontend_id.as_deref().unwrap_or("");
+        raw.trim().parse::<u32>().map_err(|_| {
+            Error::InvalidArgument(format!(
+                "{}: 'frontend-id' is {}; it must be the frontend's domain id",
+                self.path,
+                if self.frontend_id.is_none() {
+                    "missing".to_string()
+                } else {
+                    format!("{raw:?}")
+                }
+            ))
+        })
+    }
+}
+
+/// Who handles a backend: xenblock itself, or a custom hotplug script.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Handler {
+    /// `script` absent or the standard `block`: done in-process.
+    InProcess,
+    /// A custom script: its name as written in `script`.
+    Script(String),
+}
+
+/// Decide from the `script` node.
+pub fn handler(script: Option<&str>) -> Handler {
+    match script.map(str::trim) {
+        None | Some("") => Handler::InProcess,
+        Some(s) if Path::new(s).file_name() == Some(OsStr::new(STANDARD_SCRIPT)) => {
+            Handler::InProcess
+        }
+        Some(s) => Handler::Script(s.to_string()),
+    }
+}
+
+/// Parent of the parent: `backend/vbd/7/51712` → `backend/vbd`.
+pub fn backend_root(path: &str) -> Result<&str> {
+    let mut it = path.rsplitn(3, '/');
+    let (_dev, _dom, root) = (it.next(), it.next(), it.next());
+    match root {
+        Some(r) if !r.is_empty() => Ok(r),
+        _ => Err(Error::InvalidArgument(format!(
+            "backend path {path:?} is not of the form <root>/<domid>/<devid> \
+             (e.g. backend/vbd/7/51712)"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handler_choice() {
+        assert_eq!(handler(None), Handler::InProcess);
+        assert_eq!(handler(Some("/etc/xen/scripts/block")), Handler::InProcess);
+        assert_eq!(handler(Some("block")), Handler::InProcess);
+        assert_eq!(
+            handler(Some("/etc/xen/scripts/block-iscsi")),
+            Handler::Script("/etc/xen/scripts/block-iscsi".into())
+        );
+    }
+
+    #[test]
+    fn roots_and_paths() {
+        assert_eq!(backend_root("backend/vbd/7/51712").unwrap(), "backend/vbd");
+        assert_eq!(
+            backend_root("/local/domain/0/backend/vbd/7/51712").unwrap(),
+            "/local/domain/0/backend/vbd"
+        );
+        assert!(backend_root("7/51712").is_err());
+        assert_eq!(
+            normalise_path("backend/vbd/1/2/").unwrap(),
+            "backend/vbd/1/2"
+        );
+        assert!(normalise_path("backend/../x/1/2").is_err());
+        assert!(normalise_path("").is_err());
+    }
+}

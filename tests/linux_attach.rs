@@ -1,0 +1,449 @@
+//! In-process prepare/release on Linux against the embedded xenstored with
+//! real loop devices (DESIGN.md §2). Needs root: fails, never skips, without.
+
+mod common;
+use common::{require_root, Env};
+use std::os::unix::fs::PermissionsExt;
+use xenblock::{ErrorKind, Prepared, Released};
+
+fn hex(path: &std::path::Path) -> String {
+    let st = xenblock::sys::stat::stat(path).unwrap();
+    xenblock::sharing::DevNum::from_dev_t(st.rdev).to_string()
+}
+
+#[test]
+fn phy_device_is_connected_with_its_number() {
+    require_root();
+    let mut env = Env::new();
+    let dev = env.block_device("phy.img");
+    env.domain(5, "/vm/a");
+    let be = env.backend(5, 51712, &dev.display().to_string(), "w");
+    let ctx = env.ctx();
+    let r = ctx.prepare(&be).unwrap();
+    assert!(matches!(r, Prepared::Connected { node: None, .. }), "{r:?}");
+    assert_eq!(
+        env.read(&format!("{be}/hotplug-status")).as_deref(),
+        Some("connected")
+    );
+    assert_eq!(env.read(&format!("{be}/physical-device")), Some(hex(&dev)));
+    assert_eq!(
+        env.read(&format!("{be}/physical-device-path")),
+        Some(dev.display().to_string())
+    );
+    assert_eq!(env.read(&format!("{be}/node")), None);
+    assert_eq!(ctx.release(&be).unwrap(), Released::Nothing);
+    assert_eq!(
+        env.loops_of(&env.dir.join("phy.img")).len(),
+        1,
+        "phy release touches nothing"
+    );
+}
+
+#[test]
+fn relative_device_names_are_expanded_under_dev() {
+    require_root();
+    let mut env = Env::new();
+    let dev = env.block_device("rel.img");
+    env.domain(5, "/vm/a");
+    let name = dev.file_name().unwrap().to_str().unwrap().to_string();
+    let be = env.backend(5, 51712, &name, "r");
+    env.ctx().prepare(&be).unwrap();
+    assert_eq!(env.read(&format!("{be}/physical-device")), Some(hex(&dev)));
+    assert_eq!(
+        env.read(&format!("{be}/physical-device-path")),
+        Some(dev.display().to_string())
+    );
+}
+
+#[test]
+fn symlinked_targets_are_resolved() {
+    require_root();
+    let mut env = Env::new();
+    let dev = env.block_device("sym.img");
+    let link = env.dir.join("disk-link");
+    std::os::unix::fs::symlink(&dev, &link).unwrap();
+    env.domain(5, "/vm/a");
+    let be = env.backend(5, 51712, &link.display().to_string(), "w");
+    env.ctx().prepare(&be).unwrap();
+    assert_eq!(
+        env.read(&format!("{be}/physical-device-path")),
+        Some(dev.display().to_string())
+    );
+
+    let img = env.image("file.img", 1 << 20);
+    let flink = env.dir.join("file-link");
+    std::os::unix::fs::symlink(&img, &flink).unwrap();
+    let be2 = env.backend(5, 51728, &flink.display().to_string(), "w");
+    env.ctx().prepare(&be2).unwrap();
+    let loops = env.loops_of(&img);
+    assert_eq!(loops.len(), 1, "the symlink's target is what gets attached");
+}
+
+#[test]
+fn file_rw_gets_a_writable_loop_device_and_release_detaches_it() {
+    require_root();
+    let mut env = Env::new();
+    let img = env.image("rw.img", 4 << 20);
+    env.domain(7, "/vm/seven");
+    let be = env.backend(7, 51712, &img.display().to_string(), "w");
+    let ctx = env.ctx();
+    ctx.prepare(&be).unwrap();
+    let loops = env.loops_of(&img);
+    assert_eq!(loops.len(), 1);
+    let lo = &loops[0];
+    assert!(!lo.read_only);
+    let node = lo.path.display().to_string();
+    assert_eq!(env.read(&format!("{be}/node")), Some(node.clone()));
+    assert_eq!(
+        env.read(&format!("{be}/physical-device-path")),
+        Some(node.clone())
+    );
+    assert_eq!(
+        env.read(&format!("{be}/physical-device")),
+        Some(lo.dev.to_string())
+    );
+    assert_eq!(
+        env.read(&format!("{be}/hotplug-status")).as_deref(),
+        Some("connected")
+    );
+    assert!(
+        String::from_utf8_lossy(&lo.file_name)
+            .starts_with("xenblock:/local/domain/0/backend/vbd/7/51712"),
+        "loop device is tagged with its backend: {:?}",
+        String::from_utf8_lossy(&lo.file_name)
+    );
+    assert_eq!(ctx.release(&be).unwrap(), Released::Detached(node));
+    assert!(env.loops_of(&img).is_empty());
+    assert_eq!(
+        ctx.release(&be).unwrap(),
+        Released::Nothing,
+        "release is idempotent"
+    );
+}
+
+#[test]
+fn file_r_is_attached_read_only_and_shared_between_vms() {
+    require_root();
+    let mut env = Env::new();
+    let img = env.image("ro.img", 1 << 20);
+    env.domain(1, "/vm/one");
+    env.domain(2, "/vm/two");
+    let a = env.backend(1, 51712, &img.display().to_string(), "r");
+    let b = env.backend(2, 51712, &img.display().to_string(), "ro");
+    let ctx = env.ctx();
+    ctx.prepare(&a).unwrap();
+    ctx.prepare(&b).unwrap();
+    let loops = env.loops_of(&img);
+    assert_eq!(loops.len(), 2);
+    assert!(loops.iter().all(|l| l.read_only));
+    // A writer now is refused.
+    env.domain(3, "/vm/three");
+    let c = env.backend(3, 51712, &img.display().to_string(), "w");
+    let e = ctx.prepare(&c).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Busy, "{e}");
+    assert_eq!(
+        env.read(&format!("{c}/hotplug-status")).as_deref(),
+        Some("busy")
+    );
+    assert_eq!(env.loops_of(&img).len(), 2, "a refusal attaches nothing");
+}
+
+#[test]
+fn file_rw_conflict_with_another_vm_is_refused_with_who_holds_it() {
+    require_root();
+    let mut env = Env::new();
+    let img = env.image("conflict.img", 1 << 20);
+    env.domain(7, "/vm/seven");
+    env.domain(9, "/vm/nine");
+    let a = env.backend(7, 51712, &img.display().to_string(), "w");
+    let b = env.backend(9, 51712, &img.display().to_string(), "w");
+    let ctx = env.ctx();
+    ctx.prepare(&a).unwrap();
+    let e = ctx.prepare(&b).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Busy);
+    let msg = env.read(&format!("{b}/hotplug-error")).unwrap();
+    assert_eq!(msg, e.to_string());
+    assert!(msg.contains(&img.display().to_string()), "{msg}");
+    assert!(
+        msg.contains("domain 7") && msg.contains("backend/vbd/7/51712"),
+        "{msg}"
+    );
+    assert!(msg.contains("read-write"), "{msg}");
+    assert_eq!(
+        env.read(&format!("{b}/hotplug-status")).as_deref(),
+        Some("busy")
+    );
+    assert_eq!(env.read(&format!("{b}/node")), None);
+    assert_eq!(env.read(&format!("{b}/physical-device")), None);
+    assert_eq!(env.loops_of(&img).len(), 1);
+    // r against a w holder is refused too.
+    let c = env.backend(9, 51728, &img.display().to_string(), "r");
+    assert_eq!(ctx.prepare(&c).unwrap_err().kind(), ErrorKind::Busy);
+}
+
+#[test]
+fn phy_rw_conflict_with_another_vm_is_refused() {
+    require_root();
+    let mut env = Env::new();
+    let dev = env.block_device("phyconf.img");
+    env.domain(7, "/vm/seven");
+    env.domain(9, "/vm/nine");
+    let a = env.backend(7, 51712, &dev.display().to_string(), "w");
+    let b = env.backend(9, 51712, &dev.display().to_string(), "r");
+    let ctx = env.ctx();
+    ctx.prepare(&a).unwrap();
+    let e = ctx.prepare(&b).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Busy, "{e}");
+    assert_eq!(env.read(&format!("{b}/physical-device")), None);
+}
+
+#[test]
+fn same_vm_may_share_directly_and_through_a_stub_domain() {
+    require_root();
+    let mut env = Env::new();
+    let img = env.image("same.img", 1 << 20);
+    env.domain(4, "/vm/guest");
+    env.domain(5, "/vm/guest");
+    // Domain 6 is the device-model stub domain of domain 4.
+    env.domain(6, "/vm/stubdom-of-4");
+    env.write("/local/domain/6/target", "4");
+    let ctx = env.ctx();
+    let a = env.backend(4, 51712, &img.display().to_string(), "w");
+    let b = env.backend(5, 51712, &img.display().to_string(), "w");
+    let c = env.backend(6, 51712, &img.display().to_string(), "w");
+    ctx.prepare(&a).unwrap();
+    ctx.prepare(&b).unwrap();
+    ctx.prepare(&c).unwrap();
+    assert_eq!(env.loops_of(&img).len(), 3);
+}
+
+#[test]
+fn forced_mode_skips_the_checks() {
+    require_root();
+    let mut env = Env::new();
+    let img = env.image("force.img", 1 << 20);
+    env.domain(1, "/vm/one");
+    env.domain(2, "/vm/two");
+    let ctx = env.ctx();
+    ctx.prepare(&env.backend(1, 51712, &img.display().to_string(), "w"))
+        .unwrap();
+    let b = env.backend(2, 51712, &img.display().to_string(), "w!");
+    ctx.prepare(&b).unwrap();
+    let loops = env.loops_of(&img);
+    assert_eq!(loops.len(), 2);
+    assert!(loops.iter().all(|l| !l.read_only), "w! attaches read-write");
+}
+
+#[test]
+fn read_only_file_is_refused_for_write() {
+    require_root();
+    let mut env = Env::new();
+    let img = env.image("perm.img", 1 << 20);
+    std::fs::set_permissions(&img, std::fs::Permissions::from_mode(0o444)).unwrap();
+    env.domain(1, "/vm/one");
+    let be = env.backend(1, 51712, &img.display().to_string(), "w");
+    let e = env.ctx().prepare(&be).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Busy);
+    assert!(e.to_string().contains("read-only"), "{e}");
+    assert_eq!(
+        env.read(&format!("{be}/hotplug-status")).as_deref(),
+        Some("busy")
+    );
+    assert!(env.loops_of(&img).is_empty());
+    // Read-only use is fine.
+    let r = env.backend(1, 51728, &img.display().to_string(), "r");
+    env.ctx().prepare(&r).unwrap();
+}
+
+#[test]
+fn file_requires_initwait_state() {
+    require_root();
+    let mut env = Env::new();
+    let img = env.image("state.img", 1 << 20);
+    env.domain(1, "/vm/one");
+    let be = env.backend(1, 51712, &img.display().to_string(), "w");
+    env.write(&format!("{be}/state"), "6");
+    let e = env.ctx().prepare(&be).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::BadState, "{e}");
+    assert_eq!(
+        env.read(&format!("{be}/hotplug-status")).as_deref(),
+        Some("error")
+    );
+    assert!(env.loops_of(&img).is_empty());
+}
+
+#[test]
+fn already_prepared_backend_is_left_unchanged() {
+    require_root();
+    let mut env = Env::new();
+    let img = env.image("twice.img", 1 << 20);
+    env.domain(1, "/vm/one");
+    let be = env.backend(1, 51712, &img.display().to_string(), "w");
+    env.write(&format!("{be}/physical-device"), "ca:fe");
+    assert_eq!(env.ctx().prepare(&be).unwrap(), Prepared::AlreadyPrepared);
+    assert_eq!(
+        env.read(&format!("{be}/physical-device")).as_deref(),
+        Some("ca:fe")
+    );
+    assert_eq!(env.read(&format!("{be}/hotplug-status")), None);
+    assert!(env.loops_of(&img).is_empty());
+}
+
+#[test]
+fn empty_missing_and_dangling_targets_are_errors() {
+    require_root();
+    let env = Env::new();
+    env.domain(1, "/vm/one");
+    let ctx = env.ctx();
+    let empty = env.backend(1, 1, "", "w");
+    let e = ctx.prepare(&empty).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+    assert!(e.to_string().contains("no target"), "{e}");
+    assert_eq!(
+        env.read(&format!("{empty}/hotplug-status")).as_deref(),
+        Some("error")
+    );
+
+    let missing = env.backend(1, 2, "/nonexistent/disk.img", "w");
+    let e = ctx.prepare(&missing).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound);
+    assert_eq!(
+        env.read(&format!("{missing}/hotplug-status")).as_deref(),
+        Some("error")
+    );
+    assert!(env
+        .read(&format!("{missing}/hotplug-error"))
+        .unwrap()
+        .contains("/nonexistent/disk.img"));
+
+    let link = env.dir.join("dangling");
+    std::os::unix::fs::symlink("/nonexistent/target.img", &link).unwrap();
+    let dangling = env.backend(1, 3, &link.display().to_string(), "r");
+    let e = ctx.prepare(&dangling).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound);
+    assert!(e.to_string().contains("symbolic link"), "{e}");
+}
+
+#[test]
+fn hostile_inputs_get_clear_errors() {
+    require_root();
+    let env = Env::new();
+    env.domain(1, "/vm/one");
+    let ctx = env.ctx();
+    for bad in ["", "backend/vbd/1/../2", "backend vbd", "/local//x"] {
+        assert_eq!(
+            ctx.prepare(bad).unwrap_err().kind(),
+            ErrorKind::InvalidArgument,
+            "{bad:?}"
+        );
+    }
+    let be = env.backend(1, 9, "../../etc/passwd", "r");
+    assert_eq!(
+        ctx.prepare(&be).unwrap_err().kind(),
+        ErrorKind::InvalidArgument
+    );
+    let be = env.backend(1, 10, "/etc", "r");
+    assert_eq!(
+        ctx.prepare(&be).unwrap_err().kind(),
+        ErrorKind::InvalidArgument
+    );
+    let be = env.backend(1, 11, &"x".repeat(3000), "r");
+    assert!(ctx.prepare(&be).is_err());
+    let be = env.backend(1, 12, "/dev/null", "r");
+    assert_eq!(
+        ctx.prepare(&be).unwrap_err().kind(),
+        ErrorKind::InvalidArgument
+    );
+}
+
+#[test]
+fn custom_scripts_are_not_silently_accepted() {
+    require_root();
+    let env = Env::new();
+    env.domain(1, "/vm/one");
+    let be = env.backend(1, 51712, "/dev/null", "r");
+    env.write(&format!("{be}/script"), "/nonexistent/scripts/block-custom");
+    let e = env.ctx().prepare(&be).unwrap_err();
+    assert_ne!(e.kind(), ErrorKind::Busy);
+    assert_ne!(
+        env.read(&format!("{be}/hotplug-status")).as_deref(),
+        Some("connected")
+    );
+}
+
+#[test]
+fn release_leaves_a_reused_loop_device_alone() {
+    require_root();
+    let mut env = Env::new();
+    let img = env.image("mine.img", 1 << 20);
+    let other = env.image("someone-else.img", 1 << 20);
+    env.domain(1, "/vm/one");
+    let be = env.backend(1, 51712, &img.display().to_string(), "w");
+    let ctx = env.ctx();
+    ctx.prepare(&be).unwrap();
+    // Our device goes away behind our back; its number now serves another file.
+    let mine = env.loops_of(&img).remove(0).path;
+    xenblock::sys::loopdev::detach(&mine).unwrap();
+    let f = std::fs::File::open(&other).unwrap();
+    let theirs = xenblock::sys::loopdev::attach(&f, true, b"not-xenblock").unwrap();
+    env.write(&format!("{be}/node"), &theirs.path.display().to_string());
+    let r = ctx.release(&be).unwrap();
+    assert_eq!(r, Released::LeftAlone(theirs.path.display().to_string()));
+    assert_eq!(
+        env.loops_of(&other).len(),
+        1,
+        "someone else's device is never detached"
+    );
+}
+
+#[test]
+fn local_mounts_refuse_conflicting_modes() {
+    require_root();
+    let mut env = Env::new();
+    let dev = env.block_device("fs.img");
+    let status = std::process::Command::new("mkfs.ext4")
+        .args(["-q", "-F"])
+        .arg(&dev)
+        .status()
+        .expect("mkfs.ext4 (e2fsprogs) must be installed");
+    assert!(status.success());
+    let mnt = env.dir.join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = nix::mount::umount(&self.0);
+        }
+    }
+    nix::mount::mount(
+        Some(&dev),
+        &mnt,
+        Some("ext4"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .unwrap();
+    let guard = Unmount(mnt.clone());
+    env.domain(1, "/vm/one");
+    let ctx = env.ctx();
+    for (devid, mode) in [(1, "r"), (2, "w")] {
+        let be = env.backend(1, devid, &dev.display().to_string(), mode);
+        let e = ctx.prepare(&be).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Busy, "mode {mode}: {e}");
+        assert!(e.to_string().contains("mounted"), "{e}");
+    }
+    // Read-only mount: readers are allowed, writers are not.
+    nix::mount::mount(
+        None::<&str>,
+        &mnt,
+        None::<&str>,
+        nix::mount::MsFlags::MS_REMOUNT | nix::mount::MsFlags::MS_RDONLY,
+        None::<&str>,
+    )
+    .unwrap();
+    let r = env.backend(1, 3, &dev.display().to_string(), "r");
+    ctx.prepare(&r).unwrap();
+    let w = env.backend(1, 4, &dev.display().to_string(), "w");
+    assert_eq!(ctx.prepare(&w).unwrap_err().kind(), ErrorKind::Busy);
+    drop(guard);
+}
