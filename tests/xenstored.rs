@@ -189,7 +189,7 @@ fn watches_fire_with_initial_event() {
     assert_eq!(w.next_event(), ("@releaseDomain".into(), "rd".into()));
     w.watch("@introduceDomain", "id").unwrap();
     assert_eq!(w.next_event(), ("@introduceDomain".into(), "id".into()));
-    c.call(MsgType::Introduce, 0, b"5\0123\04\0").unwrap();
+    c.call(MsgType::Introduce, 0, b"5\x00123\x004\x00").unwrap();
     assert_eq!(w.next_event(), ("@introduceDomain".into(), "id".into()));
     assert_eq!(
         c.call(MsgType::IsDomainIntroduced, 0, b"5\0").unwrap(),
