@@ -464,3 +464,62 @@ fn sigterm_removes_socket_and_stale_socket_is_replaced() {
     assert!(d.wait().success());
     assert!(!socket.exists(), "socket removed on SIGTERM");
 }
+
+#[test]
+fn a_client_that_never_reads_is_disconnected_not_waited_for() {
+    let dir = xsd::temp_dir("deaf");
+    let socket = dir.join("sock");
+    let d = Daemon::start_with(dir, socket, &["--max-queued-bytes", "65536"]);
+    let mut deaf = d.client();
+    deaf.watch("/", "all").unwrap();
+    let mut good = d.client();
+    let start = Instant::now();
+    // Each write queues an event of ~40 bytes for the deaf client: far more
+    // than the socket buffer plus 64 KiB.
+    for i in 0..20_000 {
+        good.write(0, &format!("/flood/n{}", i % 100), "some value")
+            .unwrap();
+    }
+    assert!(start.elapsed() < Duration::from_secs(60));
+    // The deaf client finds its connection closed after what was sent.
+    deaf.stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut n = 0;
+    while deaf.recv().is_some() {
+        n += 1;
+    }
+    assert!(n < 20_000, "the deaf client was not cut off ({n} messages)");
+    assert_eq!(good.read(0, "/flood/n99").unwrap(), "some value");
+}
+
+#[test]
+fn ready_fd_and_pidfile() {
+    let dir = xsd::temp_dir("ready");
+    let socket = dir.join("sock");
+    let pidfile = dir.join("pid");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_xenblock-xenstored"))
+        .arg("--socket")
+        .arg(&socket)
+        .args(["--ready-fd", "1", "--pidfile"])
+        .arg(&pidfile)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut lines = String::new();
+    for _ in 0..2 {
+        std::io::BufRead::read_line(&mut out, &mut lines).unwrap();
+    }
+    assert_eq!(lines, "ready\nready\n", "--ready-fd 1 and the stdout line");
+    let pid = std::fs::read_to_string(&pidfile).unwrap();
+    assert_eq!(pid.trim(), child.id().to_string());
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    assert!(child.wait().unwrap().success());
+    assert!(!socket.exists() && !pidfile.exists());
+    let _ = std::fs::remove_dir_all(dir);
+}

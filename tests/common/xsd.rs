@@ -42,9 +42,15 @@ impl Daemon {
     }
 
     pub fn start_at(dir: PathBuf, socket: PathBuf) -> Daemon {
+        Daemon::start_with(dir, socket, &[])
+    }
+
+    /// Start with extra command-line arguments.
+    pub fn start_with(dir: PathBuf, socket: PathBuf, extra: &[&str]) -> Daemon {
         let mut child = Command::new(env!("CARGO_BIN_EXE_xenblock-xenstored"))
             .arg("--socket")
             .arg(&socket)
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .spawn()
