@@ -7,11 +7,22 @@
 # Usage: scripts/xen-debs.sh            -> prints the unpacked root directory
 # Env:   XENBLOCK_DEBS_DIR   cache dir (default $HOME/.cache/xenblock/debs)
 #
+# What is really needed: test-xenstore (xen-utils-4.17) and the xenstore-*
+# tools (xenstore-utils) link only libxenstore.so.4 (libxenstore4) and
+# libxentoolcore.so.1 (libxentoolcore1); libxen-dev adds xenstore.h and the
+# other libraries' headers and .so links for compiling against them. The
+# rest of the list is what xen-utils-4.17's own programs link, so the whole
+# unpacked tree is usable.
+#
 # Use the result as:
 #   ROOT=$(scripts/xen-debs.sh)
-#   LD_LIBRARY_PATH=$ROOT/usr/lib/x86_64-linux-gnu  (multiarch dir of the host)
+#   LD_LIBRARY_PATH=$ROOT/usr/lib/x86_64-linux-gnu   (the host's multiarch dir;
+#                                                     nothing else is needed)
 #   $ROOT/usr/lib/xen-4.17/bin/test-xenstore, $ROOT/usr/bin/xenstore-read, ...
-#   headers: $ROOT/usr/include/xenstore.h (from libxen-dev)
+#   XENSTORED_PATH=<socket> makes libxenstore use that Unix socket
+#   compile: cc -I$ROOT/usr/include x.c -L$LIB -Wl,-rpath-link,$LIB -lxenstore
+#            (LIB=$ROOT/usr/lib/x86_64-linux-gnu; rpath-link finds
+#            libxentoolcore.so.1, which libxenstore.so needs)
 set -euo pipefail
 
 DIR="${XENBLOCK_DEBS_DIR:-${HOME:-/root}/.cache/xenblock/debs}"
@@ -27,6 +38,10 @@ PKGS=(
 )
 
 mkdir -p "$ROOT" "$DEBS"
+
+# Serialise concurrent runs (parallel test binaries, several checkouts).
+exec 9>"$DIR/.lock"
+flock 9
 
 missing=()
 for p in "${PKGS[@]}"; do

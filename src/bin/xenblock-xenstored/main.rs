@@ -5,12 +5,15 @@
 //!
 //! ```text
 //! xenblock-xenstored --socket PATH [--ready-fd N] [--pidfile FILE]
+//!                    [--max-queued-bytes N]
 //! ```
 //!
 //! Runs in the foreground. Creates the socket (replacing a stale one),
 //! then writes the pid file, writes `ready\n` to fd N (if given) and prints
 //! `ready` on stdout. Serves until SIGTERM or SIGINT, then removes the socket
-//! and the pid file.
+//! and the pid file. A client that lets more than `--max-queued-bytes`
+//! (default 8 MiB) of replies and watch events pile up unread is
+//! disconnected, so it cannot hold the daemon's memory or other clients.
 //!
 //! Modules: [`tree`] is the database (pure), [`server`] the connections,
 //! watches and transactions. Not part of `libxenblock.so`.
@@ -31,14 +34,17 @@ struct Args {
     socket: PathBuf,
     ready_fd: Option<u32>,
     pidfile: Option<PathBuf>,
+    max_queued: usize,
 }
 
-const USAGE: &str = "usage: xenblock-xenstored --socket PATH [--ready-fd N] [--pidfile FILE]";
+const USAGE: &str = "usage: xenblock-xenstored --socket PATH [--ready-fd N] [--pidfile FILE] \
+                     [--max-queued-bytes N]";
 
 fn parse_args() -> Result<Args, String> {
     let mut socket = None;
     let mut ready_fd = None;
     let mut pidfile = None;
+    let mut max_queued = server::OUTBOX_LIMIT;
     let mut it = std::env::args_os().skip(1);
     while let Some(a) = it.next() {
         let a = a.to_string_lossy().into_owned();
@@ -62,6 +68,12 @@ fn parse_args() -> Result<Args, String> {
                 ready_fd = Some(v.parse().map_err(|_| format!("bad --ready-fd {v:?}"))?);
             }
             "--pidfile" => pidfile = Some(PathBuf::from(value("--pidfile")?)),
+            "--max-queued-bytes" => {
+                let v = value("--max-queued-bytes")?;
+                max_queued = v
+                    .parse()
+                    .map_err(|_| format!("bad --max-queued-bytes {v:?}"))?;
+            }
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -73,6 +85,7 @@ fn parse_args() -> Result<Args, String> {
         socket: socket.ok_or("--socket is required")?,
         ready_fd,
         pidfile,
+        max_queued,
     })
 }
 
@@ -145,7 +158,7 @@ fn run() -> Result<(), String> {
 
     announce_ready(&args)?;
 
-    let daemon = Arc::new(server::Daemon::new());
+    let daemon = Arc::new(server::Daemon::new(args.max_queued));
     for conn in listener.incoming() {
         match conn {
             Ok(stream) => {

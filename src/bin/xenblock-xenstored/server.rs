@@ -34,8 +34,8 @@ use crate::tree::{
     XsResult, DOM0_HOME,
 };
 
-/// Bytes of unsent replies and events a connection may have queued before
-/// it is considered stuck and disconnected.
+/// Default for the bytes of unsent replies and events a connection may have
+/// queued before it is considered stuck and disconnected.
 pub const OUTBOX_LIMIT: usize = 8 << 20;
 /// `DOMID_FIRST_RESERVED` / `DOMID_SELF` from xen.h.
 const DOMID_FIRST_RESERVED: u32 = 0x7FF0;
@@ -48,6 +48,7 @@ pub struct Outbox {
     queue: Mutex<OutQueue>,
     ready: Condvar,
     stream: UnixStream,
+    limit: usize,
 }
 
 #[derive(Default)]
@@ -61,11 +62,12 @@ struct OutQueue {
 }
 
 impl Outbox {
-    fn new(stream: UnixStream) -> Outbox {
+    fn new(stream: UnixStream, limit: usize) -> Outbox {
         Outbox {
             queue: Mutex::new(OutQueue::default()),
             ready: Condvar::new(),
             stream,
+            limit,
         }
     }
 
@@ -76,7 +78,7 @@ impl Outbox {
         if q.dead || q.closing {
             return;
         }
-        if q.bytes + bytes.len() > OUTBOX_LIMIT {
+        if q.bytes + bytes.len() > self.limit {
             eprintln!("xenblock-xenstored: client not reading its replies; disconnecting it");
             q.dead = true;
             let _ = self.stream.shutdown(Shutdown::Both);
@@ -187,6 +189,7 @@ impl Shared {
 pub struct Daemon {
     shared: Mutex<Shared>,
     next_conn: AtomicU64,
+    outbox_limit: usize,
 }
 
 /// An open transaction.
@@ -251,14 +254,10 @@ fn with_nul(mut v: Vec<u8>) -> Vec<u8> {
     v
 }
 
-impl Default for Daemon {
-    fn default() -> Self {
-        Daemon::new()
-    }
-}
-
 impl Daemon {
-    pub fn new() -> Daemon {
+    /// A daemon with the initial tree; `outbox_limit` bounds each
+    /// connection's queue of unsent bytes (see [`OUTBOX_LIMIT`]).
+    pub fn new(outbox_limit: usize) -> Daemon {
         Daemon {
             shared: Mutex::new(Shared {
                 tree: Tree::new(),
@@ -267,6 +266,7 @@ impl Daemon {
                 special_perms: HashMap::new(),
             }),
             next_conn: AtomicU64::new(1),
+            outbox_limit,
         }
     }
 
@@ -274,7 +274,7 @@ impl Daemon {
     /// Spawns the connection's writer thread.
     pub fn serve(self: &Arc<Self>, stream: UnixStream) -> std::io::Result<()> {
         let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
-        let out = Arc::new(Outbox::new(stream.try_clone()?));
+        let out = Arc::new(Outbox::new(stream.try_clone()?, self.outbox_limit));
         let writer_out = out.clone();
         std::thread::Builder::new()
             .name(format!("xs-out-{id}"))
