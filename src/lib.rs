@@ -7,6 +7,7 @@
 
 pub mod error;
 pub mod ffi;
+pub mod hotplug;
 pub mod sharing;
 pub mod store;
 pub mod sys;
