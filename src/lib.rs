@@ -16,6 +16,7 @@ pub mod attach;
 pub mod context;
 pub mod error;
 pub mod ffi;
+pub mod hotplug;
 pub mod lock;
 pub mod sharing;
 pub mod spec;
