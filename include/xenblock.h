@@ -40,6 +40,21 @@
 #define XENBLOCK_ABI_MINOR 0
 
 /**
+ * `xenblock_plan` actions.
+ */
+enum xenblock_action
+#ifdef __cplusplus
+  : uint32_t
+#endif // __cplusplus
+ {
+  XENBLOCK_ACTION_ADD = 0,
+  XENBLOCK_ACTION_REMOVE = 1,
+};
+#ifndef __cplusplus
+typedef uint32_t xenblock_action;
+#endif // __cplusplus
+
+/**
  * Operating-system contract (`xenblock_config.flavour`).
  */
 enum xenblock_flavour
@@ -250,6 +265,34 @@ typedef struct xenblock_config {
   void *log_data;
 } xenblock_config;
 
+/**
+ * What a backend needs, for toolstacks that exec scripts from their own
+ * event loop. Returned by `xenblock_plan`, freed by `xenblock_plan_free`.
+ */
+typedef struct xenblock_plan {
+  /**
+   * True: call `xenblock_prepare`/`xenblock_release` (in-process work).
+   * False: exec `argv[0]` with `argv` and the caller's environment plus `env`.
+   */
+  bool in_process;
+  /**
+   * Number of entries of `argv` (0 when `in_process`).
+   */
+  size_t argc;
+  /**
+   * NULL-terminated argument vector; `argv[0]` is the script's path.
+   */
+  const char *const *argv;
+  /**
+   * Number of entries of `env`.
+   */
+  size_t envc;
+  /**
+   * NULL-terminated `NAME=value` strings to add to the environment.
+   */
+  const char *const *env;
+} xenblock_plan;
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -327,6 +370,31 @@ xenblock_status xenblock_prepare(struct xenblock_ctx *ctx, const char *backend_p
  * `ctx` is a live context; `backend_path` is NULL or NUL-terminated.
  */
 xenblock_status xenblock_release(struct xenblock_ctx *ctx, const char *backend_path);
+
+/**
+ * Say whether xenblock handles `backend_path` in-process, or which custom
+ * script the toolstack should run itself (argv and added environment,
+ * exactly as xenblock would run it: Linux `[script, add|remove]` with
+ * `XENBUS_*`, FreeBSD `[script, path, add|remove]`, NetBSD `[script, path,
+ * 2|6]`). `action` is an `xenblock_action`. On success `*out` is a plan to
+ * free with `xenblock_plan_free`; on failure `*out` is NULL.
+ *
+ * # Safety
+ * `ctx` is a live context; `backend_path` is NULL or NUL-terminated; `out`
+ * points to writable storage for a pointer.
+ */
+xenblock_status xenblock_plan(struct xenblock_ctx *ctx,
+                              const char *backend_path,
+                              uint32_t action,
+                              struct xenblock_plan **out);
+
+/**
+ * Free a plan from `xenblock_plan`. NULL is ignored.
+ *
+ * # Safety
+ * `plan` is NULL or was returned by `xenblock_plan` and not yet freed.
+ */
+void xenblock_plan_free(struct xenblock_plan *plan);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -3,6 +3,7 @@
 
 use crate::context::{Context, Flavour, LogLevel};
 use crate::error::{Error, ErrorKind, Result};
+use crate::hotplug::{self, Invocation, ScriptFlavour};
 use crate::sharing::{self, Claim, DevNum, Key, Mode, Request, VmIdentity};
 use crate::spec::{self, Backend, Handler};
 use crate::store::{self, read_string, TxId, DEFAULT_TX_ATTEMPTS, NO_TX};
@@ -502,18 +503,88 @@ impl Context {
         Ok(Released::Nothing)
     }
 
-    /// Custom hotplug scripts (the next step of the project).
-    fn run_custom_script(&self, b: &Backend, script: &str, _add: bool) -> Result<()> {
-        let e = Error::Unsupported(format!(
-            "{}: custom hotplug script {script:?} is not supported yet; only the standard \
-             block script is handled in-process",
-            b.path
-        ));
-        if _add {
-            self.report_failure(&b.path, &e);
+    /// What a toolstack with its own event loop should do for `backend_path`:
+    /// let xenblock handle it in-process, or exec the returned invocation
+    /// itself (libxl runs scripts asynchronously with its own timeout).
+    pub fn plan(&self, backend_path: &str, add: bool) -> Result<Plan> {
+        let path = spec::normalise_path(backend_path)?;
+        let script = crate::store::read_string(&*self.store, NO_TX, &format!("{path}/script"))?;
+        match spec::handler(script.as_deref()) {
+            Handler::InProcess => Ok(Plan::InProcess),
+            Handler::Script(s) => Ok(Plan::Script(hotplug::invocation(
+                self.script_flavour(),
+                &self.config.script_dir,
+                &s,
+                &path,
+                add,
+            )?)),
         }
-        Err(e)
     }
+
+    fn script_flavour(&self) -> ScriptFlavour {
+        match self.config.flavour {
+            Flavour::Linux => ScriptFlavour::Linux,
+            Flavour::FreeBsd => ScriptFlavour::FreeBsd,
+            Flavour::NetBsd => ScriptFlavour::NetBsd,
+        }
+    }
+
+    /// Run a custom hotplug script with its OS's contract. The hotplug lock is
+    /// not held: the scripts take it themselves.
+    fn run_custom_script(&self, b: &Backend, script: &str, add: bool) -> Result<()> {
+        let inv = match hotplug::invocation(
+            self.script_flavour(),
+            &self.config.script_dir,
+            script,
+            &b.path,
+            add,
+        ) {
+            Ok(inv) => inv,
+            Err(e) => {
+                if add {
+                    self.report_failure(&b.path, &e);
+                }
+                return Err(e);
+            }
+        };
+        let action = if add { "add" } else { "remove" };
+        self.log(
+            LogLevel::Debug,
+            &format!("{}: running {} {action}", b.path, inv.program.display()),
+        );
+        let log = |stderr: bool, line: &str| {
+            self.log(
+                if stderr {
+                    LogLevel::Warn
+                } else {
+                    LogLevel::Info
+                },
+                &format!("{} {action}: {line}", inv.program.display()),
+            )
+        };
+        let out = hotplug::run(&inv, self.config.script_timeout, &log)?;
+        let status = read_string(&*self.store, NO_TX, &format!("{}/hotplug-status", b.path))?;
+        let refused = add && matches!(status.as_deref(), Some("error") | Some("busy"));
+        if out.status.success() && !refused {
+            return Ok(());
+        }
+        let hotplug_error = read_string(&*self.store, NO_TX, &format!("{}/hotplug-error", b.path))?;
+        let msg = hotplug::failure_message(&inv.program, add, &out, hotplug_error.as_deref());
+        if status.as_deref() == Some("busy") {
+            Err(Error::Busy(msg))
+        } else {
+            Err(Error::Script(msg))
+        }
+    }
+}
+
+/// What [`Context::plan`] decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Plan {
+    /// Call `prepare`/`release`: xenblock does the work in-process.
+    InProcess,
+    /// Exec this custom script (argv, plus `env` added to the environment).
+    Script(Invocation),
 }
 
 fn is_loop_node(node: &str) -> bool {

@@ -46,9 +46,15 @@ fn child_role(spec: &str) {
     let mut it = spec.split('|');
     let (sock, lock, first) = (it.next().unwrap(), it.next().unwrap(), it.next().unwrap());
     let first: u32 = first.parse().unwrap();
-    let store = Arc::new(XsClient::connect(Path::new(sock), std::time::Duration::from_secs(10)).unwrap());
+    let store =
+        Arc::new(XsClient::connect(Path::new(sock), std::time::Duration::from_secs(10)).unwrap());
     let ctx = Arc::new(
-        Context::new(Config { store: Some(store), lock_dir: PathBuf::from(lock), ..Config::default() }).unwrap(),
+        Context::new(Config {
+            store: Some(store),
+            lock_dir: PathBuf::from(lock),
+            ..Config::default()
+        })
+        .unwrap(),
     );
     let (ok, busy, other) = race(&ctx, (first..first + THREADS).collect());
     println!("RACE-RESULT {ok} {busy} {other}");
@@ -66,9 +72,19 @@ fn two_processes_eight_threads_each_exactly_one_wins() {
         env.domain(d, &format!("/vm/vm-{d}"));
         env.backend(d, 51712, &img.display().to_string(), "w");
     }
-    let spec = format!("{}|{}|{}", env.sock.display(), env.dir.join("lock").display(), 10 + THREADS);
+    let spec = format!(
+        "{}|{}|{}",
+        env.sock.display(),
+        env.dir.join("lock").display(),
+        10 + THREADS
+    );
     let child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "two_processes_eight_threads_each_exactly_one_wins", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "two_processes_eight_threads_each_exactly_one_wins",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env("XENBLOCK_RACE", spec)
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -78,14 +94,33 @@ fn two_processes_eight_threads_each_exactly_one_wins() {
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    let at = text.find("RACE-RESULT").unwrap_or_else(|| panic!("no child result in {text:?}"));
+    let at = text
+        .find("RACE-RESULT")
+        .unwrap_or_else(|| panic!("no child result in {text:?}"));
     let line = text[at..].lines().next().unwrap();
-    let n: Vec<u32> = line.split_whitespace().skip(1).take(3).map(|x| x.parse().unwrap()).collect();
+    let n: Vec<u32> = line
+        .split_whitespace()
+        .skip(1)
+        .take(3)
+        .map(|x| x.parse().unwrap())
+        .collect();
     let (ok, busy, other) = (mine.0 + n[0], mine.1 + n[1], mine.2 + n[2]);
-    assert_eq!((ok, busy, other), (1, 2 * THREADS - 1, 0), "exactly one winner");
-    assert_eq!(env.loops_of(&img).len(), 1, "exactly one loop device backs the image");
+    assert_eq!(
+        (ok, busy, other),
+        (1, 2 * THREADS - 1, 0),
+        "exactly one winner"
+    );
+    assert_eq!(
+        env.loops_of(&img).len(),
+        1,
+        "exactly one loop device backs the image"
+    );
     let connected = (10..10 + 2 * THREADS)
-        .filter(|d| env.read(&format!("backend/vbd/{d}/51712/hotplug-status")).as_deref() == Some("connected"))
+        .filter(|d| {
+            env.read(&format!("backend/vbd/{d}/51712/hotplug-status"))
+                .as_deref()
+                == Some("connected")
+        })
         .count();
     assert_eq!(connected, 1);
 }
@@ -93,18 +128,32 @@ fn two_processes_eight_threads_each_exactly_one_wins() {
 /// A copy of Debian's Xen scripts whose lock lives in `lock_dir`.
 fn upstream_scripts(dir: &Path, lock_dir: &Path) -> PathBuf {
     let root = PathBuf::from(std::env::var("XENBLOCK_DEBS_ROOT").unwrap_or_else(|_| {
-        let out = Command::new("scripts/xen-debs.sh").output().expect("scripts/xen-debs.sh");
-        assert!(out.status.success(), "xen-debs.sh failed: {}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new("scripts/xen-debs.sh")
+            .output()
+            .expect("scripts/xen-debs.sh");
+        assert!(
+            out.status.success(),
+            "xen-debs.sh failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap().trim().to_string()
     }));
     let scripts = dir.join("scripts");
-    let st = Command::new("cp").arg("-a").arg(root.join("etc/xen/scripts")).arg(&scripts).status().unwrap();
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(root.join("etc/xen/scripts"))
+        .arg(&scripts)
+        .status()
+        .unwrap();
     assert!(st.success());
     let locking = scripts.join("locking.sh");
     let text = std::fs::read_to_string(&locking).unwrap();
     std::fs::write(
         &locking,
-        text.replace("LOCK_BASEDIR=/var/run/xen-hotplug", &format!("LOCK_BASEDIR={}", lock_dir.display())),
+        text.replace(
+            "LOCK_BASEDIR=/var/run/xen-hotplug",
+            &format!("LOCK_BASEDIR={}", lock_dir.display()),
+        ),
     )
     .unwrap();
     std::fs::create_dir_all("/var/log/xen").unwrap();
@@ -114,7 +163,10 @@ fn upstream_scripts(dir: &Path, lock_dir: &Path) -> PathBuf {
 fn upstream_cmd(env: &Env, block: &Path, action: &str, be: &str) -> Command {
     let root = block.parent().unwrap().parent().unwrap();
     let debs = PathBuf::from(std::env::var("XENBLOCK_DEBS_ROOT").unwrap_or_else(|_| {
-        String::from_utf8(Command::new("scripts/xen-debs.sh").output().unwrap().stdout).unwrap().trim().to_string()
+        String::from_utf8(Command::new("scripts/xen-debs.sh").output().unwrap().stdout)
+            .unwrap()
+            .trim()
+            .to_string()
     }));
     let _ = root;
     let mut c = Command::new(block);
@@ -124,7 +176,14 @@ fn upstream_cmd(env: &Env, block: &Path, action: &str, be: &str) -> Command {
         .env("XENBUS_PATH", be)
         .env("XENBUS_BASE_PATH", "backend")
         .env("XENSTORED_PATH", &env.sock)
-        .env("PATH", format!("{}:{}", debs.join("usr/bin").display(), std::env::var("PATH").unwrap_or_default()))
+        .env(
+            "PATH",
+            format!(
+                "{}:{}",
+                debs.join("usr/bin").display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        )
         .env("LD_LIBRARY_PATH", debs.join("usr/lib/x86_64-linux-gnu"))
         .stdin(std::process::Stdio::null());
     c
@@ -148,7 +207,11 @@ fn xenblock_and_the_upstream_script_exclude_each_other() {
     // Domains 20..24 go through Xen's script, 24..32 through xenblock, at once.
     let scripts: Vec<_> = doms[..4]
         .iter()
-        .map(|d| upstream_cmd(&env, &block, "add", &format!("backend/vbd/{d}/51712")).spawn().unwrap())
+        .map(|d| {
+            upstream_cmd(&env, &block, "add", &format!("backend/vbd/{d}/51712"))
+                .spawn()
+                .unwrap()
+        })
         .collect();
     let ctx = Arc::new(env.ctx());
     let mine = race(&ctx, doms[4..].to_vec());
@@ -159,17 +222,33 @@ fn xenblock_and_the_upstream_script_exclude_each_other() {
         }
     }
     assert_eq!(mine.2, 0);
-    assert_eq!(mine.0 + script_ok, 1, "exactly one attach wins: xenblock {mine:?}, script {script_ok}");
+    assert_eq!(
+        mine.0 + script_ok,
+        1,
+        "exactly one attach wins: xenblock {mine:?}, script {script_ok}"
+    );
     let connected: Vec<u32> = doms
         .iter()
         .copied()
-        .filter(|d| env.read(&format!("backend/vbd/{d}/51712/hotplug-status")).as_deref() == Some("connected"))
+        .filter(|d| {
+            env.read(&format!("backend/vbd/{d}/51712/hotplug-status"))
+                .as_deref()
+                == Some("connected")
+        })
         .collect();
     assert_eq!(connected.len(), 1, "{connected:?}");
     for d in &doms {
         if !connected.contains(d) {
-            assert_eq!(env.read(&format!("backend/vbd/{d}/51712/hotplug-status")).as_deref(), Some("busy"), "dom {d}");
+            assert_eq!(
+                env.read(&format!("backend/vbd/{d}/51712/hotplug-status"))
+                    .as_deref(),
+                Some("busy"),
+                "dom {d}"
+            );
         }
     }
-    assert!(!lock_dir.join("block").exists(), "the lock was released by everyone");
+    assert!(
+        !lock_dir.join("block").exists(),
+        "the lock was released by everyone"
+    );
 }
