@@ -41,6 +41,10 @@ if [ -n "$bad" ]; then
   exit 1
 fi
 
+step "cargo check --target x86_64-unknown-freebsd (Linux-only code is behind cfg)"
+rustup target list --installed | grep -q x86_64-unknown-freebsd || rustup target add x86_64-unknown-freebsd
+cargo check --quiet --target x86_64-unknown-freebsd --lib --bins
+
 step "cargo test --release"
 cargo test --release -- --test-threads="${XENBLOCK_TEST_THREADS:-2}"
 

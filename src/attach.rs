@@ -438,11 +438,13 @@ impl Context {
         })
     }
 
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     /// The tag put in `lo_file_name`: `xenblock:` + the absolute backend path.
     pub(crate) fn loop_tag(&self, path: &str) -> Result<String> {
         Ok(format!("{LOOP_TAG_PREFIX}{}", self.absolute(path)?))
     }
 
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     /// A backend path made absolute against this connection's home.
     pub(crate) fn absolute(&self, path: &str) -> Result<String> {
         if path.starts_with('/') {
@@ -587,6 +589,7 @@ pub enum Plan {
     Script(Invocation),
 }
 
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 fn is_loop_node(node: &str) -> bool {
     node.strip_prefix("/dev/loop")
         .is_some_and(|n| !n.is_empty() && n.bytes().all(|c| c.is_ascii_digit()))

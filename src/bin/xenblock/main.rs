@@ -13,7 +13,15 @@ use std::process::ExitCode;
 use std::time::Duration;
 use xenblock::{Config, Context, Flavour};
 
+#[cfg(target_os = "linux")]
 mod demo;
+
+#[cfg(not(target_os = "linux"))]
+mod demo {
+    pub fn run() -> Result<(), String> {
+        Err("the demo uses Linux loop devices; run it on Linux".into())
+    }
+}
 
 const USAGE: &str = "\
 usage: xenblock prepare [OPTIONS] BACKEND_PATH
