@@ -396,6 +396,22 @@ xenblock_status xenblock_plan(struct xenblock_ctx *ctx,
  */
 void xenblock_plan_free(struct xenblock_plan *plan);
 
+/**
+ * Detach the loop devices xenblock attached that no backend references any
+ * more (left behind by a toolstack killed during `xenblock_prepare`); never
+ * touches loop devices xenblock did not make. `backend_prefix` (NULL = all)
+ * limits the sweep to backends whose absolute path starts with it, e.g.
+ * "/local/domain/0/backend/vbd/7/". `detached` (may be NULL) receives the
+ * number of devices detached. Linux only (`XENBLOCK_UNSUPPORTED` elsewhere).
+ *
+ * # Safety
+ * `ctx` is a live context; `backend_prefix` is NULL or NUL-terminated;
+ * `detached` is NULL or writable.
+ */
+xenblock_status xenblock_reconcile(struct xenblock_ctx *ctx,
+                                   const char *backend_prefix,
+                                   uint32_t *detached);
+
 #ifdef __cplusplus
 }  // extern "C"
 #endif  // __cplusplus

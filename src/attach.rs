@@ -505,6 +505,45 @@ impl Context {
         Ok(Released::Nothing)
     }
 
+    /// Detach loop devices that xenblock attached (tagged `xenblock:<backend>`)
+    /// and that no backend references any more: what a toolstack killed in
+    /// the middle of `prepare` leaves behind. Loop devices xenblock did not
+    /// make are never touched. `prefix` limits the sweep to backends whose
+    /// absolute path starts with it (e.g. one domain's
+    /// `/local/domain/0/backend/vbd/7/`); `None` sweeps all.
+    #[cfg(target_os = "linux")]
+    pub fn reconcile(&self, prefix: Option<&str>) -> Result<Reconciled> {
+        use crate::sys::loopdev;
+        let _lock = self.lock.acquire()?;
+        let mut report = Reconciled::default();
+        for lo in loopdev::list()? {
+            let Some(backend) = lo.file_name.strip_prefix(LOOP_TAG_PREFIX.as_bytes()) else {
+                continue;
+            };
+            let backend = String::from_utf8_lossy(backend).into_owned();
+            if prefix.is_some_and(|p| !backend.starts_with(p)) {
+                continue;
+            }
+            let node = lo.path.display().to_string();
+            let referenced = spec::normalise_path(&backend).is_ok()
+                && read_string(&*self.store, NO_TX, &format!("{backend}/node"))?.as_deref()
+                    == Some(node.as_str());
+            if referenced {
+                report.kept.push(node);
+                continue;
+            }
+            let tag = lo.file_name.clone();
+            if loopdev::detach_if(&lo.path, |now| now.file_name == tag)? {
+                self.log(
+                    LogLevel::Info,
+                    &format!("reconcile: detached {node}, left over for {backend}"),
+                );
+                report.detached.push(node);
+            }
+        }
+        Ok(report)
+    }
+
     /// What a toolstack with its own event loop should do for `backend_path`:
     /// let xenblock handle it in-process, or exec the returned invocation
     /// itself (libxl runs scripts asynchronously with its own timeout).
@@ -578,6 +617,15 @@ impl Context {
             Err(Error::Script(msg))
         }
     }
+}
+
+/// What [`Context::reconcile`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reconciled {
+    /// Loop devices detached: xenblock's, referenced by no backend.
+    pub detached: Vec<String>,
+    /// xenblock's loop devices still in use by their backend.
+    pub kept: Vec<String>,
 }
 
 /// What [`Context::plan`] decided.

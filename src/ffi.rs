@@ -906,3 +906,54 @@ pub unsafe extern "C" fn xenblock_plan_free(plan: *mut xenblock_plan) {
         drop(unsafe { Box::from_raw(plan.cast::<PlanBox>()) });
     }));
 }
+
+/// Detach the loop devices xenblock attached that no backend references any
+/// more (left behind by a toolstack killed during `xenblock_prepare`); never
+/// touches loop devices xenblock did not make. `backend_prefix` (NULL = all)
+/// limits the sweep to backends whose absolute path starts with it, e.g.
+/// "/local/domain/0/backend/vbd/7/". `detached` (may be NULL) receives the
+/// number of devices detached. Linux only (`XENBLOCK_UNSUPPORTED` elsewhere).
+///
+/// # Safety
+/// `ctx` is a live context; `backend_prefix` is NULL or NUL-terminated;
+/// `detached` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn xenblock_reconcile(
+    ctx: *mut xenblock_ctx,
+    backend_prefix: *const c_char,
+    detached: *mut u32,
+) -> xenblock_status {
+    // SAFETY: by contract.
+    let Some(c) = (unsafe { ctx_ref(ctx) }) else {
+        set_thread_error("xenblock_reconcile: ctx is NULL");
+        return XENBLOCK_INVALID_ARGUMENT;
+    };
+    guard(Some(c), || {
+        if !detached.is_null() {
+            // SAFETY: writable by contract.
+            unsafe { *detached = 0 };
+        }
+        let prefix = if backend_prefix.is_null() {
+            None
+        } else {
+            // SAFETY: by contract.
+            Some(unsafe { c_str(backend_prefix, "backend_prefix") }?)
+        };
+        #[cfg(target_os = "linux")]
+        {
+            let r = c.inner.reconcile(prefix)?;
+            if !detached.is_null() {
+                // SAFETY: writable by contract.
+                unsafe { *detached = r.detached.len() as u32 };
+            }
+            Ok(())
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = prefix;
+            Err(Error::Unsupported(
+                "reconcile concerns Linux loop devices only".into(),
+            ))
+        }
+    })
+}

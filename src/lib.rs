@@ -23,6 +23,6 @@ pub mod spec;
 pub mod store;
 pub mod sys;
 
-pub use attach::{Plan, Prepared, Released};
+pub use attach::{Plan, Prepared, Reconciled, Released};
 pub use context::{Config, Context, Flavour, LogLevel, Logger};
 pub use error::{Error, ErrorKind, Result};

@@ -29,6 +29,7 @@ usage: xenblock prepare [OPTIONS] BACKEND_PATH
        xenblock hotplug [OPTIONS] add|remove          (Linux: XENBUS_PATH in the environment)
        xenblock hotplug [OPTIONS] BACKEND_PATH add|remove   (FreeBSD)
        xenblock hotplug [OPTIONS] BACKEND_PATH 2|6          (NetBSD)
+       xenblock reconcile [OPTIONS] [BACKEND_PREFIX]
        xenblock demo
 
 Prepare or release the disk of a Xen block backend, as Xen's block hotplug
@@ -154,6 +155,7 @@ fn run(args: Vec<String>) -> Result<(), CliError> {
             Ok(())
         }
         "hotplug" => hotplug(rest),
+        "reconcile" => reconcile(rest),
         "demo" => demo::run().map_err(CliError::Failed),
         "-h" | "--help" | "help" => {
             println!("{USAGE}");
@@ -177,6 +179,37 @@ fn describe_prepared(p: &xenblock::Prepared) -> String {
                 .unwrap_or_default()
         ),
         other => format!("{other:?}"),
+    }
+}
+
+/// Detach xenblock's loop devices that no backend references any more.
+fn reconcile(args: &[String]) -> Result<(), CliError> {
+    let o = parse(args)?;
+    if o.positional.len() > 1 {
+        return Err(CliError::Usage(
+            "reconcile takes at most one BACKEND_PREFIX".into(),
+        ));
+    }
+    let ctx = Context::new(o.config)?;
+    #[cfg(target_os = "linux")]
+    {
+        let r = ctx.reconcile(o.positional.first().map(String::as_str))?;
+        for d in &r.detached {
+            println!("detached {d}");
+        }
+        println!(
+            "{} detached, {} still in use",
+            r.detached.len(),
+            r.kept.len()
+        );
+        Ok(())
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = ctx;
+        Err(CliError::Failed(
+            "reconcile concerns Linux loop devices only".into(),
+        ))
     }
 }
 
