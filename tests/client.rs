@@ -1,0 +1,270 @@
+//! The built-in xenstore client against the embedded xenstored (the same
+//! operations as Xen's tools), and against hostile fake servers: closed
+//! connections, silence, oversized and malformed replies. Bounded, no hangs.
+//! No root needed.
+
+#[path = "common/xsd.rs"]
+mod xsd;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixListener;
+use std::path::Path;
+use std::time::{Duration, Instant};
+use xenblock::store::client::XsClient;
+use xenblock::store::wire::{Header, Message, MsgType};
+use xenblock::store::{self, Store, NO_TX};
+use xenblock::ErrorKind;
+use xsd::Daemon;
+
+fn client(d: &Daemon) -> XsClient {
+    XsClient::connect(&d.socket, Duration::from_secs(5)).unwrap()
+}
+
+#[test]
+fn basic_operations_and_relative_paths() {
+    let d = Daemon::start();
+    let c = client(&d);
+    c.write(NO_TX, "foo/bar", b"baz").unwrap();
+    assert_eq!(
+        c.read(NO_TX, "/local/domain/0/foo/bar").unwrap().as_deref(),
+        Some(&b"baz"[..])
+    );
+    assert_eq!(c.read(NO_TX, "foo/missing").unwrap(), None);
+    c.write(NO_TX, "/t/a", b"1").unwrap();
+    c.write(NO_TX, "/t/b", b"").unwrap();
+    let mut dir = c.directory(NO_TX, "/t").unwrap().unwrap();
+    dir.sort();
+    assert_eq!(dir, vec!["a", "b"]);
+    assert_eq!(c.directory(NO_TX, "/nope").unwrap(), None);
+    c.mkdir(NO_TX, "/t/c").unwrap();
+    c.set_perms(NO_TX, "/t/c", &["n0", "r5"]).unwrap();
+    assert_eq!(c.get_perms(NO_TX, "/t/c").unwrap(), vec!["n0", "r5"]);
+    c.remove(NO_TX, "/t").unwrap();
+    c.remove(NO_TX, "/t").unwrap(); // removing what is gone is fine
+    assert_eq!(c.read(NO_TX, "/t/a").unwrap(), None);
+    assert_eq!(c.get_domain_path(7).unwrap(), "/local/domain/7");
+    assert_eq!(c.home().unwrap(), "/local/domain/0");
+    let many = c
+        .read_many(NO_TX, &["foo/bar".into(), "foo/none".into()])
+        .unwrap();
+    assert_eq!(many, vec![Some(b"baz".to_vec()), None]);
+}
+
+#[test]
+fn payload_limit_is_enforced_with_a_clear_error() {
+    let d = Daemon::start();
+    let c = client(&d);
+    let e = c.write(NO_TX, "/big", &vec![b'x'; 5000]).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+    assert!(e.to_string().contains("4096"), "{e}");
+    c.write(NO_TX, "/ok", b"fine").unwrap(); // the connection is still good
+}
+
+#[test]
+fn long_directories_are_listed_through_directory_part() {
+    let d = Daemon::start();
+    let c = client(&d);
+    let names: Vec<String> = (0..1500)
+        .map(|i| format!("entry-with-a-long-name-{i:05}"))
+        .collect();
+    for n in &names {
+        c.write(NO_TX, &format!("/long/{n}"), b"").unwrap();
+    }
+    let mut got = c.directory(NO_TX, "/long").unwrap().unwrap();
+    got.sort();
+    assert_eq!(got, names);
+    let got = c
+        .directory_many(NO_TX, &["/long".into(), "/local".into()])
+        .unwrap();
+    assert_eq!(got[0].as_ref().unwrap().len(), 1500);
+}
+
+#[test]
+fn transaction_conflict_gives_eagain_and_succeeds_on_retry() {
+    let d = Daemon::start();
+    let a = client(&d);
+    let b = client(&d);
+    a.write(NO_TX, "/counter", b"0").unwrap();
+    let tx = a.transaction_start().unwrap();
+    let v = a.read(tx, "/counter").unwrap().unwrap();
+    b.write(NO_TX, "/counter", b"10").unwrap(); // someone else changes it
+    a.write(tx, "/counter", &[v[0] + 1]).unwrap();
+    assert!(
+        !a.transaction_end(tx, true).unwrap(),
+        "commit must answer EAGAIN"
+    );
+    assert_eq!(
+        a.read(NO_TX, "/counter").unwrap().as_deref(),
+        Some(&b"10"[..])
+    );
+    // The retry helper re-runs the closure; the first attempt is disturbed.
+    let mut attempts = 0;
+    store::with_transaction(&a, 5, |tx| {
+        attempts += 1;
+        let v: u32 = String::from_utf8(a.read(tx, "/counter")?.unwrap())
+            .unwrap()
+            .parse()
+            .unwrap();
+        if attempts == 1 {
+            b.write(NO_TX, "/counter", b"20").unwrap();
+        }
+        a.write(tx, "/counter", (v + 1).to_string().as_bytes())
+    })
+    .unwrap();
+    assert_eq!(attempts, 2);
+    assert_eq!(
+        a.read(NO_TX, "/counter").unwrap().as_deref(),
+        Some(&b"21"[..])
+    );
+}
+
+#[test]
+fn watch_events_arrive() {
+    let d = Daemon::start();
+    let c = client(&d);
+    let other = client(&d);
+    c.watch("/w", "tok").unwrap();
+    let first = c.read_watch(Duration::from_secs(2)).unwrap().unwrap();
+    assert_eq!(
+        (first.path.as_str(), first.token.as_str()),
+        ("/w", "tok"),
+        "initial event"
+    );
+    other.write(NO_TX, "/w/x", b"1").unwrap();
+    let ev = c.read_watch(Duration::from_secs(2)).unwrap().unwrap();
+    assert_eq!(ev.path, "/w/x");
+    // Events arriving between replies are queued, not lost.
+    other.write(NO_TX, "/w/y", b"1").unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    c.read(NO_TX, "/w/x").unwrap();
+    assert_eq!(
+        c.read_watch(Duration::from_secs(2)).unwrap().unwrap().path,
+        "/w/y"
+    );
+    c.unwatch("/w", "tok").unwrap();
+    other.write(NO_TX, "/w/z", b"1").unwrap();
+    assert_eq!(c.read_watch(Duration::from_millis(200)).unwrap(), None);
+}
+
+/// A fake xenstored that answers each request with `reply(request)`.
+fn fake_server(
+    dir: &Path,
+    reply: impl Fn(&Message) -> Option<Vec<u8>> + Send + 'static,
+) -> std::path::PathBuf {
+    let sock = dir.join("fake.sock");
+    let l = UnixListener::bind(&sock).unwrap();
+    std::thread::spawn(move || {
+        while let Ok((mut s, _)) = l.accept() {
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            loop {
+                match s.read(&mut chunk) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+                while let Ok(Some((m, used))) = Message::decode(&buf) {
+                    buf.drain(..used);
+                    match reply(&m) {
+                        Some(bytes) if bytes.is_empty() => return, // close everything
+                        Some(bytes) => {
+                            let _ = s.write_all(&bytes);
+                        }
+                        None => {}
+                    }
+                }
+            }
+        }
+    });
+    sock
+}
+
+fn frame(ty: u32, req_id: u32, len: u32, payload: &[u8]) -> Vec<u8> {
+    let mut v = Header {
+        msg_type: ty,
+        req_id,
+        tx_id: 0,
+        len,
+    }
+    .encode()
+    .to_vec();
+    v.extend_from_slice(payload);
+    v
+}
+
+fn tmp(tag: &str) -> std::path::PathBuf {
+    xsd::temp_dir(tag)
+}
+
+#[test]
+fn a_server_that_closes_the_connection_gives_an_error_not_a_hang() {
+    let sock = fake_server(&tmp("close"), |_| Some(Vec::new()));
+    let c = XsClient::connect(&sock, Duration::from_secs(5)).unwrap();
+    let t = Instant::now();
+    let e = c.read(NO_TX, "/x").unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Store, "{e}");
+    assert!(e.to_string().contains("closed"), "{e}");
+    assert!(t.elapsed() < Duration::from_secs(2));
+}
+
+#[test]
+fn a_silent_server_times_out() {
+    let sock = fake_server(&tmp("silent"), |_| None);
+    let c = XsClient::connect(&sock, Duration::from_millis(300)).unwrap();
+    let t = Instant::now();
+    let e = c.read(NO_TX, "/x").unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Timeout, "{e}");
+    assert!(t.elapsed() < Duration::from_secs(3));
+}
+
+#[test]
+fn oversized_and_mismatched_replies_are_refused() {
+    let sock = fake_server(&tmp("big"), |m| {
+        Some(frame(MsgType::Read as u32, m.req_id, 100_000, b""))
+    });
+    let c = XsClient::connect(&sock, Duration::from_secs(2)).unwrap();
+    let e = c.read(NO_TX, "/x").unwrap_err();
+    assert!(e.to_string().contains("exceeds"), "{e}");
+
+    let sock = fake_server(&tmp("wrongid"), |m| {
+        Some(frame(MsgType::Read as u32, m.req_id + 1000, 1, b"x"))
+    });
+    let c = XsClient::connect(&sock, Duration::from_secs(2)).unwrap();
+    let e = c.read(NO_TX, "/x").unwrap_err();
+    assert!(e.to_string().contains("request id"), "{e}");
+
+    let sock = fake_server(&tmp("wrongtype"), |m| {
+        Some(frame(MsgType::Write as u32, m.req_id, 3, b"OK\0"))
+    });
+    let c = XsClient::connect(&sock, Duration::from_secs(2)).unwrap();
+    assert_eq!(c.read(NO_TX, "/x").unwrap_err().kind(), ErrorKind::Store);
+
+    let sock = fake_server(&tmp("errname"), |m| {
+        Some(frame(MsgType::Error as u32, m.req_id, 7, b"EWHAT?\0"))
+    });
+    let c = XsClient::connect(&sock, Duration::from_secs(2)).unwrap();
+    let e = c.read(NO_TX, "/x").unwrap_err();
+    assert!(e.to_string().contains("EWHAT?"), "{e}");
+}
+
+#[test]
+fn connection_refused_or_missing_socket_is_a_clear_error() {
+    let e = XsClient::connect(
+        Path::new("/nonexistent/xenstored.sock"),
+        Duration::from_secs(1),
+    )
+    .err()
+    .unwrap();
+    assert!(e.to_string().contains("/nonexistent/xenstored.sock"), "{e}");
+}
+
+#[test]
+fn thousands_of_connections_are_served() {
+    let d = Daemon::start();
+    let clients: Vec<XsClient> = (0..2000).map(|_| client(&d)).collect();
+    for (i, c) in clients.iter().enumerate().step_by(97) {
+        c.write(NO_TX, &format!("/many/{i}"), b"v").unwrap();
+    }
+    assert_eq!(
+        clients[0].directory(NO_TX, "/many").unwrap().unwrap().len(),
+        21
+    );
+}
