@@ -734,7 +734,7 @@ mod tests {
         let e = resolve_target("b", Path::new("no-such-device-xyz")).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::NotFound);
         assert!(e.to_string().contains("/dev/no-such-device-xyz"), "{e}");
-        let e = resolve_target("b", Path::new("/proc/kcore")).unwrap_err();
+        let e = resolve_target("b", Path::new("/proc/self/status")).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::InvalidArgument);
     }
 }
