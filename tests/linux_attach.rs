@@ -114,11 +114,14 @@ fn file_rw_gets_a_writable_loop_device_and_release_detaches_it() {
     );
     assert_eq!(ctx.release(&be).unwrap(), Released::Detached(node));
     assert!(env.loops_of(&img).is_empty());
-    assert_eq!(
-        ctx.release(&be).unwrap(),
-        Released::Nothing,
-        "release is idempotent"
+    // Idempotent: nothing more to detach (the number may already serve
+    // someone else's file, which must be left alone).
+    let again = ctx.release(&be).unwrap();
+    assert!(
+        matches!(again, Released::Nothing | Released::LeftAlone(_)),
+        "{again:?}"
     );
+    assert!(env.loops_of(&img).is_empty());
 }
 
 #[test]
