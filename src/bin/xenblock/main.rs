@@ -67,8 +67,14 @@ fn main() -> ExitCode {
     } else {
         args.into_iter().skip(1).collect()
     };
+    let as_hotplug = rest.first().is_some_and(|c| c == "hotplug");
     match run(rest) {
         Ok(()) => ExitCode::SUCCESS,
+        // The script it replaces exits 1 on any error, usage included.
+        Err(CliError::Usage(m)) if as_hotplug => {
+            eprintln!("xenblock hotplug: {m}");
+            ExitCode::from(1)
+        }
         Err(CliError::Usage(m)) => {
             eprintln!("xenblock: {m}\n\n{USAGE}");
             ExitCode::from(2)
