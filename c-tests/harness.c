@@ -1,0 +1,809 @@
+/*
+ * The xenblock C harness: drives libxenblock.so the way libxl would around
+ * a guest disk, through include/xenblock.h only.
+ *
+ *   harness --list            one "CASE STORE" line per test
+ *   harness CASE STORE        run one test; exit 0 when every check passed
+ *
+ * STORE is "builtin" (config.store = NULL: xenblock's own client, reaching
+ * the xenstored named by $XENSTORED_PATH), "libxs" (a xenblock_store_ops over
+ * a libxenstore handle, as libxl would wire its ctx->xsh) or "none" (cases
+ * that need no xenstore). $XENBLOCK_CTEST_DIR is a scratch directory for
+ * images and the hotplug lock. c-tests/run drives all of this.
+ */
+#define _GNU_SOURCE
+#include "common.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/*
+ * Custom hotplug scripts (a `script` whose basename is not `block`) are not
+ * run in-process yet: prepare and release answer XENBLOCK_UNSUPPORTED. When
+ * they are, set these to XENBLOCK_OK and CUSTOM_SCRIPT_CONNECTS to 1: the
+ * test script below then writes hotplug-status connected itself.
+ */
+#define CUSTOM_SCRIPT_PREPARE_STATUS XENBLOCK_UNSUPPORTED
+#define CUSTOM_SCRIPT_RELEASE_STATUS XENBLOCK_UNSUPPORTED
+#define CUSTOM_SCRIPT_CONNECTS 0
+
+#define XVDA 51712
+
+/* The error nodes after a failed prepare: status, and hotplug-error equal
+ * to the context's last error. */
+static void check_failure_nodes(struct ct_env *e, xenblock_ctx *ctx, const struct ct_disk *d,
+                                const char *want_status)
+{
+    const char *last = xenblock_ctx_last_error(ctx);
+    REQUIRE(last != NULL, "xenblock_ctx_last_error returned NULL");
+    CHECK(last[0] != 0, "no message after a failed prepare of %s", d->be);
+    CHECK_NODE(e->xs, d->be, "hotplug-status", want_status);
+    CHECK_NODE(e->xs, d->be, "hotplug-error", last);
+    CHECK_NODE(e->xs, d->be, "physical-device", NULL);
+    CHECK_NODE(e->xs, d->be, "node", NULL);
+}
+
+/* The nodes after a successful prepare of a file: a loop device on `file`. */
+static void check_file_connected(struct ct_env *e, const struct ct_disk *d, const char *file,
+                                 bool read_only, char *node_out, size_t n)
+{
+    char dev[32], sys[PATH_MAX];
+    node_out[0] = 0;
+    CHECK_NODE(e->xs, d->be, "hotplug-status", "connected");
+    char *node = ct_read(e->xs, "%s/node", d->be);
+    REQUIRE(node, "%s/node is absent after prepare", d->be);
+    snprintf(node_out, n, "%s", node);
+    struct stat st;
+    CHECK(strncmp(node, "/dev/loop", 9) == 0, "node is %s", node);
+    CHECK(stat(node, &st) == 0 && S_ISBLK(st.st_mode), "%s is not a block device", node);
+    CHECK(ct_loop_backed_by(node, file), "%s is not backed by %s", node, file);
+    ct_devnum_hex(node, dev, sizeof dev);
+    CHECK_NODE(e->xs, d->be, "physical-device", dev);
+    CHECK_NODE(e->xs, d->be, "physical-device-path", node);
+    CHECK_NODE(e->xs, d->be, "hotplug-error", NULL);
+    snprintf(sys, sizeof sys, "/sys/block/%s/ro", node + 5);
+    FILE *f = fopen(sys, "re");
+    int ro = -1;
+    if (f) {
+        if (fscanf(f, "%d", &ro) != 1)
+            ro = -1;
+        fclose(f);
+    }
+    CHECK(ro == (read_only ? 1 : 0), "%s: ro is %d, expected %d", node, ro, read_only);
+    free(node);
+}
+
+/* libxl's removal: close the device, call release, destroy the dirs. */
+static void remove_disk(struct ct_env *e, xenblock_ctx *ctx, const struct ct_disk *d)
+{
+    ct_disk_close(e->xs, d);
+    CHECK_STATUS(xenblock_release(ctx, d->arg), XENBLOCK_OK, ctx);
+    ct_disk_destroy(e->xs, d);
+}
+
+/* ---- cases ------------------------------------------------------------ */
+
+/* A file read/write: loop device attached, nodes written, detached after. */
+static void case_file_rw(struct ct_env *e)
+{
+    char img[PATH_MAX], node[PATH_MAX];
+    ct_image(e, "rw.img", 16 << 20, img);
+    ct_domain_purge(e->xs, 11);
+    xenblock_ctx *ctx = ct_ctx(e);
+    struct ct_disk d = {.domid = 11, .devid = XVDA, .params = img, .mode = "w",
+                        .vm = "/vm/c0ffee00-0000-0000-0000-000000000011"};
+    ct_disk_add(e->xs, &d);
+    CHECK_STATUS(xenblock_prepare(ctx, d.arg), XENBLOCK_OK, ctx);
+    CHECK_STR(xenblock_ctx_last_error(ctx), "");
+    check_file_connected(e, &d, img, false, node, sizeof node);
+    CHECK(ct_loops_of(img) == 1, "%d loop devices on %s", ct_loops_of(img), img);
+
+    /* Called twice (physical-device present): success, nothing changes. */
+    CHECK_STATUS(xenblock_prepare(ctx, d.arg), XENBLOCK_OK, ctx);
+    CHECK_NODE(e->xs, d.be, "node", node);
+    CHECK(ct_loops_of(img) == 1, "a second prepare attached another loop device");
+
+    ct_disk_close(e->xs, &d);
+    CHECK_STATUS(xenblock_release(ctx, d.arg), XENBLOCK_OK, ctx);
+    CHECK(ct_loop_wait_detached(node, img), "%s still backed by %s after release", node, img);
+    CHECK(ct_loops_of(img) == 0, "loop devices left on %s", img);
+    /* Release is idempotent, before and after the directory is gone. */
+    CHECK_STATUS(xenblock_release(ctx, d.arg), XENBLOCK_OK, ctx);
+    ct_disk_destroy(e->xs, &d);
+    CHECK_STATUS(xenblock_release(ctx, d.arg), XENBLOCK_OK, ctx);
+    CHECK(!ct_exists(e->xs, d.be), "release recreated %s", d.be);
+    ct_domain_purge(e->xs, 11);
+    xenblock_ctx_free(ctx);
+}
+
+/* One file read-only in two guests of different VMs: both get it. */
+static void case_file_ro_shared(struct ct_env *e)
+{
+    char img[PATH_MAX], n1[PATH_MAX], n2[PATH_MAX];
+    ct_image(e, "ro.img", 16 << 20, img);
+    ct_domain_purge(e->xs, 21);
+    ct_domain_purge(e->xs, 22);
+    xenblock_ctx *ctx = ct_ctx(e);
+    struct ct_disk a = {.domid = 21, .devid = XVDA, .params = img, .mode = "r",
+                        .vm = "/vm/c0ffee00-0000-0000-0000-000000000021", .absolute = true};
+    struct ct_disk b = {.domid = 22, .devid = XVDA + 16, .params = img, .mode = "r",
+                        .vm = "/vm/c0ffee00-0000-0000-0000-000000000022", .absolute = true};
+    ct_disk_add(e->xs, &a);
+    ct_disk_add(e->xs, &b);
+    CHECK_STATUS(xenblock_prepare(ctx, a.arg), XENBLOCK_OK, ctx);
+    CHECK_STATUS(xenblock_prepare(ctx, b.arg), XENBLOCK_OK, ctx);
+    check_file_connected(e, &a, img, true, n1, sizeof n1);
+    check_file_connected(e, &b, img, true, n2, sizeof n2);
+    CHECK(strcmp(n1, n2) != 0, "both guests got %s", n1);
+    CHECK(ct_loops_of(img) == 2, "%d loop devices on %s, expected 2", ct_loops_of(img), img);
+    remove_disk(e, ctx, &a);
+    CHECK(ct_loop_wait_detached(n1, img), "%s still attached", n1);
+    CHECK(ct_loops_of(img) == 1, "releasing one guest detached the other's device too");
+    remove_disk(e, ctx, &b);
+    CHECK(ct_loop_wait_detached(n2, img), "%s still attached", n2);
+    CHECK(ct_loops_of(img) == 0, "loop devices left on %s", img);
+    ct_domain_purge(e->xs, 21);
+    ct_domain_purge(e->xs, 22);
+    xenblock_ctx_free(ctx);
+}
+
+/* The sharing rule refuses with a message: busy, hotplug-error = last error. */
+static void case_busy(struct ct_env *e)
+{
+    char img[PATH_MAX], ro_img[PATH_MAX], n1[PATH_MAX], n4[PATH_MAX];
+    ct_image(e, "busy.img", 16 << 20, img);
+    ct_image(e, "readonly.img", 1 << 20, ro_img);
+    REQUIRE(chmod(ro_img, 0444) == 0, "chmod: %s", strerror(errno));
+    for (int dom = 31; dom <= 35; dom++)
+        ct_domain_purge(e->xs, dom);
+    xenblock_ctx *ctx = ct_ctx(e);
+    struct ct_disk a = {.domid = 31, .devid = XVDA, .params = img, .mode = "w",
+                        .vm = "/vm/c0ffee00-0000-0000-0000-000000000031"};
+    struct ct_disk b = {.domid = 32, .devid = XVDA, .params = img, .mode = "w",
+                        .vm = "/vm/c0ffee00-0000-0000-0000-000000000032"};
+    struct ct_disk c = {.domid = 33, .devid = XVDA, .params = img, .mode = "r",
+                        .vm = "/vm/c0ffee00-0000-0000-0000-000000000033"};
+    /* Another domain of the same VM as a (e.g. during migration): allowed. */
+    struct ct_disk same = {.domid = 34, .devid = XVDA, .params = img, .mode = "w",
+                           .vm = "/vm/c0ffee00-0000-0000-0000-000000000031"};
+    struct ct_disk ro = {.domid = 35, .devid = XVDA, .params = ro_img, .mode = "w",
+                         .vm = "/vm/c0ffee00-0000-0000-0000-000000000035"};
+    ct_disk_add(e->xs, &a);
+    CHECK_STATUS(xenblock_prepare(ctx, a.arg), XENBLOCK_OK, ctx);
+    check_file_connected(e, &a, img, false, n1, sizeof n1);
+
+    ct_disk_add(e->xs, &b);
+    CHECK_STATUS(xenblock_prepare(ctx, b.arg), XENBLOCK_BUSY, ctx);
+    check_failure_nodes(e, ctx, &b, "busy");
+    CHECK(strstr(xenblock_ctx_last_error(ctx), img) != NULL,
+          "the refusal does not name the file: %s", xenblock_ctx_last_error(ctx));
+
+    ct_disk_add(e->xs, &c);
+    CHECK_STATUS(xenblock_prepare(ctx, c.arg), XENBLOCK_BUSY, ctx);
+    check_failure_nodes(e, ctx, &c, "busy");
+    CHECK(ct_loops_of(img) == 1, "a refused prepare left a loop device on %s", img);
+
+    ct_disk_add(e->xs, &same);
+    CHECK_STATUS(xenblock_prepare(ctx, same.arg), XENBLOCK_OK, ctx);
+    check_file_connected(e, &same, img, false, n4, sizeof n4);
+
+    ct_disk_add(e->xs, &ro);
+    CHECK_STATUS(xenblock_prepare(ctx, ro.arg), XENBLOCK_BUSY, ctx);
+    check_failure_nodes(e, ctx, &ro, "busy");
+    CHECK(ct_loops_of(ro_img) == 0, "the read-only file was attached");
+
+    /* Refused backends have nothing to release; release still succeeds. */
+    remove_disk(e, ctx, &b);
+    remove_disk(e, ctx, &c);
+    remove_disk(e, ctx, &ro);
+    remove_disk(e, ctx, &same);
+    remove_disk(e, ctx, &a);
+    CHECK(ct_loop_wait_detached(n1, img) && ct_loop_wait_detached(n4, img),
+          "loop devices left on %s", img);
+    CHECK(ct_loops_of(img) == 0, "loop devices left on %s", img);
+    for (int dom = 31; dom <= 35; dom++)
+        ct_domain_purge(e->xs, dom);
+    xenblock_ctx_free(ctx);
+}
+
+/* Failures other than refusals: a missing target, a backend not in InitWait. */
+static void case_errors(struct ct_env *e)
+{
+    char img[PATH_MAX], missing[PATH_MAX + 16];
+    ct_image(e, "state.img", 1 << 20, img);
+    snprintf(missing, sizeof missing, "%s/no-such.img", e->dir);
+    ct_domain_purge(e->xs, 41);
+    ct_domain_purge(e->xs, 42);
+    xenblock_ctx *ctx = ct_ctx(e);
+    struct ct_disk nf = {.domid = 41, .devid = XVDA, .params = missing, .mode = "w",
+                         .vm = "/vm/c0ffee00-0000-0000-0000-000000000041"};
+    ct_disk_add(e->xs, &nf);
+    CHECK_STATUS(xenblock_prepare(ctx, nf.arg), XENBLOCK_NOT_FOUND, ctx);
+    check_failure_nodes(e, ctx, &nf, "error");
+    CHECK(strstr(xenblock_ctx_last_error(ctx), missing) != NULL,
+          "the message does not name the missing target: %s", xenblock_ctx_last_error(ctx));
+
+    /* The backend went away before InitWait (state still 1). */
+    struct ct_disk st = {.domid = 42, .devid = XVDA, .params = img, .mode = "w",
+                         .vm = "/vm/c0ffee00-0000-0000-0000-000000000042"};
+    ct_disk_add(e->xs, &st);
+    char path[256];
+    snprintf(path, sizeof path, "%s/state", st.be);
+    ct_write(e->xs, path, "1");
+    CHECK_STATUS(xenblock_prepare(ctx, st.arg), XENBLOCK_BAD_STATE, ctx);
+    check_failure_nodes(e, ctx, &st, "error");
+    CHECK(ct_loops_of(img) == 0, "a failed prepare left a loop device");
+
+    remove_disk(e, ctx, &nf);
+    remove_disk(e, ctx, &st);
+    ct_domain_purge(e->xs, 41);
+    ct_domain_purge(e->xs, 42);
+    xenblock_ctx_free(ctx);
+}
+
+/* phy: a block device (a loop device the harness attaches itself). */
+static void case_phy(struct ct_env *e)
+{
+    char img[PATH_MAX], dev[64], num[32], rel[64], link[PATH_MAX + 8];
+    ct_image(e, "phy-backing.img", 16 << 20, img);
+    ct_loop_attach(img, dev, sizeof dev);
+    ct_devnum_hex(dev, num, sizeof num);
+    snprintf(rel, sizeof rel, "%s", dev + 5); /* "loopN": relative names are under /dev */
+    snprintf(link, sizeof link, "%s/phy-link", e->dir);
+    unlink(link);
+    REQUIRE(symlink(dev, link) == 0, "symlink: %s", strerror(errno));
+    for (int dom = 51; dom <= 53; dom++)
+        ct_domain_purge(e->xs, dom);
+    xenblock_ctx *ctx = ct_ctx(e);
+
+    struct ct_disk a = {.domid = 51, .devid = XVDA, .params = dev, .mode = "w",
+                        .vm = "/vm/c0ffee00-0000-0000-0000-000000000051"};
+    ct_disk_add(e->xs, &a);
+    CHECK_STATUS(xenblock_prepare(ctx, a.arg), XENBLOCK_OK, ctx);
+    CHECK_NODE(e->xs, a.be, "hotplug-status", "connected");
+    CHECK_NODE(e->xs, a.be, "physical-device", num);
+    CHECK_NODE(e->xs, a.be, "physical-device-path", dev);
+    CHECK_NODE(e->xs, a.be, "node", NULL);
+
+    /* The same device, by relative name, to another VM: refused. */
+    struct ct_disk b = {.domid = 52, .devid = XVDA, .params = rel, .mode = "r",
+                        .vm = "/vm/c0ffee00-0000-0000-0000-000000000052"};
+    ct_disk_add(e->xs, &b);
+    CHECK_STATUS(xenblock_prepare(ctx, b.arg), XENBLOCK_BUSY, ctx);
+    check_failure_nodes(e, ctx, &b, "busy");
+    remove_disk(e, ctx, &b);
+
+    /* Release of a phy backend undoes nothing: the device stays bound. */
+    remove_disk(e, ctx, &a);
+    CHECK(ct_loop_backed_by(dev, img), "release of a phy disk touched %s", dev);
+
+    /* Through a symlink, by relative name: the resolved device. */
+    struct ct_disk c = {.domid = 53, .devid = XVDA, .params = link, .mode = "w",
+                        .vm = "/vm/c0ffee00-0000-0000-0000-000000000053"};
+    ct_disk_add(e->xs, &c);
+    CHECK_STATUS(xenblock_prepare(ctx, c.arg), XENBLOCK_OK, ctx);
+    CHECK_NODE(e->xs, c.be, "hotplug-status", "connected");
+    CHECK_NODE(e->xs, c.be, "physical-device", num);
+    CHECK_NODE(e->xs, c.be, "physical-device-path", dev);
+    remove_disk(e, ctx, &c);
+    CHECK(ct_loop_backed_by(dev, img), "release of a phy disk touched %s", dev);
+
+    ct_loop_detach(dev);
+    CHECK(ct_loop_wait_detached(dev, img), "%s still bound after LOOP_CLR_FD", dev);
+    unlink(link);
+    for (int dom = 51; dom <= 53; dom++)
+        ct_domain_purge(e->xs, dom);
+    xenblock_ctx_free(ctx);
+}
+
+/* A custom hotplug script (basename not `block`). */
+static void case_custom_script(struct ct_env *e)
+{
+    char img[PATH_MAX], script[PATH_MAX + 16], marker[PATH_MAX + 16];
+    ct_image(e, "custom.img", 1 << 20, img);
+    snprintf(script, sizeof script, "%s/my-hotplug", e->dir);
+    snprintf(marker, sizeof marker, "%s/my-hotplug.ran", e->dir);
+    unlink(marker);
+    FILE *f = fopen(script, "we");
+    REQUIRE(f, "create %s: %s", script, strerror(errno));
+    fprintf(f, "#!/bin/sh\necho \"$@\" >> '%s'\n"
+               "[ \"$1\" = add ] && xenstore-write \"$XENBUS_PATH/hotplug-status\" connected\n"
+               "exit 0\n", marker);
+    fclose(f);
+    REQUIRE(chmod(script, 0755) == 0, "chmod: %s", strerror(errno));
+    ct_domain_purge(e->xs, 61);
+    xenblock_ctx *ctx = ct_ctx(e);
+    struct ct_disk d = {.domid = 61, .devid = XVDA, .params = img, .mode = "w",
+                        .script = script,
+                        .vm = "/vm/c0ffee00-0000-0000-0000-000000000061"};
+    ct_disk_add(e->xs, &d);
+    xenblock_status st = xenblock_prepare(ctx, d.arg);
+    CHECK_STATUS(st, CUSTOM_SCRIPT_PREPARE_STATUS, ctx);
+    char *hs = ct_read(e->xs, "%s/hotplug-status", d.be);
+    if (CUSTOM_SCRIPT_CONNECTS) {
+        CHECK_STR(hs, "connected");
+    } else {
+        CHECK(st != XENBLOCK_OK, "prepare with a custom script succeeded");
+        CHECK(!hs || strcmp(hs, "connected") != 0, "hotplug-status is connected");
+        CHECK(xenblock_ctx_last_error(ctx)[0] != 0, "no message");
+        CHECK(strstr(xenblock_ctx_last_error(ctx), "my-hotplug") != NULL,
+              "the message does not name the script: %s", xenblock_ctx_last_error(ctx));
+        CHECK_NODE(e->xs, d.be, "hotplug-error", xenblock_ctx_last_error(ctx));
+    }
+    free(hs);
+    CHECK(ct_loops_of(img) == 0, "a custom-script disk got a loop device in-process");
+    ct_disk_close(e->xs, &d);
+    CHECK_STATUS(xenblock_release(ctx, d.arg), CUSTOM_SCRIPT_RELEASE_STATUS, ctx);
+    ct_disk_destroy(e->xs, &d);
+    unlink(marker);
+    ct_domain_purge(e->xs, 61);
+    xenblock_ctx_free(ctx);
+}
+
+/* Every status has a distinct, non-empty name; others are "unknown status". */
+static void case_status_strings(struct ct_env *e)
+{
+    (void)e;
+    const char *names[12];
+    for (unsigned i = 0; i <= 11; i++) {
+        names[i] = xenblock_status_str(i);
+        REQUIRE(names[i] != NULL, "xenblock_status_str(%u) is NULL", i);
+        CHECK(names[i][0] != 0, "xenblock_status_str(%u) is empty", i);
+        CHECK(strcmp(names[i], "unknown status") != 0, "status %u is unknown", i);
+        for (unsigned j = 0; j < i; j++)
+            CHECK(strcmp(names[i], names[j]) != 0, "statuses %u and %u are both \"%s\"", j,
+                  i, names[i]);
+    }
+    CHECK_STR(xenblock_status_str(XENBLOCK_OK), "ok");
+    const uint32_t unknown[] = {12, 13, 255, 0x80000000u, UINT32_MAX};
+    for (size_t i = 0; i < sizeof unknown / sizeof unknown[0]; i++)
+        CHECK_STR(xenblock_status_str(unknown[i]), "unknown status");
+    CHECK(xenblock_abi_version() == ((uint32_t)XENBLOCK_ABI_MAJOR << 16 | XENBLOCK_ABI_MINOR),
+          "xenblock_abi_version() is %#x, the header says %d.%d", xenblock_abi_version(),
+          XENBLOCK_ABI_MAJOR, XENBLOCK_ABI_MINOR);
+    const char *v = xenblock_version();
+    CHECK(v && v[0] >= '0' && v[0] <= '9', "xenblock_version() is \"%s\"", v ? v : "(null)");
+    CHECK(xenblock_last_error() != NULL, "xenblock_last_error() is NULL");
+}
+
+/* NULL and invalid arguments: an error status and a message, never a crash. */
+static void case_invalid_args(struct ct_env *e)
+{
+    xenblock_config cfg;
+    xenblock_ctx *ctx = (xenblock_ctx *)&cfg; /* garbage, must be set to NULL */
+    const char *be = "backend/vbd/71/51712";
+
+    CHECK_STATUS(xenblock_prepare(NULL, be), XENBLOCK_INVALID_ARGUMENT, NULL);
+    CHECK(strstr(xenblock_last_error(), "ctx") != NULL, "last error: %s", xenblock_last_error());
+    CHECK_STATUS(xenblock_release(NULL, be), XENBLOCK_INVALID_ARGUMENT, NULL);
+    CHECK(strstr(xenblock_last_error(), "ctx") != NULL, "last error: %s", xenblock_last_error());
+    CHECK_STR(xenblock_ctx_last_error(NULL), "");
+    xenblock_ctx_free(NULL);
+
+    ct_config(e, &cfg);
+    CHECK_STATUS(xenblock_ctx_new(&cfg, NULL), XENBLOCK_INVALID_ARGUMENT, NULL);
+    CHECK(xenblock_last_error()[0] != 0, "no message for out == NULL");
+
+    cfg.flavour = 99;
+    CHECK_STATUS(xenblock_ctx_new(&cfg, &ctx), XENBLOCK_INVALID_ARGUMENT, NULL);
+    CHECK(ctx == NULL, "*out not NULL after a failure");
+    CHECK(strstr(xenblock_last_error(), "flavour") != NULL, "last error: %s",
+          xenblock_last_error());
+    ct_config(e, &cfg);
+    cfg.lock_dir = "relative/lock";
+    CHECK_STATUS(xenblock_ctx_new(&cfg, &ctx), XENBLOCK_INVALID_ARGUMENT, NULL);
+    CHECK(ctx == NULL && xenblock_last_error()[0], "no message for a relative lock_dir");
+
+    if (e->store == CT_STORE_BUILTIN) {
+        /* No xenstored at $XENSTORED_PATH: a clear failure, no context. */
+        char *saved = strdup(getenv("XENSTORED_PATH"));
+        char nowhere[PATH_MAX + 16];
+        snprintf(nowhere, sizeof nowhere, "%s/no-such-socket", e->dir);
+        setenv("XENSTORED_PATH", nowhere, 1);
+        ct_config(e, &cfg);
+        cfg.store_timeout_ms = 500;
+        ctx = (xenblock_ctx *)&cfg;
+        xenblock_status st = xenblock_ctx_new(&cfg, &ctx);
+        CHECK(st != XENBLOCK_OK, "a context without xenstored");
+        CHECK(ctx == NULL, "*out not NULL after a failure");
+        CHECK(strstr(xenblock_last_error(), "no-such-socket") != NULL, "last error: %s",
+              xenblock_last_error());
+        setenv("XENSTORED_PATH", saved, 1);
+        free(saved);
+        /* cfg == NULL: every default (built-in client at $XENSTORED_PATH). */
+        xenblock_ctx *def = NULL;
+        CHECK_STATUS(xenblock_ctx_new(NULL, &def), XENBLOCK_OK, NULL);
+        xenblock_ctx_free(def);
+    }
+
+    ctx = ct_ctx(e);
+    CHECK_STATUS(xenblock_prepare(ctx, NULL), XENBLOCK_INVALID_ARGUMENT, ctx);
+    CHECK(strstr(xenblock_ctx_last_error(ctx), "backend_path") != NULL, "last error: %s",
+          xenblock_ctx_last_error(ctx));
+    CHECK_STATUS(xenblock_release(ctx, NULL), XENBLOCK_INVALID_ARGUMENT, ctx);
+    CHECK(xenblock_ctx_last_error(ctx)[0] != 0, "no message");
+
+    char longpath[5000];
+    memset(longpath, 'a', sizeof longpath - 1);
+    longpath[sizeof longpath - 1] = 0;
+    const char *bad[] = {
+        "",                            /* empty */
+        "/",                           /* the root */
+        "backend//vbd/71/51712",       /* empty component */
+        "backend/vbd/../../../etc",    /* '..' */
+        "backend/vbd/./71/51712",      /* '.' */
+        "backend/vbd/71/51712 x",      /* not a xenstore path character */
+        "backend/vbd/71/\xff\xfe",     /* not UTF-8 */
+        longpath,                      /* too long */
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        const char *shown = i == sizeof bad / sizeof bad[0] - 1 ? "(5000 bytes)" : bad[i];
+        xenblock_status st = xenblock_prepare(ctx, bad[i]);
+        CHECK(st == XENBLOCK_INVALID_ARGUMENT, "prepare(\"%s\") gave %s", shown,
+              xenblock_status_str(st));
+        CHECK(xenblock_ctx_last_error(ctx)[0] != 0, "prepare(\"%s\"): no message", shown);
+        st = xenblock_release(ctx, bad[i]);
+        CHECK(st == XENBLOCK_INVALID_ARGUMENT, "release(\"%s\") gave %s", shown,
+              xenblock_status_str(st));
+    }
+
+    /* A backend directory that does not exist: an error, and not created. */
+    ct_domain_purge(e->xs, 71);
+    xenblock_status st = xenblock_prepare(ctx, be);
+    CHECK(st != XENBLOCK_OK, "prepare of a missing backend succeeded");
+    CHECK(xenblock_ctx_last_error(ctx)[0] != 0, "no message");
+    CHECK(!ct_exists(e->xs, "/local/domain/0/backend/vbd/71"),
+          "a failed prepare created the backend directory");
+    CHECK_STATUS(xenblock_release(ctx, be), XENBLOCK_OK, ctx);
+    CHECK(!ct_exists(e->xs, "/local/domain/0/backend/vbd/71"),
+          "release created the backend directory");
+
+    /* A message stays per thread and per context: a success leaves it. */
+    CHECK_STR(xenblock_ctx_last_error(NULL), "");
+    xenblock_ctx_free(ctx);
+}
+
+/* abi_size: older smaller structs work; absurd sizes are refused. */
+static void case_abi_size(struct ct_env *e)
+{
+    xenblock_config cfg;
+    xenblock_ctx *ctx;
+    const uint32_t bad[] = {0, 1, 3, (uint32_t)offsetof(xenblock_config, script_timeout_ms) - 1,
+                            1u << 20, UINT32_MAX};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        ct_config(e, &cfg);
+        cfg.abi_size = bad[i];
+        ctx = (xenblock_ctx *)&cfg;
+        CHECK_STATUS(xenblock_ctx_new(&cfg, &ctx), XENBLOCK_INVALID_ARGUMENT, NULL);
+        CHECK(ctx == NULL, "abi_size %u: *out not NULL after a failure", bad[i]);
+        CHECK(strstr(xenblock_last_error(), "abi_size") != NULL,
+              "abi_size %u: last error: \"%s\"", bad[i], xenblock_last_error());
+    }
+
+    /* A newer caller's bigger struct: extra bytes ignored. */
+    struct {
+        xenblock_config cfg;
+        char future[64];
+    } big;
+    memset(&big, 0xff, sizeof big);
+    ct_config(e, &big.cfg);
+    big.cfg.abi_size = sizeof big;
+    ctx = NULL;
+    CHECK_STATUS(xenblock_ctx_new(&big.cfg, &ctx), XENBLOCK_OK, NULL);
+    CHECK(ctx != NULL, "no context");
+    xenblock_ctx_free(ctx);
+
+    /* The ABI 1.0 minimum: up to script_dir. The fields after it are
+     * garbage in the caller's memory and must not be read. */
+    memset(&cfg, 0xa5, sizeof cfg);
+    xenblock_config base;
+    ct_config(e, &base);
+    memcpy(&cfg, &base, offsetof(xenblock_config, script_timeout_ms));
+    cfg.abi_size = offsetof(xenblock_config, script_timeout_ms);
+    ctx = NULL;
+    CHECK_STATUS(xenblock_ctx_new(&cfg, &ctx), XENBLOCK_OK, NULL);
+    REQUIRE(ctx != NULL, "an ABI 1.0-sized config was refused: %s", xenblock_last_error());
+
+    /* That context works: prepare and release a file. */
+    char img[PATH_MAX], node[PATH_MAX];
+    ct_image(e, "abi.img", 1 << 20, img);
+    ct_domain_purge(e->xs, 81);
+    struct ct_disk d = {.domid = 81, .devid = XVDA, .params = img, .mode = "w",
+                        .vm = "/vm/c0ffee00-0000-0000-0000-000000000081"};
+    ct_disk_add(e->xs, &d);
+    CHECK_STATUS(xenblock_prepare(ctx, d.arg), XENBLOCK_OK, ctx);
+    check_file_connected(e, &d, img, false, node, sizeof node);
+    remove_disk(e, ctx, &d);
+    CHECK(ct_loop_wait_detached(node, img), "%s still attached", node);
+    ct_domain_purge(e->xs, 81);
+    xenblock_ctx_free(ctx);
+}
+
+/* xenblock_store_ops: its own abi_size and required callbacks. */
+static int stub_read(void *o, uint32_t t, const char *p, char **v, size_t *l)
+{
+    (void)o, (void)t, (void)p, (void)v, (void)l;
+    return ENOENT;
+}
+static int stub_write(void *o, uint32_t t, const char *p, const char *v, size_t l)
+{
+    (void)o, (void)t, (void)p, (void)v, (void)l;
+    return EACCES;
+}
+static int stub_remove(void *o, uint32_t t, const char *p)
+{
+    (void)o, (void)t, (void)p;
+    return EACCES;
+}
+static int stub_directory(void *o, uint32_t t, const char *p, char ***e, size_t *n)
+{
+    (void)o, (void)t, (void)p, (void)e, (void)n;
+    return ENOENT;
+}
+static int stub_tx_start(void *o, uint32_t *t)
+{
+    (void)o;
+    *t = 1;
+    return 0;
+}
+static int stub_tx_end(void *o, uint32_t t, bool c)
+{
+    (void)o, (void)t, (void)c;
+    return 0;
+}
+
+static void case_store_ops_args(struct ct_env *e)
+{
+    xenblock_store_ops ops;
+    xenblock_config cfg;
+    xenblock_ctx *ctx;
+    memset(&ops, 0, sizeof ops);
+    ops.abi_size = sizeof ops;
+    ops.read = stub_read;
+    ops.write = stub_write;
+    ops.remove = stub_remove;
+    ops.directory = stub_directory;
+    ops.transaction_start = stub_tx_start;
+    ops.transaction_end = stub_tx_end;
+    ct_config(e, &cfg);
+    cfg.store = &ops;
+
+    ctx = NULL;
+    CHECK_STATUS(xenblock_ctx_new(&cfg, &ctx), XENBLOCK_OK, NULL);
+    if (ctx) {
+        /* A store where nothing exists: prepare fails cleanly. */
+        xenblock_status st = xenblock_prepare(ctx, "backend/vbd/1/51712");
+        CHECK(st != XENBLOCK_OK, "prepare over an empty store succeeded");
+        CHECK(xenblock_ctx_last_error(ctx)[0] != 0, "no message");
+    }
+    xenblock_ctx_free(ctx);
+
+    /* ABI 1.0 minimum for store ops: up to transaction_end. */
+    ops.abi_size = offsetof(xenblock_store_ops, free_fn);
+    ctx = NULL;
+    CHECK_STATUS(xenblock_ctx_new(&cfg, &ctx), XENBLOCK_OK, NULL);
+    xenblock_ctx_free(ctx);
+
+    const uint32_t bad[] = {0, 3, (uint32_t)offsetof(xenblock_store_ops, free_fn) - 1, 1u << 20};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        ops.abi_size = bad[i];
+        ctx = (xenblock_ctx *)&ops;
+        CHECK_STATUS(xenblock_ctx_new(&cfg, &ctx), XENBLOCK_INVALID_ARGUMENT, NULL);
+        CHECK(ctx == NULL, "*out not NULL after a failure");
+        CHECK(strstr(xenblock_last_error(), "abi_size") != NULL, "store abi_size %u: \"%s\"",
+              bad[i], xenblock_last_error());
+    }
+    ops.abi_size = sizeof ops;
+    ops.read = NULL;
+    ops.directory = NULL;
+    ctx = (xenblock_ctx *)&ops;
+    CHECK_STATUS(xenblock_ctx_new(&cfg, &ctx), XENBLOCK_INVALID_ARGUMENT, NULL);
+    CHECK(ctx == NULL, "*out not NULL after a failure");
+    CHECK(strstr(xenblock_last_error(), "read") && strstr(xenblock_last_error(), "directory"),
+          "the message does not name the missing callbacks: \"%s\"", xenblock_last_error());
+}
+
+/* ---- threads ---------------------------------------------------------- */
+
+#define NTHREADS 8
+#define ROUNDS 3
+
+struct worker {
+    struct ct_env *e;
+    xenblock_ctx *ctx;          /* shared context, or NULL: make one */
+    struct xs_handle *own_xs;   /* per-context libxenstore handle */
+    pthread_barrier_t *start;
+    int index;
+    int ok;
+    char img[PATH_MAX];
+};
+
+static void *worker_main(void *arg)
+{
+    struct worker *w = arg;
+    struct ct_env *e = w->e;
+    xenblock_ctx *ctx = w->ctx;
+    xenblock_store_ops ops;
+    if (!ctx) {
+        /* Its own context (and, for the callback store, its own handle). */
+        xenblock_config cfg;
+        ct_config(e, &cfg);
+        if (e->store == CT_STORE_LIBXS) {
+            w->own_xs = xs_open(0);
+            REQUIRE(w->own_xs, "xs_open: %s", strerror(errno));
+            ct_libxs_ops(&ops, w->own_xs);
+            cfg.store = &ops;
+        }
+        xenblock_status st = xenblock_ctx_new(&cfg, &ctx);
+        CHECK(st == XENBLOCK_OK, "thread %d: xenblock_ctx_new: %s", w->index,
+              xenblock_last_error());
+        if (st != XENBLOCK_OK)
+            return NULL;
+    }
+    pthread_barrier_wait(w->start);
+    char vm[64], node[PATH_MAX] = "";
+    snprintf(vm, sizeof vm, "/vm/c0ffee00-0000-0000-0000-0000000009%02d", w->index);
+    for (int r = 0; r < ROUNDS; r++) {
+        struct ct_disk d = {.domid = 100 + w->index, .devid = XVDA + 16 * r, .params = w->img,
+                            .mode = r % 2 ? "r" : "w", .vm = vm};
+        ct_disk_add(e->xs, &d);
+        xenblock_status st = xenblock_prepare(ctx, d.arg);
+        CHECK(st == XENBLOCK_OK, "thread %d round %d: prepare: %s: %s", w->index, r,
+              xenblock_status_str(st), xenblock_ctx_last_error(ctx));
+        if (st == XENBLOCK_OK) {
+            CHECK_STR(xenblock_ctx_last_error(ctx), "");
+            check_file_connected(e, &d, w->img, r % 2, node, sizeof node);
+            w->ok++;
+        }
+        ct_disk_close(e->xs, &d);
+        st = xenblock_release(ctx, d.arg);
+        CHECK(st == XENBLOCK_OK, "thread %d round %d: release: %s: %s", w->index, r,
+              xenblock_status_str(st), xenblock_ctx_last_error(ctx));
+        CHECK(ct_loop_wait_detached(node, w->img), "thread %d: %s still attached", w->index,
+              node);
+        ct_disk_destroy(e->xs, &d);
+    }
+    if (!w->ctx)
+        xenblock_ctx_free(ctx);
+    if (w->own_xs)
+        xs_close(w->own_xs);
+    return NULL;
+}
+
+static void run_workers(struct ct_env *e, xenblock_ctx *shared, int n)
+{
+    struct worker w[NTHREADS];
+    pthread_t t[NTHREADS];
+    pthread_barrier_t start;
+    REQUIRE(n <= NTHREADS, "too many threads");
+    pthread_barrier_init(&start, NULL, (unsigned)n);
+    for (int i = 0; i < n; i++) {
+        char name[32];
+        memset(&w[i], 0, sizeof w[i]);
+        w[i].e = e;
+        w[i].ctx = shared;
+        w[i].start = &start;
+        w[i].index = i;
+        snprintf(name, sizeof name, "thread-%d.img", i);
+        ct_image(e, name, 4 << 20, w[i].img);
+        ct_domain_purge(e->xs, 100 + i);
+    }
+    for (int i = 0; i < n; i++)
+        REQUIRE(pthread_create(&t[i], NULL, worker_main, &w[i]) == 0, "pthread_create");
+    for (int i = 0; i < n; i++)
+        pthread_join(t[i], NULL);
+    pthread_barrier_destroy(&start);
+    for (int i = 0; i < n; i++) {
+        CHECK(w[i].ok == ROUNDS, "thread %d: %d of %d prepares succeeded", i, w[i].ok, ROUNDS);
+        CHECK(ct_loops_of(w[i].img) == 0, "thread %d left a loop device", i);
+        ct_domain_purge(e->xs, 100 + i);
+    }
+}
+
+/* One context, eight threads at once. */
+static void case_threads_one_ctx(struct ct_env *e)
+{
+    unsigned long calls = ct_libxs_calls();
+    xenblock_ctx *ctx = ct_ctx(e);
+    run_workers(e, ctx, NTHREADS);
+    xenblock_ctx_free(ctx);
+    if (e->store == CT_STORE_LIBXS)
+        CHECK(ct_libxs_calls() > calls, "the callback store was not used");
+}
+
+/* Several contexts at once, each in its own thread (and own connection). */
+static void case_threads_many_ctx(struct ct_env *e)
+{
+    run_workers(e, NULL, 4);
+}
+
+/* ---- main ------------------------------------------------------------- */
+
+struct test_case {
+    const char *name;
+    bool needs_store;
+    void (*fn)(struct ct_env *);
+};
+
+static const struct test_case cases[] = {
+    {"file_rw", true, case_file_rw},
+    {"file_ro_shared", true, case_file_ro_shared},
+    {"busy", true, case_busy},
+    {"errors", true, case_errors},
+    {"phy", true, case_phy},
+    {"custom_script", true, case_custom_script},
+    {"invalid_args", true, case_invalid_args},
+    {"abi_size", true, case_abi_size},
+    {"threads_one_ctx", true, case_threads_one_ctx},
+    {"threads_many_ctx", true, case_threads_many_ctx},
+    {"status_strings", false, case_status_strings},
+    {"store_ops_args", false, case_store_ops_args},
+};
+
+int main(int argc, char **argv)
+{
+    setvbuf(stderr, NULL, _IOLBF, 0);
+    if (argc == 2 && strcmp(argv[1], "--list") == 0) {
+        for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+            if (cases[i].needs_store) {
+                printf("%s builtin\n%s libxs\n", cases[i].name, cases[i].name);
+            } else {
+                printf("%s none\n", cases[i].name);
+            }
+        }
+        return 0;
+    }
+    if (argc != 3) {
+        fprintf(stderr, "usage: %s --list | %s CASE builtin|libxs|none\n", argv[0], argv[0]);
+        return 2;
+    }
+    enum ct_store store;
+    if (strcmp(argv[2], "builtin") == 0)
+        store = CT_STORE_BUILTIN;
+    else if (strcmp(argv[2], "libxs") == 0)
+        store = CT_STORE_LIBXS;
+    else if (strcmp(argv[2], "none") == 0)
+        store = CT_STORE_NONE;
+    else {
+        fprintf(stderr, "unknown store %s\n", argv[2]);
+        return 2;
+    }
+    const struct test_case *tc = NULL;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        if (strcmp(cases[i].name, argv[1]) == 0)
+            tc = &cases[i];
+    if (!tc) {
+        fprintf(stderr, "unknown case %s\n", argv[1]);
+        return 2;
+    }
+    if (tc->needs_store != (store != CT_STORE_NONE)) {
+        fprintf(stderr, "case %s %s a store\n", tc->name,
+                tc->needs_store ? "needs" : "takes no");
+        return 2;
+    }
+    REQUIRE(geteuid() == 0, "the harness needs root (loop devices); it does not skip");
+
+    struct ct_env e;
+    ct_env_init(&e, store);
+    unsigned long calls = ct_libxs_calls();
+    tc->fn(&e);
+    if (store == CT_STORE_BUILTIN)
+        CHECK(ct_libxs_calls() == calls, "the built-in client case called the callbacks");
+    if (store == CT_STORE_LIBXS)
+        CHECK(ct_libxs_calls() > calls, "the callback store was never called");
+    int left = ct_loops_under(e.dir);
+    CHECK(left == 0, "%d loop device(s) on the case's images are still attached", left);
+    ct_env_fini(&e);
+    if (ct_failures) {
+        ct_detach_under(e.dir);
+        fprintf(stderr, "%s %s: %d check(s) failed\n", tc->name, argv[2], ct_failures);
+        return 1;
+    }
+    return 0;
+}
