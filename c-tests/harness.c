@@ -29,9 +29,9 @@
  * they are, set these to XENBLOCK_OK and CUSTOM_SCRIPT_CONNECTS to 1: the
  * test script below then writes hotplug-status connected itself.
  */
-#define CUSTOM_SCRIPT_PREPARE_STATUS XENBLOCK_UNSUPPORTED
-#define CUSTOM_SCRIPT_RELEASE_STATUS XENBLOCK_UNSUPPORTED
-#define CUSTOM_SCRIPT_CONNECTS 0
+#define CUSTOM_SCRIPT_PREPARE_STATUS XENBLOCK_OK
+#define CUSTOM_SCRIPT_RELEASE_STATUS XENBLOCK_OK
+#define CUSTOM_SCRIPT_CONNECTS 1
 
 #define XVDA 51712
 
@@ -340,6 +340,18 @@ static void case_custom_script(struct ct_env *e)
     CHECK(ct_loops_of(img) == 0, "a custom-script disk got a loop device in-process");
     ct_disk_close(e->xs, &d);
     CHECK_STATUS(xenblock_release(ctx, d.arg), CUSTOM_SCRIPT_RELEASE_STATUS, ctx);
+    if (CUSTOM_SCRIPT_CONNECTS) {
+        /* The Linux contract: argv [script, add|remove]. */
+        FILE *m = fopen(marker, "re");
+        char ran[64] = "";
+        CHECK(m != NULL, "the script did not run");
+        if (m) {
+            size_t n = fread(ran, 1, sizeof ran - 1, m);
+            ran[n] = 0;
+            fclose(m);
+        }
+        CHECK(strcmp(ran, "add\nremove\n") == 0, "script saw argv %s", ran);
+    }
     ct_disk_destroy(e->xs, &d);
     unlink(marker);
     ct_domain_purge(e->xs, 61);

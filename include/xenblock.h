@@ -40,7 +40,7 @@
 #define XENBLOCK_ABI_MINOR 0
 
 /**
- * `xenblock_plan` actions.
+ * `xenblock_plan_new` actions.
  */
 enum xenblock_action
 #ifdef __cplusplus
@@ -211,6 +211,11 @@ typedef struct xenblock_store_ops {
    * See `directory`.
    */
   bool directory_frees_each;
+  /**
+   * The domain id of the caller's own domain (the home of relative
+   * paths, `/local/domain/<self_domid>`); 0 for dom0, the default.
+   */
+  uint32_t self_domid;
 } xenblock_store_ops;
 
 /**
@@ -267,7 +272,7 @@ typedef struct xenblock_config {
 
 /**
  * What a backend needs, for toolstacks that exec scripts from their own
- * event loop. Returned by `xenblock_plan`, freed by `xenblock_plan_free`.
+ * event loop. Returned by `xenblock_plan_new`, freed by `xenblock_plan_free`.
  */
 typedef struct xenblock_plan {
   /**
@@ -383,16 +388,16 @@ xenblock_status xenblock_release(struct xenblock_ctx *ctx, const char *backend_p
  * `ctx` is a live context; `backend_path` is NULL or NUL-terminated; `out`
  * points to writable storage for a pointer.
  */
-xenblock_status xenblock_plan(struct xenblock_ctx *ctx,
-                              const char *backend_path,
-                              uint32_t action,
-                              struct xenblock_plan **out);
+xenblock_status xenblock_plan_new(struct xenblock_ctx *ctx,
+                                  const char *backend_path,
+                                  uint32_t action,
+                                  struct xenblock_plan **out);
 
 /**
- * Free a plan from `xenblock_plan`. NULL is ignored.
+ * Free a plan from `xenblock_plan_new`. NULL is ignored.
  *
  * # Safety
- * `plan` is NULL or was returned by `xenblock_plan` and not yet freed.
+ * `plan` is NULL or was returned by `xenblock_plan_new` and not yet freed.
  */
 void xenblock_plan_free(struct xenblock_plan *plan);
 

@@ -142,18 +142,7 @@ impl Context {
     fn prepare_linux(&self, b: &Backend) -> Result<Prepared> {
         let (mode, domid, resolved, st) = self.common_inputs(b)?;
         match st.kind {
-            FileKind::Block => {
-                let dev = DevNum::from_dev_t(st.rdev);
-                let shown = resolved.display().to_string();
-                let _lock = self.lock.acquire()?;
-                self.check_sharing(b, domid, &shown, mode, vec![Key::Dev(dev)])?;
-                self.write_connected(&b.path, Some(&dev.to_string()), &shown, None)?;
-                Ok(Prepared::Connected {
-                    physical_device: Some(dev.to_string()),
-                    physical_device_path: shown,
-                    node: None,
-                })
-            }
+            FileKind::Block => self.prepare_device(b, mode, domid, &resolved, &st),
             FileKind::Regular => self.prepare_linux_file(b, mode, domid, &resolved, &st),
             _ => Err(not_file_or_device(&b.path, &resolved)),
         }
@@ -274,6 +263,18 @@ impl Context {
                 resolved.display()
             )));
         }
+        self.prepare_device(b, mode, domid, &resolved, &st)
+    }
+
+    /// A block device (Linux and NetBSD): check, then record its number.
+    fn prepare_device(
+        &self,
+        b: &Backend,
+        mode: Mode,
+        domid: u32,
+        resolved: &Path,
+        st: &FileStat,
+    ) -> Result<Prepared> {
         let dev = DevNum::from_dev_t(st.rdev);
         let shown = resolved.display().to_string();
         let _lock = self.lock.acquire()?;

@@ -27,7 +27,6 @@ use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::thread::ThreadId;
 use std::time::Duration;
 
 /// Major version of the C ABI; changes only on incompatible change. It is
@@ -169,6 +168,9 @@ pub struct xenblock_store_ops {
     pub free_fn: Option<unsafe extern "C" fn(opaque: *mut c_void, ptr: *mut c_void)>,
     /// See `directory`.
     pub directory_frees_each: bool,
+    /// The domain id of the caller's own domain (the home of relative
+    /// paths, `/local/domain/<self_domid>`); 0 for dom0, the default.
+    pub self_domid: u32,
 }
 
 /// How to set up a context. Zero-initialise, set `abi_size =
@@ -206,12 +208,20 @@ const STORE_OPS_MIN_SIZE: usize = std::mem::offset_of!(xenblock_store_ops, free_
 /// An opaque context. Create with `xenblock_ctx_new`, free with `xenblock_ctx_free`.
 pub struct xenblock_ctx {
     inner: Context,
-    errors: Mutex<HashMap<ThreadId, CString>>,
+    /// Unique for the life of the process (addresses are reused, ids not).
+    id: u64,
 }
 
 thread_local! {
     static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
+    /// This thread's last failure per context id. Thread-local, so a thread
+    /// that ends takes its messages with it.
+    static CTX_ERRORS: RefCell<HashMap<u64, CString>> = RefCell::new(HashMap::new());
 }
+
+/// Ids of the contexts not yet freed, to prune messages of freed ones.
+static LIVE_CTX: Mutex<Vec<u64>> = Mutex::new(Vec::new());
+static NEXT_CTX_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 fn to_cstring(s: &str) -> CString {
     CString::new(s.replace('\0', "\\0")).unwrap_or_default()
@@ -223,9 +233,14 @@ fn set_thread_error(msg: &str) {
 
 impl xenblock_ctx {
     fn set_error(&self, msg: &str) {
-        self.errors
-            .lock()
-            .insert(std::thread::current().id(), to_cstring(msg));
+        CTX_ERRORS.with(|m| {
+            let mut m = m.borrow_mut();
+            m.insert(self.id, to_cstring(msg));
+            if m.len() > 16 {
+                let live = LIVE_CTX.lock();
+                m.retain(|id, _| live.contains(id));
+            }
+        });
         set_thread_error(msg);
     }
 }
@@ -342,10 +357,12 @@ pub unsafe extern "C" fn xenblock_ctx_new(
         unsafe { *out = std::ptr::null_mut() };
         // SAFETY: forwarded contract on cfg.
         let config = unsafe { config_from_c(cfg) }?;
+        let id = NEXT_CTX_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let ctx = Box::new(xenblock_ctx {
             inner: Context::new(config)?,
-            errors: Mutex::new(HashMap::new()),
+            id,
         });
+        LIVE_CTX.lock().push(id);
         // SAFETY: as above.
         unsafe { *out = Box::into_raw(ctx) };
         Ok(())
@@ -466,7 +483,10 @@ pub unsafe extern "C" fn xenblock_ctx_free(ctx: *mut xenblock_ctx) {
     }
     let _ = catch_unwind(AssertUnwindSafe(|| {
         // SAFETY: ctx came from Box::into_raw in xenblock_ctx_new.
-        drop(unsafe { Box::from_raw(ctx) });
+        let ctx = unsafe { Box::from_raw(ctx) };
+        LIVE_CTX.lock().retain(|id| *id != ctx.id);
+        CTX_ERRORS.with(|m| m.borrow_mut().remove(&ctx.id));
+        drop(ctx);
     }));
 }
 
@@ -483,11 +503,10 @@ pub unsafe extern "C" fn xenblock_ctx_last_error(ctx: *const xenblock_ctx) -> *c
     }
     catch_unwind(AssertUnwindSafe(|| {
         // SAFETY: live context by contract.
-        let ctx = unsafe { &*ctx };
-        let map = ctx.errors.lock();
+        let id = unsafe { &*ctx }.id;
         // The CString's heap buffer stays put until this thread replaces it.
-        map.get(&std::thread::current().id())
-            .map(|s| s.as_ptr())
+        CTX_ERRORS
+            .with(|m| m.borrow().get(&id).map(|s| s.as_ptr()))
             .unwrap_or(c"".as_ptr())
     }))
     .unwrap_or(c"".as_ptr())
@@ -582,6 +601,7 @@ impl CallbackStore {
             transaction_end: None,
             free_fn: None,
             directory_frees_each: false,
+            self_domid: 0,
         };
         // SAFETY: copy min(size, full) bytes of the caller's struct into ours.
         unsafe {
@@ -748,6 +768,10 @@ impl Store for CallbackStore {
         Ok(tx)
     }
 
+    fn home(&self) -> Result<String> {
+        Ok(format!("/local/domain/{}", self.ops.self_domid))
+    }
+
     fn transaction_end(&self, tx: TxId, commit: bool) -> Result<bool> {
         let f = self.ops.transaction_end.expect("checked at creation");
         // SAFETY: plain values.
@@ -761,7 +785,7 @@ impl Store for CallbackStore {
 }
 
 /// What a backend needs, for toolstacks that exec scripts from their own
-/// event loop. Returned by `xenblock_plan`, freed by `xenblock_plan_free`.
+/// event loop. Returned by `xenblock_plan_new`, freed by `xenblock_plan_free`.
 #[repr(C)]
 pub struct xenblock_plan {
     /// True: call `xenblock_prepare`/`xenblock_release` (in-process work).
@@ -787,7 +811,7 @@ struct PlanBox {
     _env: Vec<*const c_char>,
 }
 
-/// `xenblock_plan` actions.
+/// `xenblock_plan_new` actions.
 #[repr(u32)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum xenblock_action {
@@ -806,7 +830,7 @@ pub enum xenblock_action {
 /// `ctx` is a live context; `backend_path` is NULL or NUL-terminated; `out`
 /// points to writable storage for a pointer.
 #[no_mangle]
-pub unsafe extern "C" fn xenblock_plan(
+pub unsafe extern "C" fn xenblock_plan_new(
     ctx: *mut xenblock_ctx,
     backend_path: *const c_char,
     action: u32,
@@ -814,12 +838,14 @@ pub unsafe extern "C" fn xenblock_plan(
 ) -> xenblock_status {
     // SAFETY: by contract.
     let Some(c) = (unsafe { ctx_ref(ctx) }) else {
-        set_thread_error("xenblock_plan: ctx is NULL");
+        set_thread_error("xenblock_plan_new: ctx is NULL");
         return XENBLOCK_INVALID_ARGUMENT;
     };
     guard(Some(c), || {
         if out.is_null() {
-            return Err(Error::InvalidArgument("xenblock_plan: out is NULL".into()));
+            return Err(Error::InvalidArgument(
+                "xenblock_plan_new: out is NULL".into(),
+            ));
         }
         // SAFETY: non-NULL, writable by contract.
         unsafe { *out = std::ptr::null_mut() };
@@ -828,7 +854,7 @@ pub unsafe extern "C" fn xenblock_plan(
             1 => false,
             a => {
                 return Err(Error::InvalidArgument(format!(
-                    "xenblock_plan: action {a} is neither XENBLOCK_ACTION_ADD (0) nor \
+                    "xenblock_plan_new: action {a} is neither XENBLOCK_ACTION_ADD (0) nor \
                      XENBLOCK_ACTION_REMOVE (1)"
                 )))
             }
@@ -892,10 +918,10 @@ pub unsafe extern "C" fn xenblock_plan(
     })
 }
 
-/// Free a plan from `xenblock_plan`. NULL is ignored.
+/// Free a plan from `xenblock_plan_new`. NULL is ignored.
 ///
 /// # Safety
-/// `plan` is NULL or was returned by `xenblock_plan` and not yet freed.
+/// `plan` is NULL or was returned by `xenblock_plan_new` and not yet freed.
 #[no_mangle]
 pub unsafe extern "C" fn xenblock_plan_free(plan: *mut xenblock_plan) {
     if plan.is_null() {
