@@ -143,7 +143,7 @@ impl Context {
         let (mode, domid, resolved, st) = self.common_inputs(b)?;
         match st.kind {
             FileKind::Block => self.prepare_device(b, mode, domid, &resolved, &st),
-            FileKind::Regular => self.prepare_linux_file(b, mode, domid, &resolved, &st),
+            FileKind::Regular => self.prepare_linux_file(b, mode, domid, &resolved),
             _ => Err(not_file_or_device(&b.path, &resolved)),
         }
     }
@@ -155,7 +155,6 @@ impl Context {
         mode: Mode,
         domid: u32,
         file_path: &Path,
-        st: &FileStat,
     ) -> Result<Prepared> {
         use crate::sys::loopdev;
         let shown = file_path.display().to_string();
@@ -171,20 +170,21 @@ impl Context {
                     .unwrap_or_else(|| "missing".into())
             )));
         }
-        if mode == Mode::Write && st.mode & 0o222 == 0 {
-            return Err(Error::Busy(format!(
-                "{shown} is read-only (permissions {:o}), so it will not be attached read-write \
-                 to {}; make it writable or use mode 'r'",
-                st.mode & 0o7777,
-                b.path
-            )));
-        }
-        // Open once; the descriptor gives both the identity checked and the
-        // file attached, so a path swapped meanwhile cannot change either.
+        // Open once; the descriptor gives the permissions and the identity
+        // checked and the file attached, so a path swapped meanwhile cannot
+        // change any of them.
         let file = crate::sys::stat::open_target(file_path, mode != Mode::Read)?;
         let fst = crate::sys::stat::fstat(std::os::fd::AsFd::as_fd(&file))?;
         if fst.kind != FileKind::Regular {
             return Err(not_file_or_device(&b.path, file_path));
+        }
+        if mode == Mode::Write && fst.mode & 0o222 == 0 {
+            return Err(Error::Busy(format!(
+                "{shown} is read-only (permissions {:o}), so it will not be attached read-write \
+                 to {}; make it writable or use mode 'r'",
+                fst.mode & 0o7777,
+                b.path
+            )));
         }
         if mode != Mode::Force {
             let keys: Vec<Key> = loopdev::backed_by(fst.dev, fst.ino)?
@@ -222,7 +222,6 @@ impl Context {
         _mode: Mode,
         _domid: u32,
         _file_path: &Path,
-        _st: &FileStat,
     ) -> Result<Prepared> {
         Err(Error::Unsupported(format!(
             "{}: the Linux flavour's loop devices exist only on Linux",

@@ -325,3 +325,21 @@ fn lock_file_and_directory_have_safe_permissions() {
     drop(g);
     assert!(!lock.path().exists());
 }
+
+#[test]
+fn the_target_is_opened_without_following_a_swapped_in_symlink() {
+    // prepare resolves params to a canonical path, then opens that path once
+    // with O_NOFOLLOW and takes permissions and identity from the descriptor:
+    // a last component swapped for a symlink in between is refused.
+    let env = Env::new();
+    let real = env.dir.join("real.img");
+    std::fs::write(&real, b"x").unwrap();
+    let link = env.dir.join("swapped.img");
+    std::os::unix::fs::symlink("/etc/shadow", &link).unwrap();
+    let e = xenblock::sys::stat::open_target(&link, false).unwrap_err();
+    assert_eq!(e.kind(), xenblock::ErrorKind::InvalidArgument, "{e}");
+    assert!(e.to_string().contains("symbolic link"), "{e}");
+    let f = xenblock::sys::stat::open_target(&real, true).unwrap();
+    let st = xenblock::sys::stat::fstat(std::os::fd::AsFd::as_fd(&f)).unwrap();
+    assert_eq!(st.ino, xenblock::sys::stat::stat(&real).unwrap().ino);
+}

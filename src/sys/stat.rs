@@ -105,15 +105,19 @@ pub fn fstat(fd: BorrowedFd<'_>) -> Result<FileStat> {
 /// the file cannot be swapped underneath.
 pub fn open_target(path: &Path, write: bool) -> Result<File> {
     let how = if write { "read-write" } else { "read-only" };
-    // std's open always adds O_CLOEXEC.
+    // std's open always adds O_CLOEXEC. O_NOFOLLOW: callers pass a canonical
+    // path, so a symlink in its last component now means it was swapped.
     OpenOptions::new()
         .read(true)
         .write(write)
-        .custom_flags(libc::O_NOCTTY | libc::O_CLOEXEC)
+        .custom_flags(libc::O_NOCTTY | libc::O_CLOEXEC | libc::O_NOFOLLOW)
         .open(path)
         .map_err(|e| {
             let p = path.display();
             match e.raw_os_error() {
+                Some(libc::ELOOP) => Error::InvalidArgument(format!(
+                    "cannot open {p}: it became a symbolic link after it was resolved; refusing"
+                )),
                 Some(libc::ENOENT) => {
                     Error::NotFound(format!("cannot open {p}: it does not exist"))
                 }
