@@ -19,6 +19,8 @@
 //! - `XENBLOCK_BENCH_QUICK=1`   smoke run: few iterations, N up to 1000
 //! - `XENBLOCK_BENCH_SCRIPT=0`  skip Xen's script
 //! - `XENBLOCK_BENCH_OUT=DIR`   where results go (default `bench/results`)
+//! - `XENBLOCK_BENCH_PROFILE=N` only loop in-process phy prepare at N for 10 s
+//!                              (for `perf record`)
 //! - `XENBLOCK_DEBS_ROOT=DIR`   unpacked Debian Xen packages (default: run
 //!                              `scripts/xen-debs.sh`)
 //!
@@ -210,7 +212,8 @@ struct Bench {
     store: Arc<XsClient>,
     ctx: Arc<Context>,
     lock_dir: PathBuf,
-    images: Images,
+    /// Guard: detaches loop devices on the bench's images when dropped.
+    _images: Images,
     phy_dev: PathBuf,
     file_img: PathBuf,
     script: Option<Script>,
@@ -553,7 +556,7 @@ fn main() {
     } else {
         None
     };
-    let mut b = Bench { xs, store, ctx, lock_dir, images, phy_dev, file_img, script, others: 0 };
+    let mut b = Bench { xs, store, ctx, lock_dir, _images: images, phy_dev, file_img, script, others: 0 };
     // Our guest and its two disks, as libxl writes them (state 2 = InitWait).
     {
         let mut kv = vec![
@@ -573,6 +576,33 @@ fn main() {
         b.file_img.display()
     );
 
+    // Profiling aid: XENBLOCK_BENCH_PROFILE=N loops in-process phy
+    // prepare/release at N other disks for 10 s, then exits.
+    if let Some(n) = std::env::var("XENBLOCK_BENCH_PROFILE").ok().and_then(|v| v.parse().ok()) {
+        b.populate(n);
+        let cpu = |pid: u32| -> f64 {
+            // utime + stime, in clock ticks (100/s), fields 14 and 15.
+            let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+            let f: Vec<&str> = s.rsplit_once(") ").unwrap().1.split(' ').collect();
+            (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / 100.0
+        };
+        let (c0, s0) = (cpu(std::process::id()), cpu(b.xs.child.id()));
+        let t = Instant::now();
+        let mut all = Vec::new();
+        while t.elapsed() < Duration::from_secs(10) {
+            all.extend(b.rust("phy", 50).prepare);
+        }
+        let (c1, s1) = (cpu(std::process::id()), cpu(b.xs.child.id()));
+        let k = all.len() as f64;
+        eprintln!(
+            "profile: {} phy prepare+release cycles at N={n}: prepare median {:.1} us; CPU per cycle: client {:.0} us, xenstored {:.0} us",
+            all.len(),
+            us(percentile(&all, 50.0)),
+            (c1 - c0) / k * 1e6,
+            (s1 - s0) / k * 1e6
+        );
+        return;
+    }
     let mut rows: Vec<Row> = Vec::new();
     let mut extra = BTreeMap::<String, String>::new();
     for &n in &plan.ns {
