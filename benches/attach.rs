@@ -150,6 +150,8 @@ struct Row {
     release: Vec<Duration>,
     /// Peak RSS (KiB) of the measured child processes, CLI/script only.
     max_rss_kb: Option<i64>,
+    /// Failed attempts that were retried (Xen's script only).
+    failures: u32,
 }
 
 fn percentile(v: &[Duration], p: f64) -> Duration {
@@ -326,7 +328,7 @@ impl Bench {
 
     fn rust(&self, target: &'static str, iters: usize) -> Row {
         let be = Self::be_of(target);
-        let mut row = Row { imp: "rust", target, n: self.others, prepare: vec![], release: vec![], max_rss_kb: None };
+        let mut row = Row { imp: "rust", target, n: self.others, prepare: vec![], release: vec![], max_rss_kb: None, failures: 0 };
         for _ in 0..iters {
             let t = Instant::now();
             let r = self.ctx.prepare(be);
@@ -347,7 +349,7 @@ impl Bench {
 
     fn cli(&self, target: &'static str, iters: usize) -> Row {
         let be = Self::be_of(target);
-        let mut row = Row { imp: "cli", target, n: self.others, prepare: vec![], release: vec![], max_rss_kb: Some(0) };
+        let mut row = Row { imp: "cli", target, n: self.others, prepare: vec![], release: vec![], max_rss_kb: Some(0), failures: 0 };
         let cmd = |op: &str| {
             let mut c = Command::new(CLI);
             c.arg(op)
@@ -375,10 +377,20 @@ impl Bench {
     fn script(&self, target: &'static str, iters: usize) -> Option<Row> {
         let s = self.script.as_ref()?;
         let be = Self::be_of(target);
-        let mut row = Row { imp: "script", target, n: self.others, prepare: vec![], release: vec![], max_rss_kb: Some(0) };
-        for _ in 0..iters {
+        let mut row = Row { imp: "script", target, n: self.others, prepare: vec![], release: vec![], max_rss_kb: Some(0), failures: 0 };
+        let mut failures = 0;
+        while row.prepare.len() < iters {
             let (dp, ru, ok, err) = run_child(s.cmd("add", be, &self.xs.sock));
-            assert!(ok, "block add {be}: {err}");
+            if !ok {
+                // The script's `losetup -f` + `losetup DEV FILE` races with
+                // anyone else binding loop devices (EBUSY); count and retry.
+                failures += 1;
+                eprintln!("  script add {be} failed ({failures}): {err}; see /var/log/xen/xen-hotplug.log");
+                assert!(failures <= 5, "block add {be} keeps failing");
+                let _ = run_child(s.cmd("remove", be, &self.xs.sock));
+                self.reset(be);
+                continue;
+            }
             self.check_connected(be, "script");
             let rss = ru.ru_maxrss;
             let (dr, ru, ok, err) = run_child(s.cmd("remove", be, &self.xs.sock));
@@ -388,6 +400,7 @@ impl Bench {
             row.release.push(dr);
             self.reset(be);
         }
+        row.failures = failures;
         // The script's remove must have detached its loop device.
         if target == "file" {
             let st = xenblock::sys::stat::stat(&self.file_img).unwrap();
@@ -637,6 +650,8 @@ fn main() {
             memory(&b, plan.mem_cycles, &mut extra);
         }
     }
+    let script_failures: u32 = rows.iter().map(|r| r.failures).sum();
+    extra.insert("script_failed_attempts_retried".into(), script_failures.to_string());
     extra.insert("load_before".into(), load_before);
     extra.insert("load_after".into(), loadavg());
     extra.insert("wall_seconds".into(), format!("{:.0}", started.elapsed().as_secs_f64()));
