@@ -63,7 +63,9 @@ impl Transport {
 
 struct Conn {
     transport: Transport,
+    /// Bytes received and not yet decoded start at `pos`.
     buf: Vec<u8>,
+    pos: usize,
     events: VecDeque<WatchEvent>,
     broken: Option<String>,
 }
@@ -109,6 +111,7 @@ impl XsClient {
             conn: Mutex::new(Conn {
                 transport,
                 buf: Vec::new(),
+                pos: 0,
                 events: VecDeque::new(),
                 broken: None,
             }),
@@ -166,6 +169,7 @@ impl XsClient {
                 Ok(t) => {
                     conn.transport = t;
                     conn.buf.clear();
+                    conn.pos = 0;
                     conn.broken = None;
                 }
                 Err(e) => {
@@ -185,18 +189,22 @@ impl XsClient {
             while done < payloads.len() {
                 // Fill the pipe.
                 let mut out = Vec::new();
-                while next < payloads.len() && pending.len() < PIPELINE_DEPTH {
+                // Refill once half the window has been answered, so requests
+                // go out in batches rather than one per reply read.
+                while next < payloads.len()
+                    && pending.len() < PIPELINE_DEPTH
+                    && (pending.len() <= PIPELINE_DEPTH / 2 || !out.is_empty())
+                {
                     let id = self.req_id();
-                    let m = Message {
+                    // Lengths were checked above; encode straight into the batch.
+                    let h = wire::Header {
                         msg_type: ty as u32,
                         req_id: id,
                         tx_id: tx,
-                        payload: payloads[next].clone(),
+                        len: payloads[next].len() as u32,
                     };
-                    out.extend_from_slice(
-                        &m.encode()
-                            .map_err(|e| Error::InvalidArgument(e.to_string()))?,
-                    );
+                    out.extend_from_slice(&h.encode());
+                    out.extend_from_slice(&payloads[next]);
                     pending.insert(id, next);
                     next += 1;
                 }
@@ -443,9 +451,13 @@ fn open_transport(path: &Path) -> Result<Transport> {
 
 fn read_message(conn: &mut Conn, deadline: Instant, endpoint: &Path) -> Result<Message> {
     loop {
-        match Message::decode(&conn.buf) {
+        match Message::decode(&conn.buf[conn.pos..]) {
             Ok(Some((m, used))) => {
-                conn.buf.drain(..used);
+                conn.pos += used;
+                if conn.pos == conn.buf.len() {
+                    conn.buf.clear();
+                    conn.pos = 0;
+                }
                 return Ok(m);
             }
             Ok(None) => {}
@@ -477,7 +489,7 @@ fn read_message(conn: &mut Conn, deadline: Instant, endpoint: &Path) -> Result<M
             Err(nix::errno::Errno::EINTR) => continue,
             Err(e) => return Err(Error::sys("waiting for xenstored", e)),
         }
-        let mut chunk = [0u8; 8192];
+        let mut chunk = [0u8; 32768];
         match conn.transport.read(&mut chunk) {
             Ok(0) => {
                 return Err(Error::StoreProtocol(format!(
@@ -485,7 +497,13 @@ fn read_message(conn: &mut Conn, deadline: Instant, endpoint: &Path) -> Result<M
                     endpoint.display()
                 )))
             }
-            Ok(n) => conn.buf.extend_from_slice(&chunk[..n]),
+            Ok(n) => {
+                if conn.pos > 0 {
+                    conn.buf.drain(..conn.pos);
+                    conn.pos = 0;
+                }
+                conn.buf.extend_from_slice(&chunk[..n])
+            }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => {
                 return Err(Error::StoreProtocol(format!(

@@ -18,7 +18,7 @@
 //! permissions are still kept and reported faithfully.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::io::{Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::net::Shutdown;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -37,6 +37,10 @@ use crate::tree::{
 /// Default for the bytes of unsent replies and events a connection may have
 /// queued before it is considered stuck and disconnected.
 pub const OUTBOX_LIMIT: usize = 8 << 20;
+/// Size of each connection's request read buffer.
+const READ_BUFFER: usize = 64 << 10;
+/// Bytes of replies held back for one batch before they are queued anyway.
+const HELD_MAX: usize = 256 << 10;
 /// `DOMID_FIRST_RESERVED` / `DOMID_SELF` from xen.h.
 const DOMID_FIRST_RESERVED: u32 = 0x7FF0;
 const DOMID_SELF: u32 = 0x7FF0;
@@ -90,6 +94,26 @@ impl Outbox {
         self.ready.notify_all();
     }
 
+    /// Queue several encoded messages at once, with one wake-up of the
+    /// writer; the same limit as [`Outbox::push`] applies.
+    fn push_encoded(&self, msgs: Vec<Vec<u8>>) {
+        let len: usize = msgs.iter().map(Vec::len).sum();
+        let mut q = self.queue.lock();
+        if q.dead || q.closing {
+            return;
+        }
+        if q.bytes + len > OUTBOX_LIMIT {
+            eprintln!("xenblock-xenstored: client not reading its replies; disconnecting it");
+            q.dead = true;
+            let _ = self.stream.shutdown(Shutdown::Both);
+            self.ready.notify_all();
+            return;
+        }
+        q.bytes += len;
+        q.msgs.extend(msgs);
+        self.ready.notify_all();
+    }
+
     /// Send what is queued, then close the connection.
     fn close_after_flush(&self) {
         self.queue.lock().closing = true;
@@ -124,6 +148,16 @@ impl Outbox {
         }
         let _ = self.stream.shutdown(Shutdown::Both);
     }
+}
+
+/// Whether `buf` starts with a complete request (header and payload), so
+/// reading it will not wait for the client.
+fn next_request_buffered(buf: &[u8]) -> bool {
+    let Some(hb) = buf.get(..HEADER_LEN) else {
+        return false;
+    };
+    let h = Header::decode(hb.try_into().expect("HEADER_LEN bytes"));
+    (h.len as usize) > PAYLOAD_MAX || buf.len() >= HEADER_LEN + h.len as usize
 }
 
 /// A registered watch.
@@ -292,20 +326,40 @@ impl Daemon {
         Ok(())
     }
 
-    fn read_loop(&self, conn: &mut Conn, mut stream: UnixStream) {
+    /// Read requests, run them, queue their replies. Requests are read
+    /// through a buffer; the replies to *read-only* requests that a client
+    /// pipelined are handed to the writer together (one wake-up, one
+    /// `write`) once no further complete request is already buffered. Any
+    /// other request first flushes what is held and has its reply queued at
+    /// once, so replies and watch events reach the outbox in the same order
+    /// as when each reply is queued on its own.
+    fn read_loop(&self, conn: &mut Conn, stream: UnixStream) {
+        let mut stream = BufReader::with_capacity(READ_BUFFER, stream);
+        let mut held: Vec<Vec<u8>> = Vec::new();
+        let mut held_bytes = 0usize;
+        let out = conn.out.clone();
+        let flush = |held: &mut Vec<Vec<u8>>, held_bytes: &mut usize| {
+            if !held.is_empty() {
+                out.push_encoded(std::mem::take(held));
+                *held_bytes = 0;
+            }
+        };
         loop {
             let mut hb = [0u8; HEADER_LEN];
             if stream.read_exact(&mut hb).is_err() {
+                flush(&mut held, &mut held_bytes);
                 return;
             }
             let h = Header::decode(&hb);
             if h.len as usize > PAYLOAD_MAX {
                 // xenstored drops such a client; tell it why first.
-                conn.out.push(&error_msg(h.req_id, h.tx_id, libc::E2BIG));
+                flush(&mut held, &mut held_bytes);
+                out.push(&error_msg(h.req_id, h.tx_id, libc::E2BIG));
                 return;
             }
             let mut payload = vec![0u8; h.len as usize];
             if stream.read_exact(&mut payload).is_err() {
+                flush(&mut held, &mut held_bytes);
                 return;
             }
             let msg = Message {
@@ -314,19 +368,32 @@ impl Daemon {
                 tx_id: h.tx_id,
                 payload,
             };
-            match self.dispatch(conn, &msg) {
-                Ok(Reply::Sent) => {}
+            let read_only = matches!(
+                msg.kind(),
+                Some(MsgType::Read | MsgType::Directory | MsgType::DirectoryPart | MsgType::GetPerms)
+            );
+            if !read_only {
+                flush(&mut held, &mut held_bytes);
+            }
+            let reply = match self.dispatch(conn, &msg) {
+                Ok(Reply::Sent) => None,
                 Ok(Reply::Payload(p)) if p.len() > PAYLOAD_MAX => {
-                    conn.out
-                        .push(&error_msg(msg.req_id, msg.tx_id, libc::E2BIG))
+                    Some(error_msg(msg.req_id, msg.tx_id, libc::E2BIG))
                 }
-                Ok(Reply::Payload(p)) => conn.out.push(&Message {
+                Ok(Reply::Payload(p)) => Some(Message {
                     msg_type: msg.msg_type,
                     req_id: msg.req_id,
                     tx_id: msg.tx_id,
                     payload: p,
                 }),
-                Err(e) => conn.out.push(&error_msg(msg.req_id, msg.tx_id, e)),
+                Err(e) => Some(error_msg(msg.req_id, msg.tx_id, e)),
+            };
+            if let Some(Ok(bytes)) = reply.map(|m| m.encode()) {
+                held_bytes += bytes.len();
+                held.push(bytes);
+            }
+            if !read_only || held_bytes >= HELD_MAX || !next_request_buffered(stream.buffer()) {
+                flush(&mut held, &mut held_bytes);
             }
         }
     }

@@ -130,13 +130,78 @@ pub fn atoi(s: &[u8]) -> i32 {
     (if neg { -v } else { v }) as i32
 }
 
+/// Child count from which a node keeps a name index (below it a linear
+/// scan is as fast).
+const INDEX_FROM: usize = 16;
+
+/// A node's children in creation order, with a name -> position index once
+/// there are many (`/local/domain`, `backend/vbd` on a busy host), so a
+/// lookup does not scan every sibling.
+#[derive(Debug, Clone, Default)]
+pub struct Children {
+    list: Vec<(Arc<str>, Arc<Node>)>,
+    index: Option<HashMap<Arc<str>, usize>>,
+}
+
+impl Children {
+    fn position(&self, name: &str) -> Option<usize> {
+        match &self.index {
+            Some(ix) => ix.get(name).copied(),
+            None => self.list.iter().position(|(n, _)| &**n == name),
+        }
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<Node>> {
+        self.position(name).map(|i| &self.list[i].1)
+    }
+
+    pub fn get_mut(&mut self, name: &str) -> Option<&mut Arc<Node>> {
+        self.position(name).map(|i| &mut self.list[i].1)
+    }
+
+    /// Append a child (the caller ensures the name is not present).
+    pub fn push(&mut self, child: (Arc<str>, Arc<Node>)) {
+        if let Some(ix) = &mut self.index {
+            ix.insert(child.0.clone(), self.list.len());
+        }
+        self.list.push(child);
+        if self.index.is_none() && self.list.len() >= INDEX_FROM {
+            self.reindex();
+        }
+    }
+
+    /// Remove the child of that name, if present, keeping the order.
+    pub fn remove(&mut self, name: &str) {
+        if let Some(i) = self.position(name) {
+            self.list.remove(i);
+            if self.index.is_some() {
+                self.reindex();
+            }
+        }
+    }
+
+    fn reindex(&mut self) {
+        self.index = (self.list.len() >= INDEX_FROM).then(|| {
+            self.list
+                .iter()
+                .enumerate()
+                .map(|(i, (n, _))| (n.clone(), i))
+                .collect()
+        });
+    }
+
+    pub fn iter(&self) -> std::slice::Iter<'_, (Arc<str>, Arc<Node>)> {
+        self.list.iter()
+    }
+}
+
 /// A node of the tree.
 #[derive(Debug, Clone)]
 pub struct Node {
     pub value: Arc<[u8]>,
     pub perms: Arc<[Perm]>,
     /// Children in creation order.
-    pub children: Vec<(Arc<str>, Arc<Node>)>,
+    pub children: Children,
     /// Generation of the last change to this node (value, perms, child list).
     pub generation: u64,
 }
@@ -146,29 +211,23 @@ impl Node {
         Node {
             value: Arc::from(&b""[..]),
             perms,
-            children: Vec::new(),
+            children: Children::default(),
             generation,
         }
     }
 
     fn child(&self, name: &str) -> Option<&Arc<Node>> {
-        self.children
-            .iter()
-            .find(|(n, _)| &**n == name)
-            .map(|(_, c)| c)
+        self.children.get(name)
     }
 
     fn child_mut(&mut self, name: &str) -> Option<&mut Arc<Node>> {
-        self.children
-            .iter_mut()
-            .find(|(n, _)| &**n == name)
-            .map(|(_, c)| c)
+        self.children.get_mut(name)
     }
 
     /// The child list as xenstored stores it: each name NUL-terminated.
     pub fn children_bytes(&self) -> Vec<u8> {
         let mut v = Vec::new();
-        for (n, _) in &self.children {
+        for (n, _) in self.children.iter() {
             v.extend_from_slice(n.as_bytes());
             v.push(0);
         }
@@ -538,7 +597,7 @@ impl Tree {
         let generation = self.bump();
         let name = &path[path.rfind('/').map_or(0, |i| i + 1)..];
         let p = self.get_mut(parent).ok_or(libc::ENOENT)?;
-        p.children.retain(|(n, _)| &**n != name);
+        p.children.remove(name);
         p.generation = generation;
         Ok(())
     }

@@ -1,0 +1,919 @@
+//! `cargo bench --bench attach` (run as root): prepare+release latency of a
+//! phy target (a loop device the bench makes) and of a file target (loop
+//! attach included), with N other disks already in xenstore, through
+//!
+//! - `rust`:   the library in-process (one shared `Context`),
+//! - `cli`:    the `xenblock` binary, one process per call (as a toolstack
+//!             that forks would see it),
+//! - `script`: Xen's own Linux `block` script (Debian's Xen 4.17 packages via
+//!             `scripts/xen-debs.sh`), run as libxl runs it,
+//!
+//! all against one embedded xenstored (`xenblock-xenstored`). Then: 64
+//! attaches from 8 threads sharing a `Context`, the CLI's peak RSS, and the
+//! library's RSS over 10 000 prepare/release cycles.
+//!
+//! Prints a table and writes `bench/results/attach.{csv,json}` (quick mode:
+//! `attach-quick.*`). `python3 bench/plot.py` turns the CSV into the PNG.
+//!
+//! Environment:
+//! - `XENBLOCK_BENCH_QUICK=1`   smoke run: few iterations, N up to 1000
+//! - `XENBLOCK_BENCH_SCRIPT=0`  skip Xen's script
+//! - `XENBLOCK_BENCH_OUT=DIR`   where results go (default `bench/results`)
+//! - `XENBLOCK_BENCH_PROFILE=N` only loop in-process phy prepare at N for 10 s
+//!                              (for `perf record`)
+//! - `XENBLOCK_DEBS_ROOT=DIR`   unpacked Debian Xen packages (default: run
+//!                              `scripts/xen-debs.sh`)
+//!
+//! Every loop device the bench (or the code it drives) binds to one of its
+//! image files is detached by a guard on the way out, panics included; no
+//! other loop device is touched.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+use xenblock::store::client::XsClient;
+use xenblock::store::wire::MsgType;
+use xenblock::store::{Store, NO_TX};
+use xenblock::{Config, Context, Prepared};
+
+const XENSTORED: &str = env!("CARGO_BIN_EXE_xenblock-xenstored");
+const CLI: &str = env!("CARGO_BIN_EXE_xenblock");
+const MANIFEST: &str = env!("CARGO_MANIFEST_DIR");
+
+/// The guest whose disks are measured, and its two backends.
+const DOM: u32 = 5;
+const PHY_BE: &str = "backend/vbd/5/51712";
+const FILE_BE: &str = "backend/vbd/5/51728";
+/// Other guests: four disks each, from this domid up.
+const OTHER_DOM0: u32 = 100;
+const DISKS_PER_DOM: u32 = 4;
+
+// ---------------------------------------------------------------------------
+// Guards
+
+/// The embedded xenstored on a private socket, in a scratch directory.
+struct Xenstored {
+    dir: PathBuf,
+    sock: PathBuf,
+    child: Child,
+}
+
+impl Xenstored {
+    fn start() -> Xenstored {
+        let dir = std::env::temp_dir().join(format!("xenblock-bench-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let sock = dir.join("xs.sock");
+        let child = Command::new(XENSTORED)
+            .arg("--socket")
+            .arg(&sock)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start xenblock-xenstored");
+        let t = Instant::now();
+        while std::os::unix::net::UnixStream::connect(&sock).is_err() {
+            assert!(t.elapsed() < Duration::from_secs(10), "xenstored did not start");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Xenstored { dir, sock, child }
+    }
+
+    fn client(&self) -> Arc<XsClient> {
+        Arc::new(XsClient::connect(&self.sock, Duration::from_secs(60)).unwrap())
+    }
+}
+
+impl Drop for Xenstored {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The bench's image files. On drop, every loop device backed by one of them
+/// is detached — whoever bound it (the bench, xenblock, `losetup` in Xen's
+/// script) — and nothing else.
+#[derive(Default)]
+struct Images {
+    files: Vec<(PathBuf, u64, u64)>,
+}
+
+impl Images {
+    fn create(&mut self, path: &Path, size: u64) -> PathBuf {
+        let f = std::fs::File::create(path).unwrap();
+        f.set_len(size).unwrap();
+        let st = xenblock::sys::stat::stat(path).unwrap();
+        self.files.push((path.to_path_buf(), st.dev, st.ino));
+        path.to_path_buf()
+    }
+
+    fn detach_all(&self) -> usize {
+        let mut n = 0;
+        if let Ok(all) = xenblock::sys::loopdev::list() {
+            for l in all {
+                if self.files.iter().any(|(_, d, i)| l.is_backed_by(*d, *i))
+                    && xenblock::sys::loopdev::detach(&l.path).is_ok()
+                {
+                    n += 1;
+                }
+            }
+        }
+        n
+    }
+}
+
+impl Drop for Images {
+    fn drop(&mut self) {
+        let n = self.detach_all();
+        if n > 0 {
+            eprintln!("bench cleanup: detached {n} loop device(s) left on bench images");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Measurements
+
+#[derive(Clone, Debug)]
+struct Row {
+    imp: &'static str,
+    target: &'static str,
+    n: u32,
+    prepare: Vec<Duration>,
+    release: Vec<Duration>,
+    /// Peak RSS (KiB) of the measured child processes, CLI/script only.
+    max_rss_kb: Option<i64>,
+    /// Failed attempts that were retried (Xen's script only).
+    failures: u32,
+}
+
+fn percentile(v: &[Duration], p: f64) -> Duration {
+    let mut s = v.to_vec();
+    s.sort_unstable();
+    if s.is_empty() {
+        return Duration::ZERO;
+    }
+    // Nearest rank.
+    let rank = ((p / 100.0) * s.len() as f64).ceil() as usize;
+    s[rank.clamp(1, s.len()) - 1]
+}
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+impl Row {
+    fn cycles(&self) -> Vec<Duration> {
+        self.prepare
+            .iter()
+            .zip(&self.release)
+            .map(|(a, b)| *a + *b)
+            .collect()
+    }
+    fn prep_med(&self) -> f64 {
+        us(percentile(&self.prepare, 50.0))
+    }
+}
+
+/// Run a child to completion; its wall time and its own rusage (wait4).
+fn run_child(mut cmd: Command) -> (Duration, libc::rusage, bool, String) {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let t = Instant::now();
+    let mut child = cmd.spawn().expect("spawn");
+    let mut stderr = child.stderr.take().unwrap();
+    let mut status = 0;
+    // SAFETY: rusage is plain data; wait4 fills it for our own child.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // Read stderr after the exit: it is small (a line on failure).
+    let pid = child.id() as libc::pid_t;
+    // SAFETY: pid is our unreaped child; status and ru point to valid memory.
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
+    let elapsed = t.elapsed();
+    assert_eq!(r, pid, "wait4: {}", std::io::Error::last_os_error());
+    let mut err = String::new();
+    let _ = std::io::Read::read_to_string(&mut stderr, &mut err);
+    std::mem::forget(child); // already reaped
+    let ok = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
+    (elapsed, ru, ok, err)
+}
+
+// ---------------------------------------------------------------------------
+// xenstore contents
+
+struct Bench {
+    xs: Xenstored,
+    store: Arc<XsClient>,
+    ctx: Arc<Context>,
+    lock_dir: PathBuf,
+    /// Guard: detaches loop devices on the bench's images when dropped.
+    _images: Images,
+    phy_dev: PathBuf,
+    file_img: PathBuf,
+    script: Option<Script>,
+    others: u32,
+}
+
+fn write_many(store: &XsClient, kv: &[(String, String)]) {
+    for chunk in kv.chunks(20_000) {
+        let payloads = chunk
+            .iter()
+            .map(|(k, v)| {
+                let mut p = k.as_bytes().to_vec();
+                p.push(0);
+                p.extend_from_slice(v.as_bytes());
+                p
+            })
+            .collect();
+        for r in store
+            .pipeline(MsgType::Write, NO_TX, payloads, "populate")
+            .unwrap()
+        {
+            r.unwrap();
+        }
+    }
+}
+
+/// The nodes libxl writes for a disk, plus what a connected hotplug left.
+fn backend_nodes(kv: &mut Vec<(String, String)>, be: &str, domid: u32, devid: u32, params: &str, mode: &str) {
+    let fe = format!("/local/domain/{domid}/device/vbd/{devid}");
+    for (k, v) in [
+        ("frontend", fe.as_str()),
+        ("params", params),
+        ("script", "/etc/xen/scripts/block"),
+        ("frontend-id", &domid.to_string()),
+        ("online", "1"),
+        ("removable", "0"),
+        ("bootable", "1"),
+        ("dev", "xvda"),
+        ("type", "phy"),
+        ("mode", mode),
+        ("device-type", "disk"),
+        ("discard-enable", "0"),
+    ] {
+        kv.push((format!("{be}/{k}"), v.to_string()));
+    }
+}
+
+impl Bench {
+    /// Add other guests' connected disks until there are `n`.
+    fn populate(&mut self, n: u32) {
+        let t = Instant::now();
+        let mut kv = Vec::new();
+        for i in self.others..n {
+            let dom = OTHER_DOM0 + i / DISKS_PER_DOM;
+            let dev = 51712 + 16 * (i % DISKS_PER_DOM);
+            let be = format!("backend/vbd/{dom}/{dev}");
+            if i % DISKS_PER_DOM == 0 {
+                kv.push((format!("/local/domain/{dom}/vm"), format!("/vm/other-{dom}")));
+                kv.push((format!("/local/domain/{dom}/name"), format!("guest{dom}")));
+            }
+            let mode = if i % 2 == 0 { "w" } else { "r" };
+            backend_nodes(&mut kv, &be, dom, dev, &format!("/dev/fake/disk{i}"), mode);
+            kv.push((format!("{be}/state"), "4".into()));
+            kv.push((format!("{be}/physical-device"), format!("fe:{i:x}")));
+            kv.push((format!("{be}/physical-device-path"), format!("/dev/fake/disk{i}")));
+            kv.push((format!("{be}/hotplug-status"), "connected".into()));
+        }
+        let writes = kv.len();
+        write_many(&self.store, &kv);
+        if n > self.others {
+            eprintln!(
+                "  populated {} -> {n} other disks: {writes} pipelined writes in {:.0} ms",
+                self.others,
+                t.elapsed().as_secs_f64() * 1e3
+            );
+        }
+        self.others = n;
+    }
+
+    /// Undo what a prepare wrote, as if libxl had made the backend afresh.
+    fn reset(&self, be: &str) {
+        for k in ["physical-device", "physical-device-path", "node", "hotplug-status", "hotplug-error"] {
+            self.store.remove(NO_TX, &format!("{be}/{k}")).unwrap();
+        }
+    }
+
+    fn check_connected(&self, be: &str, what: &str) {
+        let s = self
+            .store
+            .read(NO_TX, &format!("{be}/hotplug-status"))
+            .unwrap()
+            .map(|v| String::from_utf8_lossy(&v).into_owned());
+        if s.as_deref() != Some("connected") {
+            let e = self
+                .store
+                .read(NO_TX, &format!("{be}/hotplug-error"))
+                .unwrap()
+                .map(|v| String::from_utf8_lossy(&v).into_owned());
+            panic!("{what}: {be}: hotplug-status {s:?}, hotplug-error {e:?}");
+        }
+    }
+
+    fn be_of(target: &str) -> &'static str {
+        if target == "phy" {
+            PHY_BE
+        } else {
+            FILE_BE
+        }
+    }
+
+    fn rust(&self, target: &'static str, iters: usize) -> Row {
+        let be = Self::be_of(target);
+        let mut row = Row { imp: "rust", target, n: self.others, prepare: vec![], release: vec![], max_rss_kb: None, failures: 0 };
+        for _ in 0..iters {
+            let t = Instant::now();
+            let r = self.ctx.prepare(be);
+            let dp = t.elapsed();
+            match r {
+                Ok(Prepared::Connected { .. }) => {}
+                other => panic!("rust prepare {be}: {other:?}"),
+            }
+            let t = Instant::now();
+            self.ctx.release(be).unwrap();
+            let dr = t.elapsed();
+            row.prepare.push(dp);
+            row.release.push(dr);
+            self.reset(be);
+        }
+        row
+    }
+
+    fn cli(&self, target: &'static str, iters: usize) -> Row {
+        let be = Self::be_of(target);
+        let mut row = Row { imp: "cli", target, n: self.others, prepare: vec![], release: vec![], max_rss_kb: Some(0), failures: 0 };
+        let cmd = |op: &str| {
+            let mut c = Command::new(CLI);
+            c.arg(op)
+                .arg("--lock-dir")
+                .arg(&self.lock_dir)
+                .arg(be)
+                .env("XENSTORED_PATH", &self.xs.sock);
+            c
+        };
+        for _ in 0..iters {
+            let (dp, ru, ok, err) = run_child(cmd("prepare"));
+            assert!(ok, "xenblock prepare {be}: {err}");
+            self.check_connected(be, "cli");
+            let rss = ru.ru_maxrss;
+            let (dr, ru, ok, err) = run_child(cmd("release"));
+            assert!(ok, "xenblock release {be}: {err}");
+            row.max_rss_kb = Some(row.max_rss_kb.unwrap().max(rss).max(ru.ru_maxrss));
+            row.prepare.push(dp);
+            row.release.push(dr);
+            self.reset(be);
+        }
+        row
+    }
+
+    fn script(&self, target: &'static str, iters: usize) -> Option<Row> {
+        let s = self.script.as_ref()?;
+        let be = Self::be_of(target);
+        let mut row = Row { imp: "script", target, n: self.others, prepare: vec![], release: vec![], max_rss_kb: Some(0), failures: 0 };
+        let mut failures = 0;
+        while row.prepare.len() < iters {
+            let (dp, ru, ok, err) = run_child(s.cmd("add", be, &self.xs.sock));
+            if !ok {
+                // The script's `losetup -f` + `losetup DEV FILE` races with
+                // anyone else binding loop devices (EBUSY); count and retry.
+                failures += 1;
+                eprintln!("  script add {be} failed ({failures}): {err}; see /var/log/xen/xen-hotplug.log");
+                assert!(failures <= 5, "block add {be} keeps failing");
+                let _ = run_child(s.cmd("remove", be, &self.xs.sock));
+                self.reset(be);
+                continue;
+            }
+            self.check_connected(be, "script");
+            let rss = ru.ru_maxrss;
+            let (dr, ru, ok, err) = run_child(s.cmd("remove", be, &self.xs.sock));
+            assert!(ok, "block remove {be}: {err}");
+            row.max_rss_kb = Some(row.max_rss_kb.unwrap().max(rss).max(ru.ru_maxrss));
+            row.prepare.push(dp);
+            row.release.push(dr);
+            self.reset(be);
+        }
+        row.failures = failures;
+        // The script's remove must have detached its loop device.
+        if target == "file" {
+            let st = xenblock::sys::stat::stat(&self.file_img).unwrap();
+            let left = xenblock::sys::loopdev::backed_by(st.dev, st.ino).unwrap();
+            assert!(left.is_empty(), "block remove left {left:?}");
+        }
+        Some(row)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Xen's script, run as libxl runs it
+
+struct Script {
+    block: PathBuf,
+    debs: PathBuf,
+}
+
+impl Script {
+    /// Copy Debian's scripts dir and point its lock at `lock_dir`.
+    fn setup(dir: &Path, lock_dir: &Path) -> Result<Script, String> {
+        let debs = match std::env::var_os("XENBLOCK_DEBS_ROOT") {
+            Some(d) => PathBuf::from(d),
+            None => {
+                let out = Command::new(Path::new(MANIFEST).join("scripts/xen-debs.sh"))
+                    .stderr(Stdio::inherit())
+                    .output()
+                    .map_err(|e| format!("scripts/xen-debs.sh: {e}"))?;
+                if !out.status.success() {
+                    return Err("scripts/xen-debs.sh failed".into());
+                }
+                PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+            }
+        };
+        let scripts = dir.join("scripts");
+        let st = Command::new("cp")
+            .arg("-a")
+            .arg(debs.join("etc/xen/scripts"))
+            .arg(&scripts)
+            .status()
+            .map_err(|e| e.to_string())?;
+        if !st.success() {
+            return Err("cp of the scripts failed".into());
+        }
+        let locking = scripts.join("locking.sh");
+        let text = std::fs::read_to_string(&locking).map_err(|e| e.to_string())?;
+        let from = "LOCK_BASEDIR=/var/run/xen-hotplug";
+        if !text.contains(from) {
+            return Err(format!("{} has no {from}", locking.display()));
+        }
+        std::fs::write(&locking, text.replace(from, &format!("LOCK_BASEDIR={}", lock_dir.display())))
+            .map_err(|e| e.to_string())?;
+        // xen-hotplug-common.sh sends stderr there.
+        std::fs::create_dir_all("/var/log/xen").map_err(|e| e.to_string())?;
+        Ok(Script { block: scripts.join("block"), debs })
+    }
+
+    /// libxl's environment for a Linux hotplug script (libxl_linux.c).
+    fn cmd(&self, action: &str, be: &str, sock: &Path) -> Command {
+        let mut c = Command::new(&self.block);
+        c.arg(action)
+            .env("script", &self.block)
+            .env("XENBUS_TYPE", "vbd")
+            .env("XENBUS_PATH", be)
+            .env("XENBUS_BASE_PATH", "backend")
+            .env("XENSTORED_PATH", sock)
+            .env(
+                "PATH",
+                format!("{}:{}", self.debs.join("usr/bin").display(), std::env::var("PATH").unwrap_or_default()),
+            )
+            .env("LD_LIBRARY_PATH", self.debs.join("usr/lib/x86_64-linux-gnu"));
+        c
+    }
+}
+
+// ---------------------------------------------------------------------------
+
+fn rss_kb() -> u64 {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap();
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+struct Plan {
+    ns: Vec<u32>,
+    script_max_n: u32,
+    rust_phy: fn(u32) -> usize,
+    rust_file: usize,
+    cli_phy: usize,
+    cli_file: usize,
+    script_phy: fn(u32) -> usize,
+    script_file: usize,
+    mem_cycles: usize,
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; a filter argument selects nothing here.
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "the attach bench needs root (loop devices); run `cargo bench --bench attach` as root"
+    );
+    let quick = std::env::var("XENBLOCK_BENCH_QUICK").is_ok_and(|v| v != "0" && !v.is_empty());
+    let want_script = std::env::var("XENBLOCK_BENCH_SCRIPT").map_or(true, |v| v != "0");
+    let plan = if quick {
+        Plan {
+            ns: vec![0, 100, 400, 1000],
+            script_max_n: 100,
+            rust_phy: |_| 30,
+            rust_file: 10,
+            cli_phy: 10,
+            cli_file: 5,
+            script_phy: |_| 2,
+            script_file: 2,
+            mem_cycles: 1000,
+        }
+    } else {
+        Plan {
+            ns: vec![0, 100, 400, 1000, 10_000],
+            script_max_n: 1000,
+            rust_phy: |n| if n >= 10_000 { 200 } else { 500 },
+            rust_file: 100,
+            cli_phy: 100,
+            cli_file: 50,
+            script_phy: |n| match n {
+                0 => 10,
+                100 => 5,
+                _ => 3,
+            },
+            script_file: 5,
+            mem_cycles: 10_000,
+        }
+    };
+    let started = Instant::now();
+    let load_before = loadavg();
+    let xs = Xenstored::start();
+    let store = xs.client();
+    let lock_dir = xs.dir.join("lock");
+    let ctx = Arc::new(
+        Context::new(Config { store: Some(store.clone()), lock_dir: lock_dir.clone(), ..Config::default() })
+            .unwrap(),
+    );
+    let mut images = Images::default();
+    // The phy target: a loop device the bench binds, detached by `images`.
+    let phy_img = images.create(&xs.dir.join("phy.img"), 64 << 20);
+    let phy_dev = {
+        let f = std::fs::OpenOptions::new().read(true).write(true).open(&phy_img).unwrap();
+        xenblock::sys::loopdev::attach(&f, false, b"xenblock-bench-blockdev").unwrap().path
+    };
+    let file_img = images.create(&xs.dir.join("file.img"), 64 << 20);
+    let script = if want_script {
+        match Script::setup(&xs.dir, &lock_dir) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                eprintln!("Xen's block script unavailable ({e}); measuring xenblock only");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let mut b = Bench { xs, store, ctx, lock_dir, _images: images, phy_dev, file_img, script, others: 0 };
+    // Our guest and its two disks, as libxl writes them (state 2 = InitWait).
+    {
+        let mut kv = vec![
+            (format!("/local/domain/{DOM}/vm"), "/vm/bench-guest".to_string()),
+            (format!("/local/domain/{DOM}/name"), "bench-guest".to_string()),
+        ];
+        backend_nodes(&mut kv, PHY_BE, DOM, 51712, &b.phy_dev.display().to_string(), "w");
+        backend_nodes(&mut kv, FILE_BE, DOM, 51728, &b.file_img.display().to_string(), "w");
+        kv.push((format!("{PHY_BE}/state"), "2".into()));
+        kv.push((format!("{FILE_BE}/state"), "2".into()));
+        write_many(&b.store, &kv);
+    }
+    eprintln!(
+        "attach bench ({}): phy target {} , file target {}, load {load_before}",
+        if quick { "quick" } else { "full" },
+        b.phy_dev.display(),
+        b.file_img.display()
+    );
+
+    // Profiling aid: XENBLOCK_BENCH_PROFILE=N loops in-process phy
+    // prepare/release at N other disks for 10 s, then exits.
+    if let Some(n) = std::env::var("XENBLOCK_BENCH_PROFILE").ok().and_then(|v| v.parse().ok()) {
+        b.populate(n);
+        let cpu = |pid: u32| -> f64 {
+            // utime + stime, in clock ticks (100/s), fields 14 and 15.
+            let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+            let f: Vec<&str> = s.rsplit_once(") ").unwrap().1.split(' ').collect();
+            (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / 100.0
+        };
+        let (c0, s0) = (cpu(std::process::id()), cpu(b.xs.child.id()));
+        let t = Instant::now();
+        let mut all = Vec::new();
+        while t.elapsed() < Duration::from_secs(10) {
+            all.extend(b.rust("phy", 50).prepare);
+        }
+        let (c1, s1) = (cpu(std::process::id()), cpu(b.xs.child.id()));
+        let k = all.len() as f64;
+        eprintln!(
+            "profile: {} phy prepare+release cycles at N={n}: prepare median {:.1} us; CPU per cycle: client {:.0} us, xenstored {:.0} us",
+            all.len(),
+            us(percentile(&all, 50.0)),
+            (c1 - c0) / k * 1e6,
+            (s1 - s0) / k * 1e6
+        );
+        return;
+    }
+    let mut rows: Vec<Row> = Vec::new();
+    let mut extra = BTreeMap::<String, String>::new();
+    for &n in &plan.ns {
+        b.populate(n);
+        eprintln!("N = {n} (t = {:.0} s, load {})", started.elapsed().as_secs_f64(), loadavg());
+        // Warm up the connection, the page cache and the binaries.
+        let _ = b.rust("phy", 3);
+        rows.push(b.rust("phy", (plan.rust_phy)(n)));
+        rows.push(b.rust("file", plan.rust_file));
+        rows.push(b.cli("phy", plan.cli_phy));
+        rows.push(b.cli("file", plan.cli_file));
+        if n <= plan.script_max_n {
+            if let Some(r) = b.script("phy", (plan.script_phy)(n)) {
+                rows.push(r);
+            }
+            if let Some(r) = b.script("file", plan.script_file) {
+                rows.push(r);
+            }
+        }
+        for r in rows.iter().filter(|r| r.n == n) {
+            eprintln!(
+                "  {:6} {:4}: prepare median {:>10.1} us  p99 {:>10.1} us  ({} runs)",
+                r.imp,
+                r.target,
+                r.prep_med(),
+                us(percentile(&r.prepare, 99.0)),
+                r.prepare.len()
+            );
+        }
+        if n == 100 {
+            concurrency(&b, &mut extra);
+            memory(&b, plan.mem_cycles, &mut extra);
+        }
+    }
+    let script_failures: u32 = rows.iter().map(|r| r.failures).sum();
+    extra.insert("script_failed_attempts_retried".into(), script_failures.to_string());
+    extra.insert("load_before".into(), load_before);
+    extra.insert("load_after".into(), loadavg());
+    extra.insert("wall_seconds".into(), format!("{:.0}", started.elapsed().as_secs_f64()));
+    report(&rows, &extra, quick);
+    drop(b);
+}
+
+/// 64 attaches of distinct images from 8 threads, one shared Context.
+fn concurrency(b: &Bench, extra: &mut BTreeMap<String, String>) {
+    const THREADS: usize = 8;
+    const DISKS: usize = 64;
+    // Own guard: only the loop devices of these images are checked and cleaned.
+    let mut images = Images::default();
+    let mut bes = Vec::new();
+    let mut kv = Vec::new();
+    for i in 0..DISKS {
+        let dom = 20 + (i / 4) as u32;
+        let dev = 51712 + 16 * (i % 4) as u32;
+        let img = images.create(&b.xs.dir.join(format!("conc-{i}.img")), 16 << 20);
+        let be = format!("backend/vbd/{dom}/{dev}");
+        if i % 4 == 0 {
+            kv.push((format!("/local/domain/{dom}/vm"), format!("/vm/conc-{dom}")));
+        }
+        backend_nodes(&mut kv, &be, dom, dev, &img.display().to_string(), "w");
+        kv.push((format!("{be}/state"), "2".into()));
+        bes.push(be);
+    }
+    write_many(&b.store, &kv);
+    let run = |op: &'static str| {
+        let barrier = Arc::new(Barrier::new(THREADS));
+        let t = Instant::now();
+        let handles: Vec<_> = (0..THREADS)
+            .map(|k| {
+                let mine: Vec<String> = bes.iter().skip(k).step_by(THREADS).cloned().collect();
+                let (ctx, barrier) = (b.ctx.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    let mut failed = Vec::new();
+                    for be in mine {
+                        let r = if op == "prepare" {
+                            ctx.prepare(&be).map(|p| matches!(p, Prepared::Connected { .. }))
+                        } else {
+                            ctx.release(&be).map(|r| matches!(r, xenblock::Released::Detached(_)))
+                        };
+                        match r {
+                            Ok(true) => {}
+                            Ok(false) => failed.push(format!("{be}: unexpected result")),
+                            Err(e) => failed.push(format!("{be}: {e}")),
+                        }
+                    }
+                    failed
+                })
+            })
+            .collect();
+        let failed: Vec<String> = handles.into_iter().flat_map(|h| h.join().unwrap()).collect();
+        (t.elapsed(), failed)
+    };
+    let (tp, fp) = run("prepare");
+    let connected = bes
+        .iter()
+        .filter(|be| {
+            b.store.read(NO_TX, &format!("{be}/hotplug-status")).unwrap().as_deref() == Some(&b"connected"[..])
+        })
+        .count();
+    let nodes: std::collections::HashSet<Vec<u8>> = bes
+        .iter()
+        .filter_map(|be| b.store.read(NO_TX, &format!("{be}/node")).unwrap())
+        .collect();
+    let (tr, fr) = run("release");
+    let left = images.detach_all();
+    // Remove the 64 backends again so later N stay exact.
+    for d in 0..(DISKS / 4) as u32 {
+        b.store.remove(NO_TX, &format!("backend/vbd/{}", 20 + d)).unwrap();
+        b.store.remove(NO_TX, &format!("/local/domain/{}", 20 + d)).unwrap();
+    }
+    let line = format!(
+        "{DISKS} prepares from {THREADS} threads in {:.1} ms ({:.0}/s), {} failed, {connected} connected, \
+         {} distinct loop devices; {DISKS} releases in {:.1} ms ({:.0}/s), {} failed; {left} left attached",
+        tp.as_secs_f64() * 1e3,
+        DISKS as f64 / tp.as_secs_f64(),
+        fp.len(),
+        nodes.len(),
+        tr.as_secs_f64() * 1e3,
+        DISKS as f64 / tr.as_secs_f64(),
+        fr.len()
+    );
+    eprintln!("  concurrency: {line}");
+    for f in fp.iter().chain(&fr) {
+        eprintln!("    failure: {f}");
+    }
+    assert!(fp.is_empty() && fr.is_empty() && connected == DISKS && nodes.len() == DISKS && left == 0);
+    extra.insert("concurrency".into(), line);
+    extra.insert("concurrency_prepare_per_s".into(), format!("{:.0}", DISKS as f64 / tp.as_secs_f64()));
+    extra.insert("concurrency_release_per_s".into(), format!("{:.0}", DISKS as f64 / tr.as_secs_f64()));
+    extra.insert("concurrency_failed".into(), (fp.len() + fr.len()).to_string());
+}
+
+/// RSS of this process over many phy prepare/release cycles.
+fn memory(b: &Bench, cycles: usize, extra: &mut BTreeMap<String, String>) {
+    let _ = b.rust("phy", 200);
+    let before = rss_kb();
+    let t = Instant::now();
+    for _ in 0..cycles {
+        b.ctx.prepare(PHY_BE).unwrap();
+        b.ctx.release(PHY_BE).unwrap();
+        b.reset(PHY_BE);
+    }
+    let after = rss_kb();
+    let line = format!(
+        "{cycles} phy prepare/release cycles at N={}: VmRSS {before} kB -> {after} kB ({:+} kB) in {:.1} s",
+        b.others,
+        after as i64 - before as i64,
+        t.elapsed().as_secs_f64()
+    );
+    eprintln!("  memory: {line}");
+    extra.insert("memory".into(), line);
+    extra.insert("rss_before_kb".into(), before.to_string());
+    extra.insert("rss_after_kb".into(), after.to_string());
+    extra.insert("mem_cycles".into(), cycles.to_string());
+}
+
+fn report(rows: &[Row], extra: &BTreeMap<String, String>, quick: bool) {
+    let find = |imp: &str, target: &str, n: u32| rows.iter().find(|r| r.imp == imp && r.target == target && r.n == n);
+    let mut table = String::new();
+    let _ = writeln!(
+        table,
+        "| impl | target | N | runs | prepare median | prepare p99 | release median | release p99 | cycle median | cycle p99 | script/this (prepare) | peak RSS |"
+    );
+    let _ = writeln!(table, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let mut csv = String::from(
+        "impl,target,n,runs,prepare_median_us,prepare_p99_us,release_median_us,release_p99_us,cycle_median_us,cycle_p99_us,max_rss_kb\n",
+    );
+    let fmt = |u: f64| {
+        if u >= 1e6 {
+            format!("{:.2} s", u / 1e6)
+        } else if u >= 1e3 {
+            format!("{:.2} ms", u / 1e3)
+        } else {
+            format!("{u:.0} µs")
+        }
+    };
+    let mut json_rows = Vec::new();
+    for r in rows {
+        let c = r.cycles();
+        let v = [
+            us(percentile(&r.prepare, 50.0)),
+            us(percentile(&r.prepare, 99.0)),
+            us(percentile(&r.release, 50.0)),
+            us(percentile(&r.release, 99.0)),
+            us(percentile(&c, 50.0)),
+            us(percentile(&c, 99.0)),
+        ];
+        let ratio = match (r.imp, find("script", r.target, r.n)) {
+            ("script", _) | (_, None) => "".to_string(),
+            (_, Some(s)) => format!("{:.0}×", s.prep_med() / r.prep_med()),
+        };
+        let rss = r.max_rss_kb.map(|k| format!("{:.1} MiB", k as f64 / 1024.0)).unwrap_or_default();
+        let _ = writeln!(
+            table,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {ratio} | {rss} |",
+            r.imp,
+            r.target,
+            r.n,
+            r.prepare.len(),
+            fmt(v[0]),
+            fmt(v[1]),
+            fmt(v[2]),
+            fmt(v[3]),
+            fmt(v[4]),
+            fmt(v[5])
+        );
+        let _ = writeln!(
+            csv,
+            "{},{},{},{},{:.1},{:.1},{:.1},{:.1},{:.1},{:.1},{}",
+            r.imp,
+            r.target,
+            r.n,
+            r.prepare.len(),
+            v[0],
+            v[1],
+            v[2],
+            v[3],
+            v[4],
+            v[5],
+            r.max_rss_kb.map(|k| k.to_string()).unwrap_or_default()
+        );
+        json_rows.push(format!(
+            "{{\"impl\":\"{}\",\"target\":\"{}\",\"n\":{},\"runs\":{},\"prepare_median_us\":{:.1},\"prepare_p99_us\":{:.1},\"release_median_us\":{:.1},\"release_p99_us\":{:.1},\"cycle_median_us\":{:.1},\"cycle_p99_us\":{:.1},\"max_rss_kb\":{}}}",
+            r.imp, r.target, r.n, r.prepare.len(), v[0], v[1], v[2], v[3], v[4], v[5],
+            r.max_rss_kb.map(|k| k.to_string()).unwrap_or_else(|| "null".into())
+        ));
+    }
+
+    // Targets (issue 7).
+    let mut targets = String::new();
+    let mut tj = Vec::new();
+    let mut target = |name: &str, value: String, ok: Option<bool>| {
+        let verdict = match ok {
+            Some(true) => "met",
+            Some(false) => "MISSED",
+            None => "not measured",
+        };
+        let _ = writeln!(targets, "| {name} | {value} | {verdict} |");
+        tj.push(format!("{{\"target\":{:?},\"value\":{:?},\"verdict\":{:?}}}", name, value, verdict));
+    };
+    match find("rust", "phy", 1000) {
+        Some(r) => target("phy prepare in-process at N=1000 ≤ 2 ms median", fmt(r.prep_med()), Some(r.prep_med() <= 2000.0)),
+        None => target("phy prepare in-process at N=1000 ≤ 2 ms median", "-".into(), None),
+    }
+    match (find("rust", "phy", 1000), find("rust", "phy", 10_000)) {
+        (Some(a), Some(b)) => {
+            let slope = (b.prep_med() - a.prep_med()) / 9000.0;
+            target("cost per additional existing disk ≤ 2 µs (N=1000→10000)", format!("{slope:.3} µs"), Some(slope <= 2.0))
+        }
+        _ => target("cost per additional existing disk ≤ 2 µs (N=1000→10000)", "-".into(), None),
+    }
+    match find("rust", "file", 0) {
+        Some(r) => target("file prepare incl. loop attach at N=0 ≤ 5 ms median", fmt(r.prep_med()), Some(r.prep_med() <= 5000.0)),
+        None => target("file prepare incl. loop attach at N=0 ≤ 5 ms median", "-".into(), None),
+    }
+    match (find("cli", "phy", 400), find("script", "phy", 400)) {
+        (Some(c), Some(s)) => {
+            let ratio = s.prep_med() / c.prep_med();
+            target(
+                "CLI phy prepare at N=400 ≥ 500× faster than the script",
+                format!("{ratio:.0}× ({} vs {})", fmt(s.prep_med()), fmt(c.prep_med())),
+                Some(ratio >= 500.0),
+            )
+        }
+        _ => target("CLI phy prepare at N=400 ≥ 500× faster than the script", "-".into(), None),
+    }
+    if let (Some(a), Some(b)) = (extra.get("rss_before_kb"), extra.get("rss_after_kb")) {
+        let (a, b): (i64, i64) = (a.parse().unwrap(), b.parse().unwrap());
+        target(
+            &format!("memory flat over {} cycles (growth ≤ 256 kB)", extra["mem_cycles"]),
+            format!("{:+} kB", b - a),
+            Some(b - a <= 256),
+        );
+    }
+
+    println!("\n{table}");
+    println!("| target | measured | verdict |\n|---|---|---|\n{targets}");
+    for (k, v) in extra {
+        println!("{k}: {v}");
+    }
+    let out = std::env::var_os("XENBLOCK_BENCH_OUT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(MANIFEST).join("bench/results"));
+    std::fs::create_dir_all(&out).unwrap();
+    let stem = if quick { "attach-quick" } else { "attach" };
+    std::fs::write(out.join(format!("{stem}.csv")), csv).unwrap();
+    std::fs::write(out.join(format!("{stem}.md")), format!("{table}\n| target | measured | verdict |\n|---|---|---|\n{targets}")).unwrap();
+    let extra_json: Vec<String> = extra.iter().map(|(k, v)| format!("{k:?}:{v:?}")).collect();
+    std::fs::write(
+        out.join(format!("{stem}.json")),
+        format!(
+            "{{\"quick\":{quick},\"rows\":[\n{}\n],\"targets\":[\n{}\n],\"extra\":{{{}}}}}\n",
+            json_rows.join(",\n"),
+            tj.join(",\n"),
+            extra_json.join(",")
+        ),
+    )
+    .unwrap();
+    println!("results: {}/{stem}.{{csv,json,md}}; plot: python3 bench/plot.py {}/{stem}.csv", out.display(), out.display());
+}
