@@ -4,9 +4,9 @@
 //!
 //! - `rust`:   the library in-process (one shared `Context`),
 //! - `cli`:    the `xenblock` binary, one process per call (as a toolstack
-//!             that forks would see it),
+//!   that forks would see it),
 //! - `script`: Xen's own Linux `block` script (Debian's Xen 4.17 packages via
-//!             `scripts/xen-debs.sh`), run as libxl runs it,
+//!   `scripts/xen-debs.sh`), run as libxl runs it,
 //!
 //! all against one embedded xenstored (`xenblock-xenstored`). Then: 64
 //! attaches from 8 threads sharing a `Context`, the CLI's peak RSS, and the
@@ -20,9 +20,9 @@
 //! - `XENBLOCK_BENCH_SCRIPT=0`  skip Xen's script
 //! - `XENBLOCK_BENCH_OUT=DIR`   where results go (default `bench/results`)
 //! - `XENBLOCK_BENCH_PROFILE=N` only loop in-process phy prepare at N for 10 s
-//!                              (for `perf record`)
+//!   (for `perf record`)
 //! - `XENBLOCK_DEBS_ROOT=DIR`   unpacked Debian Xen packages (default: run
-//!                              `scripts/xen-debs.sh`)
+//!   `scripts/xen-debs.sh`)
 //!
 //! Every loop device the bench (or the code it drives) binds to one of its
 //! image files is detached by a guard on the way out, panics included; no
@@ -75,7 +75,10 @@ impl Xenstored {
             .expect("start xenblock-xenstored");
         let t = Instant::now();
         while std::os::unix::net::UnixStream::connect(&sock).is_err() {
-            assert!(t.elapsed() < Duration::from_secs(10), "xenstored did not start");
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "xenstored did not start"
+            );
             std::thread::sleep(Duration::from_millis(5));
         }
         Xenstored { dir, sock, child }
@@ -243,7 +246,14 @@ fn write_many(store: &XsClient, kv: &[(String, String)]) {
 }
 
 /// The nodes libxl writes for a disk, plus what a connected hotplug left.
-fn backend_nodes(kv: &mut Vec<(String, String)>, be: &str, domid: u32, devid: u32, params: &str, mode: &str) {
+fn backend_nodes(
+    kv: &mut Vec<(String, String)>,
+    be: &str,
+    domid: u32,
+    devid: u32,
+    params: &str,
+    mode: &str,
+) {
     let fe = format!("/local/domain/{domid}/device/vbd/{devid}");
     for (k, v) in [
         ("frontend", fe.as_str()),
@@ -273,14 +283,20 @@ impl Bench {
             let dev = 51712 + 16 * (i % DISKS_PER_DOM);
             let be = format!("backend/vbd/{dom}/{dev}");
             if i % DISKS_PER_DOM == 0 {
-                kv.push((format!("/local/domain/{dom}/vm"), format!("/vm/other-{dom}")));
+                kv.push((
+                    format!("/local/domain/{dom}/vm"),
+                    format!("/vm/other-{dom}"),
+                ));
                 kv.push((format!("/local/domain/{dom}/name"), format!("guest{dom}")));
             }
             let mode = if i % 2 == 0 { "w" } else { "r" };
             backend_nodes(&mut kv, &be, dom, dev, &format!("/dev/fake/disk{i}"), mode);
             kv.push((format!("{be}/state"), "4".into()));
             kv.push((format!("{be}/physical-device"), format!("fe:{i:x}")));
-            kv.push((format!("{be}/physical-device-path"), format!("/dev/fake/disk{i}")));
+            kv.push((
+                format!("{be}/physical-device-path"),
+                format!("/dev/fake/disk{i}"),
+            ));
             kv.push((format!("{be}/hotplug-status"), "connected".into()));
         }
         let writes = kv.len();
@@ -297,7 +313,13 @@ impl Bench {
 
     /// Undo what a prepare wrote, as if libxl had made the backend afresh.
     fn reset(&self, be: &str) {
-        for k in ["physical-device", "physical-device-path", "node", "hotplug-status", "hotplug-error"] {
+        for k in [
+            "physical-device",
+            "physical-device-path",
+            "node",
+            "hotplug-status",
+            "hotplug-error",
+        ] {
             self.store.remove(NO_TX, &format!("{be}/{k}")).unwrap();
         }
     }
@@ -328,7 +350,15 @@ impl Bench {
 
     fn rust(&self, target: &'static str, iters: usize) -> Row {
         let be = Self::be_of(target);
-        let mut row = Row { imp: "rust", target, n: self.others, prepare: vec![], release: vec![], max_rss_kb: None, failures: 0 };
+        let mut row = Row {
+            imp: "rust",
+            target,
+            n: self.others,
+            prepare: vec![],
+            release: vec![],
+            max_rss_kb: None,
+            failures: 0,
+        };
         for _ in 0..iters {
             let t = Instant::now();
             let r = self.ctx.prepare(be);
@@ -349,7 +379,15 @@ impl Bench {
 
     fn cli(&self, target: &'static str, iters: usize) -> Row {
         let be = Self::be_of(target);
-        let mut row = Row { imp: "cli", target, n: self.others, prepare: vec![], release: vec![], max_rss_kb: Some(0), failures: 0 };
+        let mut row = Row {
+            imp: "cli",
+            target,
+            n: self.others,
+            prepare: vec![],
+            release: vec![],
+            max_rss_kb: Some(0),
+            failures: 0,
+        };
         let cmd = |op: &str| {
             let mut c = Command::new(CLI);
             c.arg(op)
@@ -377,7 +415,15 @@ impl Bench {
     fn script(&self, target: &'static str, iters: usize) -> Option<Row> {
         let s = self.script.as_ref()?;
         let be = Self::be_of(target);
-        let mut row = Row { imp: "script", target, n: self.others, prepare: vec![], release: vec![], max_rss_kb: Some(0), failures: 0 };
+        let mut row = Row {
+            imp: "script",
+            target,
+            n: self.others,
+            prepare: vec![],
+            release: vec![],
+            max_rss_kb: Some(0),
+            failures: 0,
+        };
         let mut failures = 0;
         while row.prepare.len() < iters {
             let (dp, ru, ok, err) = run_child(s.cmd("add", be, &self.xs.sock));
@@ -451,11 +497,17 @@ impl Script {
         if !text.contains(from) {
             return Err(format!("{} has no {from}", locking.display()));
         }
-        std::fs::write(&locking, text.replace(from, &format!("LOCK_BASEDIR={}", lock_dir.display())))
-            .map_err(|e| e.to_string())?;
+        std::fs::write(
+            &locking,
+            text.replace(from, &format!("LOCK_BASEDIR={}", lock_dir.display())),
+        )
+        .map_err(|e| e.to_string())?;
         // xen-hotplug-common.sh sends stderr there.
         std::fs::create_dir_all("/var/log/xen").map_err(|e| e.to_string())?;
-        Ok(Script { block: scripts.join("block"), debs })
+        Ok(Script {
+            block: scripts.join("block"),
+            debs,
+        })
     }
 
     /// libxl's environment for a Linux hotplug script (libxl_linux.c).
@@ -469,9 +521,16 @@ impl Script {
             .env("XENSTORED_PATH", sock)
             .env(
                 "PATH",
-                format!("{}:{}", self.debs.join("usr/bin").display(), std::env::var("PATH").unwrap_or_default()),
+                format!(
+                    "{}:{}",
+                    self.debs.join("usr/bin").display(),
+                    std::env::var("PATH").unwrap_or_default()
+                ),
             )
-            .env("LD_LIBRARY_PATH", self.debs.join("usr/lib/x86_64-linux-gnu"));
+            .env(
+                "LD_LIBRARY_PATH",
+                self.debs.join("usr/lib/x86_64-linux-gnu"),
+            );
         c
     }
 }
@@ -547,15 +606,25 @@ fn main() {
     let store = xs.client();
     let lock_dir = xs.dir.join("lock");
     let ctx = Arc::new(
-        Context::new(Config { store: Some(store.clone()), lock_dir: lock_dir.clone(), ..Config::default() })
-            .unwrap(),
+        Context::new(Config {
+            store: Some(store.clone()),
+            lock_dir: lock_dir.clone(),
+            ..Config::default()
+        })
+        .unwrap(),
     );
     let mut images = Images::default();
     // The phy target: a loop device the bench binds, detached by `images`.
     let phy_img = images.create(&xs.dir.join("phy.img"), 64 << 20);
     let phy_dev = {
-        let f = std::fs::OpenOptions::new().read(true).write(true).open(&phy_img).unwrap();
-        xenblock::sys::loopdev::attach(&f, false, b"xenblock-bench-blockdev").unwrap().path
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&phy_img)
+            .unwrap();
+        xenblock::sys::loopdev::attach(&f, false, b"xenblock-bench-blockdev")
+            .unwrap()
+            .path
     };
     let file_img = images.create(&xs.dir.join("file.img"), 64 << 20);
     let script = if want_script {
@@ -569,15 +638,45 @@ fn main() {
     } else {
         None
     };
-    let mut b = Bench { xs, store, ctx, lock_dir, _images: images, phy_dev, file_img, script, others: 0 };
+    let mut b = Bench {
+        xs,
+        store,
+        ctx,
+        lock_dir,
+        _images: images,
+        phy_dev,
+        file_img,
+        script,
+        others: 0,
+    };
     // Our guest and its two disks, as libxl writes them (state 2 = InitWait).
     {
         let mut kv = vec![
-            (format!("/local/domain/{DOM}/vm"), "/vm/bench-guest".to_string()),
-            (format!("/local/domain/{DOM}/name"), "bench-guest".to_string()),
+            (
+                format!("/local/domain/{DOM}/vm"),
+                "/vm/bench-guest".to_string(),
+            ),
+            (
+                format!("/local/domain/{DOM}/name"),
+                "bench-guest".to_string(),
+            ),
         ];
-        backend_nodes(&mut kv, PHY_BE, DOM, 51712, &b.phy_dev.display().to_string(), "w");
-        backend_nodes(&mut kv, FILE_BE, DOM, 51728, &b.file_img.display().to_string(), "w");
+        backend_nodes(
+            &mut kv,
+            PHY_BE,
+            DOM,
+            51712,
+            &b.phy_dev.display().to_string(),
+            "w",
+        );
+        backend_nodes(
+            &mut kv,
+            FILE_BE,
+            DOM,
+            51728,
+            &b.file_img.display().to_string(),
+            "w",
+        );
         kv.push((format!("{PHY_BE}/state"), "2".into()));
         kv.push((format!("{FILE_BE}/state"), "2".into()));
         write_many(&b.store, &kv);
@@ -591,7 +690,10 @@ fn main() {
 
     // Profiling aid: XENBLOCK_BENCH_PROFILE=N loops in-process phy
     // prepare/release at N other disks for 10 s, then exits.
-    if let Some(n) = std::env::var("XENBLOCK_BENCH_PROFILE").ok().and_then(|v| v.parse().ok()) {
+    if let Some(n) = std::env::var("XENBLOCK_BENCH_PROFILE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
         b.populate(n);
         let cpu = |pid: u32| -> f64 {
             // utime + stime, in clock ticks (100/s), fields 14 and 15.
@@ -620,7 +722,11 @@ fn main() {
     let mut extra = BTreeMap::<String, String>::new();
     for &n in &plan.ns {
         b.populate(n);
-        eprintln!("N = {n} (t = {:.0} s, load {})", started.elapsed().as_secs_f64(), loadavg());
+        eprintln!(
+            "N = {n} (t = {:.0} s, load {})",
+            started.elapsed().as_secs_f64(),
+            loadavg()
+        );
         // Warm up the connection, the page cache and the binaries.
         let _ = b.rust("phy", 3);
         rows.push(b.rust("phy", (plan.rust_phy)(n)));
@@ -651,10 +757,16 @@ fn main() {
         }
     }
     let script_failures: u32 = rows.iter().map(|r| r.failures).sum();
-    extra.insert("script_failed_attempts_retried".into(), script_failures.to_string());
+    extra.insert(
+        "script_failed_attempts_retried".into(),
+        script_failures.to_string(),
+    );
     extra.insert("load_before".into(), load_before);
     extra.insert("load_after".into(), loadavg());
-    extra.insert("wall_seconds".into(), format!("{:.0}", started.elapsed().as_secs_f64()));
+    extra.insert(
+        "wall_seconds".into(),
+        format!("{:.0}", started.elapsed().as_secs_f64()),
+    );
     report(&rows, &extra, quick);
     drop(b);
 }
@@ -692,9 +804,11 @@ fn concurrency(b: &Bench, extra: &mut BTreeMap<String, String>) {
                     let mut failed = Vec::new();
                     for be in mine {
                         let r = if op == "prepare" {
-                            ctx.prepare(&be).map(|p| matches!(p, Prepared::Connected { .. }))
+                            ctx.prepare(&be)
+                                .map(|p| matches!(p, Prepared::Connected { .. }))
                         } else {
-                            ctx.release(&be).map(|r| matches!(r, xenblock::Released::Detached(_)))
+                            ctx.release(&be)
+                                .map(|r| matches!(r, xenblock::Released::Detached(_)))
                         };
                         match r {
                             Ok(true) => {}
@@ -706,14 +820,21 @@ fn concurrency(b: &Bench, extra: &mut BTreeMap<String, String>) {
                 })
             })
             .collect();
-        let failed: Vec<String> = handles.into_iter().flat_map(|h| h.join().unwrap()).collect();
+        let failed: Vec<String> = handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect();
         (t.elapsed(), failed)
     };
     let (tp, fp) = run("prepare");
     let connected = bes
         .iter()
         .filter(|be| {
-            b.store.read(NO_TX, &format!("{be}/hotplug-status")).unwrap().as_deref() == Some(&b"connected"[..])
+            b.store
+                .read(NO_TX, &format!("{be}/hotplug-status"))
+                .unwrap()
+                .as_deref()
+                == Some(&b"connected"[..])
         })
         .count();
     let nodes: std::collections::HashSet<Vec<u8>> = bes
@@ -724,8 +845,12 @@ fn concurrency(b: &Bench, extra: &mut BTreeMap<String, String>) {
     let left = images.detach_all();
     // Remove the 64 backends again so later N stay exact.
     for d in 0..(DISKS / 4) as u32 {
-        b.store.remove(NO_TX, &format!("backend/vbd/{}", 20 + d)).unwrap();
-        b.store.remove(NO_TX, &format!("/local/domain/{}", 20 + d)).unwrap();
+        b.store
+            .remove(NO_TX, &format!("backend/vbd/{}", 20 + d))
+            .unwrap();
+        b.store
+            .remove(NO_TX, &format!("/local/domain/{}", 20 + d))
+            .unwrap();
     }
     let line = format!(
         "{DISKS} prepares from {THREADS} threads in {:.1} ms ({:.0}/s), {} failed, {connected} connected, \
@@ -742,11 +867,22 @@ fn concurrency(b: &Bench, extra: &mut BTreeMap<String, String>) {
     for f in fp.iter().chain(&fr) {
         eprintln!("    failure: {f}");
     }
-    assert!(fp.is_empty() && fr.is_empty() && connected == DISKS && nodes.len() == DISKS && left == 0);
+    assert!(
+        fp.is_empty() && fr.is_empty() && connected == DISKS && nodes.len() == DISKS && left == 0
+    );
     extra.insert("concurrency".into(), line);
-    extra.insert("concurrency_prepare_per_s".into(), format!("{:.0}", DISKS as f64 / tp.as_secs_f64()));
-    extra.insert("concurrency_release_per_s".into(), format!("{:.0}", DISKS as f64 / tr.as_secs_f64()));
-    extra.insert("concurrency_failed".into(), (fp.len() + fr.len()).to_string());
+    extra.insert(
+        "concurrency_prepare_per_s".into(),
+        format!("{:.0}", DISKS as f64 / tp.as_secs_f64()),
+    );
+    extra.insert(
+        "concurrency_release_per_s".into(),
+        format!("{:.0}", DISKS as f64 / tr.as_secs_f64()),
+    );
+    extra.insert(
+        "concurrency_failed".into(),
+        (fp.len() + fr.len()).to_string(),
+    );
 }
 
 /// RSS of this process over many phy prepare/release cycles.
@@ -774,13 +910,19 @@ fn memory(b: &Bench, cycles: usize, extra: &mut BTreeMap<String, String>) {
 }
 
 fn report(rows: &[Row], extra: &BTreeMap<String, String>, quick: bool) {
-    let find = |imp: &str, target: &str, n: u32| rows.iter().find(|r| r.imp == imp && r.target == target && r.n == n);
+    let find = |imp: &str, target: &str, n: u32| {
+        rows.iter()
+            .find(|r| r.imp == imp && r.target == target && r.n == n)
+    };
     let mut table = String::new();
     let _ = writeln!(
         table,
         "| impl | target | N | runs | prepare median | prepare p99 | release median | release p99 | cycle median | cycle p99 | script/this (prepare) | peak RSS |"
     );
-    let _ = writeln!(table, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(
+        table,
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
     let mut csv = String::from(
         "impl,target,n,runs,prepare_median_us,prepare_p99_us,release_median_us,release_p99_us,cycle_median_us,cycle_p99_us,max_rss_kb\n",
     );
@@ -808,7 +950,10 @@ fn report(rows: &[Row], extra: &BTreeMap<String, String>, quick: bool) {
             ("script", _) | (_, None) => "".to_string(),
             (_, Some(s)) => format!("{:.0}×", s.prep_med() / r.prep_med()),
         };
-        let rss = r.max_rss_kb.map(|k| format!("{:.1} MiB", k as f64 / 1024.0)).unwrap_or_default();
+        let rss = r
+            .max_rss_kb
+            .map(|k| format!("{:.1} MiB", k as f64 / 1024.0))
+            .unwrap_or_default();
         let _ = writeln!(
             table,
             "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {ratio} | {rss} |",
@@ -855,38 +1000,76 @@ fn report(rows: &[Row], extra: &BTreeMap<String, String>, quick: bool) {
             None => "not measured",
         };
         let _ = writeln!(targets, "| {name} | {value} | {verdict} |");
-        tj.push(format!("{{\"target\":{:?},\"value\":{:?},\"verdict\":{:?}}}", name, value, verdict));
+        tj.push(format!(
+            "{{\"target\":{:?},\"value\":{:?},\"verdict\":{:?}}}",
+            name, value, verdict
+        ));
     };
     match find("rust", "phy", 1000) {
-        Some(r) => target("phy prepare in-process at N=1000 ≤ 2 ms median", fmt(r.prep_med()), Some(r.prep_med() <= 2000.0)),
-        None => target("phy prepare in-process at N=1000 ≤ 2 ms median", "-".into(), None),
+        Some(r) => target(
+            "phy prepare in-process at N=1000 ≤ 2 ms median",
+            fmt(r.prep_med()),
+            Some(r.prep_med() <= 2000.0),
+        ),
+        None => target(
+            "phy prepare in-process at N=1000 ≤ 2 ms median",
+            "-".into(),
+            None,
+        ),
     }
     match (find("rust", "phy", 1000), find("rust", "phy", 10_000)) {
         (Some(a), Some(b)) => {
             let slope = (b.prep_med() - a.prep_med()) / 9000.0;
-            target("cost per additional existing disk ≤ 2 µs (N=1000→10000)", format!("{slope:.3} µs"), Some(slope <= 2.0))
+            target(
+                "cost per additional existing disk ≤ 2 µs (N=1000→10000)",
+                format!("{slope:.3} µs"),
+                Some(slope <= 2.0),
+            )
         }
-        _ => target("cost per additional existing disk ≤ 2 µs (N=1000→10000)", "-".into(), None),
+        _ => target(
+            "cost per additional existing disk ≤ 2 µs (N=1000→10000)",
+            "-".into(),
+            None,
+        ),
     }
     match find("rust", "file", 0) {
-        Some(r) => target("file prepare incl. loop attach at N=0 ≤ 5 ms median", fmt(r.prep_med()), Some(r.prep_med() <= 5000.0)),
-        None => target("file prepare incl. loop attach at N=0 ≤ 5 ms median", "-".into(), None),
+        Some(r) => target(
+            "file prepare incl. loop attach at N=0 ≤ 5 ms median",
+            fmt(r.prep_med()),
+            Some(r.prep_med() <= 5000.0),
+        ),
+        None => target(
+            "file prepare incl. loop attach at N=0 ≤ 5 ms median",
+            "-".into(),
+            None,
+        ),
     }
     match (find("cli", "phy", 400), find("script", "phy", 400)) {
         (Some(c), Some(s)) => {
             let ratio = s.prep_med() / c.prep_med();
             target(
                 "CLI phy prepare at N=400 ≥ 500× faster than the script",
-                format!("{ratio:.0}× ({} vs {})", fmt(s.prep_med()), fmt(c.prep_med())),
+                format!(
+                    "{ratio:.0}× ({} vs {})",
+                    fmt(s.prep_med()),
+                    fmt(c.prep_med())
+                ),
                 Some(ratio >= 500.0),
             )
         }
-        _ => target("CLI phy prepare at N=400 ≥ 500× faster than the script", "-".into(), None),
+        _ => target(
+            "CLI phy prepare at N=400 ≥ 500× faster than the script",
+            "-".into(),
+            None,
+        ),
     }
     if let (Some(a), Some(b)) = (extra.get("rss_before_kb"), extra.get("rss_after_kb")) {
         let (a, b): (i64, i64) = (a.parse().unwrap(), b.parse().unwrap());
         target(
-            &format!("memory flat over {} cycles (growth ≤ 256 kB)", extra["mem_cycles"]),
+            &format!(
+                "memory flat over {} cycles (growth ≤ 256 kB)",
+                extra["mem_cycles"]
+            ),
             format!("{:+} kB", b - a),
             Some(b - a <= 256),
         );
@@ -903,7 +1086,11 @@ fn report(rows: &[Row], extra: &BTreeMap<String, String>, quick: bool) {
     std::fs::create_dir_all(&out).unwrap();
     let stem = if quick { "attach-quick" } else { "attach" };
     std::fs::write(out.join(format!("{stem}.csv")), csv).unwrap();
-    std::fs::write(out.join(format!("{stem}.md")), format!("{table}\n| target | measured | verdict |\n|---|---|---|\n{targets}")).unwrap();
+    std::fs::write(
+        out.join(format!("{stem}.md")),
+        format!("{table}\n| target | measured | verdict |\n|---|---|---|\n{targets}"),
+    )
+    .unwrap();
     let extra_json: Vec<String> = extra.iter().map(|(k, v)| format!("{k:?}:{v:?}")).collect();
     std::fs::write(
         out.join(format!("{stem}.json")),
@@ -915,5 +1102,9 @@ fn report(rows: &[Row], extra: &BTreeMap<String, String>, quick: bool) {
         ),
     )
     .unwrap();
-    println!("results: {}/{stem}.{{csv,json,md}}; plot: python3 bench/plot.py {}/{stem}.csv", out.display(), out.display());
+    println!(
+        "results: {}/{stem}.{{csv,json,md}}; plot: python3 bench/plot.py {}/{stem}.csv",
+        out.display(),
+        out.display()
+    );
 }

@@ -78,31 +78,18 @@ impl Outbox {
     /// Queue a message (dropped if the connection is closing or broken).
     fn push(&self, msg: &Message) {
         let Ok(bytes) = msg.encode() else { return };
-        let mut q = self.queue.lock();
-        if q.dead || q.closing {
-            return;
-        }
-        if q.bytes + bytes.len() > self.limit {
-            eprintln!("xenblock-xenstored: client not reading its replies; disconnecting it");
-            q.dead = true;
-            let _ = self.stream.shutdown(Shutdown::Both);
-            self.ready.notify_all();
-            return;
-        }
-        q.bytes += bytes.len();
-        q.msgs.push_back(bytes);
-        self.ready.notify_all();
+        self.push_encoded(vec![bytes]);
     }
 
     /// Queue several encoded messages at once, with one wake-up of the
-    /// writer; the same limit as [`Outbox::push`] applies.
+    /// writer. A client whose unsent bytes would pass the limit is disconnected.
     fn push_encoded(&self, msgs: Vec<Vec<u8>>) {
         let len: usize = msgs.iter().map(Vec::len).sum();
         let mut q = self.queue.lock();
         if q.dead || q.closing {
             return;
         }
-        if q.bytes + len > OUTBOX_LIMIT {
+        if q.bytes + len > self.limit {
             eprintln!("xenblock-xenstored: client not reading its replies; disconnecting it");
             q.dead = true;
             let _ = self.stream.shutdown(Shutdown::Both);
@@ -370,7 +357,9 @@ impl Daemon {
             };
             let read_only = matches!(
                 msg.kind(),
-                Some(MsgType::Read | MsgType::Directory | MsgType::DirectoryPart | MsgType::GetPerms)
+                Some(
+                    MsgType::Read | MsgType::Directory | MsgType::DirectoryPart | MsgType::GetPerms
+                )
             );
             if !read_only {
                 flush(&mut held, &mut held_bytes);
