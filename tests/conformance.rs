@@ -18,6 +18,7 @@ mod upstream;
 
 use common::{require_root, Env};
 use std::cell::RefCell;
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -270,6 +271,14 @@ impl Drop for Run {
     }
 }
 
+/// Upstream picks a free loop device with `losetup -f`, then binds it with a
+/// second `losetup /dev/loopN <file>`. Another process on the machine (not
+/// another scenario: they are serialised) can take that device in between;
+/// util-linux then logs this and the script fails. That race, recognised by
+/// this message in the script's log, is the only thing a scenario retries.
+const LOOP_RACE: &str = "failed to set up loop device";
+const ATTEMPTS: usize = 3;
+
 /// Run `body` through upstream, then through xenblock, each on a fresh
 /// `Run`, and compare the observations with the scenario's row.
 fn scenario(name: &str, body: impl Fn(&mut Run) -> Vec<String>) {
@@ -277,12 +286,26 @@ fn scenario(name: &str, body: impl Fn(&mut Run) -> Vec<String>) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut got = Vec::new();
     for imp in [Impl::Upstream, Impl::Xenblock] {
-        let mut run = Run::new(imp);
-        let seen = body(&mut run).join("; ");
-        let trace = run.trace.borrow().join("\n    ");
-        let log = run.scripts.log_text();
-        drop(run);
-        got.push((seen, trace, log));
+        let mut attempt = 1;
+        loop {
+            let mut run = Run::new(imp);
+            let seen = std::panic::catch_unwind(AssertUnwindSafe(|| body(&mut run)));
+            let trace = run.trace.borrow().join("\n    ");
+            let log = run.scripts.log_text();
+            drop(run);
+            if log.contains(LOOP_RACE) && attempt < ATTEMPTS {
+                eprintln!(
+                    "{name} ({imp:?}): upstream lost a loop device to another process; again"
+                );
+                attempt += 1;
+                continue;
+            }
+            match seen {
+                Ok(seen) => got.push((seen.join("; "), trace, log)),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+            break;
+        }
     }
     let Some(row) = ROWS.iter().find(|r| r.name == name) else {
         panic!(
