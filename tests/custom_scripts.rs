@@ -5,6 +5,7 @@
 //! inherit it), so they run one at a time.
 
 mod common;
+mod upstream;
 use common::{require_root, Env};
 use parking_lot::Mutex;
 use std::path::{Path, PathBuf};
@@ -14,53 +15,19 @@ use xenblock::{Config, Context, ErrorKind, Plan, Prepared, Released};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
-fn debs_root() -> PathBuf {
-    if let Ok(r) = std::env::var("XENBLOCK_DEBS_ROOT") {
-        return PathBuf::from(r);
-    }
-    let out = Command::new("scripts/xen-debs.sh")
-        .output()
-        .expect("run scripts/xen-debs.sh");
-    assert!(
-        out.status.success(),
-        "xen-debs.sh: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-}
-
-/// Copy Debian's scripts next to the test, lock in the test's lock dir, and
-/// point the environment the scripts inherit at the test's xenstored.
+/// Debian's scripts copied next to the test (lock in the test's lock dir),
+/// and the environment the scripts inherit pointed at the test's xenstored.
 fn scripts(env: &Env) -> PathBuf {
-    let root = debs_root();
-    let dir = env.dir.join("scripts");
-    assert!(Command::new("cp")
-        .arg("-a")
-        .arg(root.join("etc/xen/scripts"))
-        .arg(&dir)
-        .status()
-        .unwrap()
-        .success());
-    let locking = dir.join("locking.sh");
-    let text = std::fs::read_to_string(&locking).unwrap();
-    let lock = env.dir.join("lock");
-    std::fs::write(
-        &locking,
-        text.replace(
-            "LOCK_BASEDIR=/var/run/xen-hotplug",
-            &format!("LOCK_BASEDIR={}", lock.display()),
-        ),
-    )
-    .unwrap();
-    std::fs::create_dir_all("/var/log/xen").unwrap();
+    let installed = upstream::Scripts::install(&env.dir, &env.sock, &env.dir.join("lock"));
+    let root = upstream::debs_root();
     let path = std::env::var("PATH").unwrap_or_default();
     let bin = root.join("usr/bin");
     if !path.split(':').any(|p| Path::new(p) == bin) {
         std::env::set_var("PATH", format!("{}:{path}", bin.display()));
     }
-    std::env::set_var("LD_LIBRARY_PATH", root.join("usr/lib/x86_64-linux-gnu"));
+    std::env::set_var("LD_LIBRARY_PATH", upstream::lib_dir(root));
     std::env::set_var("XENSTORED_PATH", &env.sock);
-    dir
+    installed.dir
 }
 
 fn ctx(env: &Env, script_dir: &Path) -> Context {

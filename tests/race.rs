@@ -3,6 +3,7 @@
 //! Exactly one may win. Needs root.
 
 mod common;
+mod upstream;
 use common::{require_root, Env};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -125,70 +126,6 @@ fn two_processes_eight_threads_each_exactly_one_wins() {
     assert_eq!(connected, 1);
 }
 
-/// A copy of Debian's Xen scripts whose lock lives in `lock_dir`.
-fn upstream_scripts(dir: &Path, lock_dir: &Path) -> PathBuf {
-    let root = PathBuf::from(std::env::var("XENBLOCK_DEBS_ROOT").unwrap_or_else(|_| {
-        let out = Command::new("scripts/xen-debs.sh")
-            .output()
-            .expect("scripts/xen-debs.sh");
-        assert!(
-            out.status.success(),
-            "xen-debs.sh failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap().trim().to_string()
-    }));
-    let scripts = dir.join("scripts");
-    let st = Command::new("cp")
-        .arg("-a")
-        .arg(root.join("etc/xen/scripts"))
-        .arg(&scripts)
-        .status()
-        .unwrap();
-    assert!(st.success());
-    let locking = scripts.join("locking.sh");
-    let text = std::fs::read_to_string(&locking).unwrap();
-    std::fs::write(
-        &locking,
-        text.replace(
-            "LOCK_BASEDIR=/var/run/xen-hotplug",
-            &format!("LOCK_BASEDIR={}", lock_dir.display()),
-        ),
-    )
-    .unwrap();
-    std::fs::create_dir_all("/var/log/xen").unwrap();
-    scripts.join("block")
-}
-
-fn upstream_cmd(env: &Env, block: &Path, action: &str, be: &str) -> Command {
-    let root = block.parent().unwrap().parent().unwrap();
-    let debs = PathBuf::from(std::env::var("XENBLOCK_DEBS_ROOT").unwrap_or_else(|_| {
-        String::from_utf8(Command::new("scripts/xen-debs.sh").output().unwrap().stdout)
-            .unwrap()
-            .trim()
-            .to_string()
-    }));
-    let _ = root;
-    let mut c = Command::new(block);
-    c.arg(action)
-        .env("script", block)
-        .env("XENBUS_TYPE", "vbd")
-        .env("XENBUS_PATH", be)
-        .env("XENBUS_BASE_PATH", "backend")
-        .env("XENSTORED_PATH", &env.sock)
-        .env(
-            "PATH",
-            format!(
-                "{}:{}",
-                debs.join("usr/bin").display(),
-                std::env::var("PATH").unwrap_or_default()
-            ),
-        )
-        .env("LD_LIBRARY_PATH", debs.join("usr/lib/x86_64-linux-gnu"))
-        .stdin(std::process::Stdio::null());
-    c
-}
-
 #[test]
 fn xenblock_and_the_upstream_script_exclude_each_other() {
     if std::env::var("XENBLOCK_RACE").is_ok() {
@@ -198,26 +135,22 @@ fn xenblock_and_the_upstream_script_exclude_each_other() {
     let mut env = Env::new();
     let dev = env.block_device("shared-phy.img");
     let lock_dir = env.dir.join("lock");
-    let block = upstream_scripts(&env.dir, &lock_dir);
+    let scripts = upstream::Scripts::install(&env.dir, &env.sock, &lock_dir);
     let doms: Vec<u32> = (20..32).collect();
     for d in &doms {
         env.domain(*d, &format!("/vm/vm-{d}"));
         env.backend(*d, 51712, &dev.display().to_string(), "w");
     }
     // Domains 20..24 go through Xen's script, 24..32 through xenblock, at once.
-    let scripts: Vec<_> = doms[..4]
+    let children: Vec<_> = doms[..4]
         .iter()
-        .map(|d| {
-            upstream_cmd(&env, &block, "add", &format!("backend/vbd/{d}/51712"))
-                .spawn()
-                .unwrap()
-        })
+        .map(|d| scripts.spawn_block("add", &format!("backend/vbd/{d}/51712")))
         .collect();
     let ctx = Arc::new(env.ctx());
     let mine = race(&ctx, doms[4..].to_vec());
     let mut script_ok = 0;
-    for mut s in scripts {
-        if s.wait().unwrap().success() {
+    for c in children {
+        if upstream::finish(c).0 == Some(0) {
             script_ok += 1;
         }
     }

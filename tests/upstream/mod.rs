@@ -45,7 +45,7 @@ pub fn debs_root() -> &'static Path {
 }
 
 /// The multiarch library directory holding `libxenstore.so.4`.
-fn lib_dir(root: &Path) -> PathBuf {
+pub fn lib_dir(root: &Path) -> PathBuf {
     let base = root.join("usr/lib");
     for e in std::fs::read_dir(&base).expect("usr/lib in the unpacked debs") {
         let d = e.unwrap().path();
