@@ -61,7 +61,8 @@ struct OutQueue {
 }
 
 impl Outbox {
-    fn new(stream: UnixStream) -> Outbox {
+    /// The queue of a connection whose writer (if any) writes to `stream`.
+    pub fn new(stream: UnixStream) -> Outbox {
         Outbox {
             queue: Mutex::new(OutQueue::default()),
             ready: Condvar::new(),
@@ -86,6 +87,19 @@ impl Outbox {
         q.bytes += bytes.len();
         q.msgs.push_back(bytes);
         self.ready.notify_all();
+    }
+
+    /// Take everything queued so far, without a writer thread (tests and
+    /// fuzzing drive [`Daemon::read_loop`] directly). `None` when the
+    /// connection was given up as stuck.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub fn take_queued(&self) -> Option<Vec<Vec<u8>>> {
+        let mut q = self.queue.lock();
+        if q.dead {
+            return None;
+        }
+        q.bytes = 0;
+        Some(q.msgs.drain(..).collect())
     }
 
     /// Send what is queued, then close the connection.
@@ -197,7 +211,7 @@ struct Transaction {
 }
 
 /// Per-connection state, owned by the connection's reader thread.
-struct Conn {
+pub struct Conn {
     id: u64,
     out: Arc<Outbox>,
     txs: HashMap<u32, Transaction>,
@@ -280,19 +294,39 @@ impl Daemon {
             .name(format!("xs-out-{id}"))
             .stack_size(128 << 10)
             .spawn(move || writer_out.run_writer())?;
-        let mut conn = Conn {
+        let mut conn = self.open_with_id(id, out);
+        self.read_loop(&mut conn, stream);
+        self.close(conn);
+        Ok(())
+    }
+
+    /// A new connection whose replies and watch events are queued on `out`.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub fn open(&self, out: Arc<Outbox>) -> Conn {
+        let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        self.open_with_id(id, out)
+    }
+
+    fn open_with_id(&self, id: u64, out: Arc<Outbox>) -> Conn {
+        Conn {
             id,
             out,
             txs: HashMap::new(),
             next_tx: 1,
-        };
-        self.read_loop(&mut conn, stream);
-        self.shared.lock().watches.retain(|w| w.conn != conn.id);
-        conn.out.close_after_flush();
-        Ok(())
+        }
     }
 
-    fn read_loop(&self, conn: &mut Conn, mut stream: UnixStream) {
+    /// Forget a connection: drop its watches and transactions, flush and
+    /// close its outbox.
+    pub fn close(&self, conn: Conn) {
+        self.shared.lock().watches.retain(|w| w.conn != conn.id);
+        conn.out.close_after_flush();
+    }
+
+    /// Read requests from `stream` until it ends or breaks the framing,
+    /// answering each on the connection's outbox. The whole request path:
+    /// framing, dispatch, replies.
+    pub fn read_loop(&self, conn: &mut Conn, mut stream: impl Read) {
         loop {
             let mut hb = [0u8; HEADER_LEN];
             if stream.read_exact(&mut hb).is_err() {
