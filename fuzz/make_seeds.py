@@ -138,3 +138,5 @@ write("backend_spec", "hostile-values", spec(
     3, path=b"/local/domain/0/backend/vbd/12/768/", params=b"/proc/../sys/../dev/\x00null",
     mode=b"rw!\x80", front=b" 12 ", state=b"\xc3\x28", ty=b"x" * 4096))
 write("backend_spec", "dotdot", spec(1, params=b"../../etc/shadow", mode=b"r", front=b"7"))
+# Regression: a second sign in a permission's domid (SET_PERMS) overflowed.
+write("wire_server", "set-perms-double-sign", b"\x00" + msg(SET_PERMS, 1, 0, b"/a\x00r--9223372036854775808\x00"))
