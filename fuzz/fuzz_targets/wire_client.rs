@@ -11,8 +11,9 @@
 //! bytes    one op code per operation (see `Op`)
 //! rest     raw mode: the server's whole output stream, written up front,
 //!          then the server stops writing (EOF for the client);
-//!          responsive mode: chunks `[ctl][len lo][len hi][bytes]`, one per
-//!          request the client sends (see `serve`).
+//!          responsive mode: chunks `[ctl][len lo][len hi][bytes]` that a
+//!          fake server thread sends in answer to the client's requests
+//!          (see `serve`).
 //! ```
 //!
 //! The client must answer every operation with `Ok` or `Err`: no panic, no
@@ -21,7 +22,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use std::io::{Read, Write};
+use std::collections::VecDeque;
+use std::io::{ErrorKind, Read, Write};
 use std::net::Shutdown;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
@@ -92,82 +94,99 @@ fn run_op(c: &XsClient, op: u8) {
     }
 }
 
-/// Responsive server: for each request the client sends, take the next
-/// chunk and answer with it. `ctl`:
-/// - bits 0-1: 0 reply (request's type, its req_id), 1 XS_ERROR reply,
-///   2 a watch event first (then the next chunk answers the same request),
-///   3 the chunk's bytes raw, no header;
+/// How long the responsive server waits for the client's next request
+/// before deciding the client is waiting for it instead.
+const REQUEST_WAIT: Duration = Duration::from_millis(10);
+
+/// Read whatever requests arrive within `REQUEST_WAIT` into `queue`.
+/// `false` once the client has hung up.
+fn read_requests(s: &mut UnixStream, inbuf: &mut Vec<u8>, queue: &mut VecDeque<Message>) -> bool {
+    let _ = s.set_read_timeout(Some(REQUEST_WAIT));
+    let mut chunk = [0u8; 4096];
+    match s.read(&mut chunk) {
+        Ok(0) => return false,
+        Ok(n) => inbuf.extend_from_slice(&chunk[..n]),
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+        Err(_) => return false,
+    }
+    while let Ok(Some((m, used))) = Message::decode(inbuf) {
+        inbuf.drain(..used);
+        queue.push_back(m);
+    }
+    true
+}
+
+/// Responsive server: answer the client's requests, in order, with the
+/// chunks of `script`. `ctl`:
+/// - bits 0-1: 0 a reply (the request's type and req_id), 1 an XS_ERROR
+///   reply, 2 a watch event, 3 the chunk's bytes raw, no header;
 /// - bit 2: use req_id + 1 (a reply matching nothing);
 /// - bit 3: use type `ctl >> 4` instead of the request's.
+///
+/// Only a well-addressed reply or error (ctl 0 or 1) moves on to the next
+/// request. The server never blocks for long: when no request is pending
+/// and none comes within `REQUEST_WAIT`, the client is waiting for more from
+/// us (or has given up), and the next chunk goes out anyway, for the last
+/// request. When the chunks run out, the server stops writing (EOF).
 fn serve(mut s: UnixStream, script: Vec<u8>) {
     let mut rest = &script[..];
     let mut inbuf: Vec<u8> = Vec::new();
-    'requests: loop {
-        // Read one whole request.
-        let req = loop {
-            match Message::decode(&inbuf) {
-                Ok(Some((m, used))) => {
-                    inbuf.drain(..used);
-                    break m;
-                }
-                Ok(None) => {}
-                Err(_) => break 'requests,
-            }
-            let mut chunk = [0u8; 4096];
-            match s.read(&mut chunk) {
-                Ok(0) | Err(_) => break 'requests,
-                Ok(n) => inbuf.extend_from_slice(&chunk[..n]),
-            }
-        };
-        loop {
-            if rest.len() < 3 {
-                break 'requests;
-            }
-            let ctl = rest[0];
-            let len = (u16::from_le_bytes([rest[1], rest[2]]) as usize).min(rest.len() - 3);
-            let bytes = &rest[3..3 + len];
-            rest = &rest[3 + len..];
-            let mut out = Message {
-                msg_type: req.msg_type,
-                req_id: req.req_id,
-                tx_id: req.tx_id,
-                payload: bytes.to_vec(),
-            };
-            let mut again = false;
-            match ctl & 3 {
-                0 => {}
-                1 => out.msg_type = MsgType::Error as u32,
-                2 => {
+    let mut queue: VecDeque<Message> = VecDeque::new();
+    let mut last = Message::new(MsgType::Read, 1, 0, Vec::new());
+    let mut listening = true;
+    // Wait for a request only where the client may send one: at the start
+    // and after a reply that completes a request; and stop waiting after two
+    // fruitless waits in a row (the client is done or broken).
+    let mut may_send = true;
+    let mut idle = 0;
+    while rest.len() >= 3 {
+        if queue.is_empty() && listening && may_send && idle < 2 {
+            listening = read_requests(&mut s, &mut inbuf, &mut queue);
+            idle = if queue.is_empty() { idle + 1 } else { 0 };
+        }
+        let req = queue.front().cloned().unwrap_or_else(|| last.clone());
+        let ctl = rest[0];
+        let len = (u16::from_le_bytes([rest[1], rest[2]]) as usize).min(rest.len() - 3);
+        let bytes = &rest[3..3 + len];
+        rest = &rest[3 + len..];
+        let wire = match ctl & 3 {
+            3 => bytes.to_vec(),
+            kind => {
+                let mut out = Message {
+                    msg_type: req.msg_type,
+                    req_id: req.req_id,
+                    tx_id: req.tx_id,
+                    payload: bytes[..len.min(PAYLOAD_MAX)].to_vec(),
+                };
+                if kind == 1 {
+                    out.msg_type = MsgType::Error as u32;
+                } else if kind == 2 {
                     out.msg_type = MsgType::WatchEvent as u32;
                     out.req_id = 0;
-                    again = true;
                 }
-                _ => {
-                    if s.write_all(bytes).is_err() {
-                        break 'requests;
-                    }
-                    continue 'requests;
+                if ctl & 4 != 0 {
+                    out.req_id = out.req_id.wrapping_add(1);
                 }
+                if ctl & 8 != 0 {
+                    out.msg_type = u32::from(ctl >> 4);
+                }
+                out.encode().expect("payload within the limit")
             }
-            if ctl & 4 != 0 {
-                out.req_id = out.req_id.wrapping_add(1);
-            }
-            if ctl & 8 != 0 {
-                out.msg_type = u32::from(ctl >> 4);
-            }
-            out.payload.truncate(PAYLOAD_MAX);
-            let wire = out.encode().expect("payload within the limit");
-            if s.write_all(&wire).is_err() {
-                break 'requests;
-            }
-            if !again {
-                continue 'requests;
+        };
+        if s.write_all(&wire).is_err() {
+            break;
+        }
+        may_send = ctl & 3 < 2 && ctl & 12 == 0;
+        if may_send {
+            if let Some(r) = queue.pop_front() {
+                last = r;
             }
         }
     }
     // Stop writing (the client sees EOF), but keep reading until the client
     // hangs up so that its writes never hit a closed socket (SIGPIPE).
     let _ = s.shutdown(Shutdown::Write);
+    let _ = s.set_read_timeout(None);
     let mut sink = [0u8; 4096];
     while matches!(s.read(&mut sink), Ok(n) if n > 0) {}
 }
