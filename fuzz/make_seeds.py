@@ -125,7 +125,13 @@ def spec(flags, path=b"", params=b"\xfe", mode=b"\xfe", script=b"\xfe", ty=b"\xf
 disk = b"\xfd\x00"  # the fixture disk.img
 write("backend_spec", "file-w", spec(1, params=disk, mode=b"w", ty=b"file", front=b"7", state=b"2"))
 write("backend_spec", "phy-r-relative", spec(1, params=b"loop1", mode=b"r", ty=b"phy", front=b"7", state=b"2"))
-write("backend_spec", "shared-other-vm", spec(
+write("backend_spec", "shared-other-vm", spec(  # busy
+    1, params=disk, mode=b"w", front=b"7", state=b"2",
+    extra=[(b"backend/vbd/9/51712/physical-device-path", disk),
+           (b"backend/vbd/9/51712/mode", b"w"),
+           (b"/local/domain/7/vm", b"/vm/a"),
+           (b"/local/domain/9/vm", b"/vm/b")]))
+write("backend_spec", "shared-stubdom", spec(  # same VM through target: connected
     1, params=disk, mode=b"w", front=b"7", state=b"2",
     extra=[(b"backend/vbd/9/51712/physical-device-path", disk),
            (b"backend/vbd/9/51712/mode", b"w"),
