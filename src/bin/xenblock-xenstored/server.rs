@@ -712,3 +712,58 @@ fn error_msg(req_id: u32, tx_id: u32, errno: Errno) -> Message {
         with_nul(name.as_bytes().to_vec()),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Run `requests` through one connection's read loop; the replies.
+    fn exchange(d: &Daemon, requests: &[Message]) -> Vec<Message> {
+        let (a, _b) = UnixStream::pair().unwrap();
+        let out = Arc::new(Outbox::new(a));
+        let mut conn = d.open(out.clone());
+        let bytes: Vec<u8> = requests.iter().flat_map(|m| m.encode().unwrap()).collect();
+        d.read_loop(&mut conn, &bytes[..]);
+        let replies = out
+            .take_queued()
+            .unwrap()
+            .iter()
+            .map(|b| Message::decode(b).unwrap().unwrap().0)
+            .collect();
+        d.close(conn);
+        replies
+    }
+
+    #[test]
+    fn set_perms_with_a_doubled_sign_is_einval_and_the_connection_lives_on() {
+        // Found while fuzzing (fuzz/fuzz_targets/wire_server.rs): the domid
+        // "--9223372036854775808" overflowed a negation (a panic, killing
+        // the connection's thread, in debug builds).
+        let d = Daemon::new();
+        let replies = exchange(
+            &d,
+            &[
+                Message::new(MsgType::Mkdir, 1, 0, b"/a\0".to_vec()),
+                Message::new(
+                    MsgType::SetPerms,
+                    2,
+                    0,
+                    b"/a\0r--9223372036854775808\0".to_vec(),
+                ),
+                Message::new(MsgType::GetPerms, 3, 0, b"/a\0".to_vec()),
+            ],
+        );
+        let got: Vec<_> = replies
+            .iter()
+            .map(|m| (m.req_id, m.msg_type, m.payload.as_slice()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (1, MsgType::Mkdir as u32, &b"OK\0"[..]),
+                (2, MsgType::Error as u32, &b"EINVAL\0"[..]),
+                (3, MsgType::GetPerms as u32, &b"n0\0"[..]),
+            ]
+        );
+    }
+}
