@@ -98,11 +98,17 @@ fn parse_c_long(s: &[u8]) -> Option<i64> {
     } else {
         (10, t)
     };
-    if digits.is_empty() {
+    // Only one sign, before the prefix: `from_str_radix` would take another
+    // (`--5`, `0x-5`), which strtol does not.
+    if digits.is_empty() || digits.starts_with(['+', '-']) {
         return None;
     }
     let v = i64::from_str_radix(digits, radix).ok()?;
-    Some(if neg { -v } else { v })
+    if neg {
+        v.checked_neg()
+    } else {
+        Some(v)
+    }
 }
 
 /// `atoi` as xenstored uses it for domids: optional leading blanks and
@@ -740,6 +746,15 @@ mod tests {
         assert!(Perm::parse(b"x1").is_err());
         assert!(Perm::parse(b"r").is_err());
         assert!(Perm::parse(b"r1a").is_err());
+        // Found while writing the wire_server fuzz target (confirmed by it on
+        // a SET_PERMS request): a second sign overflowed the
+        // negation (a panic in debug builds) or was accepted, unlike strtol.
+        assert!(Perm::parse(b"r--9223372036854775808").is_err());
+        assert!(Perm::parse(b"r--5").is_err());
+        assert!(Perm::parse(b"r+-5").is_err());
+        assert!(Perm::parse(b"r0x-5").is_err());
+        assert!(Perm::parse(b"r0x+5").is_err());
+        assert_eq!(Perm::parse(b"r-5").unwrap().domid, -5i32 as u32);
         assert_eq!(Perm::parse(b"n0").unwrap().to_wire(), "n0");
         assert_eq!(atoi(b"12abc"), 12);
         assert_eq!(atoi(b"junk"), 0);
