@@ -12,7 +12,7 @@ use super::wire::{self, Message, MsgType, PAYLOAD_MAX};
 use super::{Store, TxId, NO_TX};
 use crate::error::{Error, Result, XsErrno};
 use parking_lot::Mutex;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, BorrowedFd};
@@ -182,7 +182,10 @@ impl XsClient {
         }
         let deadline = Instant::now() + self.timeout;
         let mut results: Vec<Option<Result<Vec<u8>>>> = (0..payloads.len()).map(|_| None).collect();
-        let mut pending: HashMap<u32, usize> = HashMap::new();
+        // Request ids are handed out only under the connection lock, so the
+        // ids of this pipeline are consecutive from `base`.
+        let base = self.next_req.load(Ordering::Relaxed);
+        let mut in_flight = 0usize;
         let mut next = 0;
         let mut done = 0;
         let r = (|| -> Result<()> {
@@ -192,8 +195,8 @@ impl XsClient {
                 // Refill once half the window has been answered, so requests
                 // go out in batches rather than one per reply read.
                 while next < payloads.len()
-                    && pending.len() < PIPELINE_DEPTH
-                    && (pending.len() <= PIPELINE_DEPTH / 2 || !out.is_empty())
+                    && in_flight < PIPELINE_DEPTH
+                    && (in_flight <= PIPELINE_DEPTH / 2 || !out.is_empty())
                 {
                     let id = self.req_id();
                     // Lengths were checked above; encode straight into the batch.
@@ -205,7 +208,8 @@ impl XsClient {
                     };
                     out.extend_from_slice(&h.encode());
                     out.extend_from_slice(&payloads[next]);
-                    pending.insert(id, next);
+                    debug_assert_eq!(id, base.wrapping_add(next as u32));
+                    in_flight += 1;
                     next += 1;
                 }
                 if !out.is_empty() {
@@ -227,23 +231,25 @@ impl XsClient {
                     }
                     continue;
                 }
-                let Some(idx) = pending.remove(&reply.req_id) else {
+                let idx = reply.req_id.wrapping_sub(base) as usize;
+                if idx >= next || results[idx].is_some() {
                     return Err(Error::StoreProtocol(format!(
                         "xenstored sent a reply with request id {} that matches no request in flight \
                          (type {}); the connection is out of step",
                         reply.req_id, reply.msg_type
                     )));
-                };
-                let what_i = if payloads.len() == 1 {
-                    what.to_string()
-                } else {
-                    path_of(&payloads[idx])
-                };
+                }
+                in_flight -= 1;
                 results[idx] = Some(if reply.msg_type == MsgType::Error as u32 {
                     let name = wire::split_nul(&reply.payload)
                         .first()
                         .map(|n| String::from_utf8_lossy(n).into_owned())
                         .unwrap_or_else(|| "EINVAL".into());
+                    let what_i = if payloads.len() == 1 {
+                        what.to_string()
+                    } else {
+                        path_of(&payloads[idx])
+                    };
                     Err(Error::store(op, &what_i, XsErrno::from_name(&name)))
                 } else if reply.msg_type != ty as u32 {
                     return Err(Error::StoreProtocol(format!(

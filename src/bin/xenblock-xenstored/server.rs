@@ -743,9 +743,11 @@ fn control(p: &[u8]) -> XsResult<Reply> {
     match *cmd {
         b"check" => Ok(Reply::Payload(b"OK\0".to_vec())),
         b"print" => {
+            // A client's bytes reach our stderr: escape control characters
+            // so they cannot drive the terminal of whoever reads the log.
             let text: Vec<String> = s[1..]
                 .iter()
-                .map(|x| String::from_utf8_lossy(x).into_owned())
+                .map(|x| String::from_utf8_lossy(x).escape_debug().to_string())
                 .collect();
             eprintln!("xenblock-xenstored: {}", text.join(" "));
             Ok(Reply::Payload(b"OK\0".to_vec()))
