@@ -1,9 +1,11 @@
 //! Differential conformance against Xen's own Linux `block` hotplug script
 //! (DESIGN.md §4). Every `scenario_*` test builds the same xenstore contents
-//! twice, each time on a fresh embedded xenstored: once it runs the subject
-//! through upstream `block` (Debian 12, Xen 4.17, see `tests/upstream/`), once
-//! through xenblock in-process (`Context::prepare`/`release`). Both observed
-//! outcomes are compared with the scenario's row in [`ROWS`]; the same rows
+//! three times, each time on a fresh embedded xenstored: once it runs the
+//! subject through upstream `block` (Debian 12, Xen 4.17, see
+//! `tests/upstream/`), once through xenblock in-process
+//! (`Context::prepare`/`release`), once through the `xenblock` binary
+//! installed as `block` (the drop-in, which must match in-process exactly).
+//! The observed outcomes are compared with the scenario's row in [`ROWS`]; the same rows
 //! generate the table in `CONFORMANCE.md`, and
 //! `conformance_table_matches_the_suite` fails when the two drift apart
 //! (`XENBLOCK_BLESS=1` rewrites the table from the rows).
@@ -34,6 +36,9 @@ static SERIAL: Mutex<()> = Mutex::new(());
 enum Impl {
     Upstream,
     Xenblock,
+    /// xenblock's CLI installed as `block` (the drop-in), run as libxl runs
+    /// the script; it must give exactly the in-process outcome.
+    Hotplug,
 }
 
 /// One prepare or release call: succeeded (exit 0 / `Ok`) or not.
@@ -70,6 +75,17 @@ impl Run {
             ctx: env.ctx(),
             env,
         }
+    }
+
+    /// `xenblock` installed as `<dir>/dropin/block`, run like the script.
+    fn spawn_dropin(&self, command: &str, be: &str) -> std::process::Child {
+        let dir = self.env.dir.join("dropin");
+        let block = dir.join("block");
+        if !block.exists() {
+            std::fs::create_dir_all(&dir).unwrap();
+            std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_xenblock"), &block).unwrap();
+        }
+        self.scripts.spawn_script(&block, command, be)
     }
 
     fn path_of(&self, sym: &str) -> PathBuf {
@@ -140,6 +156,10 @@ impl Run {
         let (ok, detail) = match imp {
             Impl::Upstream => {
                 let (code, out) = upstream::finish(self.scripts.spawn_block(command, be));
+                (code == Some(0), format!("exit {code:?} {out}"))
+            }
+            Impl::Hotplug => {
+                let (code, out) = upstream::finish(self.spawn_dropin(command, be));
                 (code == Some(0), format!("exit {code:?} {out}"))
             }
             Impl::Xenblock => {
@@ -285,7 +305,7 @@ fn scenario(name: &str, body: impl Fn(&mut Run) -> Vec<String>) {
     require_root();
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut got = Vec::new();
-    for imp in [Impl::Upstream, Impl::Xenblock] {
+    for imp in [Impl::Upstream, Impl::Xenblock, Impl::Hotplug] {
         let mut attempt = 1;
         loop {
             let mut run = Run::new(imp);
@@ -313,10 +333,12 @@ fn scenario(name: &str, body: impl Fn(&mut Run) -> Vec<String>) {
             got[0].0, got[1].0
         );
     };
-    let want = [row.upstream, row.xenblock()];
-    if got[0].0 != want[0] || got[1].0 != want[1] {
+    // The drop-in must give exactly what xenblock in-process gives.
+    let want = [row.upstream, row.xenblock(), row.xenblock()];
+    if got.iter().zip(want).any(|(g, w)| g.0 != w) {
         let mut msg = format!("scenario {name} does not match its row:\n");
-        for ((imp, w), (seen, trace, log)) in ["upstream", "xenblock"].iter().zip(want).zip(&got) {
+        let imps = ["upstream", "xenblock", "xenblock as /etc/xen/scripts/block"];
+        for ((imp, w), (seen, trace, log)) in imps.iter().zip(want).zip(&got) {
             msg.push_str(&format!(
                 "  {imp}:\n    want: {w}\n    got:  {seen}\n    {trace}\n"
             ));
@@ -822,6 +844,29 @@ fn scenario_lock_held_by_the_other_side() {
                 drop(guard);
                 let (code, out) = upstream::finish(child);
                 r.trace.borrow_mut().push(format!("upstream add: {out}"));
+                (
+                    waited,
+                    Step {
+                        ok: code == Some(0),
+                    },
+                )
+            }
+            Impl::Hotplug => {
+                let held = r.env.dir.join("held");
+                let go = r.env.dir.join("go");
+                let mut holder = r.scripts.spawn_lock_holder(&held, &go);
+                let t = Instant::now();
+                while !held.exists() {
+                    assert!(t.elapsed() < Duration::from_secs(10), "claim_lock hangs");
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                let child = r.spawn_dropin("add", &be);
+                std::thread::sleep(pause);
+                let waited = r.read(&be, "hotplug-status").is_none();
+                std::fs::write(&go, b"").unwrap();
+                let (code, out) = upstream::finish(child);
+                assert!(holder.wait().unwrap().success(), "lock holder failed");
+                r.trace.borrow_mut().push(format!("drop-in add: {out}"));
                 (
                     waited,
                     Step {

@@ -61,6 +61,7 @@ pub struct Scripts {
     pub dir: PathBuf,
     pub log: PathBuf,
     sock: PathBuf,
+    lock_dir: PathBuf,
     cwd: PathBuf,
     path_var: String,
     ld_library_path: String,
@@ -107,6 +108,7 @@ impl Scripts {
             dir,
             log,
             sock: sock.to_path_buf(),
+            lock_dir: lock_dir.to_path_buf(),
             cwd: test_dir.to_path_buf(),
             path_var,
             ld_library_path: lib_dir(root).display().to_string(),
@@ -116,17 +118,23 @@ impl Scripts {
     /// `block add|remove` for `xenbus_path` (relative, as libxl passes it),
     /// with libxl's argv and environment; not waited for.
     pub fn spawn_block(&self, command: &str, xenbus_path: &str) -> Child {
-        let script = self.dir.join("block");
-        Command::new(&script)
+        self.spawn_script(&self.dir.join("block"), command, xenbus_path)
+    }
+
+    /// Any hotplug script (e.g. xenblock installed as `block`) run the same
+    /// way, with `XENBLOCK_LOCK_DIR` naming this test's lock directory.
+    pub fn spawn_script(&self, script: &Path, command: &str, xenbus_path: &str) -> Child {
+        Command::new(script)
             .arg(command)
             .env_clear()
-            .env("script", &script)
+            .env("script", script)
             .env("XENBUS_TYPE", "vbd")
             .env("XENBUS_PATH", xenbus_path)
             .env("XENBUS_BASE_PATH", "backend")
             .env("PATH", &self.path_var)
             .env("LD_LIBRARY_PATH", &self.ld_library_path)
             .env("XENSTORED_PATH", &self.sock)
+            .env("XENBLOCK_LOCK_DIR", &self.lock_dir)
             // The test directory: a relative `params` (`loop3`) resolves
             // against it in the script's `[ -b "$p" ]`, and it holds no such name.
             .current_dir(&self.cwd)

@@ -43,7 +43,8 @@ options:
   --store-timeout SECS             bound on each wait for xenstored (default 30)
 
 Installed as /etc/xen/scripts/block (a symlink named `block`), it behaves as
-`xenblock hotplug`.";
+`xenblock hotplug`. XENBLOCK_LOCK_DIR and XENBLOCK_SCRIPT_DIR in the
+environment set the defaults of --lock-dir and --script-dir.";
 
 fn main() -> ExitCode {
     let mut args: Vec<String> = Vec::new();
@@ -104,6 +105,14 @@ struct Options {
 
 fn parse(args: &[String]) -> Result<Options, CliError> {
     let mut config = Config::default();
+    // Installed as /etc/xen/scripts/block there are no options to pass:
+    // the environment may set the directories instead.
+    if let Some(d) = std::env::var_os("XENBLOCK_LOCK_DIR").filter(|d| !d.is_empty()) {
+        config.lock_dir = d.into();
+    }
+    if let Some(d) = std::env::var_os("XENBLOCK_SCRIPT_DIR").filter(|d| !d.is_empty()) {
+        config.script_dir = d.into();
+    }
     let mut positional = Vec::new();
     let mut it = args.iter();
     while let Some(a) = it.next() {
