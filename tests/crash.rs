@@ -173,6 +173,7 @@ fn sigkill_anywhere_in_prepare_then_reconcile_leaks_nothing() {
         "prepare never completed within 63 store operations"
     );
     assert!(points >= 5, "killed at only {points} points");
+    eprintln!("killed prepare with SIGKILL at {points} store operations, then reconciled");
     assert!(env.loops_of(&img).len() <= 1);
 }
 
