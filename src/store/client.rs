@@ -50,7 +50,15 @@ impl Transport {
     fn write_all(&mut self, b: &[u8]) -> std::io::Result<()> {
         match self {
             Transport::Socket(s) => s.write_all(b),
-            Transport::Device(f) => f.write_all(b),
+            // Linux's xenbus device takes one message per write(): bytes of a
+            // second message in the same write() are dropped. Requests stay
+            // pipelined (several in flight), but are written one by one.
+            Transport::Device(f) => {
+                for m in frames(b) {
+                    f.write_all(m)?;
+                }
+                Ok(())
+            }
         }
     }
     fn read(&mut self, b: &mut [u8]) -> std::io::Result<usize> {
@@ -521,6 +529,21 @@ fn read_message(conn: &mut Conn, deadline: Instant, endpoint: &Path) -> Result<M
     }
 }
 
+/// Split a batch of encoded messages (as this client builds them) into the
+/// single messages.
+fn frames(mut b: &[u8]) -> impl Iterator<Item = &[u8]> {
+    std::iter::from_fn(move || {
+        if b.len() < wire::HEADER_LEN {
+            return None;
+        }
+        let len = u32::from_ne_bytes([b[12], b[13], b[14], b[15]]) as usize;
+        let n = (wire::HEADER_LEN + len).min(b.len());
+        let (m, rest) = b.split_at(n);
+        b = rest;
+        Some(m)
+    })
+}
+
 fn strip_nul(v: &[u8]) -> &[u8] {
     v.strip_suffix(&[0]).unwrap_or(v)
 }
@@ -634,5 +657,27 @@ impl Store for XsClient {
         let home = format!("/local/domain/{dom}");
         *h = Some(home.clone());
         Ok(home)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_split_into_single_messages_for_the_xenbus_device() {
+        let a = Message::new(MsgType::Read, 1, 0, b"a/b\0".to_vec())
+            .encode()
+            .unwrap();
+        let b = Message::new(MsgType::Read, 2, 0, Vec::new())
+            .encode()
+            .unwrap();
+        let c = Message::new(MsgType::Write, 3, 5, vec![b'x'; 100])
+            .encode()
+            .unwrap();
+        let batch = [a.clone(), b.clone(), c.clone()].concat();
+        let got: Vec<&[u8]> = frames(&batch).collect();
+        assert_eq!(got, vec![&a[..], &b[..], &c[..]]);
+        assert_eq!(frames(&[]).count(), 0);
     }
 }
