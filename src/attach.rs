@@ -330,30 +330,31 @@ impl Context {
         let doms = s.directory(NO_TX, root)?.unwrap_or_default();
         let dom_paths: Vec<String> = doms.iter().map(|d| format!("{root}/{d}")).collect();
         let devs = s.directory_many(NO_TX, &dom_paths)?;
-        let mut backends = Vec::new();
-        for (dom, list) in doms.iter().zip(devs) {
-            for dev in list.unwrap_or_default() {
-                backends.push((dom.clone(), format!("{root}/{dom}/{dev}")));
-            }
-        }
         let by_path = self.config.flavour == Flavour::FreeBsd;
         let node = if by_path {
             "physical-device-path"
         } else {
             "physical-device"
         };
-        let reads: Vec<String> = backends
-            .iter()
-            .map(|(_, p)| format!("{p}/{node}"))
-            .collect();
+        // One read per backend: `<root>/<dom>/<dev>/<node>`; the backend's
+        // own path is that string less the last component.
+        let mut reads = Vec::new();
+        let mut owner = Vec::new();
+        for (di, (dom, list)) in doms.iter().zip(devs).enumerate() {
+            for dev in list.unwrap_or_default() {
+                reads.push(format!("{root}/{dom}/{dev}/{node}"));
+                owner.push(di);
+            }
+        }
         let values = s.read_many(NO_TX, &reads)?;
         let wanted: HashSet<Key> = keys.iter().copied().collect();
         let mut hits = Vec::new();
-        for ((dom, path), v) in backends.into_iter().zip(values) {
+        for ((read, di), v) in reads.iter().zip(owner).zip(values) {
+            let Some(v) = v else { continue };
+            let path = &read[..read.len() - node.len() - 1];
             if path == own {
                 continue;
             }
-            let Some(v) = v else { continue };
             let text = String::from_utf8_lossy(&v);
             let key = if by_path {
                 key_of_path(Path::new(text.trim()))
@@ -361,7 +362,7 @@ impl Context {
                 DevNum::parse_hex(&text).map(Key::Dev)
             };
             if let Some(k) = key.filter(|k| wanted.contains(k)) {
-                hits.push((dom, path, k));
+                hits.push((doms[di].clone(), path.to_string(), k));
             }
         }
         let mode_paths: Vec<String> = hits.iter().map(|(_, p, _)| format!("{p}/mode")).collect();

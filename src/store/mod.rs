@@ -124,10 +124,13 @@ pub fn validate_path(path: &str) -> Result<()> {
     if path.contains("//") || (path.len() > 1 && path.ends_with('/')) {
         return bad("it has an empty component");
     }
-    if let Some(c) = path
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || "-/_@.:".contains(*c)))
-    {
+    let allowed =
+        |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'/' | b'_' | b'@' | b'.' | b':');
+    if !path.bytes().all(allowed) {
+        let c = path
+            .chars()
+            .find(|c| !c.is_ascii() || !allowed(*c as u8))
+            .unwrap_or('?');
         return bad(&format!("it contains the character {c:?}"));
     }
     Ok(())
