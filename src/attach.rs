@@ -232,13 +232,8 @@ impl Context {
     /// FreeBSD: blkback opens the target itself; no loop device.
     fn prepare_freebsd(&self, b: &Backend) -> Result<Prepared> {
         let (mode, domid, resolved, st) = self.common_inputs(b)?;
-        let key = match st.kind {
-            FileKind::Block => Key::Dev(DevNum::from_dev_t(st.rdev)),
-            FileKind::Regular => Key::File {
-                dev: st.dev,
-                ino: st.ino,
-            },
-            _ => return Err(not_file_or_device(&b.path, &resolved)),
+        let Some(key) = key_of(&st) else {
+            return Err(not_file_or_device(&b.path, &resolved));
         };
         let shown = resolved.display().to_string();
         let _lock = self.lock.acquire()?;
@@ -653,7 +648,11 @@ fn not_file_or_device(backend: &str, p: &Path) -> Error {
 
 /// The identity of a FreeBSD-style claim: a device number or (dev, ino).
 fn key_of_path(p: &Path) -> Option<Key> {
-    let st = crate::sys::stat::stat(p).ok()?;
+    key_of(&crate::sys::stat::stat(p).ok()?)
+}
+
+/// A device's number or a regular file's (dev, ino); nothing for others.
+fn key_of(st: &FileStat) -> Option<Key> {
     match st.kind {
         FileKind::Block => Some(Key::Dev(DevNum::from_dev_t(st.rdev))),
         FileKind::Regular => Some(Key::File {
