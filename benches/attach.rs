@@ -28,10 +28,13 @@
 //! image files is detached by a guard on the way out, panics included; no
 //! other loop device is touched.
 
+#[path = "../tests/common/xsd.rs"]
+mod xsd;
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 use xenblock::store::client::XsClient;
@@ -39,7 +42,6 @@ use xenblock::store::wire::MsgType;
 use xenblock::store::{Store, NO_TX};
 use xenblock::{Config, Context, Prepared};
 
-const XENSTORED: &str = env!("CARGO_BIN_EXE_xenblock-xenstored");
 const CLI: &str = env!("CARGO_BIN_EXE_xenblock");
 const MANIFEST: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -54,50 +56,19 @@ const DISKS_PER_DOM: u32 = 4;
 // ---------------------------------------------------------------------------
 // Guards
 
-/// The embedded xenstored on a private socket, in a scratch directory.
-struct Xenstored {
-    dir: PathBuf,
-    sock: PathBuf,
-    child: Child,
+/// The embedded xenstored on a private socket, in a scratch directory
+/// (stopped, and the directory removed, when dropped).
+type Xenstored = xsd::Daemon;
+
+fn start_xenstored() -> Xenstored {
+    let dir = std::env::temp_dir().join(format!("xenblock-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    xsd::Daemon::start_at(dir.clone(), dir.join("xs.sock"))
 }
 
-impl Xenstored {
-    fn start() -> Xenstored {
-        let dir = std::env::temp_dir().join(format!("xenblock-bench-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let sock = dir.join("xs.sock");
-        let child = Command::new(XENSTORED)
-            .arg("--socket")
-            .arg(&sock)
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start xenblock-xenstored");
-        let t = Instant::now();
-        while std::os::unix::net::UnixStream::connect(&sock).is_err() {
-            assert!(
-                t.elapsed() < Duration::from_secs(10),
-                "xenstored did not start"
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        Xenstored { dir, sock, child }
-    }
-
-    fn client(&self) -> Arc<XsClient> {
-        Arc::new(XsClient::connect(&self.sock, Duration::from_secs(60)).unwrap())
-    }
-}
-
-impl Drop for Xenstored {
-    fn drop(&mut self) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+fn client(xs: &Xenstored) -> Arc<XsClient> {
+    Arc::new(XsClient::connect(&xs.socket, Duration::from_secs(60)).unwrap())
 }
 
 /// The bench's image files. On drop, every loop device backed by one of them
@@ -394,7 +365,7 @@ impl Bench {
                 .arg("--lock-dir")
                 .arg(&self.lock_dir)
                 .arg(be)
-                .env("XENSTORED_PATH", &self.xs.sock);
+                .env("XENSTORED_PATH", &self.xs.socket);
             c
         };
         for _ in 0..iters {
@@ -426,20 +397,20 @@ impl Bench {
         };
         let mut failures = 0;
         while row.prepare.len() < iters {
-            let (dp, ru, ok, err) = run_child(s.cmd("add", be, &self.xs.sock));
+            let (dp, ru, ok, err) = run_child(s.cmd("add", be, &self.xs.socket));
             if !ok {
                 // The script's `losetup -f` + `losetup DEV FILE` races with
                 // anyone else binding loop devices (EBUSY); count and retry.
                 failures += 1;
                 eprintln!("  script add {be} failed ({failures}): {err}; see /var/log/xen/xen-hotplug.log");
                 assert!(failures <= 5, "block add {be} keeps failing");
-                let _ = run_child(s.cmd("remove", be, &self.xs.sock));
+                let _ = run_child(s.cmd("remove", be, &self.xs.socket));
                 self.reset(be);
                 continue;
             }
             self.check_connected(be, "script");
             let rss = ru.ru_maxrss;
-            let (dr, ru, ok, err) = run_child(s.cmd("remove", be, &self.xs.sock));
+            let (dr, ru, ok, err) = run_child(s.cmd("remove", be, &self.xs.socket));
             assert!(ok, "block remove {be}: {err}");
             row.max_rss_kb = Some(row.max_rss_kb.unwrap().max(rss).max(ru.ru_maxrss));
             row.prepare.push(dp);
@@ -602,8 +573,8 @@ fn main() {
     };
     let started = Instant::now();
     let load_before = loadavg();
-    let xs = Xenstored::start();
-    let store = xs.client();
+    let xs = start_xenstored();
+    let store = client(&xs);
     let lock_dir = xs.dir.join("lock");
     let ctx = Arc::new(
         Context::new(Config {
@@ -701,13 +672,13 @@ fn main() {
             let f: Vec<&str> = s.rsplit_once(") ").unwrap().1.split(' ').collect();
             (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / 100.0
         };
-        let (c0, s0) = (cpu(std::process::id()), cpu(b.xs.child.id()));
+        let (c0, s0) = (cpu(std::process::id()), cpu(b.xs.pid() as u32));
         let t = Instant::now();
         let mut all = Vec::new();
         while t.elapsed() < Duration::from_secs(10) {
             all.extend(b.rust("phy", 50).prepare);
         }
-        let (c1, s1) = (cpu(std::process::id()), cpu(b.xs.child.id()));
+        let (c1, s1) = (cpu(std::process::id()), cpu(b.xs.pid() as u32));
         let k = all.len() as f64;
         eprintln!(
             "profile: {} phy prepare+release cycles at N={n}: prepare median {:.1} us; CPU per cycle: client {:.0} us, xenstored {:.0} us",

@@ -3,10 +3,12 @@
 //! a test made (and only those).
 #![allow(dead_code)]
 
+pub mod xsd;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use xenblock::store::client::XsClient;
 use xenblock::store::{Store, NO_TX};
 use xenblock::{Config, Context};
@@ -23,7 +25,7 @@ pub fn require_root() {
 pub struct Env {
     pub dir: PathBuf,
     pub sock: PathBuf,
-    server: Child,
+    server: xsd::Daemon,
     pub store: Arc<XsClient>,
     images: Vec<PathBuf>,
 }
@@ -36,21 +38,8 @@ impl Env {
         let dir = std::env::temp_dir().join(format!("xenblock-test-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let sock = dir.join("xs.sock");
-        let server = Command::new(env!("CARGO_BIN_EXE_xenblock-xenstored"))
-            .arg("--socket")
-            .arg(&sock)
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start xenblock-xenstored");
-        let t = Instant::now();
-        while std::os::unix::net::UnixStream::connect(&sock).is_err() {
-            assert!(
-                t.elapsed() < Duration::from_secs(10),
-                "xenstored did not start"
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        let server = xsd::Daemon::start_at(dir.clone(), dir.join("xs.sock"));
+        let sock = server.socket.clone();
         let store = Arc::new(XsClient::connect(&sock, Duration::from_secs(10)).unwrap());
         Env {
             dir,
@@ -171,11 +160,6 @@ impl Drop for Env {
                 }
             }
         }
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.server.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-        let _ = self.server.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        // Then `server` drops: the daemon is stopped and `dir` removed.
     }
 }
