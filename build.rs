@@ -1,12 +1,11 @@
-//! Generates `include/xenblock.h` from the `extern "C"` items in `src/ffi.rs`.
+//! Generates `include/xenblock.h` from the `extern "C"` items in `src/ffi/`.
 use std::path::PathBuf;
 
 fn main() {
     let dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
-    println!("cargo:rerun-if-changed=src/ffi.rs");
     println!("cargo:rerun-if-changed=src/ffi");
     println!("cargo:rerun-if-changed=cbindgen.toml");
-    // The SONAME carries the ABI major version (src/ffi.rs XENBLOCK_ABI_MAJOR).
+    // The SONAME carries the ABI major version (src/ffi/mod.rs XENBLOCK_ABI_MAJOR).
     if std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux") {
         println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libxenblock.so.1");
     }

@@ -1,0 +1,190 @@
+//! Contexts and the calls on them: create, free, last error, prepare,
+//! release, reconcile.
+
+use super::config::{config_from_c, xenblock_config};
+use super::xenblock_status::{self, *};
+use super::{c_str, guard, set_thread_error, xenblock_ctx, CTX_ERRORS, LIVE_CTX, NEXT_CTX_ID};
+use crate::context::Context;
+use crate::error::Error;
+use std::ffi::c_char;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+/// Create a context. `cfg` may be NULL for all defaults. On success `*out`
+/// holds a context to free with `xenblock_ctx_free`; on failure `*out` is
+/// NULL and `xenblock_last_error()` says why.
+///
+/// # Safety
+/// `cfg` is NULL or points to a `xenblock_config` of at least `cfg->abi_size`
+/// bytes; `out` points to writable storage for a pointer.
+#[no_mangle]
+pub unsafe extern "C" fn xenblock_ctx_new(
+    cfg: *const xenblock_config,
+    out: *mut *mut xenblock_ctx,
+) -> xenblock_status {
+    guard(None, || {
+        if out.is_null() {
+            return Err(Error::InvalidArgument(
+                "xenblock_ctx_new: out is NULL".into(),
+            ));
+        }
+        // SAFETY: out is non-NULL and writable by contract.
+        unsafe { *out = std::ptr::null_mut() };
+        // SAFETY: forwarded contract on cfg.
+        let config = unsafe { config_from_c(cfg) }?;
+        let id = NEXT_CTX_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let ctx = Box::new(xenblock_ctx {
+            inner: Context::new(config)?,
+            id,
+        });
+        LIVE_CTX.lock().push(id);
+        // SAFETY: as above.
+        unsafe { *out = Box::into_raw(ctx) };
+        Ok(())
+    })
+}
+
+/// Free a context. NULL is ignored.
+///
+/// # Safety
+/// `ctx` is NULL or was returned by `xenblock_ctx_new` and not yet freed; no
+/// other thread uses it during or after this call.
+#[no_mangle]
+pub unsafe extern "C" fn xenblock_ctx_free(ctx: *mut xenblock_ctx) {
+    if ctx.is_null() {
+        return;
+    }
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: ctx came from Box::into_raw in xenblock_ctx_new.
+        let ctx = unsafe { Box::from_raw(ctx) };
+        LIVE_CTX.lock().retain(|id| *id != ctx.id);
+        CTX_ERRORS.with(|m| m.borrow_mut().remove(&ctx.id));
+        drop(ctx);
+    }));
+}
+
+/// The message of this thread's last failed call on `ctx`, or "" if none.
+/// Valid until this thread's next call on `ctx` fails, or `ctx` is freed.
+/// Never NULL (a NULL `ctx` gives "").
+///
+/// # Safety
+/// `ctx` is NULL or a live context.
+#[no_mangle]
+pub unsafe extern "C" fn xenblock_ctx_last_error(ctx: *const xenblock_ctx) -> *const c_char {
+    if ctx.is_null() {
+        return c"".as_ptr();
+    }
+    catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: live context by contract.
+        let id = unsafe { &*ctx }.id;
+        // The CString's heap buffer stays put until this thread replaces it.
+        CTX_ERRORS
+            .with(|m| m.borrow().get(&id).map(|s| s.as_ptr()))
+            .unwrap_or(c"".as_ptr())
+    }))
+    .unwrap_or(c"".as_ptr())
+}
+
+/// # Safety
+/// `ctx` is NULL or a live context.
+pub(crate) unsafe fn ctx_ref<'a>(ctx: *const xenblock_ctx) -> Option<&'a xenblock_ctx> {
+    // SAFETY: NULL or live by contract.
+    unsafe { ctx.as_ref() }
+}
+
+/// Prepare the disk of a backend: what `block add` does. `backend_path` is
+/// absolute or relative to this domain's home (libxl passes
+/// `backend/vbd/<domid>/<devid>`). On `XENBLOCK_BUSY` the backend has
+/// `hotplug-status busy`, on other failures `error`, and `hotplug-error`
+/// holds the message, which `xenblock_ctx_last_error` also gives.
+///
+/// # Safety
+/// `ctx` is a live context; `backend_path` is NULL or NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn xenblock_prepare(
+    ctx: *mut xenblock_ctx,
+    backend_path: *const c_char,
+) -> xenblock_status {
+    // SAFETY: by contract.
+    let Some(c) = (unsafe { ctx_ref(ctx) }) else {
+        set_thread_error("xenblock_prepare: ctx is NULL");
+        return XENBLOCK_INVALID_ARGUMENT;
+    };
+    guard(Some(c), || {
+        // SAFETY: by contract.
+        let p = unsafe { c_str(backend_path, "backend_path") }?;
+        c.inner.prepare(p).map(|_| ())
+    })
+}
+
+/// Release the disk of a backend: what `block remove` does (detach the loop
+/// device of a file target, if it still serves that file). Idempotent.
+///
+/// # Safety
+/// `ctx` is a live context; `backend_path` is NULL or NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn xenblock_release(
+    ctx: *mut xenblock_ctx,
+    backend_path: *const c_char,
+) -> xenblock_status {
+    // SAFETY: by contract.
+    let Some(c) = (unsafe { ctx_ref(ctx) }) else {
+        set_thread_error("xenblock_release: ctx is NULL");
+        return XENBLOCK_INVALID_ARGUMENT;
+    };
+    guard(Some(c), || {
+        // SAFETY: by contract.
+        let p = unsafe { c_str(backend_path, "backend_path") }?;
+        c.inner.release(p).map(|_| ())
+    })
+}
+
+/// Detach the loop devices xenblock attached that no backend references any
+/// more (left behind by a toolstack killed during `xenblock_prepare`); never
+/// touches loop devices xenblock did not make. `backend_prefix` (NULL = all)
+/// limits the sweep to backends whose absolute path starts with it, e.g.
+/// "/local/domain/0/backend/vbd/7/". `detached` (may be NULL) receives the
+/// number of devices detached. Linux only (`XENBLOCK_UNSUPPORTED` elsewhere).
+///
+/// # Safety
+/// `ctx` is a live context; `backend_prefix` is NULL or NUL-terminated;
+/// `detached` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn xenblock_reconcile(
+    ctx: *mut xenblock_ctx,
+    backend_prefix: *const c_char,
+    detached: *mut u32,
+) -> xenblock_status {
+    // SAFETY: by contract.
+    let Some(c) = (unsafe { ctx_ref(ctx) }) else {
+        set_thread_error("xenblock_reconcile: ctx is NULL");
+        return XENBLOCK_INVALID_ARGUMENT;
+    };
+    guard(Some(c), || {
+        if !detached.is_null() {
+            // SAFETY: writable by contract.
+            unsafe { *detached = 0 };
+        }
+        let prefix = if backend_prefix.is_null() {
+            None
+        } else {
+            // SAFETY: by contract.
+            Some(unsafe { c_str(backend_prefix, "backend_prefix") }?)
+        };
+        #[cfg(target_os = "linux")]
+        {
+            let r = c.inner.reconcile(prefix)?;
+            if !detached.is_null() {
+                // SAFETY: writable by contract.
+                unsafe { *detached = r.detached.len() as u32 };
+            }
+            Ok(())
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = prefix;
+            Err(Error::Unsupported(
+                "reconcile concerns Linux loop devices only".into(),
+            ))
+        }
+    })
+}
