@@ -37,7 +37,14 @@
 /**
  * Minor version of the C ABI; grows with compatible additions.
  */
-#define XENBLOCK_ABI_MINOR 0
+#define XENBLOCK_ABI_MINOR 1
+
+/**
+ * `flags` of `xenblock_prepare_ex` and `xenblock_release_ex`: never wait
+ * for the hotplug lock. When it is taken the call returns
+ * `XENBLOCK_WOULD_BLOCK` at once, having done and written nothing.
+ */
+#define XENBLOCK_NOWAIT 1
 
 /**
  * `xenblock_plan_new` actions.
@@ -147,6 +154,13 @@ enum xenblock_status
    * A bug in xenblock, including a caught panic.
    */
   XENBLOCK_INTERNAL = 11,
+  /**
+   * Only with `XENBLOCK_NOWAIT`: the hotplug lock is taken (by a hotplug
+   * script, another toolstack process or another thread). Nothing was
+   * done and nothing was written to xenstore: call again later. This is
+   * not `XENBLOCK_BUSY` (the sharing rule's refusal, which is final).
+   */
+  XENBLOCK_WOULD_BLOCK = 12,
 };
 #ifndef __cplusplus
 typedef uint32_t xenblock_status;
@@ -257,7 +271,8 @@ typedef struct xenblock_config {
    */
   uint32_t script_timeout_ms;
   /**
-   * Bound on each wait for xenstored and the lock, in ms; 0 = 30000.
+   * Bound on each wait for a reply of xenstored (built-in client only), in
+   * ms; 0 = 30000.
    */
   uint32_t store_timeout_ms;
   /**
@@ -268,6 +283,11 @@ typedef struct xenblock_config {
    * Passed to `log_fn`.
    */
   void *log_data;
+  /**
+   * How long prepare, release and reconcile wait for the hotplug lock, in
+   * ms; 0 = 10000. (ABI 1.1; older callers get the default.)
+   */
+  uint32_t lock_timeout_ms;
 } xenblock_config;
 
 /**
@@ -358,9 +378,25 @@ const char *xenblock_ctx_last_error(const struct xenblock_ctx *ctx);
 /**
  * Prepare the disk of a backend: what `block add` does. `backend_path` is
  * absolute or relative to this domain's home (libxl passes
- * `backend/vbd/<domid>/<devid>`). On `XENBLOCK_BUSY` the backend has
- * `hotplug-status busy`, on other failures `error`, and `hotplug-error`
- * holds the message, which `xenblock_ctx_last_error` also gives.
+ * `backend/vbd/<domid>/<devid>`) and must name an existing backend
+ * directory of that shape; otherwise nothing is written. On `XENBLOCK_BUSY`
+ * the backend has `hotplug-status busy`, on other failures `error`, and
+ * `hotplug-error` holds the message, which `xenblock_ctx_last_error` also
+ * gives.
+ *
+ * Transactions: prepare joins no caller transaction. It reads and writes
+ * outside any transaction and in transactions of its own (through the same
+ * store), so a caller must not hold an open transaction on the backend
+ * across the call: commit (or end) it first, so that the backend's nodes
+ * are visible, and start a new one afterwards if needed.
+ *
+ * Blocking, worst case: the hotplug lock wait (`lock_timeout_ms`, 10 s by
+ * default), plus about a dozen xenstore round trips each bounded by
+ * `store_timeout_ms` with the built-in client (by the caller's callbacks
+ * with `store_ops`), plus loop-device system calls. For a custom-script
+ * backend instead: the script's run, `script_timeout_ms` (40 s by default)
+ * plus a 2 s grace to kill it, without the lock. Hosts with an event loop
+ * use `xenblock_prepare_ex(..., XENBLOCK_NOWAIT)` and `xenblock_plan_new`.
  *
  * # Safety
  * `ctx` is a live context; `backend_path` is NULL or NUL-terminated.
@@ -368,13 +404,40 @@ const char *xenblock_ctx_last_error(const struct xenblock_ctx *ctx);
 xenblock_status xenblock_prepare(struct xenblock_ctx *ctx, const char *backend_path);
 
 /**
+ * `xenblock_prepare` with `flags`: 0, or `XENBLOCK_NOWAIT` (return
+ * `XENBLOCK_WOULD_BLOCK` at once, writing nothing, when the hotplug lock is
+ * taken; then the worst case is the xenstore round trips and system calls).
+ * `XENBLOCK_NOWAIT` does not shorten a custom script's run: ask
+ * `xenblock_plan_new` first and run scripts from the event loop. Unknown
+ * flags give `XENBLOCK_INVALID_ARGUMENT`.
+ *
+ * # Safety
+ * As `xenblock_prepare`.
+ */
+xenblock_status xenblock_prepare_ex(struct xenblock_ctx *ctx,
+                                    const char *backend_path,
+                                    uint32_t flags);
+
+/**
  * Release the disk of a backend: what `block remove` does (detach the loop
- * device of a file target, if it still serves that file). Idempotent.
+ * device of a file target when it still serves that file or carries this
+ * backend's tag). Idempotent. Transactions and blocking as
+ * `xenblock_prepare` (release writes nothing to the backend).
  *
  * # Safety
  * `ctx` is a live context; `backend_path` is NULL or NUL-terminated.
  */
 xenblock_status xenblock_release(struct xenblock_ctx *ctx, const char *backend_path);
+
+/**
+ * `xenblock_release` with `flags` (see `xenblock_prepare_ex`).
+ *
+ * # Safety
+ * As `xenblock_release`.
+ */
+xenblock_status xenblock_release_ex(struct xenblock_ctx *ctx,
+                                    const char *backend_path,
+                                    uint32_t flags);
 
 /**
  * Detach the loop devices xenblock attached that no backend references any

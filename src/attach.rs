@@ -50,6 +50,7 @@ impl Context {
     /// `hotplug-status error`, with `hotplug-error` set to the returned message.
     pub fn prepare(&self, backend_path: &str) -> Result<Prepared> {
         let path = spec::normalise_path(backend_path)?;
+        spec::check_backend(&*self.store, &path)?;
         let b = Backend::read(&*self.store, NO_TX, &path)?;
         if let Handler::Script(script) = spec::handler(b.script.as_deref()) {
             return self
@@ -75,6 +76,7 @@ impl Context {
     /// Release the disk of the backend at `backend_path`. Idempotent.
     pub fn release(&self, backend_path: &str) -> Result<Released> {
         let path = spec::normalise_path(backend_path)?;
+        spec::check_backend_shape(&path)?;
         let b = Backend::read(&*self.store, NO_TX, &path)?;
         if let Handler::Script(script) = spec::handler(b.script.as_deref()) {
             return self
@@ -90,6 +92,11 @@ impl Context {
     /// Write `hotplug-error` and `hotplug-status` (busy for a refusal, error
     /// otherwise), only if the backend directory still exists.
     fn report_failure(&self, path: &str, e: &Error) {
+        if e.kind() == ErrorKind::WouldBlock {
+            // Nothing was done and the caller will try again: no failure to record.
+            self.log(LogLevel::Debug, &format!("{path}: {e}"));
+            return;
+        }
         let status = if e.kind() == ErrorKind::Busy {
             "busy"
         } else {
@@ -437,7 +444,10 @@ impl Context {
     #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     /// The tag put in `lo_file_name`: `xenblock:` + the absolute backend path.
     pub(crate) fn loop_tag(&self, path: &str) -> Result<String> {
-        Ok(format!("{LOOP_TAG_PREFIX}{}", self.absolute(path)?))
+        let tag = format!("{LOOP_TAG_PREFIX}{}", self.absolute(path)?);
+        #[cfg(target_os = "linux")]
+        check_tag_fits(path, &tag)?;
+        Ok(tag)
     }
 
     #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
@@ -474,9 +484,13 @@ impl Context {
         let _lock = self.lock.acquire()?;
         // Still backed by the backend's file: ours. If the file is gone (it
         // can be unlinked while attached), only our own tag can tell.
-        let detached = loopdev::detach_if(Path::new(node), |info| match file_id {
-            Some(id) => id == (info.backing_dev, info.backing_ino),
-            None => info.file_name == tag.as_bytes(),
+        // Ours when it carries this backend's own tag (whatever file the
+        // path names now: the image may have been replaced), or, untagged by
+        // us (upstream's script attached it), when it is backed by the file
+        // the backend names.
+        let detached = loopdev::detach_if(Path::new(node), |info| {
+            info.file_name == tag.as_bytes()
+                || file_id.is_some_and(|id| id == (info.backing_dev, info.backing_ino))
         })?;
         if detached {
             return Ok(Released::Detached(node.to_string()));
@@ -521,6 +535,18 @@ impl Context {
                 continue;
             }
             let node = lo.path.display().to_string();
+            if lo.file_name.len() > loopdev::WHOLE_NAME_MAX {
+                // Possibly cut by the kernel: the backend it names may not
+                // be the one that owns it. Never act on such a tag.
+                self.log(
+                    LogLevel::Warn,
+                    &format!(
+                        "reconcile: {node} carries a xenblock tag that may be cut \
+                         ({backend}...); left alone, detach it by hand if unused"
+                    ),
+                );
+                continue;
+            }
             let referenced = spec::normalise_path(&backend).is_ok()
                 && read_string(&*self.store, NO_TX, &format!("{backend}/node"))?.as_deref()
                     == Some(node.as_str());
@@ -545,6 +571,7 @@ impl Context {
     /// itself (libxl runs scripts asynchronously with its own timeout).
     pub fn plan(&self, backend_path: &str, add: bool) -> Result<Plan> {
         let path = spec::normalise_path(backend_path)?;
+        spec::check_backend(&*self.store, &path)?;
         let script = crate::store::read_string(&*self.store, NO_TX, &format!("{path}/script"))?;
         match spec::handler(script.as_deref()) {
             Handler::InProcess => Ok(Plan::InProcess),
@@ -602,7 +629,13 @@ impl Context {
         let out = hotplug::run(&inv, self.config.script_timeout, &log)?;
         let status = read_string(&*self.store, NO_TX, &format!("{}/hotplug-status", b.path))?;
         let refused = add && matches!(status.as_deref(), Some("error") | Some("busy"));
-        if out.status.success() && !refused {
+        // When the host reaped the script first its exit status is lost:
+        // an add then counts as done only if the script said `connected`.
+        let succeeded = match out.status {
+            Some(st) => st.success(),
+            None => !add || status.as_deref() == Some("connected"),
+        };
+        if succeeded && !refused {
             return Ok(());
         }
         let hotplug_error = read_string(&*self.store, NO_TX, &format!("{}/hotplug-error", b.path))?;
@@ -631,6 +664,24 @@ pub enum Plan {
     InProcess,
     /// Exec this custom script (argv, plus `env` added to the environment).
     Script(Invocation),
+}
+
+/// Refuse a tag the kernel would cut (`lo_file_name` is 64 bytes with its
+/// NUL): reconcile must be able to read it back whole.
+#[cfg(target_os = "linux")]
+fn check_tag_fits(backend: &str, tag: &str) -> Result<()> {
+    let max = crate::sys::loopdev::WHOLE_NAME_MAX;
+    if tag.len() > max {
+        return Err(Error::InvalidArgument(format!(
+            "{backend}: the absolute backend path is {} bytes long; xenblock tags the loop \
+             device of a file disk with \"{LOOP_TAG_PREFIX}<absolute backend path>\" and the \
+             kernel keeps at most {max} bytes of it, so backend paths of file disks may be at \
+             most {} bytes (use a shorter backend root, or a block device)",
+            tag.len() - LOOP_TAG_PREFIX.len(),
+            max - LOOP_TAG_PREFIX.len()
+        )));
+    }
+    Ok(())
 }
 
 #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
@@ -681,6 +732,7 @@ fn resolve_target(backend: &str, target: &Path) -> Result<(PathBuf, FileStat)> {
         }
         Path::new("/dev").join(target)
     };
+    let relative = !target.is_absolute();
     let resolved = match std::fs::canonicalize(&candidate) {
         Ok(p) => p,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -689,6 +741,13 @@ fn resolve_target(backend: &str, target: &Path) -> Result<(PathBuf, FileStat)> {
                     "{} is a symbolic link to {}, which does not exist",
                     candidate.display(),
                     to.display()
+                ),
+                Err(_) if relative => format!(
+                    "{:?} is relative, so it names a device under /dev, and {} does not exist \
+                     (a file needs its absolute path, e.g. target=/srv/xen/{})",
+                    target,
+                    candidate.display(),
+                    target.display()
                 ),
                 Err(_) => format!("{} does not exist", candidate.display()),
             };

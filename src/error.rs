@@ -26,6 +26,9 @@ pub enum ErrorKind {
     Unsupported,
     /// A bug in xenblock (including a caught panic).
     Internal,
+    /// Asked not to wait, and the hotplug lock is taken: nothing was done;
+    /// try again later. Not a refusal by the sharing rule.
+    WouldBlock,
 }
 
 /// A xenstore error, carrying the protocol's error name (`ENOENT`, `EAGAIN`...).
@@ -100,6 +103,8 @@ pub enum Error {
     Unsupported(String),
     #[error("{0}")]
     Internal(String),
+    #[error("{0}")]
+    WouldBlock(String),
 }
 
 fn detail_suffix(d: &str) -> String {
@@ -132,6 +137,7 @@ impl Error {
             },
             Error::Unsupported(_) => ErrorKind::Unsupported,
             Error::Internal(_) => ErrorKind::Internal,
+            Error::WouldBlock(_) => ErrorKind::WouldBlock,
         }
     }
 

@@ -23,15 +23,15 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Component, Path, PathBuf};
-use std::process::{Child, ChildStderr, ChildStdout, Command, ExitStatus, Stdio};
+use std::process::{ChildStderr, ChildStdout, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags};
-use nix::sys::signal::{killpg, Signal};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 
 use crate::error::{Error, Result};
+use crate::sys::child::Child;
 
 /// At most this many bytes of each of stdout and stderr are kept (the tail).
 ///
@@ -78,8 +78,10 @@ pub struct Invocation {
 /// [`run`]; the caller decides (see [`failure_message`]).
 #[derive(Debug, Clone)]
 pub struct ScriptOutput {
-    /// How the script ended.
-    pub status: ExitStatus,
+    /// How the script ended; `None` when the host process reaped it first
+    /// (`SIGCHLD` ignored, or its own `waitpid(-1)`), so that its status is
+    /// lost (the caller then judges by what the script wrote to xenstore).
+    pub status: Option<ExitStatus>,
     /// The last (at most [`OUTPUT_LIMIT`]) bytes of its standard output.
     pub stdout: Vec<u8>,
     /// The last (at most [`OUTPUT_LIMIT`]) bytes of its standard error.
@@ -383,16 +385,9 @@ fn read_once(
     }
 }
 
-/// Send `sig` to the process group `pgid`; a group that is already gone is fine.
-fn signal_group(pgid: Pid, sig: Signal) {
-    // ESRCH: nobody left. EPERM: the remaining members changed credentials;
-    // nothing more we can do about them.
-    let _ = killpg(pgid, sig);
-}
-
 /// Start the child, retrying briefly on ETXTBSY (another thread of this
 /// process may have forked while it held the script open for writing).
-fn spawn(inv: &Invocation) -> io::Result<Child> {
+fn spawn(inv: &Invocation) -> io::Result<std::process::Child> {
     let mut cmd = Command::new(&inv.program);
     cmd.arg0(&inv.argv[0])
         .args(&inv.argv[1..])
@@ -449,7 +444,11 @@ fn check_invocation(inv: &Invocation) -> Result<()> {
 /// When the script exits, output still buffered is read for a short moment
 /// and then whatever is left of its process group is killed. On timeout the
 /// group gets SIGTERM, a short grace, then SIGKILL, and the result is
-/// [`Error::Timeout`]. The script is always reaped.
+/// [`Error::Timeout`]. The script is reaped here unless the host process
+/// reaped it first (`SIGCHLD` ignored, or its own `waitpid(-1)`): its exit
+/// is seen either way (a pidfd on Linux), its status is then unknown
+/// ([`ScriptOutput::status`] is `None`), and its process group is signalled
+/// only while the group id is provably still its own.
 pub fn run(inv: &Invocation, timeout: Duration, log: &dyn Fn(bool, &str)) -> Result<ScriptOutput> {
     check_invocation(inv)?;
     let what = format!(
@@ -458,29 +457,26 @@ pub fn run(inv: &Invocation, timeout: Duration, log: &dyn Fn(bool, &str)) -> Res
         action_label(&inv.argv)
     );
     let start = Instant::now();
+    let child = spawn(inv).map_err(|e| Error::Script(format!("could not start {what}: {e}")))?;
     let mut child =
-        spawn(inv).map_err(|e| Error::Script(format!("could not start {what}: {e}")))?;
-    let pgid = Pid::from_raw(child.id() as i32);
+        Child::new(child).map_err(|e| Error::io(format!("cannot watch {what} (pidfd_open)"), e))?;
     let mut streams = Streams {
-        stdout: child.stdout.take(),
-        stderr: child.stderr.take(),
+        stdout: child.std().stdout.take(),
+        stderr: child.std().stderr.take(),
         out: Capture::new(false),
         err: Capture::new(true),
         buf: vec![0u8; 64 * 1024],
     };
     let deadline = start + timeout;
 
-    // Until the child is reaped (below), its pid stays reserved, so the
-    // group id cannot name anybody else's processes.
     let exited = loop {
-        match has_exited(&mut child) {
+        match child.exited() {
             Ok(true) => break true,
             Ok(false) => {}
             Err(e) => {
                 // Cannot tell whether it runs: make sure it does not.
-                signal_group(pgid, Signal::SIGKILL);
-                let _ = child.kill();
-                let _ = child.wait();
+                child.signal_group(Signal::SIGKILL);
+                let _ = child.reap();
                 return Err(Error::io(format!("waiting for {what}"), e));
             }
         }
@@ -492,10 +488,10 @@ pub fn run(inv: &Invocation, timeout: Duration, log: &dyn Fn(bool, &str)) -> Res
     };
 
     if !exited {
-        signal_group(pgid, Signal::SIGTERM);
+        child.signal_group(Signal::SIGTERM);
         let grace_end = Instant::now() + KILL_GRACE.min(timeout.max(POLL_TICK));
         loop {
-            if !matches!(has_exited(&mut child), Ok(false)) {
+            if !matches!(child.exited(), Ok(false)) {
                 break;
             }
             let now = Instant::now();
@@ -504,9 +500,8 @@ pub fn run(inv: &Invocation, timeout: Duration, log: &dyn Fn(bool, &str)) -> Res
             }
             streams.pump(POLL_TICK.min(grace_end - now), log);
         }
-        signal_group(pgid, Signal::SIGKILL);
-        let _ = child.kill();
-        let _ = child.wait();
+        child.signal_group(Signal::SIGKILL);
+        let _ = child.reap();
         return Err(Error::Timeout(format!(
             "{what} did not finish within {}; killed it and its process group",
             human_duration(timeout)
@@ -514,7 +509,8 @@ pub fn run(inv: &Invocation, timeout: Duration, log: &dyn Fn(bool, &str)) -> Res
     }
 
     // The script is done; read what is already in the pipes (a grandchild
-    // may keep them open for ever), then clear out its process group.
+    // may keep them open for ever), then clear out its process group (only
+    // while its zombie leader keeps the group id ours).
     let drain_end = Instant::now() + DRAIN_AFTER_EXIT;
     loop {
         let now = Instant::now();
@@ -523,9 +519,9 @@ pub fn run(inv: &Invocation, timeout: Duration, log: &dyn Fn(bool, &str)) -> Res
         }
         streams.pump(drain_end - now, log);
     }
-    signal_group(pgid, Signal::SIGKILL);
+    child.signal_group(Signal::SIGKILL);
     let status = child
-        .wait()
+        .reap()
         .map_err(|e| Error::io(format!("reaping {what}"), e))?;
     // Dropping the pipes closes them; a straggler outside the group gets
     // EPIPE rather than blocking us.
@@ -540,39 +536,6 @@ pub fn run(inv: &Invocation, timeout: Duration, log: &dyn Fn(bool, &str)) -> Res
         stdout: out.tail,
         stderr: err.tail,
     })
-}
-
-/// Whether the child has exited, without reaping it where the system allows
-/// (`waitid` with `WNOWAIT`): a zombie group leader keeps its process group
-/// id reserved while the rest of the group is killed.
-#[cfg(any(
-    target_os = "freebsd",
-    all(target_os = "linux", not(target_env = "uclibc"))
-))]
-fn has_exited(child: &mut Child) -> io::Result<bool> {
-    use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
-    let pid = Pid::from_raw(child.id() as i32);
-    let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
-    loop {
-        match waitid(Id::Pid(pid), flags) {
-            Ok(WaitStatus::StillAlive) => return Ok(false),
-            Ok(_) => return Ok(true),
-            Err(Errno::EINTR) => continue,
-            // Already reaped (std caches the status then).
-            Err(Errno::ECHILD) => return Ok(child.try_wait()?.is_some()),
-            Err(e) => return Err(io::Error::from(e)),
-        }
-    }
-}
-
-/// Whether the child has exited (this system has no usable `waitid`, so the
-/// child is reaped here; std keeps its status for the later `wait`).
-#[cfg(not(any(
-    target_os = "freebsd",
-    all(target_os = "linux", not(target_env = "uclibc"))
-)))]
-fn has_exited(child: &mut Child) -> io::Result<bool> {
-    Ok(child.try_wait()?.is_some())
 }
 
 /// Describe how a process ended: "exited with status 1", "killed by signal 9 (SIGKILL)".
@@ -648,7 +611,10 @@ pub fn failure_message(
         script.display(),
         if add { "add" } else { "remove" }
     );
-    let status = describe_status(&out.status);
+    let status = match &out.status {
+        Some(s) => describe_status(s),
+        None => "exit status unknown: the host process reaped it".to_string(),
+    };
     if let Some(msg) = hotplug_error.map(one_line).filter(|m| !m.is_empty()) {
         return format!("{prefix} ({status}): {msg}");
     }

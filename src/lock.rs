@@ -8,11 +8,21 @@
 //! holding the flock. Taking the very same lock makes in-process attaches and
 //! script attaches on one host exclude each other. An in-process mutex orders
 //! the threads of this process first, so they do not spin on `flock`.
+//!
+//! Waiting is bounded by the context's `lock_timeout`; inside [`no_wait`]
+//! the lock is only tried, and a held lock gives [`Error::WouldBlock`] at
+//! once (for hosts driven by an event loop). Whoever holds the lock is named
+//! in those errors: the process holding the `flock` (from `/proc/locks`, with
+//! its command line) and, when the holder is xenblock, the owner record it
+//! writes into the lock file while holding it. (Xen's `locking.sh` itself
+//! writes no owner record, so a script holder is known by its pid only.)
 
 use crate::error::{Error, Result};
 use nix::fcntl::{Flock, FlockArg};
 use parking_lot::{Mutex, MutexGuard};
+use std::cell::Cell;
 use std::fs::{DirBuilder, File, OpenOptions};
+use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -21,6 +31,25 @@ use std::time::{Duration, Instant};
 pub const DEFAULT_LOCK_DIR: &str = "/var/run/xen-hotplug";
 /// The lock's name, as in `claim_lock "block"`.
 pub const LOCK_NAME: &str = "block";
+
+thread_local! {
+    /// Set while the calling thread runs inside [`no_wait`].
+    static NO_WAIT: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Run `f` with every hotplug-lock acquisition on this thread turned into a
+/// single attempt: a lock held by someone else gives [`Error::WouldBlock`]
+/// at once instead of a wait.
+pub fn no_wait<T>(f: impl FnOnce() -> T) -> T {
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            NO_WAIT.with(|c| c.set(self.0));
+        }
+    }
+    let _reset = Reset(NO_WAIT.with(|c| c.replace(true)));
+    f()
+}
 
 /// The `block` hotplug lock of one lock directory.
 pub struct HotplugLock {
@@ -53,12 +82,19 @@ impl HotplugLock {
         &self.path
     }
 
-    /// Take the lock, waiting at most the configured timeout.
+    /// Take the lock, waiting at most the configured timeout (not at all
+    /// inside [`no_wait`]).
     pub fn acquire(&self) -> Result<LockGuard<'_>> {
-        let deadline = Instant::now() + self.timeout;
+        let nowait = NO_WAIT.with(Cell::get);
+        let deadline = Instant::now() + if nowait { Duration::ZERO } else { self.timeout };
         let thread = match self.mutex.try_lock_until(deadline) {
             Some(g) => g,
-            None => return Err(self.timed_out()),
+            None => {
+                return Err(self.not_taken(
+                    nowait,
+                    "another thread of this process (the same xenblock context)".into(),
+                ))
+            }
         };
         if !self.dir.is_dir() {
             DirBuilder::new()
@@ -95,7 +131,7 @@ impl HotplugLock {
                 Ok(l) => l,
                 Err((_, nix::errno::Errno::EWOULDBLOCK)) | Err((_, nix::errno::Errno::EINTR)) => {
                     if Instant::now() >= deadline {
-                        return Err(self.timed_out());
+                        return Err(self.not_taken(nowait, self.holder()));
                     }
                     std::thread::sleep(pause);
                     pause = (pause * 2).min(Duration::from_millis(2));
@@ -113,11 +149,15 @@ impl HotplugLock {
                 .map_err(|e| Error::io("cannot fstat the hotplug lock", e))?;
             match std::fs::symlink_metadata(&self.path) {
                 Ok(now) if now.dev() == held.dev() && now.ino() == held.ino() => {
+                    // The owner record, for whoever waits: best effort.
+                    let mut f: &File = &locked;
+                    let _ = f.set_len(0);
+                    let _ = f.write_all(owner_record().as_bytes());
                     return Ok(LockGuard {
                         _thread: thread,
                         file: Some(locked),
                         path: &self.path,
-                    })
+                    });
                 }
                 // Unlinked (or replaced) by the previous holder: try again.
                 _ => continue,
@@ -125,14 +165,118 @@ impl HotplugLock {
         }
     }
 
-    fn timed_out(&self) -> Error {
-        Error::Timeout(format!(
-            "waited {:?} for the hotplug lock {} and another holder (a hotplug script or \
-             another toolstack process) still has it",
-            self.timeout,
-            self.path.display()
-        ))
+    fn not_taken(&self, nowait: bool, holder: String) -> Error {
+        if nowait {
+            Error::WouldBlock(format!(
+                "the hotplug lock {} is taken, by {holder}; try again later",
+                self.path.display()
+            ))
+        } else {
+            Error::Timeout(format!(
+                "waited {} for the hotplug lock {} and it is still taken, by {holder}; \
+                 if that process is stuck, find out why (or raise the lock timeout)",
+                seconds(self.timeout),
+                self.path.display()
+            ))
+        }
     }
+
+    /// Who holds the lock file's flock now, for messages.
+    fn holder(&self) -> String {
+        let Ok(st) = std::fs::metadata(&self.path) else {
+            return "a process that has just released it".into();
+        };
+        let record = std::fs::read(&self.path)
+            .ok()
+            .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+            .filter(|r| !r.is_empty());
+        let pid = std::fs::read_to_string("/proc/locks")
+            .ok()
+            .and_then(|t| flock_holder(&t, st.dev(), st.ino()));
+        let mut who = match pid {
+            Some(pid) => match command_line(pid) {
+                Some(cmd) => format!("process {pid} ({cmd})"),
+                None => format!("process {pid}"),
+            },
+            None => "a process that /proc/locks does not show".into(),
+        };
+        if let Some(r) = record {
+            who.push_str(&format!(", whose owner record says \"{r}\""));
+        }
+        who
+    }
+}
+
+/// What xenblock writes into the lock file while it holds it.
+fn owner_record() -> String {
+    let exe = std::env::current_exe()
+        .ok()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "?".into());
+    format!(
+        "xenblock in process {} ({exe}), since {} s after the epoch\n",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+    )
+}
+
+fn seconds(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{} s", d.as_secs())
+    } else {
+        format!("{:.3} s", d.as_secs_f64())
+    }
+}
+
+/// The pid holding a granted FLOCK on (dev, ino), from `/proc/locks` text
+/// (`1: FLOCK  ADVISORY  WRITE 1234 fd:01:5678 0 EOF`; waiters have `->`).
+pub fn flock_holder(proc_locks: &str, dev: u64, ino: u64) -> Option<u32> {
+    let want_major = libc::major(dev) as u64;
+    let want_minor = libc::minor(dev) as u64;
+    for line in proc_locks.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() < 6 || f[1] != "FLOCK" {
+            continue;
+        }
+        let mut id = f[5].split(':');
+        let (Some(ma), Some(mi), Some(i)) = (id.next(), id.next(), id.next()) else {
+            continue;
+        };
+        let hex = |s: &str| u64::from_str_radix(s, 16).ok();
+        if hex(ma) == Some(want_major)
+            && hex(mi) == Some(want_minor)
+            && i.parse::<u64>().ok() == Some(ino)
+        {
+            return f[4].parse().ok();
+        }
+    }
+    None
+}
+
+/// A process's command line, spaces between arguments, at most 200 bytes.
+fn command_line(pid: u32) -> Option<String> {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let text: String = String::from_utf8_lossy(&raw)
+        .split('\0')
+        .filter(|a| !a.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let text = text.trim().to_string();
+    if text.is_empty() {
+        return None;
+    }
+    Some(if text.len() > 200 {
+        let mut cut = 200;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        format!("{}...", &text[..cut])
+    } else {
+        text
+    })
 }
 
 impl Drop for LockGuard<'_> {

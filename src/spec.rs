@@ -67,6 +67,41 @@ pub fn normalise_path(path: &str) -> Result<String> {
     Ok(p.to_string())
 }
 
+/// Check that `path` (normalised) has the shape of a device backend,
+/// `<root>/<domid>/<devid>` with numeric ids, and that the directory exists
+/// in the store: so that a wrong path (a domain's directory, the root, a
+/// leaf such as `.../params`) fails before anything is written.
+pub fn check_backend(store: &dyn Store, path: &str) -> Result<()> {
+    check_backend_shape(path)?;
+    if store.read(store::NO_TX, path)?.is_none() {
+        return Err(Error::NotFound(format!(
+            "there is no backend at {path}; check the path (e.g. backend/vbd/<domid>/<devid>) \
+             and that the toolstack has written the backend"
+        )));
+    }
+    Ok(())
+}
+
+/// The shape half of [`check_backend`] (release accepts a backend that is
+/// already gone: it is idempotent).
+pub fn check_backend_shape(path: &str) -> Result<()> {
+    let shape = || {
+        Error::InvalidArgument(format!(
+            "{path:?} is not a device backend path: expected <root>/<domid>/<devid> with \
+             numeric ids, e.g. backend/vbd/7/51712"
+        ))
+    };
+    let mut it = path.rsplitn(3, '/');
+    let (dev, dom, root) = (it.next(), it.next(), it.next());
+    let numeric = |c: Option<&str>| {
+        c.is_some_and(|c| !c.is_empty() && c.len() <= 10 && c.bytes().all(|b| b.is_ascii_digit()))
+    };
+    if !numeric(dev) || !numeric(dom) || root.is_none_or(|r| r.is_empty() || r == "/") {
+        return Err(shape());
+    }
+    Ok(())
+}
+
 impl Backend {
     /// Read the backend directory at `path` (already normalised).
     pub fn read(store: &dyn Store, tx: TxId, path: &str) -> Result<Backend> {
@@ -207,5 +242,17 @@ mod tests {
         );
         assert!(normalise_path("backend/../x/1/2").is_err());
         assert!(normalise_path("").is_err());
+        for good in ["backend/vbd/7/51712", "/local/domain/0/backend/vbd3/1/2"] {
+            assert!(check_backend_shape(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "backend",
+            "backend/vbd/4",
+            "backend/vbd/4/51712/params",
+            "7/51712",
+            "/7/1",
+        ] {
+            assert!(check_backend_shape(bad).is_err(), "{bad}");
+        }
     }
 }

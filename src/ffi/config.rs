@@ -54,12 +54,16 @@ pub struct xenblock_config {
     pub script_dir: *const c_char,
     /// Custom script timeout in milliseconds; 0 = 40000 (as libxl).
     pub script_timeout_ms: u32,
-    /// Bound on each wait for xenstored and the lock, in ms; 0 = 30000.
+    /// Bound on each wait for a reply of xenstored (built-in client only), in
+    /// ms; 0 = 30000.
     pub store_timeout_ms: u32,
     /// Optional log callback.
     pub log_fn: xenblock_log_fn,
     /// Passed to `log_fn`.
     pub log_data: *mut c_void,
+    /// How long prepare, release and reconcile wait for the hotplug lock, in
+    /// ms; 0 = 10000. (ABI 1.1; older callers get the default.)
+    pub lock_timeout_ms: u32,
 }
 
 /// The smallest `xenblock_config` accepted: ABI 1.0 callers set at least
@@ -95,6 +99,7 @@ pub(crate) unsafe fn config_from_c(cfg: *const xenblock_config) -> Result<Config
         store_timeout_ms: 0,
         log_fn: None,
         log_data: std::ptr::null_mut(),
+        lock_timeout_ms: 0,
     };
     // SAFETY: the caller's struct has at least min(size, full) readable bytes;
     // ours has `full`; they do not overlap. A newer caller's extra fields are
@@ -131,6 +136,9 @@ pub(crate) unsafe fn config_from_c(cfg: *const xenblock_config) -> Result<Config
     }
     if c.store_timeout_ms != 0 {
         config.store_timeout = Duration::from_millis(c.store_timeout_ms.into());
+    }
+    if c.lock_timeout_ms != 0 {
+        config.lock_timeout = Duration::from_millis(c.lock_timeout_ms.into());
     }
     if let Some(f) = c.log_fn {
         let data = SendPtr(c.log_data);

@@ -91,11 +91,32 @@ pub(crate) unsafe fn ctx_ref<'a>(ctx: *const xenblock_ctx) -> Option<&'a xenbloc
     unsafe { ctx.as_ref() }
 }
 
+/// `flags` of `xenblock_prepare_ex` and `xenblock_release_ex`: never wait
+/// for the hotplug lock. When it is taken the call returns
+/// `XENBLOCK_WOULD_BLOCK` at once, having done and written nothing.
+pub const XENBLOCK_NOWAIT: u32 = 1;
+
 /// Prepare the disk of a backend: what `block add` does. `backend_path` is
 /// absolute or relative to this domain's home (libxl passes
-/// `backend/vbd/<domid>/<devid>`). On `XENBLOCK_BUSY` the backend has
-/// `hotplug-status busy`, on other failures `error`, and `hotplug-error`
-/// holds the message, which `xenblock_ctx_last_error` also gives.
+/// `backend/vbd/<domid>/<devid>`) and must name an existing backend
+/// directory of that shape; otherwise nothing is written. On `XENBLOCK_BUSY`
+/// the backend has `hotplug-status busy`, on other failures `error`, and
+/// `hotplug-error` holds the message, which `xenblock_ctx_last_error` also
+/// gives.
+///
+/// Transactions: prepare joins no caller transaction. It reads and writes
+/// outside any transaction and in transactions of its own (through the same
+/// store), so a caller must not hold an open transaction on the backend
+/// across the call: commit (or end) it first, so that the backend's nodes
+/// are visible, and start a new one afterwards if needed.
+///
+/// Blocking, worst case: the hotplug lock wait (`lock_timeout_ms`, 10 s by
+/// default), plus about a dozen xenstore round trips each bounded by
+/// `store_timeout_ms` with the built-in client (by the caller's callbacks
+/// with `store_ops`), plus loop-device system calls. For a custom-script
+/// backend instead: the script's run, `script_timeout_ms` (40 s by default)
+/// plus a 2 s grace to kill it, without the lock. Hosts with an event loop
+/// use `xenblock_prepare_ex(..., XENBLOCK_NOWAIT)` and `xenblock_plan_new`.
 ///
 /// # Safety
 /// `ctx` is a live context; `backend_path` is NULL or NUL-terminated.
@@ -104,20 +125,33 @@ pub unsafe extern "C" fn xenblock_prepare(
     ctx: *mut xenblock_ctx,
     backend_path: *const c_char,
 ) -> xenblock_status {
-    // SAFETY: by contract.
-    let Some(c) = (unsafe { ctx_ref(ctx) }) else {
-        set_thread_error("xenblock_prepare: ctx is NULL");
-        return XENBLOCK_INVALID_ARGUMENT;
-    };
-    guard(Some(c), || {
-        // SAFETY: by contract.
-        let p = unsafe { c_str(backend_path, "backend_path") }?;
-        c.inner.prepare(p).map(|_| ())
-    })
+    // SAFETY: forwarded contract.
+    unsafe { call(ctx, backend_path, 0, "xenblock_prepare", true) }
+}
+
+/// `xenblock_prepare` with `flags`: 0, or `XENBLOCK_NOWAIT` (return
+/// `XENBLOCK_WOULD_BLOCK` at once, writing nothing, when the hotplug lock is
+/// taken; then the worst case is the xenstore round trips and system calls).
+/// `XENBLOCK_NOWAIT` does not shorten a custom script's run: ask
+/// `xenblock_plan_new` first and run scripts from the event loop. Unknown
+/// flags give `XENBLOCK_INVALID_ARGUMENT`.
+///
+/// # Safety
+/// As `xenblock_prepare`.
+#[no_mangle]
+pub unsafe extern "C" fn xenblock_prepare_ex(
+    ctx: *mut xenblock_ctx,
+    backend_path: *const c_char,
+    flags: u32,
+) -> xenblock_status {
+    // SAFETY: forwarded contract.
+    unsafe { call(ctx, backend_path, flags, "xenblock_prepare_ex", true) }
 }
 
 /// Release the disk of a backend: what `block remove` does (detach the loop
-/// device of a file target, if it still serves that file). Idempotent.
+/// device of a file target when it still serves that file or carries this
+/// backend's tag). Idempotent. Transactions and blocking as
+/// `xenblock_prepare` (release writes nothing to the backend).
 ///
 /// # Safety
 /// `ctx` is a live context; `backend_path` is NULL or NUL-terminated.
@@ -126,15 +160,61 @@ pub unsafe extern "C" fn xenblock_release(
     ctx: *mut xenblock_ctx,
     backend_path: *const c_char,
 ) -> xenblock_status {
+    // SAFETY: forwarded contract.
+    unsafe { call(ctx, backend_path, 0, "xenblock_release", false) }
+}
+
+/// `xenblock_release` with `flags` (see `xenblock_prepare_ex`).
+///
+/// # Safety
+/// As `xenblock_release`.
+#[no_mangle]
+pub unsafe extern "C" fn xenblock_release_ex(
+    ctx: *mut xenblock_ctx,
+    backend_path: *const c_char,
+    flags: u32,
+) -> xenblock_status {
+    // SAFETY: forwarded contract.
+    unsafe { call(ctx, backend_path, flags, "xenblock_release_ex", false) }
+}
+
+/// The body of the prepare and release calls.
+///
+/// # Safety
+/// `ctx` is NULL or live; `backend_path` is NULL or NUL-terminated.
+unsafe fn call(
+    ctx: *mut xenblock_ctx,
+    backend_path: *const c_char,
+    flags: u32,
+    name: &str,
+    add: bool,
+) -> xenblock_status {
     // SAFETY: by contract.
     let Some(c) = (unsafe { ctx_ref(ctx) }) else {
-        set_thread_error("xenblock_release: ctx is NULL");
+        set_thread_error(&format!("{name}: ctx is NULL"));
         return XENBLOCK_INVALID_ARGUMENT;
     };
     guard(Some(c), || {
+        if flags & !XENBLOCK_NOWAIT != 0 {
+            return Err(Error::InvalidArgument(format!(
+                "{name}: flags {flags:#x} has bits this library does not know; the only \
+                 flag is XENBLOCK_NOWAIT ({XENBLOCK_NOWAIT})"
+            )));
+        }
         // SAFETY: by contract.
         let p = unsafe { c_str(backend_path, "backend_path") }?;
-        c.inner.release(p).map(|_| ())
+        let run = || {
+            if add {
+                c.inner.prepare(p).map(|_| ())
+            } else {
+                c.inner.release(p).map(|_| ())
+            }
+        };
+        if flags & XENBLOCK_NOWAIT != 0 {
+            crate::lock::no_wait(run)
+        } else {
+            run()
+        }
     })
 }
 

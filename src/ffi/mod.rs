@@ -47,7 +47,7 @@ use std::path::PathBuf;
 /// the SONAME's version (`libxenblock.so.<major>`).
 pub const XENBLOCK_ABI_MAJOR: u32 = 1;
 /// Minor version of the C ABI; grows with compatible additions.
-pub const XENBLOCK_ABI_MINOR: u32 = 0;
+pub const XENBLOCK_ABI_MINOR: u32 = 1;
 
 /// Result of every fallible xenblock function. Values are stable.
 #[repr(u32)]
@@ -77,6 +77,11 @@ pub enum xenblock_status {
     XENBLOCK_UNSUPPORTED = 10,
     /// A bug in xenblock, including a caught panic.
     XENBLOCK_INTERNAL = 11,
+    /// Only with `XENBLOCK_NOWAIT`: the hotplug lock is taken (by a hotplug
+    /// script, another toolstack process or another thread). Nothing was
+    /// done and nothing was written to xenstore: call again later. This is
+    /// not `XENBLOCK_BUSY` (the sharing rule's refusal, which is final).
+    XENBLOCK_WOULD_BLOCK = 12,
 }
 
 use xenblock_status::*;
@@ -94,6 +99,7 @@ fn status_of(kind: ErrorKind) -> xenblock_status {
         ErrorKind::Io => XENBLOCK_IO_ERROR,
         ErrorKind::Unsupported => XENBLOCK_UNSUPPORTED,
         ErrorKind::Internal => XENBLOCK_INTERNAL,
+        ErrorKind::WouldBlock => XENBLOCK_WOULD_BLOCK,
     }
 }
 
@@ -214,6 +220,7 @@ pub extern "C" fn xenblock_status_str(status: u32) -> *const c_char {
         9 => "I/O error\0",
         10 => "not supported\0",
         11 => "internal error\0",
+        12 => "would block: the hotplug lock is taken, try again\0",
         _ => "unknown status\0",
     };
     s.as_ptr().cast()

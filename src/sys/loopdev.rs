@@ -22,6 +22,9 @@ use crate::sharing::DevNum;
 
 /// `LO_NAME_SIZE` of linux/loop.h.
 const LO_NAME_SIZE: usize = 64;
+/// The longest `lo_file_name` that is known to be whole when read back: a
+/// name of `LO_NAME_SIZE - 1` bytes may have been cut by the kernel.
+pub const WHOLE_NAME_MAX: usize = LO_NAME_SIZE - 2;
 /// `LO_KEY_SIZE` of linux/loop.h.
 const LO_KEY_SIZE: usize = 32;
 /// `LO_FLAGS_READ_ONLY` of linux/loop.h.

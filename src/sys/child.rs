@@ -1,0 +1,248 @@
+//! Waiting for a child (a custom hotplug script) in a host process that may
+//! reap children itself.
+//!
+//! A toolstack that links xenblock may set `SIGCHLD` to `SIG_IGN` (the
+//! kernel then reaps every child at once) or reap with `waitpid(-1)` from
+//! its own event loop. Waiting by pid then fails with `ECHILD`, and a pid
+//! (or process group id) that is no longer ours may already name someone
+//! else. On Linux a [`Child`] therefore holds a pidfd, opened right after
+//! the fork: exit is seen by polling it, whoever reaps; the status is
+//! collected with `waitid(P_PIDFD)` when nobody took it first; and the
+//! script's process group is signalled only while its leader is still ours
+//! (alive, or a zombie not yet reaped, which keeps the group id reserved).
+//! Elsewhere the same interface waits by pid (`waitid` with `WNOWAIT`).
+
+use std::io;
+use std::process::ExitStatus;
+
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+
+/// A started child process and the means to wait for it.
+pub struct Child {
+    inner: std::process::Child,
+    #[cfg(target_os = "linux")]
+    pidfd: Option<std::os::fd::OwnedFd>,
+}
+
+impl Child {
+    /// Take charge of a just-spawned child (call immediately after the
+    /// spawn). Fails only when no pidfd can be had for a child that still
+    /// exists (e.g. out of descriptors); the child is then killed.
+    pub fn new(mut inner: std::process::Child) -> io::Result<Child> {
+        #[cfg(target_os = "linux")]
+        {
+            match linux::pidfd_open(inner.id()) {
+                Ok(fd) => Ok(Child {
+                    inner,
+                    pidfd: Some(fd),
+                }),
+                // Already exited and reaped by someone else.
+                Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(Child { inner, pidfd: None }),
+                Err(e) => {
+                    // Still ours (we have not waited and it could be opened
+                    // only if it were gone): kill it by its pid at once.
+                    let _ = inner.kill();
+                    Err(e)
+                }
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = &mut inner;
+            Ok(Child { inner })
+        }
+    }
+
+    /// The std handle (for its pipes).
+    pub fn std(&mut self) -> &mut std::process::Child {
+        &mut self.inner
+    }
+
+    fn pgid(&self) -> Pid {
+        Pid::from_raw(self.inner.id() as i32)
+    }
+
+    /// Whether the child has exited (reaped or not, by anyone).
+    pub fn exited(&mut self) -> io::Result<bool> {
+        #[cfg(target_os = "linux")]
+        {
+            match &self.pidfd {
+                Some(fd) => linux::readable(fd),
+                // No pidfd: the child was gone before it could be opened.
+                None => Ok(true),
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            other::has_exited(&mut self.inner)
+        }
+    }
+
+    /// Whether the child's pid, and so its process group id, is still ours:
+    /// it runs or is a zombie nobody has reaped.
+    fn owned(&mut self) -> bool {
+        #[cfg(target_os = "linux")]
+        {
+            match &self.pidfd {
+                Some(fd) => linux::unreaped(fd),
+                None => false,
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            other::unreaped(&mut self.inner)
+        }
+    }
+
+    /// Send `sig` to the child's process group, only if the group id still
+    /// names our child's group. Returns false when it did not.
+    pub fn signal_group(&mut self, sig: Signal) -> bool {
+        if !self.owned() {
+            return false;
+        }
+        // ESRCH: nobody left. EPERM: the remaining members changed
+        // credentials; nothing more we can do about them.
+        let _ = killpg(self.pgid(), sig);
+        true
+    }
+
+    /// Reap the child once it has exited. `None` when its status was taken
+    /// by someone else (the host's `waitpid(-1)`, or `SIGCHLD` ignored).
+    pub fn reap(&mut self) -> io::Result<Option<ExitStatus>> {
+        #[cfg(target_os = "linux")]
+        {
+            match &self.pidfd {
+                Some(fd) => linux::reap(fd),
+                None => Ok(None),
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            match self.inner.wait() {
+                Ok(s) => Ok(Some(s)),
+                Err(e) if e.raw_os_error() == Some(libc::ECHILD) => Ok(None),
+                Err(e) => Err(e),
+            }
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+mod linux {
+    use std::io;
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::ExitStatus;
+
+    pub fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
+        // SAFETY: plain syscall with integer arguments; returns a new fd or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0u32) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: the kernel just gave us this descriptor (close-on-exec by
+        // default for pidfds); nobody else owns it.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+    }
+
+    /// A pidfd polls readable once its process has exited.
+    pub fn readable(fd: &OwnedFd) -> io::Result<bool> {
+        let mut p = libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        loop {
+            // SAFETY: one valid pollfd, zero timeout.
+            let r = unsafe { libc::poll(&mut p, 1, 0) };
+            if r >= 0 {
+                return Ok(r > 0);
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+    }
+
+    /// `waitid(P_PIDFD, fd, flags)`: Ok(Some(info)) when an exited child was
+    /// found, Ok(None) when it still runs (WNOHANG), Err(ECHILD) when it is
+    /// not (any more) a waitable child of ours.
+    fn waitid(fd: &OwnedFd, flags: libc::c_int) -> io::Result<Option<libc::siginfo_t>> {
+        loop {
+            // SAFETY: zeroed siginfo_t is a valid out-buffer.
+            let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+            // SAFETY: valid pidfd and out-pointer.
+            let r = unsafe {
+                libc::waitid(
+                    libc::P_PIDFD,
+                    fd.as_raw_fd() as libc::id_t,
+                    &mut info,
+                    flags | libc::WEXITED,
+                )
+            };
+            if r == 0 {
+                // SAFETY: filled by waitid for SIGCHLD (si_pid 0 = none yet).
+                let pid = unsafe { info.si_pid() };
+                return Ok(if pid == 0 { None } else { Some(info) });
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+    }
+
+    pub fn unreaped(fd: &OwnedFd) -> bool {
+        waitid(fd, libc::WNOHANG | libc::WNOWAIT).is_ok()
+    }
+
+    pub fn reap(fd: &OwnedFd) -> io::Result<Option<ExitStatus>> {
+        match waitid(fd, 0) {
+            Ok(Some(info)) => {
+                // SAFETY: an exited child's siginfo carries si_status.
+                let st = unsafe { info.si_status() };
+                let raw = match info.si_code {
+                    libc::CLD_EXITED => (st & 0xff) << 8,
+                    libc::CLD_DUMPED => (st & 0x7f) | 0x80,
+                    _ => st & 0x7f,
+                };
+                Ok(Some(ExitStatus::from_raw(raw)))
+            }
+            Ok(None) => Ok(None),
+            Err(e) if e.raw_os_error() == Some(libc::ECHILD) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+mod other {
+    use nix::errno::Errno;
+    use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
+    use nix::unistd::Pid;
+    use std::io;
+
+    fn peek(child: &mut std::process::Child) -> io::Result<Option<bool>> {
+        let pid = Pid::from_raw(child.id() as i32);
+        let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+        loop {
+            match waitid(Id::Pid(pid), flags) {
+                Ok(WaitStatus::StillAlive) => return Ok(Some(false)),
+                Ok(_) => return Ok(Some(true)),
+                Err(Errno::EINTR) => continue,
+                Err(Errno::ECHILD) => return Ok(None),
+                Err(e) => return Err(io::Error::from(e)),
+            }
+        }
+    }
+
+    pub fn has_exited(child: &mut std::process::Child) -> io::Result<bool> {
+        Ok(peek(child)?.unwrap_or(true))
+    }
+
+    pub fn unreaped(child: &mut std::process::Child) -> bool {
+        matches!(peek(child), Ok(Some(_)))
+    }
+}
