@@ -11,12 +11,41 @@
  *    XENBLOCK_INTERNAL.
  *  - Structs passed in begin with abi_size = sizeof(the struct as you
  *    compiled it); zero fields take defaults. Older, smaller structs are
- *    accepted; sizes below the 1.0 layout or absurdly large are rejected.
+ *    accepted. A larger struct (from a newer header) is accepted only when
+ *    every byte this library does not know is zero, as Linux's
+ *    copy_struct_from_user; sizes below the 1.0 layout or above 4096 are
+ *    rejected.
  *  - Returned strings are owned by xenblock: each function says how long
  *    the pointer is valid and which xenblock function frees it.
- *  - Threads: a xenblock_ctx may be used by several threads at once, and
- *    several contexts may be used at once. Store callbacks may be called
- *    concurrently from those threads.
+ *  - Threads: every function may be called from any thread. A xenblock_ctx
+ *    may be used by several threads at once (prepare/release/reconcile/
+ *    plan), except xenblock_ctx_free, which no other thread may overlap;
+ *    several contexts may be used at once. Calls that take the hotplug lock
+ *    serialise among themselves. Error messages are per thread.
+ *  - Callbacks (store_ops, log_fn) may be called concurrently from the
+ *    threads that use the context, and only during a call on it. They must
+ *    not call back into xenblock with the same context (no re-entry: the
+ *    calling thread may hold the context's lock); other contexts are fine.
+ *  - Transactions: xenblock joins no caller transaction. prepare, release
+ *    and reconcile read outside transactions and write in transactions of
+ *    their own; a caller holding a transaction on the backend must end it
+ *    before the call (so the backend's nodes are visible) and start a new
+ *    one afterwards.
+ *  - Blocking: each call documents its worst case. The hotplug-lock wait is
+ *    bounded by lock_timeout_ms (10 s by default); XENBLOCK_NOWAIT turns it
+ *    into one attempt (XENBLOCK_WOULD_BLOCK: try again later). With the
+ *    built-in client each xenstore reply is bounded by store_timeout_ms.
+ *  - Children: custom hotplug scripts are forked, run in their own process
+ *    group, and waited for through a pidfd (Linux), so any SIGCHLD
+ *    disposition of the host works, SIG_IGN included, as does a host that
+ *    reaps with waitpid(-1). xenblock never waits for a pid it did not
+ *    start and installs no signal handler. If the host reaps the script
+ *    first, its exit status is lost: an add then succeeds only if the
+ *    script wrote hotplug-status "connected", and a remove is taken as
+ *    done. xenblock signals a script's process group only while
+ *    the script is alive or an unreaped zombie (so the group id cannot
+ *    have been reused). A host that runs scripts itself uses
+ *    xenblock_plan_new.
  */
 
 #ifndef XENBLOCK_H
@@ -446,6 +475,10 @@ xenblock_status xenblock_release_ex(struct xenblock_ctx *ctx,
  * limits the sweep to backends whose absolute path starts with it, e.g.
  * "/local/domain/0/backend/vbd/7/". `detached` (may be NULL) receives the
  * number of devices detached. Linux only (`XENBLOCK_UNSUPPORTED` elsewhere).
+ * A device whose tag may have been cut by the kernel (63 bytes) is never
+ * detached. Blocking, worst case: the hotplug lock wait (`lock_timeout_ms`)
+ * plus one xenstore read per xenblock loop device (each bounded by
+ * `store_timeout_ms` with the built-in client).
  *
  * # Safety
  * `ctx` is a live context; `backend_prefix` is NULL or NUL-terminated;
@@ -461,7 +494,10 @@ xenblock_status xenblock_reconcile(struct xenblock_ctx *ctx,
  * exactly as xenblock would run it: Linux `[script, add|remove]` with
  * `XENBUS_*`, FreeBSD `[script, path, add|remove]`, NetBSD `[script, path,
  * 2|6]`). `action` is an `xenblock_action`. On success `*out` is a plan to
- * free with `xenblock_plan_free`; on failure `*out` is NULL.
+ * free with `xenblock_plan_free`; on failure `*out` is NULL. A path that is
+ * not of the form `<root>/<domid>/<devid>` gives `XENBLOCK_INVALID_ARGUMENT`,
+ * a backend that does not exist `XENBLOCK_NOT_FOUND`. Blocking: two
+ * xenstore reads and a stat of the script; never the hotplug lock.
  *
  * # Safety
  * `ctx` is a live context; `backend_path` is NULL or NUL-terminated; `out`

@@ -88,6 +88,8 @@ pub(crate) unsafe fn config_from_c(cfg: *const xenblock_config) -> Result<Config
              ({full} for this library, at least {CONFIG_MIN_SIZE}); set it before the call"
         )));
     }
+    // SAFETY: the caller's struct has `size` readable bytes.
+    unsafe { super::check_unknown_tail(cfg.cast(), full, size, "xenblock_config") }?;
     // Copy what the caller has; fields beyond its size stay zero (defaults).
     let mut c: xenblock_config = xenblock_config {
         abi_size: 0,

@@ -224,6 +224,10 @@ unsafe fn call(
 /// limits the sweep to backends whose absolute path starts with it, e.g.
 /// "/local/domain/0/backend/vbd/7/". `detached` (may be NULL) receives the
 /// number of devices detached. Linux only (`XENBLOCK_UNSUPPORTED` elsewhere).
+/// A device whose tag may have been cut by the kernel (63 bytes) is never
+/// detached. Blocking, worst case: the hotplug lock wait (`lock_timeout_ms`)
+/// plus one xenstore read per xenblock loop device (each bounded by
+/// `store_timeout_ms` with the built-in client).
 ///
 /// # Safety
 /// `ctx` is a live context; `backend_prefix` is NULL or NUL-terminated;

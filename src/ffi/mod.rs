@@ -191,6 +191,36 @@ unsafe fn opt_path(p: *const c_char, what: &str) -> Result<Option<PathBuf>> {
     Ok(Some(PathBuf::from(unsafe { c_str(p, what) }?)))
 }
 
+/// A struct from a newer caller (`size` > `known`, the size this library
+/// knows) is accepted only if every byte past `known` is zero: fields this
+/// library does not know must be unset (Linux's `copy_struct_from_user`
+/// convention), so nothing the caller asked for is silently ignored.
+///
+/// # Safety
+/// `p` points to at least `size` readable bytes.
+pub(crate) unsafe fn check_unknown_tail(
+    p: *const u8,
+    known: usize,
+    size: usize,
+    what: &str,
+) -> Result<()> {
+    if size <= known {
+        return Ok(());
+    }
+    // SAFETY: the caller's struct has `size` readable bytes by contract.
+    let tail = unsafe { std::slice::from_raw_parts(p.add(known), size - known) };
+    if let Some(i) = tail.iter().position(|&b| b != 0) {
+        return Err(Error::InvalidArgument(format!(
+            "{what}.abi_size is {size}, larger than the {known} bytes this library (xenblock {}) \
+             knows, and byte {} beyond them is set: the caller uses a field this library does \
+             not have; use a newer libxenblock or leave that field zero",
+            env!("CARGO_PKG_VERSION"),
+            known + i
+        )));
+    }
+    Ok(())
+}
+
 /// The C ABI version: `(major << 16) | minor`.
 #[no_mangle]
 pub extern "C" fn xenblock_abi_version() -> u32 {

@@ -48,7 +48,10 @@ pub enum xenblock_action {
 /// exactly as xenblock would run it: Linux `[script, add|remove]` with
 /// `XENBUS_*`, FreeBSD `[script, path, add|remove]`, NetBSD `[script, path,
 /// 2|6]`). `action` is an `xenblock_action`. On success `*out` is a plan to
-/// free with `xenblock_plan_free`; on failure `*out` is NULL.
+/// free with `xenblock_plan_free`; on failure `*out` is NULL. A path that is
+/// not of the form `<root>/<domid>/<devid>` gives `XENBLOCK_INVALID_ARGUMENT`,
+/// a backend that does not exist `XENBLOCK_NOT_FOUND`. Blocking: two
+/// xenstore reads and a stat of the script; never the hotplug lock.
 ///
 /// # Safety
 /// `ctx` is a live context; `backend_path` is NULL or NUL-terminated; `out`

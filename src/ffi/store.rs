@@ -95,6 +95,8 @@ impl CallbackStore {
                  ({full} for this library, at least {STORE_OPS_MIN_SIZE})"
             )));
         }
+        // SAFETY: the caller's struct has `size` readable bytes.
+        unsafe { super::check_unknown_tail(p.cast(), full, size, "xenblock_store_ops") }?;
         let mut ops = xenblock_store_ops {
             abi_size: 0,
             opaque: std::ptr::null_mut(),
