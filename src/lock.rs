@@ -193,12 +193,23 @@ impl HotplugLock {
         let pid = std::fs::read_to_string("/proc/locks")
             .ok()
             .and_then(|t| flock_holder(&t, st.dev(), st.ino()));
-        let mut who = match pid {
-            Some(pid) => match command_line(pid) {
-                Some(cmd) => format!("process {pid} ({cmd})"),
-                None => format!("process {pid}"),
-            },
-            None => "a process that /proc/locks does not show".into(),
+        let mut who = match pid.map(|p| (p, command_line(p))) {
+            Some((pid, Some(cmd))) => format!("process {pid} ({cmd})"),
+            // The flock was taken by a process that has exited since (a
+            // script runs flock(1) as a child); its descriptor lives on in
+            // the processes that have the lock file open.
+            other => {
+                let mut w = match other {
+                    Some((pid, None)) => format!("process {pid}, which has exited"),
+                    _ => "a process that /proc/locks does not show".to_string(),
+                };
+                let open = openers(st.dev(), st.ino());
+                if !open.is_empty() {
+                    w.push_str("; the lock file is open in ");
+                    w.push_str(&open.join(", "));
+                }
+                w
+            }
         };
         if let Some(r) = record {
             who.push_str(&format!(", whose owner record says \"{r}\""));
@@ -254,6 +265,40 @@ pub fn flock_holder(proc_locks: &str, dev: u64, ino: u64) -> Option<u32> {
         }
     }
     None
+}
+
+/// The processes (other than this one) with a descriptor on (dev, ino),
+/// as "process N (command line)", at most 4.
+fn openers(dev: u64, ino: u64) -> Vec<String> {
+    let me = std::process::id();
+    let mut out = Vec::new();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for p in procs.flatten() {
+        let Some(pid) = p.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let Ok(fds) = std::fs::read_dir(p.path().join("fd")) else {
+            continue;
+        };
+        let has = fds
+            .flatten()
+            .any(|fd| std::fs::metadata(fd.path()).is_ok_and(|m| m.dev() == dev && m.ino() == ino));
+        if has {
+            out.push(match command_line(pid) {
+                Some(cmd) => format!("process {pid} ({cmd})"),
+                None => format!("process {pid}"),
+            });
+            if out.len() == 4 {
+                break;
+            }
+        }
+    }
+    out
 }
 
 /// A process's command line, spaces between arguments, at most 200 bytes.
