@@ -15,12 +15,15 @@
 #include "common.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 /*
@@ -498,18 +501,25 @@ static void case_abi_size(struct ct_env *e)
               "abi_size %u: last error: \"%s\"", bad[i], xenblock_last_error());
     }
 
-    /* A newer caller's bigger struct: extra bytes ignored. */
+    /* A newer caller's bigger struct: unknown bytes that are zero are
+     * accepted; a set one is a field this library would ignore: refused. */
     struct {
         xenblock_config cfg;
         char future[64];
     } big;
-    memset(&big, 0xff, sizeof big);
+    memset(&big, 0, sizeof big);
     ct_config(e, &big.cfg);
     big.cfg.abi_size = sizeof big;
     ctx = NULL;
     CHECK_STATUS(xenblock_ctx_new(&big.cfg, &ctx), XENBLOCK_OK, NULL);
     CHECK(ctx != NULL, "no context");
     xenblock_ctx_free(ctx);
+    big.future[17] = 1;
+    ctx = (xenblock_ctx *)&cfg;
+    CHECK_STATUS(xenblock_ctx_new(&big.cfg, &ctx), XENBLOCK_INVALID_ARGUMENT, NULL);
+    CHECK(ctx == NULL, "*out not NULL after a failure");
+    CHECK(strstr(xenblock_last_error(), "does not know") != NULL, "last error: \"%s\"",
+          xenblock_last_error());
 
     /* The ABI 1.0 minimum: up to script_dir. The fields after it are
      * garbage in the caller's memory and must not be read. */
@@ -534,6 +544,62 @@ static void case_abi_size(struct ct_env *e)
     remove_disk(e, ctx, &d);
     CHECK(ct_loop_wait_detached(node, img), "%s still attached", node);
     ct_domain_purge(e->xs, 81);
+    xenblock_ctx_free(ctx);
+}
+
+/* What an embedding host relies on: plans only for backends that exist, a
+ * bounded lock wait, and XENBLOCK_NOWAIT answering XENBLOCK_WOULD_BLOCK at
+ * once (writing nothing) while the hotplug lock is taken. */
+static void case_embedding(struct ct_env *e)
+{
+    char img[PATH_MAX], node[PATH_MAX], lock[PATH_MAX];
+    xenblock_plan *plan = (xenblock_plan *)&plan;
+    ct_domain_purge(e->xs, 91);
+    xenblock_config cfg;
+    ct_config(e, &cfg);
+    cfg.lock_timeout_ms = 200;
+    xenblock_ctx *ctx = NULL;
+    REQUIRE(xenblock_ctx_new(&cfg, &ctx) == XENBLOCK_OK, "ctx: %s", xenblock_last_error());
+
+    CHECK_STATUS(xenblock_plan_new(ctx, "backend/vbd/91/51712", XENBLOCK_ACTION_ADD, &plan),
+                 XENBLOCK_NOT_FOUND, ctx);
+    CHECK(plan == NULL, "*out not NULL after a failure");
+    CHECK_STATUS(xenblock_plan_new(ctx, "backend/vbd/91", XENBLOCK_ACTION_ADD, &plan),
+                 XENBLOCK_INVALID_ARGUMENT, ctx);
+
+    ct_image(e, "embed.img", 1 << 20, img);
+    struct ct_disk d = {.domid = 91, .devid = XVDA, .params = img, .mode = "w",
+                        .vm = "/vm/c0ffee00-0000-0000-0000-000000000091"};
+    ct_disk_add(e->xs, &d);
+    CHECK_STATUS(xenblock_prepare_ex(ctx, d.arg, 0x80), XENBLOCK_INVALID_ARGUMENT, ctx);
+
+    /* Another open file holds the lock, as a hotplug script would. */
+    mkdir(e->lock_dir, 0755);
+    snprintf(lock, sizeof lock, "%s/block", e->lock_dir);
+    int fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    REQUIRE(fd >= 0 && flock(fd, LOCK_EX) == 0, "taking %s: %s", lock, strerror(errno));
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    CHECK_STATUS(xenblock_prepare_ex(ctx, d.arg, XENBLOCK_NOWAIT), XENBLOCK_WOULD_BLOCK, ctx);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double ms = (t1.tv_sec - t0.tv_sec) * 1e3 + (t1.tv_nsec - t0.tv_nsec) / 1e6;
+    CHECK(ms < 150, "XENBLOCK_NOWAIT took %.0f ms", ms);
+    char hs[PATH_MAX];
+    snprintf(hs, sizeof hs, "%s/hotplug-status", d.be);
+    CHECK(!ct_exists(e->xs, hs), "WOULD_BLOCK wrote hotplug-status");
+    CHECK(strstr(xenblock_ctx_last_error(ctx), "try again") != NULL, "message: \"%s\"",
+          xenblock_ctx_last_error(ctx));
+    CHECK_STATUS(xenblock_prepare(ctx, d.arg), XENBLOCK_TIMEOUT, ctx);
+    unlink(lock);
+    close(fd);
+
+    CHECK_STATUS(xenblock_prepare_ex(ctx, d.arg, XENBLOCK_NOWAIT), XENBLOCK_OK, ctx);
+    check_file_connected(e, &d, img, false, node, sizeof node);
+    ct_disk_close(e->xs, &d);
+    CHECK_STATUS(xenblock_release_ex(ctx, d.arg, XENBLOCK_NOWAIT), XENBLOCK_OK, ctx);
+    ct_disk_destroy(e->xs, &d);
+    CHECK(ct_loop_wait_detached(node, img), "%s still attached", node);
+    ct_domain_purge(e->xs, 91);
     xenblock_ctx_free(ctx);
 }
 
@@ -752,6 +818,7 @@ static const struct test_case cases[] = {
     {"custom_script", true, case_custom_script},
     {"invalid_args", true, case_invalid_args},
     {"abi_size", true, case_abi_size},
+    {"embedding", true, case_embedding},
     {"threads_one_ctx", true, case_threads_one_ctx},
     {"threads_many_ctx", true, case_threads_many_ctx},
     {"status_strings", false, case_status_strings},

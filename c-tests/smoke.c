@@ -104,7 +104,13 @@ int main(int argc, char **argv)
     memset(&cfg, 0, sizeof cfg);
     cfg.abi_size = sizeof cfg;
     cfg.store = NULL; /* the built-in client: $XENSTORED_PATH */
+    /* A private lock directory, never the host's /var/run/xen-hotplug. */
     cfg.lock_dir = getenv("XENBLOCK_LOCK_DIR");
+    EXPECT(cfg.lock_dir && cfg.lock_dir[0] == '/',
+           "set XENBLOCK_LOCK_DIR to a private absolute directory (this test must not take "
+           "the host's hotplug lock)");
+    if (!cfg.lock_dir || cfg.lock_dir[0] != '/')
+        return 1;
     xenblock_ctx *ctx = NULL;
     xenblock_status st = xenblock_ctx_new(&cfg, &ctx);
     if (st != XENBLOCK_OK) {

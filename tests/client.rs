@@ -190,13 +190,28 @@ fn frame(ty: u32, req_id: u32, len: u32, payload: &[u8]) -> Vec<u8> {
     v
 }
 
-fn tmp(tag: &str) -> std::path::PathBuf {
-    xsd::temp_dir(tag)
+/// A scratch directory removed when dropped (with the fake server's socket).
+struct Tmp(std::path::PathBuf);
+impl std::ops::Deref for Tmp {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+impl Drop for Tmp {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn tmp(tag: &str) -> Tmp {
+    Tmp(xsd::temp_dir(tag))
 }
 
 #[test]
 fn a_server_that_closes_the_connection_gives_an_error_not_a_hang() {
-    let sock = fake_server(&tmp("close"), |_| Some(Vec::new()));
+    let dir = tmp("close");
+    let sock = fake_server(&dir, |_| Some(Vec::new()));
     let c = XsClient::connect(&sock, Duration::from_secs(5)).unwrap();
     let t = Instant::now();
     let e = c.read(NO_TX, "/x").unwrap_err();
@@ -207,7 +222,8 @@ fn a_server_that_closes_the_connection_gives_an_error_not_a_hang() {
 
 #[test]
 fn a_silent_server_times_out() {
-    let sock = fake_server(&tmp("silent"), |_| None);
+    let dir = tmp("silent");
+    let sock = fake_server(&dir, |_| None);
     let c = XsClient::connect(&sock, Duration::from_millis(300)).unwrap();
     let t = Instant::now();
     let e = c.read(NO_TX, "/x").unwrap_err();
@@ -217,27 +233,31 @@ fn a_silent_server_times_out() {
 
 #[test]
 fn oversized_and_mismatched_replies_are_refused() {
-    let sock = fake_server(&tmp("big"), |m| {
+    let dir = tmp("big");
+    let sock = fake_server(&dir, |m| {
         Some(frame(MsgType::Read as u32, m.req_id, 100_000, b""))
     });
     let c = XsClient::connect(&sock, Duration::from_secs(2)).unwrap();
     let e = c.read(NO_TX, "/x").unwrap_err();
     assert!(e.to_string().contains("exceeds"), "{e}");
 
-    let sock = fake_server(&tmp("wrongid"), |m| {
+    let dir = tmp("wrongid");
+    let sock = fake_server(&dir, |m| {
         Some(frame(MsgType::Read as u32, m.req_id + 1000, 1, b"x"))
     });
     let c = XsClient::connect(&sock, Duration::from_secs(2)).unwrap();
     let e = c.read(NO_TX, "/x").unwrap_err();
     assert!(e.to_string().contains("request id"), "{e}");
 
-    let sock = fake_server(&tmp("wrongtype"), |m| {
+    let dir = tmp("wrongtype");
+    let sock = fake_server(&dir, |m| {
         Some(frame(MsgType::Write as u32, m.req_id, 3, b"OK\0"))
     });
     let c = XsClient::connect(&sock, Duration::from_secs(2)).unwrap();
     assert_eq!(c.read(NO_TX, "/x").unwrap_err().kind(), ErrorKind::Store);
 
-    let sock = fake_server(&tmp("errname"), |m| {
+    let dir = tmp("errname");
+    let sock = fake_server(&dir, |m| {
         Some(frame(MsgType::Error as u32, m.req_id, 7, b"EWHAT?\0"))
     });
     let c = XsClient::connect(&sock, Duration::from_secs(2)).unwrap();
