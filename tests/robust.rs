@@ -78,7 +78,7 @@ fn reconcile_leaves_a_device_whose_tag_may_have_been_cut() {
     let img = env.image("cut.img", 1 << 20);
     // A tag as an older xenblock wrote it for a long backend path: the kernel
     // kept 63 bytes, which name a backend that does not exist.
-    let tag = format!("xenblock:/local/domain/0/backend/vbd-with-a-rather-long-root-name/6/51712");
+    let tag = "xenblock:/local/domain/0/backend/vbd-with-a-rather-long-root-name/6/51712";
     assert!(tag.len() > 63);
     let f = std::fs::OpenOptions::new()
         .read(true)
