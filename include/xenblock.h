@@ -36,7 +36,7 @@
  *    into one attempt (XENBLOCK_WOULD_BLOCK: try again later). With the
  *    built-in client each xenstore reply is bounded by store_timeout_ms.
  *  - Children: custom hotplug scripts are forked, run in their own process
- *    group, and waited for through a pidfd (Linux), so any SIGCHLD
+ *    group, and waited for through a pidfd (Linux 5.3+), so any SIGCHLD
  *    disposition of the host works, SIG_IGN included, as does a host that
  *    reaps with waitpid(-1). xenblock never waits for a pid it did not
  *    start and installs no signal handler. If the host reaps the script

@@ -10,7 +10,8 @@
 //! collected with `waitid(P_PIDFD)` when nobody took it first; and the
 //! script's process group is signalled only while its leader is still ours
 //! (alive, or a zombie not yet reaped, which keeps the group id reserved).
-//! Elsewhere the same interface waits by pid (`waitid` with `WNOWAIT`).
+//! Elsewhere, and where `pidfd_open` is missing (kernels before 5.3,
+//! valgrind), the same interface waits by pid (`waitid` with `WNOWAIT`).
 
 use std::io;
 use std::process::ExitStatus;
@@ -21,8 +22,18 @@ use nix::unistd::Pid;
 /// A started child process and the means to wait for it.
 pub struct Child {
     inner: std::process::Child,
+    watch: Watch,
+}
+
+enum Watch {
+    /// Linux: a pidfd on the child.
     #[cfg(target_os = "linux")]
-    pidfd: Option<std::os::fd::OwnedFd>,
+    Pidfd(std::os::fd::OwnedFd),
+    /// The child was gone (reaped by someone else) before it could be watched.
+    #[cfg(target_os = "linux")]
+    Gone,
+    /// No pidfds (other systems, kernels before 5.3, valgrind): by pid.
+    ByPid,
 }
 
 impl Child {
@@ -32,25 +43,27 @@ impl Child {
     pub fn new(mut inner: std::process::Child) -> io::Result<Child> {
         #[cfg(target_os = "linux")]
         {
-            match linux::pidfd_open(inner.id()) {
-                Ok(fd) => Ok(Child {
-                    inner,
-                    pidfd: Some(fd),
-                }),
+            let watch = match linux::pidfd_open(inner.id()) {
+                Ok(fd) => Watch::Pidfd(fd),
                 // Already exited and reaped by someone else.
-                Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(Child { inner, pidfd: None }),
+                Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Watch::Gone,
+                // No pidfd_open here: wait by pid, as without pidfds.
+                Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => Watch::ByPid,
                 Err(e) => {
-                    // Still ours (we have not waited and it could be opened
-                    // only if it were gone): kill it by its pid at once.
+                    // Still ours (not waited for): kill it by its pid at once.
                     let _ = inner.kill();
-                    Err(e)
+                    return Err(e);
                 }
-            }
+            };
+            Ok(Child { inner, watch })
         }
         #[cfg(not(target_os = "linux"))]
         {
             let _ = &mut inner;
-            Ok(Child { inner })
+            Ok(Child {
+                inner,
+                watch: Watch::ByPid,
+            })
         }
     }
 
@@ -65,33 +78,24 @@ impl Child {
 
     /// Whether the child has exited (reaped or not, by anyone).
     pub fn exited(&mut self) -> io::Result<bool> {
-        #[cfg(target_os = "linux")]
-        {
-            match &self.pidfd {
-                Some(fd) => linux::readable(fd),
-                // No pidfd: the child was gone before it could be opened.
-                None => Ok(true),
-            }
-        }
-        #[cfg(not(target_os = "linux"))]
-        {
-            other::has_exited(&mut self.inner)
+        match &self.watch {
+            #[cfg(target_os = "linux")]
+            Watch::Pidfd(fd) => linux::readable(fd),
+            #[cfg(target_os = "linux")]
+            Watch::Gone => Ok(true),
+            Watch::ByPid => bypid::has_exited(&mut self.inner),
         }
     }
 
     /// Whether the child's pid, and so its process group id, is still ours:
     /// it runs or is a zombie nobody has reaped.
     fn owned(&mut self) -> bool {
-        #[cfg(target_os = "linux")]
-        {
-            match &self.pidfd {
-                Some(fd) => linux::unreaped(fd),
-                None => false,
-            }
-        }
-        #[cfg(not(target_os = "linux"))]
-        {
-            other::unreaped(&mut self.inner)
+        match &self.watch {
+            #[cfg(target_os = "linux")]
+            Watch::Pidfd(fd) => linux::unreaped(fd),
+            #[cfg(target_os = "linux")]
+            Watch::Gone => false,
+            Watch::ByPid => bypid::unreaped(&mut self.inner),
         }
     }
 
@@ -110,20 +114,16 @@ impl Child {
     /// Reap the child once it has exited. `None` when its status was taken
     /// by someone else (the host's `waitpid(-1)`, or `SIGCHLD` ignored).
     pub fn reap(&mut self) -> io::Result<Option<ExitStatus>> {
-        #[cfg(target_os = "linux")]
-        {
-            match &self.pidfd {
-                Some(fd) => linux::reap(fd),
-                None => Ok(None),
-            }
-        }
-        #[cfg(not(target_os = "linux"))]
-        {
-            match self.inner.wait() {
+        match &self.watch {
+            #[cfg(target_os = "linux")]
+            Watch::Pidfd(fd) => linux::reap(fd),
+            #[cfg(target_os = "linux")]
+            Watch::Gone => Ok(None),
+            Watch::ByPid => match self.inner.wait() {
                 Ok(s) => Ok(Some(s)),
                 Err(e) if e.raw_os_error() == Some(libc::ECHILD) => Ok(None),
                 Err(e) => Err(e),
-            }
+            },
         }
     }
 }
@@ -217,8 +217,7 @@ mod linux {
     }
 }
 
-#[cfg(not(target_os = "linux"))]
-mod other {
+mod bypid {
     use nix::errno::Errno;
     use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
     use nix::unistd::Pid;
