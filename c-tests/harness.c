@@ -674,6 +674,27 @@ static void case_store_ops_args(struct ct_env *e)
     CHECK_STATUS(xenblock_ctx_new(&cfg, &ctx), XENBLOCK_OK, NULL);
     xenblock_ctx_free(ctx);
 
+    /* A newer caller's bigger store ops: zero unknown bytes accepted, a set
+     * one (a callback this library would never call) refused. */
+    struct {
+        xenblock_store_ops ops;
+        void (*future_callback)(void);
+    } big;
+    memset(&big, 0, sizeof big);
+    big.ops = ops;
+    big.ops.abi_size = sizeof big;
+    cfg.store = &big.ops;
+    ctx = NULL;
+    CHECK_STATUS(xenblock_ctx_new(&cfg, &ctx), XENBLOCK_OK, NULL);
+    xenblock_ctx_free(ctx);
+    big.future_callback = (void (*)(void))stub_tx_start;
+    ctx = (xenblock_ctx *)&ops;
+    CHECK_STATUS(xenblock_ctx_new(&cfg, &ctx), XENBLOCK_INVALID_ARGUMENT, NULL);
+    CHECK(ctx == NULL, "*out not NULL after a failure");
+    CHECK(strstr(xenblock_last_error(), "xenblock_store_ops") != NULL, "message: \"%s\"",
+          xenblock_last_error());
+    cfg.store = &ops;
+
     const uint32_t bad[] = {0, 3, (uint32_t)offsetof(xenblock_store_ops, free_fn) - 1, 1u << 20};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         ops.abi_size = bad[i];

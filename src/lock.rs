@@ -363,6 +363,37 @@ mod tests {
     }
 
     #[test]
+    fn flock_holder_reads_proc_locks() {
+        let dev = libc::makedev(0xfd, 0x01);
+        let text = "1: POSIX  ADVISORY  WRITE 77 fd:01:42 0 EOF\n\
+                    2: FLOCK  ADVISORY  WRITE 1234 fd:01:42 0 EOF\n\
+                    2: -> FLOCK  ADVISORY  WRITE 999 fd:01:42 0 EOF\n\
+                    3: FLOCK  ADVISORY  WRITE 555 08:02:42 0 EOF\n";
+        assert_eq!(flock_holder(text, dev, 42), Some(1234));
+        assert_eq!(flock_holder(text, dev, 43), None);
+        assert_eq!(flock_holder(text, libc::makedev(8, 2), 42), Some(555));
+    }
+
+    #[test]
+    fn nowait_gives_wouldblock_at_once_and_names_the_holder() {
+        let dir = std::env::temp_dir().join(format!("xenblock-lock3-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = File::create(dir.join(LOCK_NAME)).unwrap();
+        let _held = Flock::lock(f, FlockArg::LockExclusive).unwrap();
+        let lock = HotplugLock::new(&dir, Duration::from_secs(30));
+        let t = Instant::now();
+        let e = no_wait(|| lock.acquire()).err().expect("must not wait");
+        assert!(t.elapsed() < Duration::from_secs(5));
+        assert_eq!(e.kind(), crate::ErrorKind::WouldBlock);
+        assert!(
+            e.to_string()
+                .contains(&format!("process {}", std::process::id())),
+            "{e}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn held_flock_from_elsewhere_times_out() {
         let dir = std::env::temp_dir().join(format!("xenblock-lock2-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
