@@ -11,7 +11,8 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 /// Create a context. `cfg` may be NULL for all defaults. On success `*out`
 /// holds a context to free with `xenblock_ctx_free`; on failure `*out` is
-/// NULL and `xenblock_last_error()` says why.
+/// NULL and `xenblock_last_error()` says why. Blocking: at most opening the
+/// xenstored socket or xenbus device (no round trip, never the lock).
 ///
 /// # Safety
 /// `cfg` is NULL or points to a `xenblock_config` of at least `cfg->abi_size`
@@ -43,7 +44,8 @@ pub unsafe extern "C" fn xenblock_ctx_new(
     })
 }
 
-/// Free a context. NULL is ignored.
+/// Free a context. NULL is ignored. Never blocks (closes the built-in
+/// client's connection, if any).
 ///
 /// # Safety
 /// `ctx` is NULL or was returned by `xenblock_ctx_new` and not yet freed; no

@@ -10,6 +10,12 @@
 //! collected with `waitid(P_PIDFD)` when nobody took it first; and the
 //! script's process group is signalled only while its leader is still ours
 //! (alive, or a zombie not yet reaped, which keeps the group id reserved).
+//! What is left: the pidfd is opened just after the spawn returns (the
+//! script has exec'd); a script that exits and is reaped by the host within
+//! those microseconds is seen as gone (its status then unknown), and a host
+//! that reaps between the ownership check and `killpg` leaves a window of
+//! two system calls, in which the group id would have to be reused by a new
+//! process group (a full cycle of the pid space) to hit anyone else.
 //! Elsewhere, and where `pidfd_open` is missing (kernels before 5.3,
 //! valgrind), the same interface waits by pid (`waitid` with `WNOWAIT`).
 
