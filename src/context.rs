@@ -68,7 +68,7 @@ pub struct Config {
     pub script_dir: PathBuf,
     /// How long a custom script may run (libxl: 40 s).
     pub script_timeout: Duration,
-    /// Bound on each wait for xenstored (built-in client).
+    /// Bound on each wait for xenstored (built-in client) and for the lock.
     pub store_timeout: Duration,
     /// How long prepare and release wait for the hotplug lock (default 10 s).
     pub lock_timeout: Duration,
