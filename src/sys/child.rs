@@ -223,6 +223,12 @@ mod linux {
     }
 }
 
+/// Waiting by pid with `waitid(WNOWAIT)`, which leaves the zombie (and so
+/// the process group id) in place until the status is collected.
+#[cfg(any(
+    target_os = "freebsd",
+    all(target_os = "linux", not(target_env = "uclibc"))
+))]
 mod bypid {
     use nix::errno::Errno;
     use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
@@ -249,5 +255,24 @@ mod bypid {
 
     pub fn unreaped(child: &mut std::process::Child) -> bool {
         matches!(peek(child), Ok(Some(_)))
+    }
+}
+
+/// Systems without a usable `waitid`: the child is reaped as soon as it is
+/// seen to exit (std keeps the status for the later `wait`), so its group is
+/// no longer provably ours then and is left alone.
+#[cfg(not(any(
+    target_os = "freebsd",
+    all(target_os = "linux", not(target_env = "uclibc"))
+)))]
+mod bypid {
+    use std::io;
+
+    pub fn has_exited(child: &mut std::process::Child) -> io::Result<bool> {
+        Ok(child.try_wait()?.is_some())
+    }
+
+    pub fn unreaped(child: &mut std::process::Child) -> bool {
+        matches!(child.try_wait(), Ok(None))
     }
 }
