@@ -68,8 +68,10 @@ pub struct Config {
     pub script_dir: PathBuf,
     /// How long a custom script may run (libxl: 40 s).
     pub script_timeout: Duration,
-    /// Bound on each wait for xenstored (built-in client) and for the lock.
+    /// Bound on each wait for xenstored (built-in client).
     pub store_timeout: Duration,
+    /// How long prepare and release wait for the hotplug lock (default 10 s).
+    pub lock_timeout: Duration,
     /// OS contract to follow.
     pub flavour: Flavour,
     /// Where messages go; `None` drops them.
@@ -84,6 +86,7 @@ impl Default for Config {
             script_dir: PathBuf::from("/etc/xen/scripts"),
             script_timeout: Duration::from_secs(40),
             store_timeout: Duration::from_secs(30),
+            lock_timeout: Duration::from_secs(10),
             flavour: Flavour::native(),
             logger: None,
         }
@@ -98,6 +101,7 @@ impl std::fmt::Debug for Config {
             .field("script_dir", &self.script_dir)
             .field("script_timeout", &self.script_timeout)
             .field("store_timeout", &self.store_timeout)
+            .field("lock_timeout", &self.lock_timeout)
             .field("flavour", &self.flavour)
             .finish()
     }
@@ -121,19 +125,18 @@ impl Context {
         };
         if config.lock_dir.as_os_str().is_empty() || !config.lock_dir.is_absolute() {
             return Err(Error::InvalidArgument(format!(
-                "lock directory {:?} must be an absolute path",
-                config.lock_dir
+                "lock directory {} must be an absolute path",
+                config.lock_dir.display()
             )));
         }
         if config.script_dir.as_os_str().is_empty() || !config.script_dir.is_absolute() {
             return Err(Error::InvalidArgument(format!(
-                "script directory {:?} must be an absolute path",
-                config.script_dir
+                "script directory {} must be an absolute path",
+                config.script_dir.display()
             )));
         }
-        let lock_wait = config.store_timeout.max(Duration::from_secs(1)) * 4;
         Ok(Context {
-            lock: HotplugLock::new(&config.lock_dir, lock_wait),
+            lock: HotplugLock::new(&config.lock_dir, config.lock_timeout),
             store,
             config,
         })
