@@ -30,7 +30,7 @@ pub mod exit {
     pub const PERMISSION: u8 = 7;
 }
 
-const AFTER_HELP: &str = "\
+pub const AFTER_HELP: &str = "\
 Environment:
   XENSTORED_PATH       xenstored socket or xenbus device (default: the usual ones)
   XENBLOCK_LOCK_DIR    default of --lock-dir
@@ -48,6 +48,7 @@ Installed as /etc/xen/scripts/block (`xenblock enable`), xenblock is run as
     version,
     propagate_version = true,
     subcommand_required = true,
+    disable_help_subcommand = true,
     arg_required_else_help = true,
     after_help = format!("{AFTER_HELP}\n\n{EXIT_CODES}"),
 )]
