@@ -63,6 +63,6 @@ files=$(cd "$work" && ls ./*.deb ./*.dsc ./*.tar.* ./*.buildinfo ./*.changes)
 (cd "$work" && cp $files "$OUT/")
 changes=$(ls "$OUT"/xenblock_"$version"_*.changes | head -n1)
 echo "build-debs: lintian (errors fail the build)"
-lintian --fail-on error --info "$changes"
+lintian --fail-on error "$changes"
 echo "build-debs: packages in $OUT:"
 (cd "$OUT" && ls -1 ./*.deb)
