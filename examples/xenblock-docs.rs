@@ -59,7 +59,10 @@ fn page(cmd: &clap::Command, path: &Path, extra: &str) -> std::io::Result<()> {
 
 fn main() -> std::io::Result<()> {
     let out = PathBuf::from(std::env::args_os().nth(1).ok_or_else(|| {
-        std::io::Error::new(std::io::ErrorKind::InvalidInput, "usage: xenblock-docs OUTDIR")
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "usage: xenblock-docs OUTDIR",
+        )
     })?);
     let mandir = out.join("man");
     let comp = out.join("completions");
