@@ -62,8 +62,8 @@ pub struct Cli {
 /// Options every subcommand that talks to xenstored accepts.
 #[derive(Args, Debug, Clone)]
 pub struct Common {
-    /// OS calling convention to follow [default: this OS]
-    #[arg(long, visible_alias = "flavor", value_enum, global = true)]
+    /// OS calling convention to follow: linux, freebsd or netbsd [default: this OS]
+    #[arg(long, visible_alias = "flavor", value_name = "OS", value_parser = flavour, global = true)]
     pub flavour: Option<FlavourArg>,
     /// Hotplug lock directory, shared with Xen's scripts [default: /var/run/xen-hotplug]
     #[arg(long, value_name = "DIR", global = true)]
@@ -90,7 +90,19 @@ pub fn seconds(v: &str) -> Result<f64, String> {
         .ok_or_else(|| format!("expected seconds between 0 and 86400 (e.g. 10 or 0.5), not '{v}'"))
 }
 
-#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+/// linux, freebsd or netbsd.
+pub fn flavour(v: &str) -> Result<FlavourArg, String> {
+    match v {
+        "linux" => Ok(FlavourArg::Linux),
+        "freebsd" => Ok(FlavourArg::Freebsd),
+        "netbsd" => Ok(FlavourArg::Netbsd),
+        _ => Err(format!(
+            "unknown flavour '{v}'; expected linux, freebsd or netbsd"
+        )),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FlavourArg {
     Linux,
     Freebsd,

@@ -372,18 +372,7 @@ fn hotplug(args: &[OsString], common: Option<&Common>) -> Result<(), String> {
                 .ok_or_else(|| format!("{name} needs a value"))
         };
         match a.as_str() {
-            "--flavour" | "--flavor" => {
-                c.flavour = Some(match value(a)?.as_str() {
-                    "linux" => FlavourArg::Linux,
-                    "freebsd" => FlavourArg::Freebsd,
-                    "netbsd" => FlavourArg::Netbsd,
-                    v => {
-                        return Err(format!(
-                            "unknown flavour '{v}'; expected linux, freebsd or netbsd"
-                        ))
-                    }
-                })
-            }
+            "--flavour" | "--flavor" => c.flavour = Some(cli::flavour(&value(a)?)?),
             "--lock-dir" => c.lock_dir = Some(value(a)?.into()),
             "--script-dir" => c.script_dir = Some(value(a)?.into()),
             "--script-timeout" => c.script_timeout = Some(cli::seconds(&value(a)?)?),
