@@ -161,3 +161,27 @@ fn every_subcommand_has_help_and_version() {
         .unwrap();
     assert!(String::from_utf8_lossy(&o.stdout).contains("Exit status:"));
 }
+
+#[test]
+fn lock_timeout_bounds_the_wait_for_the_hotplug_lock() {
+    common::require_root();
+    let mut env = Env::new();
+    env.domain(4, "/vm/four");
+    let img = env.image("locked.img", 1 << 20);
+    let b = env.backend(4, 51712, &img.display().to_string(), "w");
+    // Another holder (as Xen's script would be) keeps the lock.
+    let lock =
+        xenblock::lock::HotplugLock::new(&env.dir.join("lock"), std::time::Duration::from_secs(5));
+    let held = lock.acquire().unwrap();
+    let t = std::time::Instant::now();
+    let (rc, out, err) = run(&env, &["prepare", "--lock-timeout", "0.3", &b]);
+    let took = t.elapsed();
+    drop(held);
+    assert_eq!(rc, 5, "{out}{err}");
+    assert!(err.contains("lock"), "{err}");
+    assert!(
+        took >= std::time::Duration::from_millis(300) && took < std::time::Duration::from_secs(5),
+        "waited {took:?} with --lock-timeout 0.3"
+    );
+    assert!(env.loops_of(&img).is_empty());
+}
