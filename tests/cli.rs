@@ -185,3 +185,36 @@ fn lock_timeout_bounds_the_wait_for_the_hotplug_lock() {
     );
     assert!(env.loops_of(&img).is_empty());
 }
+
+#[test]
+fn plan_says_in_process_or_the_script_to_run() {
+    common::require_root();
+    let env = Env::new();
+    env.domain(5, "/vm/five");
+    let b = env.backend(5, 51712, "/dev/null", "w");
+    let (rc, out, err) = run(&env, &["plan", "--json", &b, "add"]);
+    assert_eq!(rc, 0, "{out}{err}");
+    assert_eq!(
+        out.trim(),
+        format!(r#"{{"backend":"{b}","in_process":true,"ok":true}}"#)
+    );
+    let script = env.dir.join("block-custom");
+    std::fs::write(&script, "#!/bin/sh\nexit 0\n").unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let script = script.display().to_string();
+    env.write(&format!("{b}/script"), &script);
+    let (rc, out, err) = run(&env, &["plan", "--json", &b, "remove"]);
+    assert_eq!(rc, 0, "{out}{err}");
+    assert!(
+        out.contains(&format!(
+            r#""in_process":false,"argv":["{script}","remove"]"#
+        )) && out.contains(&format!(r#""XENBUS_PATH":"{b}""#)),
+        "{out}"
+    );
+    let (rc, out, _) = run(&env, &["plan", &b, "add"]);
+    assert_eq!(rc, 0);
+    assert!(
+        out.contains("run the custom script") && out.contains(&format!("{script} add")),
+        "{out}"
+    );
+}
