@@ -9,9 +9,7 @@
 # no link, no file of ours left). Fails at the first broken step.
 #
 # DEBDIR (default /xenblock/cache/xenblock-debs, the host's
-# ~/.cache/xenblock/xenblock-debs) holds the packages; the xen-utils-common
-# .deb for the upgrade step is looked up under /xenblock/cache/debs (where
-# scripts/xen-debs.sh caches Xen's packages).
+# ~/.cache/xenblock/xenblock-debs) holds the packages.
 set -euo pipefail
 
 DEBS=${1:-/xenblock/cache/xenblock-debs}
@@ -29,8 +27,16 @@ divert_of() { dpkg-divert --listpackage "$SCRIPT"; }
 command -v xl >/dev/null || fail "no xl: this runs in a Xen dom0"
 declare -F guest_cfg >/dev/null || fail "tests/realxen/lib.sh (guest helpers) not found"
 ls "$DEBS"/xenblock_*.deb "$DEBS"/libxenblock1_*.deb >/dev/null || fail "no packages in $DEBS (scripts/build-debs.sh)"
-xen_deb=$(ls /xenblock/cache/debs/xen-utils-common_*.deb 2>/dev/null | head -n1 || true)
-[ -n "$xen_deb" ] || fail "no xen-utils-common .deb under /xenblock/cache/debs for the upgrade step"
+# The upgrade step reinstalls dom0's own xen-utils-common (same version: its
+# dependencies are met offline): from dom0's apt cache, the VM's root
+# file system cache on the host, or Xen's packages cached by xen-debs.sh.
+xv=$(dpkg-query -W -f='${Version}' xen-utils-common) || fail "xen-utils-common is not installed in dom0"
+xen_deb=""
+for d in /var/cache/apt/archives /xenblock/cache/vm/rootfs-base/var/cache/apt/archives /xenblock/cache/debs/debs; do
+    f="$d/xen-utils-common_${xv}_$(dpkg --print-architecture).deb"
+    [ -f "$f" ] && { xen_deb=$f; break; }
+done
+[ -n "$xen_deb" ] || fail "no xen-utils-common_${xv} .deb found for the upgrade step"
 
 # Start from Xen's own script, whatever mode the VM booted in.
 command -v xenblock-mode >/dev/null && xenblock-mode stock
