@@ -41,6 +41,16 @@ if [ -n "$bad" ]; then
   exit 1
 fi
 
+step "xenblock(3) and debian/libxenblock1.symbols match the header and the exports"
+scripts/check-man3.sh
+exported=$(nm -D --defined-only target/release/libxenblock.so | awk '{print $3}' | sort)
+listed=$(sed -n 's/^ \(xenblock_[a-z_]*\)@Base .*/\1/p' debian/libxenblock1.symbols | sort)
+if [ "$exported" != "$listed" ]; then
+  echo "debian/libxenblock1.symbols does not list exactly the exports of libxenblock.so:" >&2
+  diff <(echo "$listed") <(echo "$exported") >&2 || true
+  exit 1
+fi
+
 step "cargo check --target x86_64-unknown-freebsd (Linux-only code is behind cfg)"
 if rustup target list --installed | grep -q x86_64-unknown-freebsd ||
    rustup target add x86_64-unknown-freebsd; then

@@ -1,4 +1,4 @@
-//! The prepare and release flows (DESIGN.md §2): what Xen's `block` script
+//! The prepare and release flows (docs/contract.md): what Xen's `block` script
 //! does for `add` and `remove`, done in-process.
 
 use crate::context::{Context, Flavour, LogLevel};

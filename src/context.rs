@@ -68,7 +68,7 @@ pub struct Config {
     pub script_dir: PathBuf,
     /// How long a custom script may run (libxl: 40 s).
     pub script_timeout: Duration,
-    /// Bound on each wait for xenstored (built-in client) and for the lock.
+    /// Bound on each wait for xenstored (built-in client).
     pub store_timeout: Duration,
     /// How long prepare and release wait for the hotplug lock (default 10 s).
     pub lock_timeout: Duration,
@@ -125,14 +125,14 @@ impl Context {
         };
         if config.lock_dir.as_os_str().is_empty() || !config.lock_dir.is_absolute() {
             return Err(Error::InvalidArgument(format!(
-                "lock directory {:?} must be an absolute path",
-                config.lock_dir
+                "lock directory {} must be an absolute path",
+                config.lock_dir.display()
             )));
         }
         if config.script_dir.as_os_str().is_empty() || !config.script_dir.is_absolute() {
             return Err(Error::InvalidArgument(format!(
-                "script directory {:?} must be an absolute path",
-                config.script_dir
+                "script directory {} must be an absolute path",
+                config.script_dir.display()
             )));
         }
         Ok(Context {

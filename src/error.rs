@@ -93,11 +93,13 @@ pub enum Error {
     Timeout(String),
     #[error("{0}")]
     BadState(String),
-    #[error("{context}: {source}")]
+    #[error("{}", io_text(.context, .source, *.explained))]
     Io {
         context: String,
         #[source]
         source: std::io::Error,
+        /// The context already says why in words; the OS's text is not repeated.
+        explained: bool,
     },
     #[error("{0}")]
     Unsupported(String),
@@ -105,6 +107,21 @@ pub enum Error {
     Internal(String),
     #[error("{0}")]
     WouldBlock(String),
+}
+
+/// `context: reason`, where the reason is the OS's text without the
+/// "(os error N)" tail; when the context already says why
+/// ([`Error::io_explained`]), the OS's text is left out rather than said twice.
+fn io_text(context: &str, source: &std::io::Error, explained: bool) -> String {
+    if explained {
+        return context.to_string();
+    }
+    let os = source.to_string();
+    let os = match os.rfind(" (os error ") {
+        Some(i) if os.ends_with(')') => os[..i].to_string(),
+        _ => os,
+    };
+    format!("{context}: {os}")
 }
 
 fn detail_suffix(d: &str) -> String {
@@ -146,6 +163,17 @@ impl Error {
         Error::Io {
             context: context.into(),
             source,
+            explained: false,
+        }
+    }
+
+    /// An I/O error whose sentence already says why (e.g. "...: it is on a
+    /// read-only filesystem"); its message does not repeat the OS's text.
+    pub fn io_explained(sentence: impl Into<String>, source: std::io::Error) -> Error {
+        Error::Io {
+            context: sentence.into(),
+            source,
+            explained: true,
         }
     }
 
@@ -175,5 +203,27 @@ impl Error {
     /// True when this is a xenstore `EAGAIN` (transaction conflict).
     pub fn is_again(&self) -> bool {
         self.xs_errno() == Some(libc::EAGAIN)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn io_errors_say_the_reason_once() {
+        let e = Error::io_explained(
+            "cannot open /x rw: it is on a read-only filesystem",
+            std::io::Error::from_raw_os_error(libc::EROFS),
+        );
+        assert_eq!(
+            e.to_string(),
+            "cannot open /x rw: it is on a read-only filesystem"
+        );
+        let e = Error::io(
+            "cannot attach /x",
+            std::io::Error::from_raw_os_error(libc::EROFS),
+        );
+        assert_eq!(e.to_string(), "cannot attach /x: Read-only file system");
     }
 }

@@ -3,7 +3,7 @@
 //! A toolstack (libxl, xenopsd, ...) calls [`Context::prepare`] where it would
 //! have forked Xen's `block` hotplug script, and [`Context::release`] where it
 //! would have run `block remove`. Everything is read from and written to
-//! xenstore under the backend directory; see `DESIGN.md` §2 for the contract.
+//! xenstore under the backend directory; see `docs/contract.md` for the contract.
 //!
 //! ```no_run
 //! let ctx = xenblock::Context::new(xenblock::Config::default())?;
@@ -14,6 +14,7 @@
 
 pub mod attach;
 pub mod context;
+mod describe;
 pub mod error;
 pub mod ffi;
 pub mod hotplug;

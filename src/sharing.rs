@@ -59,7 +59,7 @@ impl fmt::Display for DevNum {
     }
 }
 
-/// A canonical access mode (DESIGN §2): no `w` → Read; `w` and `!` → Force
+/// A canonical access mode (docs/contract.md): no `w` → Read; `w` and `!` → Force
 /// (no checks); otherwise Write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Mode {
@@ -194,7 +194,7 @@ pub fn same_vm(a: &VmIdentity, b: &VmIdentity) -> bool {
         || eq(&a.target_vm, &b.target_vm)
 }
 
-/// Apply the sharing rule (DESIGN §2) to gathered facts.
+/// Apply the sharing rule (docs/contract.md) to gathered facts.
 ///
 /// - `req.mode == Mode::Force`: no checks at all, `Ok`.
 /// - Local (checked first): a mount on a device in `req.keys` refuses; for a

@@ -1,5 +1,5 @@
 //! Differential conformance against Xen's own Linux `block` hotplug script
-//! (DESIGN.md §4). Every `scenario_*` test builds the same xenstore contents
+//! (how CONFORMANCE.md is made). Every `scenario_*` test builds the same xenstore contents
 //! three times, each time on a fresh embedded xenstored: once it runs the
 //! subject through upstream `block` (Debian 12, Xen 4.17, see
 //! `tests/upstream/`), once through xenblock in-process
@@ -1207,21 +1207,21 @@ const ROWS: &[Row] = &[
         what: "file held `w` by VM a; VM b asks `w`",
         upstream: "ok connected pd=#loop(IMG) pdp=loop(IMG) node=loop(IMG) herr=-; loops(IMG)=[rw,rw]",
         xenblock: "fail busy pd=- pdp=- node=- herr=yes; loops(IMG)=[rw]",
-        why: "Upstream bug (a): check_sharing matches `losetup -a` lines against `stat -c %D`, which is hex (`fe00`), while util-linux 2.38 prints the backing device in decimal (`[65024]`); it never finds the loop devices over the file, so it attaches the file again. DESIGN §2: a file given to one VM read-write is given to no other VM; xenblock compares (st_dev, st_ino) numbers.",
+        why: "Upstream bug (a): check_sharing matches `losetup -a` lines against `stat -c %D`, which is hex (`fe00`), while util-linux 2.38 prints the backing device in decimal (`[65024]`); it never finds the loop devices over the file, so it attaches the file again. docs/contract.md: a file given to one VM read-write is given to no other VM; xenblock compares (st_dev, st_ino) numbers.",
     },
     Row {
         name: "file_r_vs_other_vm_w",
         what: "file held `w` by VM a; VM b asks `r`",
         upstream: "ok connected pd=#loop(IMG) pdp=loop(IMG) node=loop(IMG) herr=-; loops(IMG)=[ro,rw]",
         xenblock: "fail busy pd=- pdp=- node=- herr=yes; loops(IMG)=[rw]",
-        why: "Upstream bug (a): check_sharing matches `losetup -a` lines against `stat -c %D`, which is hex (`fe00`), while util-linux 2.38 prints the backing device in decimal (`[65024]`); it never finds the loop devices over the file, so it attaches the file again. A reader must not share a file another VM writes (DESIGN §2 guest rule).",
+        why: "Upstream bug (a): check_sharing matches `losetup -a` lines against `stat -c %D`, which is hex (`fe00`), while util-linux 2.38 prints the backing device in decimal (`[65024]`); it never finds the loop devices over the file, so it attaches the file again. A reader must not share a file another VM writes (docs/contract.md guest rule).",
     },
     Row {
         name: "file_w_vs_other_vm_r",
         what: "file held `r` by VM a; VM b asks `w`",
         upstream: "ok connected pd=#loop(IMG) pdp=loop(IMG) node=loop(IMG) herr=-; loops(IMG)=[ro,rw]",
         xenblock: "fail busy pd=- pdp=- node=- herr=yes; loops(IMG)=[ro]",
-        why: "Upstream bug (a): check_sharing matches `losetup -a` lines against `stat -c %D`, which is hex (`fe00`), while util-linux 2.38 prints the backing device in decimal (`[65024]`); it never finds the loop devices over the file, so it attaches the file again. A writer must not get a file another VM reads (DESIGN §2 guest rule).",
+        why: "Upstream bug (a): check_sharing matches `losetup -a` lines against `stat -c %D`, which is hex (`fe00`), while util-linux 2.38 prints the backing device in decimal (`[65024]`); it never finds the loop devices over the file, so it attaches the file again. A writer must not get a file another VM reads (docs/contract.md guest rule).",
     },
     Row {
         name: "phy_force_vs_other_vm_w",
@@ -1340,7 +1340,7 @@ const ROWS: &[Row] = &[
         what: "`params` names a file that does not exist",
         upstream: "fail connected pd=- pdp=- node=- herr=-",
         xenblock: "fail error pd=- pdp=- node=- herr=yes",
-        why: "Upstream bug (c): neither `-b` nor `-f` holds, so the script takes the empty-type branch, writes `hotplug-status connected` with no device, then exits 1 (no `block-phy` helper); whoever watches `hotplug-status` sees a connected disk with nothing behind it and the guest hangs. DESIGN §2: a target naming nothing → `error` with `hotplug-error`.",
+        why: "Upstream bug (c): neither `-b` nor `-f` holds, so the script takes the empty-type branch, writes `hotplug-status connected` with no device, then exits 1 (no `block-phy` helper); whoever watches `hotplug-status` sees a connected disk with nothing behind it and the guest hangs. docs/contract.md: a target naming nothing → `error` with `hotplug-error`.",
     },
     Row {
         name: "dangling_symlink",
@@ -1354,7 +1354,7 @@ const ROWS: &[Row] = &[
         what: "`params` is `loopN` (relative device name)",
         upstream: "fail connected pd=- pdp=- node=- herr=-",
         xenblock: "ok connected pd=#DISK pdp=DISK node=- herr=-",
-        why: "Upstream bug (b): the script tests `-b \"$p\"` before `expand_dev` adds `/dev/`, so `loopN` takes the empty-type branch: connected, no device, exit 1. DESIGN §2: relative names get `/dev/` prefixed.",
+        why: "Upstream bug (b): the script tests `-b \"$p\"` before `expand_dev` adds `/dev/`, so `loopN` takes the empty-type branch: connected, no device, exit 1. docs/contract.md: relative names get `/dev/` prefixed.",
     },
     Row {
         name: "symlink_to_device",
@@ -1403,7 +1403,7 @@ const ROWS: &[Row] = &[
         what: "after prepare, the loop device is detached behind our back and its number reused for another file (OTHER); then remove",
         upstream: "remove ok; loops(IMG)=[]; loops(OTHER)=[]",
         xenblock: "remove ok; loops(IMG)=[]; loops(OTHER)=[ro]",
-        why: "Upstream runs `losetup -d $node` without looking at what the device now serves, and detaches another user's disk. DESIGN §2 release: detach only while still backed by the same file; never detach someone else's.",
+        why: "Upstream runs `losetup -d $node` without looking at what the device now serves, and detaches another user's disk. docs/contract.md release: detach only while still backed by the same file; never detach someone else's.",
     },
     Row {
         name: "mixed_phy_upstream_attached_first",
@@ -1431,7 +1431,7 @@ const ROWS: &[Row] = &[
         what: "xenblock attached the file `w` for VM a; VM b asks `w`",
         upstream: "ok connected pd=#loop(IMG) pdp=loop(IMG) node=loop(IMG) herr=-; loops(IMG)=[rw,rw]",
         xenblock: "fail busy pd=- pdp=- node=- herr=yes; loops(IMG)=[rw]",
-        why: "Upstream bug (a): check_sharing matches `losetup -a` lines against `stat -c %D`, which is hex (`fe00`), while util-linux 2.38 prints the backing device in decimal (`[65024]`); it never finds the loop devices over the file, so it attaches the file again. xenblock refuses (DESIGN §2 guest rule).",
+        why: "Upstream bug (a): check_sharing matches `losetup -a` lines against `stat -c %D`, which is hex (`fe00`), while util-linux 2.38 prints the backing device in decimal (`[65024]`); it never finds the loop devices over the file, so it attaches the file again. xenblock refuses (docs/contract.md guest rule).",
     },
     Row {
         name: "lock_held_by_the_other_side",
@@ -1473,14 +1473,14 @@ const ROWS: &[Row] = &[
         what: "another VM's backend holds the device `w` with `physical-device` written zero-padded (`07:0N`)",
         upstream: "ok connected pd=#DISK pdp=DISK node=- herr=-",
         xenblock: "fail busy pd=- pdp=- node=- herr=yes",
-        why: "Upstream compares `physical-device` as text (`7:3` vs `07:03`); blkback reads it with `%x:%x`, so that backend serves this very device. DESIGN §2: compare numbers, never formatted text.",
+        why: "Upstream compares `physical-device` as text (`7:3` vs `07:03`); blkback reads it with `%x:%x`, so that backend serves this very device. docs/contract.md: compare numbers, never formatted text.",
     },
     Row {
         name: "file_loop_mounted_in_backend",
         what: "the backend domain loop-mounts the image read-write itself; asks `r`",
         upstream: "ok connected pd=#loop(IMG) pdp=loop(IMG) node=loop(IMG) herr=-; loops(IMG)=[ro,rw]",
         xenblock: "fail busy pd=- pdp=- node=- herr=yes; loops(IMG)=[rw]",
-        why: "Upstream bug (a): check_sharing matches `losetup -a` lines against `stat -c %D`, which is hex (`fe00`), while util-linux 2.38 prints the backing device in decimal (`[65024]`); it never finds the loop devices over the file, so it attaches the file again. So upstream never sees that a loop device over the file is mounted read-write in dom0; DESIGN §2 local rule refuses (for `r`, read-write mounts count).",
+        why: "Upstream bug (a): check_sharing matches `losetup -a` lines against `stat -c %D`, which is hex (`fe00`), while util-linux 2.38 prints the backing device in decimal (`[65024]`); it never finds the loop devices over the file, so it attaches the file again. So upstream never sees that a loop device over the file is mounted read-write in dom0; docs/contract.md local rule refuses (for `r`, read-write mounts count).",
     },
     Row {
         name: "target_is_directory",
@@ -1494,7 +1494,7 @@ const ROWS: &[Row] = &[
         what: "`params` is a symlink named `my disk` to the device",
         upstream: "fail error pd=- pdp=- node=- herr=yes",
         xenblock: "ok connected pd=#DISK pdp=DISK node=- herr=-",
-        why: "Upstream calls `expand_dev $p` unquoted: the path splits at the space and `test -e` fails on its first word (`fatal ... does not exist`). The path is a valid symlink to a block device (DESIGN §2: symlinks resolved).",
+        why: "Upstream calls `expand_dev $p` unquoted: the path splits at the space and `test -e` fails on its first word (`fatal ... does not exist`). The path is a valid symlink to a block device (docs/contract.md: symlinks resolved).",
     },
     Row {
         name: "missing_mode",
@@ -1515,7 +1515,7 @@ const ROWS: &[Row] = &[
         what: "remove of a file backend that was never prepared (no `node`)",
         upstream: "fail error pd=- pdp=- node=- herr=yes",
         xenblock: "ok no-status pd=- pdp=- node=- herr=-",
-        why: "Upstream's remove reads `node` with `xenstore_read`, which calls `fatal` when it is missing: `hotplug-status error` on a backend being torn down, exit 1. DESIGN §2: release is idempotent; nothing to undo is success.",
+        why: "Upstream's remove reads `node` with `xenstore_read`, which calls `fatal` when it is missing: `hotplug-status error` on a backend being torn down, exit 1. docs/contract.md: release is idempotent; nothing to undo is success.",
     },
     Row {
         name: "release_file_renamed_after_attach",

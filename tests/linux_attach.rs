@@ -1,5 +1,5 @@
 //! In-process prepare/release on Linux against the embedded xenstored with
-//! real loop devices (DESIGN.md §2). Needs root: fails, never skips, without.
+//! real loop devices (docs/contract.md). Needs root: fails, never skips, without.
 
 mod common;
 use common::{require_root, Env};

@@ -11,7 +11,7 @@
 //! target only calls prepare/release when `spec::handler` says InProcess
 //! (today a custom script is refused anyway, but that may change).
 //!
-//! Checked contracts (DESIGN.md §2): normalise_path is idempotent and
+//! Checked contracts (docs/contract.md): normalise_path is idempotent and
 //! gives valid paths; Backend::read returns what the store holds; target()
 //! only accepts non-empty, NUL-free, PATH_MAX-bounded params; prepare with
 //! `physical-device` present changes nothing; a connected prepare writes

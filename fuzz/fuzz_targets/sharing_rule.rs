@@ -1,4 +1,4 @@
-//! The sharing rule (DESIGN.md §2) against its definition: arbitrary
+//! The sharing rule (docs/contract.md) against its definition: arbitrary
 //! requests, claims and mounts through `sharing::check`.
 //!
 //! Checked, for every non-Force request:

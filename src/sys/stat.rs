@@ -124,15 +124,15 @@ pub fn open_target(path: &Path, write: bool) -> Result<File> {
                 Some(libc::ENOTDIR) => Error::NotFound(format!(
                     "cannot open {p}: it does not exist (a component of the path is not a directory)"
                 )),
-                Some(libc::EACCES) | Some(libc::EPERM) => Error::io(
+                Some(libc::EACCES) | Some(libc::EPERM) => Error::io_explained(
                     format!("cannot open {p} {how}: permission denied"),
                     e,
                 ),
-                Some(libc::EROFS) => Error::io(
+                Some(libc::EROFS) => Error::io_explained(
                     format!("cannot open {p} {how}: it is on a read-only filesystem"),
                     e,
                 ),
-                Some(libc::ETXTBSY) => Error::io(
+                Some(libc::ETXTBSY) => Error::io_explained(
                     format!("cannot open {p} {how}: it is a running program or an active swap file"),
                     e,
                 ),

@@ -32,8 +32,18 @@ impl Drop for Cleanup {
     }
 }
 
+/// Bold headings, only on a terminal and only when NO_COLOR is not set.
+fn colour() -> bool {
+    use std::io::IsTerminal;
+    std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stdout().is_terminal()
+}
+
 fn step(n: u32, what: &str) {
-    println!("\n\x1b[1m{n}. {what}\x1b[0m");
+    if colour() {
+        println!("\n\x1b[1m{n}. {what}\x1b[0m");
+    } else {
+        println!("\n{n}. {what}");
+    }
 }
 
 /// Write a backend directory as libxl does for a disk, then move it to InitWait.
@@ -94,8 +104,8 @@ fn attempt(ctx: &Context, s: &dyn Store, be: &str) {
     let r = ctx.prepare(be);
     let took = t.elapsed();
     match r {
-        Ok(_) => println!("   prepare {be}: ok in {took:.2?}"),
-        Err(e) => println!("   prepare {be}: refused ({:?}) in {took:.2?}", e.kind()),
+        Ok(p) => println!("   prepare {be}: {p} (in {})", human(took)),
+        Err(e) => println!("   prepare {be}: {}: {e} (in {})", e.kind(), human(took)),
     }
     show(s, be);
 }
@@ -104,7 +114,7 @@ pub fn run() -> Result<(), String> {
     if !nix::unistd::geteuid().is_root() {
         return Err("the demo attaches real loop devices, which needs root \
              (CAP_SYS_ADMIN and /dev/loop-control). Run it as root, e.g. \
-             `sudo target/release/xenblock demo`. Nothing was changed."
+             `./target/release/xenblock demo` in a root shell. Nothing was changed."
             .into());
     }
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
@@ -195,7 +205,7 @@ pub fn run() -> Result<(), String> {
     step(7, "Release everything, as `xl destroy` would");
     for be in [&b1, &b2, &b3, &b4, &b5] {
         let r = ctx.release(be).map_err(|e| e.to_string())?;
-        println!("   release {be}: {r:?}");
+        println!("   release {be}: {r}");
         s.remove(NO_TX, be).map_err(|e| e.to_string())?;
     }
     drop(f);
@@ -222,6 +232,18 @@ pub fn run() -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// A duration as people write it: 850 µs, 1.2 ms, 0.53 s.
+fn human(d: Duration) -> String {
+    let us = d.as_secs_f64() * 1e6;
+    if us < 1000.0 {
+        format!("{us:.0} µs")
+    } else if us < 1e6 {
+        format!("{:.1} ms", us / 1000.0)
+    } else {
+        format!("{:.2} s", us / 1e6)
+    }
 }
 
 fn make_image(dir: &Path, name: &str) -> Result<PathBuf, String> {

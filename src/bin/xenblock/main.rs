@@ -1,20 +1,23 @@
 //! `xenblock`: the command-line face of the library.
 //!
-//! ```text
-//! xenblock prepare [OPTIONS] BACKEND_PATH
-//! xenblock release [OPTIONS] BACKEND_PATH
-//! xenblock hotplug ...          drop-in for /etc/xen/scripts/block (see --help)
-//! xenblock demo                 a guided run on an embedded xenstored
-//! ```
-//! Arguments are parsed by hand: the grammar is tiny, and a CLI that stands
-//! in for a hotplug script should start as fast as possible.
+//! The grammar lives in `cli.rs` (clap), shared with the generator of the
+//! man page and completions. The drop-in `hotplug` mode (and the program run
+//! as `block`) bypasses clap: it keeps the exact argv and exit contract of
+//! Xen's script and starts as fast as possible.
 
+use clap::{CommandFactory, Parser};
+use std::ffi::OsString;
 use std::process::ExitCode;
 use std::time::Duration;
-use xenblock::{Config, Context, Flavour};
+use xenblock::{Config, Context, ErrorKind, Flavour};
 
+mod cli;
 #[cfg(target_os = "linux")]
 mod demo;
+mod divert;
+mod json;
+
+use cli::{exit, Cli, Command, Common, FlavourArg};
 
 #[cfg(not(target_os = "linux"))]
 mod demo {
@@ -23,87 +26,70 @@ mod demo {
     }
 }
 
-const USAGE: &str = "\
-usage: xenblock prepare [OPTIONS] BACKEND_PATH
-       xenblock release [OPTIONS] BACKEND_PATH
-       xenblock hotplug [OPTIONS] add|remove          (Linux: XENBUS_PATH in the environment)
-       xenblock hotplug [OPTIONS] BACKEND_PATH add|remove   (FreeBSD)
-       xenblock hotplug [OPTIONS] BACKEND_PATH 2|6          (NetBSD)
-       xenblock reconcile [OPTIONS] [BACKEND_PREFIX]
-       xenblock demo
+/// A failure and the exit code it maps to.
+pub struct Failure {
+    pub code: u8,
+    pub message: String,
+}
 
-Prepare or release the disk of a Xen block backend, as Xen's block hotplug
-script does, talking to xenstored at $XENSTORED_PATH (or the usual socket).
+impl Failure {
+    pub fn new(code: u8, message: impl Into<String>) -> Failure {
+        Failure {
+            code,
+            message: message.into(),
+        }
+    }
+}
 
-options:
-  --flavour linux|freebsd|netbsd   OS contract to follow (default: this OS)
-  --lock-dir DIR                   hotplug lock directory (default /var/run/xen-hotplug)
-  --script-dir DIR                 where relative custom scripts live (default /etc/xen/scripts)
-  --script-timeout SECS            custom script timeout (default 40)
-  --store-timeout SECS             bound on each wait for xenstored (default 30)
-
-Installed as /etc/xen/scripts/block (a symlink named `block`), it behaves as
-`xenblock hotplug`. XENBLOCK_LOCK_DIR and XENBLOCK_SCRIPT_DIR in the
-environment set the defaults of --lock-dir and --script-dir.";
+impl From<xenblock::Error> for Failure {
+    fn from(e: xenblock::Error) -> Failure {
+        let code = match e.kind() {
+            ErrorKind::Busy => exit::BUSY,
+            ErrorKind::NotFound => exit::NOT_FOUND,
+            ErrorKind::Timeout => exit::TIMEOUT,
+            ErrorKind::Store => exit::STORE,
+            ErrorKind::Permission => exit::PERMISSION,
+            ErrorKind::InvalidArgument => exit::USAGE,
+            _ => exit::FAILED,
+        };
+        Failure::new(code, e.to_string())
+    }
+}
 
 fn main() -> ExitCode {
-    let mut args: Vec<String> = Vec::new();
-    for a in std::env::args_os() {
-        match a.into_string() {
-            Ok(s) => args.push(s),
-            Err(a) => {
-                eprintln!("xenblock: argument {a:?} is not valid UTF-8");
-                return ExitCode::from(2);
-            }
-        }
-    }
-    let invoked_as_block = args
-        .first()
-        .and_then(|a| std::path::Path::new(a).file_name())
+    let mut args = std::env::args_os();
+    let argv0 = args.next().unwrap_or_default();
+    let rest: Vec<OsString> = args.collect();
+    let invoked_as_block = std::path::Path::new(&argv0)
+        .file_name()
         .is_some_and(|n| n == "block");
-    let rest: Vec<String> = if invoked_as_block {
-        std::iter::once("hotplug".to_string())
-            .chain(args.into_iter().skip(1))
-            .collect()
-    } else {
-        args.into_iter().skip(1).collect()
+    if invoked_as_block {
+        return hotplug_main(&rest, None);
+    }
+    if rest.first().is_some_and(|a| a == "hotplug") {
+        return hotplug_main(&rest[1..], None);
+    }
+    let cli = match Cli::try_parse_from(std::iter::once(OsString::from("xenblock")).chain(rest)) {
+        Ok(c) => c,
+        Err(e) => {
+            // --help and --version print to stdout and exit 0; usage errors exit 2.
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { exit::USAGE } else { 0 });
+        }
     };
-    let as_hotplug = rest.first().is_some_and(|c| c == "hotplug");
-    match run(rest) {
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
-        // The script it replaces exits 1 on any error, usage included.
-        Err(CliError::Usage(m)) if as_hotplug => {
-            eprintln!("xenblock hotplug: {m}");
-            ExitCode::from(1)
-        }
-        Err(CliError::Usage(m)) => {
-            eprintln!("xenblock: {m}\n\n{USAGE}");
-            ExitCode::from(2)
-        }
-        Err(CliError::Failed(m)) => {
-            eprintln!("xenblock: {m}");
-            ExitCode::from(1)
+        Err(f) => {
+            if !f.message.is_empty() {
+                eprintln!("xenblock: {}", f.message);
+            }
+            ExitCode::from(f.code)
         }
     }
 }
 
-enum CliError {
-    Usage(String),
-    Failed(String),
-}
-
-impl From<xenblock::Error> for CliError {
-    fn from(e: xenblock::Error) -> CliError {
-        CliError::Failed(e.to_string())
-    }
-}
-
-struct Options {
-    config: Config,
-    positional: Vec<String>,
-}
-
-fn parse(args: &[String]) -> Result<Options, CliError> {
+/// The configuration from the environment and the common options.
+fn config(c: &Common) -> Config {
     let mut config = Config::default();
     // Installed as /etc/xen/scripts/block there are no options to pass:
     // the environment may set the directories instead.
@@ -113,170 +99,335 @@ fn parse(args: &[String]) -> Result<Options, CliError> {
     if let Some(d) = std::env::var_os("XENBLOCK_SCRIPT_DIR").filter(|d| !d.is_empty()) {
         config.script_dir = d.into();
     }
+    if let Some(f) = c.flavour {
+        config.flavour = match f {
+            FlavourArg::Linux => Flavour::Linux,
+            FlavourArg::Freebsd => Flavour::FreeBsd,
+            FlavourArg::Netbsd => Flavour::NetBsd,
+        };
+    }
+    if let Some(d) = &c.lock_dir {
+        config.lock_dir = d.clone();
+    }
+    if let Some(d) = &c.script_dir {
+        config.script_dir = d.clone();
+    }
+    if let Some(s) = c.script_timeout {
+        config.script_timeout = Duration::from_secs_f64(s);
+    }
+    if let Some(s) = c.store_timeout {
+        config.store_timeout = Duration::from_secs_f64(s);
+    }
+    if let Some(s) = c.lock_timeout {
+        config.lock_timeout = Duration::from_secs_f64(s);
+    }
+    config
+}
+
+/// Connect; a failure here is about reaching xenstored (or a bad directory option).
+fn context(c: &Common) -> Result<Context, Failure> {
+    Context::new(config(c)).map_err(|e| {
+        let code = match e.kind() {
+            ErrorKind::InvalidArgument => exit::USAGE,
+            ErrorKind::Permission => exit::PERMISSION,
+            _ => exit::STORE,
+        };
+        Failure::new(code, e.to_string())
+    })
+}
+
+/// Report a result: a sentence on stdout, or one JSON object with `--json`.
+/// With `--json` a failure is also a JSON object on stdout (and a sentence on stderr).
+fn report<T>(
+    json: bool,
+    r: Result<T, Failure>,
+    text: impl FnOnce(&T) -> String,
+    as_json: impl FnOnce(&T) -> json::Object,
+) -> Result<(), Failure> {
+    match r {
+        Ok(v) => {
+            if json {
+                println!("{}", as_json(&v).field("ok", true).finish());
+            } else {
+                println!("{}", text(&v));
+            }
+            Ok(())
+        }
+        Err(f) => {
+            if json {
+                println!(
+                    "{}",
+                    json::Object::new()
+                        .field("ok", false)
+                        .field("exit_code", f.code as u64)
+                        .field("error", f.message.as_str())
+                        .finish()
+                );
+            }
+            Err(f)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), Failure> {
+    let common = &cli.common;
+    match cli.command {
+        Command::Prepare { path, json } => {
+            let r = context(common).and_then(|ctx| Ok(ctx.prepare(&path)?));
+            report(
+                json,
+                r,
+                |p| format!("{path}: {p}"),
+                |p| {
+                    let o = json::Object::new().field("backend", path.as_str());
+                    match p {
+                        xenblock::Prepared::Connected {
+                            physical_device,
+                            physical_device_path,
+                            node,
+                        } => o
+                            .field("result", "connected")
+                            .field("physical_device", physical_device.as_deref())
+                            .field("physical_device_path", physical_device_path.as_str())
+                            .field("node", node.as_deref()),
+                        xenblock::Prepared::AlreadyPrepared => {
+                            o.field("result", "already-prepared")
+                        }
+                        xenblock::Prepared::Script => o.field("result", "script"),
+                    }
+                },
+            )
+        }
+        Command::Release { path, json } => {
+            let r = context(common).and_then(|ctx| Ok(ctx.release(&path)?));
+            report(
+                json,
+                r,
+                |p| format!("{path}: {p}"),
+                |p| {
+                    let o = json::Object::new().field("backend", path.as_str());
+                    match p {
+                        xenblock::Released::Detached(d) => {
+                            o.field("result", "detached").field("device", d.as_str())
+                        }
+                        xenblock::Released::Nothing => o.field("result", "nothing"),
+                        xenblock::Released::LeftAlone(d) => {
+                            o.field("result", "left-alone").field("device", d.as_str())
+                        }
+                        xenblock::Released::Script => o.field("result", "script"),
+                    }
+                },
+            )
+        }
+        Command::Reconcile { prefix, json } => {
+            let r = context(common).and_then(|ctx| reconcile(&ctx, prefix.as_deref()));
+            report(
+                json,
+                r,
+                |r| {
+                    let mut s = String::new();
+                    for d in &r.detached {
+                        s.push_str(&format!("detached {d}\n"));
+                    }
+                    s.push_str(&r.to_string());
+                    s
+                },
+                |r| {
+                    json::Object::new()
+                        .field("detached", r.detached.as_slice())
+                        .field("kept", r.kept.as_slice())
+                },
+            )
+        }
+        Command::Plan { path, action, json } => {
+            let add = action == cli::ActionArg::Add;
+            let r = context(common).and_then(|ctx| Ok(ctx.plan(&path, add)?));
+            report(
+                json,
+                r,
+                |p| match p {
+                    xenblock::Plan::InProcess => {
+                        format!("{path}: in-process (xenblock prepare/release does the work)")
+                    }
+                    xenblock::Plan::Script(inv) => {
+                        let argv: Vec<String> = inv
+                            .argv
+                            .iter()
+                            .map(|a| a.to_string_lossy().into_owned())
+                            .collect();
+                        let env: Vec<String> = inv
+                            .env
+                            .iter()
+                            .map(|(k, v)| {
+                                format!("{}={}", k.to_string_lossy(), v.to_string_lossy())
+                            })
+                            .collect();
+                        format!(
+                            "{path}: run the custom script: {} {}",
+                            env.join(" "),
+                            argv.join(" ")
+                        )
+                    }
+                },
+                |p| {
+                    let o = json::Object::new().field("backend", path.as_str());
+                    match p {
+                        xenblock::Plan::InProcess => o.field("in_process", true),
+                        xenblock::Plan::Script(inv) => {
+                            let argv: Vec<String> = inv
+                                .argv
+                                .iter()
+                                .map(|a| a.to_string_lossy().into_owned())
+                                .collect();
+                            let mut env = json::Object::new();
+                            for (k, v) in &inv.env {
+                                env = env.field(&k.to_string_lossy(), &*v.to_string_lossy());
+                            }
+                            o.field("in_process", false)
+                                .field("argv", argv.as_slice())
+                                .raw("env", &env.finish())
+                        }
+                    }
+                },
+            )
+        }
+        Command::Hotplug { args } => {
+            let code = hotplug_main(&args, Some(common));
+            if code == ExitCode::SUCCESS {
+                Ok(())
+            } else {
+                Err(Failure::new(exit::FAILED, ""))
+            }
+        }
+        Command::Enable { target } => divert::enable(target.as_deref()),
+        Command::Disable => divert::disable(),
+        Command::Status => divert::status(),
+        Command::Demo => demo::run().map_err(|m| Failure::new(exit::FAILED, m)),
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn reconcile(ctx: &Context, prefix: Option<&str>) -> Result<xenblock::Reconciled, Failure> {
+    Ok(ctx.reconcile(prefix)?)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn reconcile(_: &Context, _: Option<&str>) -> Result<xenblock::Reconciled, Failure> {
+    Err(Failure::new(
+        exit::FAILED,
+        "reconcile concerns Linux loop devices only",
+    ))
+}
+
+/// The drop-in: Xen's `block` script contract. Every error, usage included,
+/// exits 1, as the script does.
+fn hotplug_main(args: &[OsString], common: Option<&Common>) -> ExitCode {
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        let mut cmd = Cli::command();
+        if let Some(h) = cmd.find_subcommand_mut("hotplug") {
+            let _ = h.print_help();
+        }
+        return ExitCode::SUCCESS;
+    }
+    if args.iter().any(|a| a == "--version" || a == "-V") {
+        println!("xenblock {}", env!("CARGO_PKG_VERSION"));
+        return ExitCode::SUCCESS;
+    }
+    match hotplug(args, common) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(m) => {
+            eprintln!("xenblock hotplug: {m}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn hotplug(args: &[OsString], common: Option<&Common>) -> Result<(), String> {
+    let mut args_s = Vec::with_capacity(args.len());
+    for a in args {
+        match a.to_str() {
+            Some(s) => args_s.push(s.to_string()),
+            None => {
+                return Err(format!(
+                    "argument {} is not valid UTF-8",
+                    a.to_string_lossy()
+                ))
+            }
+        }
+    }
+    let mut c = common.cloned().unwrap_or(Common {
+        flavour: None,
+        lock_dir: None,
+        script_dir: None,
+        script_timeout: None,
+        store_timeout: None,
+        lock_timeout: None,
+    });
     let mut positional = Vec::new();
-    let mut it = args.iter();
+    let mut it = args_s.iter();
     while let Some(a) = it.next() {
         let mut value = |name: &str| {
             it.next()
                 .cloned()
-                .ok_or_else(|| CliError::Usage(format!("{name} needs a value")))
-        };
-        let secs = |name: &str, v: String| {
-            v.parse::<f64>()
-                .ok()
-                .filter(|s| s.is_finite() && *s > 0.0 && *s <= 86_400.0)
-                .map(Duration::from_secs_f64)
-                .ok_or_else(|| {
-                    CliError::Usage(format!(
-                        "{name} takes seconds between 0 and 86400, not {v:?}"
-                    ))
-                })
+                .ok_or_else(|| format!("{name} needs a value"))
         };
         match a.as_str() {
-            "--flavour" | "--flavor" => {
-                config.flavour =
-                    Flavour::parse(&value(a)?).map_err(|e| CliError::Usage(e.to_string()))?
+            "--flavour" | "--flavor" => c.flavour = Some(cli::flavour(&value(a)?)?),
+            "--lock-dir" => c.lock_dir = Some(value(a)?.into()),
+            "--script-dir" => c.script_dir = Some(value(a)?.into()),
+            "--script-timeout" => c.script_timeout = Some(cli::seconds(&value(a)?)?),
+            "--store-timeout" => c.store_timeout = Some(cli::seconds(&value(a)?)?),
+            "--lock-timeout" => c.lock_timeout = Some(cli::seconds(&value(a)?)?),
+            s if s.starts_with("--") => {
+                return Err(format!("unknown option {s} (see xenblock hotplug --help)"))
             }
-            "--lock-dir" => config.lock_dir = value(a)?.into(),
-            "--script-dir" => config.script_dir = value(a)?.into(),
-            "--script-timeout" => config.script_timeout = secs(a, value(a)?)?,
-            "--store-timeout" => config.store_timeout = secs(a, value(a)?)?,
-            "-h" | "--help" => return Err(CliError::Usage("help".into())),
-            s if s.starts_with("--") => return Err(CliError::Usage(format!("unknown option {s}"))),
             s => positional.push(s.to_string()),
         }
     }
-    Ok(Options { config, positional })
-}
-
-fn run(args: Vec<String>) -> Result<(), CliError> {
-    let Some((cmd, rest)) = args.split_first() else {
-        return Err(CliError::Usage("no command given".into()));
-    };
-    match cmd.as_str() {
-        "prepare" | "release" => {
-            let o = parse(rest)?;
-            let [path] = o.positional.as_slice() else {
-                return Err(CliError::Usage(format!("{cmd} takes one BACKEND_PATH")));
-            };
-            let ctx = Context::new(o.config)?;
-            if cmd == "prepare" {
-                let r = ctx.prepare(path)?;
-                println!("{}", describe_prepared(&r));
-            } else {
-                let r = ctx.release(path)?;
-                println!("{r:?}");
-            }
-            Ok(())
-        }
-        "hotplug" => hotplug(rest),
-        "reconcile" => reconcile(rest),
-        "demo" => demo::run().map_err(CliError::Failed),
-        "-h" | "--help" | "help" => {
-            println!("{USAGE}");
-            Ok(())
-        }
-        other => Err(CliError::Usage(format!("unknown command {other:?}"))),
-    }
-}
-
-fn describe_prepared(p: &xenblock::Prepared) -> String {
-    match p {
-        xenblock::Prepared::Connected {
-            physical_device,
-            physical_device_path,
-            node,
-        } => format!(
-            "connected: physical-device={} physical-device-path={physical_device_path}{}",
-            physical_device.as_deref().unwrap_or("-"),
-            node.as_ref()
-                .map(|n| format!(" node={n}"))
-                .unwrap_or_default()
-        ),
-        other => format!("{other:?}"),
-    }
-}
-
-/// Detach xenblock's loop devices that no backend references any more.
-fn reconcile(args: &[String]) -> Result<(), CliError> {
-    let o = parse(args)?;
-    if o.positional.len() > 1 {
-        return Err(CliError::Usage(
-            "reconcile takes at most one BACKEND_PREFIX".into(),
-        ));
-    }
-    let ctx = Context::new(o.config)?;
-    #[cfg(target_os = "linux")]
-    {
-        let r = ctx.reconcile(o.positional.first().map(String::as_str))?;
-        for d in &r.detached {
-            println!("detached {d}");
-        }
-        println!(
-            "{} detached, {} still in use",
-            r.detached.len(),
-            r.kept.len()
-        );
-        Ok(())
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        let _ = ctx;
-        Err(CliError::Failed(
-            "reconcile concerns Linux loop devices only".into(),
-        ))
-    }
-}
-
-/// The hotplug-script calling conventions of each OS.
-fn hotplug(args: &[String]) -> Result<(), CliError> {
-    let o = parse(args)?;
+    let config = config(&c);
     // Upstream's findCommand: the first argument without '=' is the command.
-    let pos: Vec<&String> = o.positional.iter().filter(|a| !a.contains('=')).collect();
-    let (path, add) = match o.config.flavour {
+    let pos: Vec<&String> = positional.iter().filter(|a| !a.contains('=')).collect();
+    let (path, add) = match config.flavour {
         Flavour::Linux => {
             let cmd = pos
                 .first()
-                .ok_or_else(|| CliError::Usage("hotplug needs add or remove".into()))?;
+                .ok_or_else(|| "hotplug needs add or remove".to_string())?;
             let add = match cmd.as_str() {
                 "add" => true,
                 "remove" => false,
-                c => {
-                    return Err(CliError::Usage(format!(
-                        "invalid command {c:?}: expected add or remove"
-                    )))
-                }
+                c => return Err(format!("invalid command '{c}': expected add or remove")),
             };
             let path = std::env::var("XENBUS_PATH").map_err(|_| {
-                CliError::Usage(
-                    "XENBUS_PATH is not set; the toolstack sets it to the backend path".into(),
-                )
+                "XENBUS_PATH is not set; the toolstack sets it to the backend path".to_string()
             })?;
             (path, add)
         }
         f => {
             let [path, action] = pos.as_slice() else {
-                return Err(CliError::Usage(
-                    "hotplug takes BACKEND_PATH and an action".into(),
-                ));
+                return Err("hotplug takes BACKEND_PATH and an action".into());
             };
             let add = match (f, action.as_str()) {
                 (Flavour::FreeBsd, "add") | (Flavour::NetBsd, "2") => true,
                 (Flavour::FreeBsd, "remove") | (Flavour::NetBsd, "6") => false,
+                (Flavour::FreeBsd, a) => {
+                    return Err(format!(
+                        "invalid action '{a}' for the FreeBSD convention: expected add or remove"
+                    ))
+                }
                 (_, a) => {
-                    return Err(CliError::Usage(format!(
-                    "invalid action {a:?} for the {f:?} flavour (FreeBSD: add|remove, NetBSD: 2|6)"
-                )))
+                    return Err(format!(
+                        "invalid action '{a}' for the NetBSD convention: expected 2 (add) or 6 (remove)"
+                    ))
                 }
             };
             (path.to_string(), add)
         }
     };
-    let ctx = Context::new(o.config)?;
+    let ctx = Context::new(config).map_err(|e| e.to_string())?;
     if add {
-        ctx.prepare(&path)?;
+        ctx.prepare(&path).map_err(|e| e.to_string())?;
     } else {
-        ctx.release(&path)?;
+        ctx.release(&path).map_err(|e| e.to_string())?;
     }
     Ok(())
 }

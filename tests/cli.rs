@@ -1,0 +1,220 @@
+//! The `xenblock` program as people and scripts see it: sentences (never
+//! Debug forms), `--json`, the documented exit codes, `--help`/`--version`
+//! on every subcommand. Runs against an embedded xenstored with real loop
+//! devices; needs root (fails, never skips, without).
+
+mod common;
+
+use common::Env;
+use std::process::Command;
+
+fn run(env: &Env, args: &[&str]) -> (i32, String, String) {
+    let o = Command::new(env!("CARGO_BIN_EXE_xenblock"))
+        .args(args)
+        .arg("--lock-dir")
+        .arg(env.dir.join("lock"))
+        .env("XENSTORED_PATH", &env.sock)
+        .env_remove("XENBUS_PATH")
+        .output()
+        .expect("run xenblock");
+    let (out, err) = (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    );
+    for text in [&out, &err] {
+        for debug in [
+            "Connected {",
+            "Detached(",
+            "LeftAlone(",
+            "AlreadyPrepared",
+            "Some(",
+            "(Busy)",
+            "os error",
+            "\x1b[",
+        ] {
+            assert!(!text.contains(debug), "{args:?} printed {debug:?}: {text}");
+        }
+    }
+    (o.status.code().unwrap_or(-1), out, err)
+}
+
+#[test]
+fn prepare_release_print_sentences_and_json() {
+    common::require_root();
+    let mut env = Env::new();
+    env.domain(1, "/vm/one");
+    env.domain(2, "/vm/two");
+    let img = env.image("disk.img", 8 << 20);
+    let b1 = env.backend(1, 51712, &img.display().to_string(), "w");
+    let b2 = env.backend(2, 51712, &img.display().to_string(), "w");
+
+    let (rc, out, err) = run(&env, &["prepare", &b1]);
+    assert_eq!(rc, 0, "{out}{err}");
+    assert!(
+        out.starts_with(&format!("{b1}: connected to /dev/loop")),
+        "{out}"
+    );
+
+    let (rc, out, err) = run(&env, &["prepare", &b1, "--json"]);
+    assert_eq!(rc, 0, "{out}{err}");
+    assert_eq!(
+        out.trim(),
+        format!(r#"{{"backend":"{b1}","result":"already-prepared","ok":true}}"#)
+    );
+
+    // Refused by the sharing rule: exit 3, a sentence, JSON on stdout.
+    let (rc, out, err) = run(&env, &["prepare", &b2]);
+    assert_eq!(rc, 3, "{out}{err}");
+    assert!(
+        err.starts_with("xenblock: ") && err.contains("refusing"),
+        "{err}"
+    );
+    let (rc, out, _) = run(&env, &["prepare", "--json", &b2]);
+    assert_eq!(rc, 3);
+    assert!(
+        out.starts_with(r#"{"ok":false,"exit_code":3,"error":""#),
+        "{out}"
+    );
+
+    let node = env.read(&format!("{b1}/node")).unwrap();
+    let (rc, out, err) = run(&env, &["release", "--json", &b1]);
+    assert_eq!(rc, 0, "{out}{err}");
+    assert_eq!(
+        out.trim(),
+        format!(r#"{{"backend":"{b1}","result":"detached","device":"{node}","ok":true}}"#)
+    );
+    let (rc, out, _) = run(&env, &["release", &b1]);
+    assert_eq!(rc, 0);
+    assert!(out.contains("nothing to undo"), "{out}");
+    assert!(env.loops_of(&img).is_empty());
+
+    let (rc, out, err) = run(
+        &env,
+        &["reconcile", "--json", "/local/domain/0/backend/vbd/"],
+    );
+    assert_eq!(rc, 0, "{out}{err}");
+    assert!(out.contains(r#""detached":[],"kept":[]"#), "{out}");
+}
+
+#[test]
+fn exit_codes_for_missing_things_and_usage() {
+    common::require_root();
+    let env = Env::new();
+    env.domain(3, "/vm/three");
+    let b = env.backend(3, 51712, "/nonexistent/xenblock-disk.img", "w");
+    let (rc, _, err) = run(&env, &["prepare", &b]);
+    assert_eq!(rc, 4, "{err}");
+    let (rc, _, err) = run(&env, &["prepare"]);
+    assert_eq!(rc, 2, "{err}");
+    let (rc, _, err) = run(&env, &["prepare", "--lock-timeout", "soon", &b]);
+    assert_eq!(rc, 2, "{err}");
+    assert!(err.contains("expected seconds"), "{err}");
+    // The drop-in keeps the script's contract: every error exits 1.
+    let (rc, _, err) = run(&env, &["hotplug", "add"]);
+    assert_eq!(rc, 1, "{err}");
+    assert!(err.contains("XENBUS_PATH"), "{err}");
+    let (rc, _, err) = run(&env, &["hotplug", "frobnicate"]);
+    assert_eq!(rc, 1, "{err}");
+}
+
+#[test]
+fn xenstored_unreachable_is_exit_6_with_what_to_do() {
+    let o = Command::new(env!("CARGO_BIN_EXE_xenblock"))
+        .args(["prepare", "backend/vbd/1/51712"])
+        .env("XENSTORED_PATH", "/nonexistent/xenblock-test.sock")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(6), "{err}");
+    assert!(err.contains("/nonexistent/xenblock-test.sock"), "{err}");
+}
+
+#[test]
+fn every_subcommand_has_help_and_version() {
+    for sub in [
+        "prepare",
+        "release",
+        "reconcile",
+        "plan",
+        "hotplug",
+        "enable",
+        "disable",
+        "status",
+        "demo",
+    ] {
+        for (flag, want) in [
+            ("--help", "Usage: xenblock"),
+            ("--version", env!("CARGO_PKG_VERSION")),
+        ] {
+            let o = Command::new(env!("CARGO_BIN_EXE_xenblock"))
+                .args([sub, flag])
+                .output()
+                .unwrap();
+            let out = String::from_utf8_lossy(&o.stdout);
+            assert_eq!(o.status.code(), Some(0), "{sub} {flag}");
+            assert!(out.contains(want), "{sub} {flag}: {out}");
+        }
+    }
+    let o = Command::new(env!("CARGO_BIN_EXE_xenblock"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&o.stdout).contains("Exit status:"));
+}
+
+#[test]
+fn lock_timeout_bounds_the_wait_for_the_hotplug_lock() {
+    common::require_root();
+    let mut env = Env::new();
+    env.domain(4, "/vm/four");
+    let img = env.image("locked.img", 1 << 20);
+    let b = env.backend(4, 51712, &img.display().to_string(), "w");
+    // Another holder (as Xen's script would be) keeps the lock.
+    let lock =
+        xenblock::lock::HotplugLock::new(&env.dir.join("lock"), std::time::Duration::from_secs(5));
+    let held = lock.acquire().unwrap();
+    let t = std::time::Instant::now();
+    let (rc, out, err) = run(&env, &["prepare", "--lock-timeout", "0.3", &b]);
+    let took = t.elapsed();
+    drop(held);
+    assert_eq!(rc, 5, "{out}{err}");
+    assert!(err.contains("lock"), "{err}");
+    assert!(
+        took >= std::time::Duration::from_millis(300) && took < std::time::Duration::from_secs(5),
+        "waited {took:?} with --lock-timeout 0.3"
+    );
+    assert!(env.loops_of(&img).is_empty());
+}
+
+#[test]
+fn plan_says_in_process_or_the_script_to_run() {
+    common::require_root();
+    let env = Env::new();
+    env.domain(5, "/vm/five");
+    let b = env.backend(5, 51712, "/dev/null", "w");
+    let (rc, out, err) = run(&env, &["plan", "--json", &b, "add"]);
+    assert_eq!(rc, 0, "{out}{err}");
+    assert_eq!(
+        out.trim(),
+        format!(r#"{{"backend":"{b}","in_process":true,"ok":true}}"#)
+    );
+    let script = env.dir.join("block-custom");
+    std::fs::write(&script, "#!/bin/sh\nexit 0\n").unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let script = script.display().to_string();
+    env.write(&format!("{b}/script"), &script);
+    let (rc, out, err) = run(&env, &["plan", "--json", &b, "remove"]);
+    assert_eq!(rc, 0, "{out}{err}");
+    assert!(
+        out.contains(&format!(
+            r#""in_process":false,"argv":["{script}","remove"]"#
+        )) && out.contains(&format!(r#""XENBUS_PATH":"{b}""#)),
+        "{out}"
+    );
+    let (rc, out, _) = run(&env, &["plan", &b, "add"]);
+    assert_eq!(rc, 0);
+    assert!(
+        out.contains("run the custom script") && out.contains(&format!("{script} add")),
+        "{out}"
+    );
+}
