@@ -83,6 +83,7 @@ impl fmt::Display for crate::error::ErrorKind {
             Io => "system error",
             Unsupported => "not supported",
             Internal => "internal error",
+            WouldBlock => "the hotplug lock is taken; try again",
         })
     }
 }

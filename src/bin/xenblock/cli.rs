@@ -77,7 +77,7 @@ pub struct Common {
     /// Bound on each wait for xenstored [default: 30]
     #[arg(long, value_name = "SECS", value_parser = seconds, global = true)]
     pub store_timeout: Option<f64>,
-    /// How long to wait for the hotplug lock [default: 10]
+    /// How long to wait for the hotplug lock [default: 10; 30 in the drop-in hotplug mode]
     #[arg(long, value_name = "SECS", value_parser = seconds, global = true)]
     pub lock_timeout: Option<f64>,
 }

@@ -342,6 +342,9 @@ fn hotplug_main(args: &[OsString], common: Option<&Common>) -> ExitCode {
     }
 }
 
+/// Default lock wait of the drop-in (`hotplug`, or run as `block`), in seconds.
+const HOTPLUG_LOCK_TIMEOUT_SECS: f64 = 30.0;
+
 fn hotplug(args: &[OsString], common: Option<&Common>) -> Result<(), String> {
     let mut args_s = Vec::with_capacity(args.len());
     for a in args {
@@ -383,6 +386,12 @@ fn hotplug(args: &[OsString], common: Option<&Common>) -> Result<(), String> {
             }
             s => positional.push(s.to_string()),
         }
+    }
+    // Xen's script waits for the lock until libxl kills it (40 s); the
+    // drop-in waits a little less than that by default, so under a queue of
+    // scripts it still ends with its own clear message instead of a kill.
+    if c.lock_timeout.is_none() {
+        c.lock_timeout = Some(HOTPLUG_LOCK_TIMEOUT_SECS);
     }
     let config = config(&c);
     // Upstream's findCommand: the first argument without '=' is the command.
