@@ -2,6 +2,8 @@
 //! mountinfo, device numbers. Everything here is a small, typed, safe
 //! wrapper; `unsafe` blocks carry a `// SAFETY:` line.
 #[cfg(target_os = "linux")]
+pub mod blockdev;
+#[cfg(target_os = "linux")]
 pub mod loopdev;
 pub mod mountinfo;
 pub mod stat;
