@@ -431,3 +431,522 @@ impl Graph for SysGraph<'_> {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sharing::{self, Claim, Facts, Mode, Mount, Refusal, Request, VmIdentity};
+    use std::os::unix::fs::symlink;
+
+    /// A synthetic sysfs tree in a private directory, removed on drop.
+    struct Tree {
+        root: PathBuf,
+    }
+
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+    impl Tree {
+        fn new() -> Tree {
+            let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let root =
+                std::env::temp_dir().join(format!("xenblock-sysfs-{}-{n}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&root);
+            std::fs::create_dir_all(root.join("sys/class/block")).unwrap();
+            std::fs::create_dir_all(root.join("sys/dev/block")).unwrap();
+            Tree { root }
+        }
+        fn sys(&self) -> PathBuf {
+            self.root.join("sys")
+        }
+        fn write(&self, rel: &str, v: &str) {
+            let p = self.sys().join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, v).unwrap();
+        }
+        /// A whole disk (or dm/md/loop device) `name` with number `dev`.
+        fn disk(&self, name: &str, dev: (u32, u32)) -> Key {
+            self.write(
+                &format!("class/block/{name}/dev"),
+                &format!("{}:{}\n", dev.0, dev.1),
+            );
+            std::fs::create_dir_all(self.sys().join(format!("class/block/{name}/holders")))
+                .unwrap();
+            std::fs::create_dir_all(self.sys().join(format!("class/block/{name}/slaves"))).unwrap();
+            symlink(
+                format!("../../class/block/{name}"),
+                self.sys().join(format!("dev/block/{}:{}", dev.0, dev.1)),
+            )
+            .unwrap();
+            Key::Dev(DevNum {
+                major: dev.0,
+                minor: dev.1,
+            })
+        }
+        /// Partition `name` of `disk`, sectors [start, start+size).
+        fn part(&self, disk: &str, name: &str, dev: (u32, u32), start: u64, size: u64) -> Key {
+            let rel = format!("class/block/{disk}/{name}");
+            self.write(&format!("{rel}/dev"), &format!("{}:{}\n", dev.0, dev.1));
+            self.write(&format!("{rel}/partition"), "1\n");
+            self.write(&format!("{rel}/start"), &format!("{start}\n"));
+            self.write(&format!("{rel}/size"), &format!("{size}\n"));
+            std::fs::create_dir_all(self.sys().join(format!("{rel}/holders"))).unwrap();
+            std::fs::create_dir_all(self.sys().join(format!("{rel}/slaves"))).unwrap();
+            symlink(
+                format!("{disk}/{name}"),
+                self.sys().join(format!("class/block/{name}")),
+            )
+            .unwrap();
+            symlink(
+                format!("../../class/block/{disk}/{name}"),
+                self.sys().join(format!("dev/block/{}:{}", dev.0, dev.1)),
+            )
+            .unwrap();
+            Key::Dev(DevNum {
+                major: dev.0,
+                minor: dev.1,
+            })
+        }
+        /// `upper` is stacked on `lower` (holders/ and slaves/ entries).
+        fn stack(&self, upper: &str, lower: &str) {
+            self.write(&format!("class/block/{lower}/holders/{upper}"), "");
+            self.write(&format!("class/block/{upper}/slaves/{lower}"), "");
+        }
+        fn sources(&self, loops: Vec<(DevNum, u64, u64)>) -> Sources {
+            Sources {
+                sys: self.sys(),
+                swaps: self.root.join("swaps"),
+                mountinfo: self.root.join("mountinfo"),
+                loops: Loops::Fixed(loops),
+            }
+        }
+    }
+
+    impl Drop for Tree {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.root);
+        }
+    }
+
+    fn req(target: &str, key: Key, mode: Mode) -> Request {
+        Request {
+            backend: "backend/vbd/9/51712".into(),
+            target: target.into(),
+            mode,
+            identity: VmIdentity {
+                vm: Some("/vm/mine".into()),
+                target_vm: None,
+            },
+            keys: vec![key],
+        }
+    }
+
+    fn claim(domid: &str, root: &str, key: Key, mode: Mode) -> Claim {
+        Claim {
+            backend: format!("backend/{root}/{domid}/51712"),
+            domid: domid.into(),
+            key,
+            mode,
+            identity: VmIdentity {
+                vm: Some(format!("/vm/{domid}")),
+                target_vm: None,
+            },
+        }
+    }
+
+    fn decide(
+        src: &Sources,
+        r: &Request,
+        mounts: &[Mount],
+        swaps: &[Swap],
+        claims: &[Claim],
+    ) -> Result<(), String> {
+        let (topo, o) = gather(src, &r.keys);
+        // What the gatherer found overlapping is what the rule computes.
+        let again = topology::walk(&r.keys, &mut topo.graph());
+        assert_eq!(o.nodes(), again.nodes());
+        let f = Facts {
+            topology: &topo,
+            mounts,
+            swaps,
+            claims,
+        };
+        sharing::decide(r, &f).map_err(|e| e.message(r))
+    }
+
+    #[test]
+    fn partition_against_whole_disk_both_ways() {
+        let t = Tree::new();
+        let sdb = t.disk("sdb", (8, 16));
+        let sdb1 = t.part("sdb", "sdb1", (8, 17), 2048, 4096);
+        let sdb2 = t.part("sdb", "sdb2", (8, 18), 6144, 4096);
+        let src = t.sources(vec![]);
+        let m = decide(
+            &src,
+            &req("/dev/sdb1", sdb1, Mode::Write),
+            &[],
+            &[],
+            &[claim("3", "vbd", sdb, Mode::Write)],
+        )
+        .unwrap_err();
+        assert!(
+            m.starts_with(
+                "/dev/sdb1 is part of /dev/sdb, which domain 3 has read-write \
+                 (backend/vbd/3/51712); refusing to attach /dev/sdb1 read-write"
+            ),
+            "{m}"
+        );
+        let m = decide(
+            &src,
+            &req("/dev/sdb", sdb, Mode::Read),
+            &[],
+            &[],
+            &[claim("3", "vbd", sdb1, Mode::Write)],
+        )
+        .unwrap_err();
+        assert!(
+            m.starts_with("/dev/sdb contains /dev/sdb1, which domain 3"),
+            "{m}"
+        );
+        // Disjoint partitions share nothing; read-only sharing stays allowed.
+        let c = [claim("3", "vbd", sdb1, Mode::Write)];
+        assert_eq!(
+            decide(&src, &req("/dev/sdb2", sdb2, Mode::Write), &[], &[], &c),
+            Ok(())
+        );
+        let c = [claim("3", "vbd", sdb, Mode::Read)];
+        assert_eq!(
+            decide(&src, &req("/dev/sdb1", sdb1, Mode::Read), &[], &[], &c),
+            Ok(())
+        );
+        // A mount of the partition in dom0 blocks the whole disk.
+        let mounts = [Mount {
+            dev: DevNum {
+                major: 8,
+                minor: 17,
+            },
+            mount_point: "/data".into(),
+            read_only: true,
+        }];
+        let m = decide(&src, &req("/dev/sdb", sdb, Mode::Write), &mounts, &[], &[]).unwrap_err();
+        assert!(
+            m.starts_with("/dev/sdb contains /dev/sdb1, mounted read-only on /data in dom0"),
+            "{m}"
+        );
+    }
+
+    #[test]
+    fn overlapping_partition_table_entries() {
+        let t = Tree::new();
+        t.disk("sdb", (8, 16));
+        let sdb1 = t.part("sdb", "sdb1", (8, 17), 2048, 8192);
+        let sdb2 = t.part("sdb", "sdb2", (8, 18), 6144, 4096);
+        let src = t.sources(vec![]);
+        let m = decide(
+            &src,
+            &req("/dev/sdb2", sdb2, Mode::Write),
+            &[],
+            &[],
+            &[claim("3", "vbd", sdb1, Mode::Write)],
+        )
+        .unwrap_err();
+        assert!(
+            m.starts_with(
+                "/dev/sdb2 is part of /dev/sdb, which contains the overlapping partition \
+                 /dev/sdb1, which domain 3"
+            ),
+            "{m}"
+        );
+    }
+
+    #[test]
+    fn dm_over_disk_mounted_in_dom0() {
+        let t = Tree::new();
+        let sdb = t.disk("sdb", (8, 16));
+        t.disk("dm-2", (253, 2));
+        t.write("class/block/dm-2/dm/name", "vg0-lv1\n");
+        t.stack("dm-2", "sdb");
+        let src = t.sources(vec![]);
+        let mounts = [Mount {
+            dev: DevNum {
+                major: 253,
+                minor: 2,
+            },
+            mount_point: "/srv".into(),
+            read_only: false,
+        }];
+        for mode in [Mode::Read, Mode::Write] {
+            let m = decide(&src, &req("/dev/sdb", sdb, mode), &mounts, &[], &[]).unwrap_err();
+            assert!(
+                m.starts_with(
+                    "/dev/sdb is held by dm-2 (vg0-lv1), mounted read-write on /srv in dom0"
+                ),
+                "{m}"
+            );
+        }
+        // Not mounted: reading is fine, writing under it is not.
+        assert_eq!(
+            decide(&src, &req("/dev/sdb", sdb, Mode::Read), &[], &[], &[]),
+            Ok(())
+        );
+        let m = decide(&src, &req("/dev/sdb", sdb, Mode::Write), &[], &[], &[]).unwrap_err();
+        assert!(
+            m.starts_with("/dev/sdb is held by dm-2 (vg0-lv1) in dom0"),
+            "{m}"
+        );
+        // The LV itself is an ordinary guest disk.
+        let lv = Key::Dev(DevNum {
+            major: 253,
+            minor: 2,
+        });
+        assert_eq!(
+            decide(&src, &req("/dev/vg0/lv1", lv, Mode::Write), &[], &[], &[]),
+            Ok(())
+        );
+        // ...but not while another VM has the disk under it.
+        let m = decide(
+            &src,
+            &req("/dev/vg0/lv1", lv, Mode::Read),
+            &[],
+            &[],
+            &[claim("4", "vbd", sdb, Mode::Write)],
+        )
+        .unwrap_err();
+        assert!(
+            m.starts_with("/dev/vg0/lv1 is built on /dev/sdb, which domain 4 has read-write"),
+            "{m}"
+        );
+    }
+
+    #[test]
+    fn two_logical_volumes_on_one_pv_are_separate() {
+        let t = Tree::new();
+        t.disk("sdb", (8, 16));
+        t.part("sdb", "sdb1", (8, 17), 2048, 1 << 20);
+        let lv1 = t.disk("dm-1", (253, 1));
+        let lv2 = t.disk("dm-2", (253, 2));
+        t.write("class/block/dm-1/dm/name", "vg0-a\n");
+        t.write("class/block/dm-2/dm/name", "vg0-b\n");
+        t.stack("dm-1", "sdb1");
+        t.stack("dm-2", "sdb1");
+        let src = t.sources(vec![]);
+        let c = [claim("3", "vbd", lv2, Mode::Write)];
+        assert_eq!(
+            decide(&src, &req("/dev/vg0/a", lv1, Mode::Write), &[], &[], &c),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn md_member_and_swap() {
+        let t = Tree::new();
+        let sdd = t.disk("sdd", (8, 48));
+        t.disk("sde", (8, 64));
+        let md = t.disk("md0", (9, 0));
+        t.write("class/block/md0/md/level", "raid1\n");
+        t.stack("md0", "sdd");
+        t.stack("md0", "sde");
+        let src = t.sources(vec![]);
+        let m = decide(&src, &req("/dev/sdd", sdd, Mode::Write), &[], &[], &[]).unwrap_err();
+        assert!(
+            m.starts_with("/dev/sdd is held by /dev/md0 (raid1) in dom0"),
+            "{m}"
+        );
+        let swaps = [Swap {
+            key: md,
+            name: "/dev/md0".into(),
+        }];
+        let m = decide(&src, &req("/dev/sdd", sdd, Mode::Read), &[], &swaps, &[]).unwrap_err();
+        assert!(
+            m.starts_with(
+                "/dev/sdd is held by /dev/md0 (raid1), which is active swap in dom0; \
+                 refusing to attach /dev/sdd read-only"
+            ),
+            "{m}"
+        );
+        let sdc = t.disk("sdc", (8, 32));
+        let swaps = [Swap {
+            key: sdc,
+            name: "/dev/sdc".into(),
+        }];
+        let m = decide(&src, &req("/dev/sdc", sdc, Mode::Read), &[], &swaps, &[]).unwrap_err();
+        assert!(m.starts_with("/dev/sdc is active swap in dom0;"), "{m}");
+    }
+
+    #[test]
+    fn file_through_loop_partitions() {
+        let t = Tree::new();
+        let lo = t.disk("loop0", (7, 0));
+        std::fs::create_dir_all(t.sys().join("class/block/loop0/loop")).unwrap();
+        let p1 = t.part("loop0", "loop0p1", (259, 0), 2048, 100);
+        let file = Key::File {
+            dev: 0x801,
+            ino: 77,
+        };
+        let src = t.sources(vec![(DevNum { major: 7, minor: 0 }, 0x801, 77)]);
+        let c = [claim("5", "vbd", p1, Mode::Read)];
+        let m = decide(&src, &req("/srv/a.img", file, Mode::Write), &[], &[], &c).unwrap_err();
+        assert!(
+            m.starts_with(
+                "/srv/a.img is the backing file of /dev/loop0, which contains /dev/loop0p1, \
+                 which domain 5 has read-only"
+            ),
+            "{m}"
+        );
+        // And from the partition down to the file, which QEMU serves.
+        let c = [claim("5", "qdisk", file, Mode::Write)];
+        let m = decide(&src, &req("/dev/loop0p1", p1, Mode::Read), &[], &[], &c).unwrap_err();
+        assert!(
+            m.starts_with(
+                "/dev/loop0p1 is part of /dev/loop0, which is a loop device over inode 77 on \
+                 device 8:1, which domain 5 uses read-write through QEMU \
+                 (backend/qdisk/5/51712)"
+            ),
+            "{m}"
+        );
+        let _ = lo;
+    }
+
+    #[test]
+    fn holder_loops_terminate() {
+        let t = Tree::new();
+        let a = t.disk("dm-0", (253, 0));
+        t.disk("dm-1", (253, 1));
+        t.stack("dm-0", "dm-1");
+        t.stack("dm-1", "dm-0");
+        let src = t.sources(vec![]);
+        let (topo, o) = gather(&src, &[a]);
+        assert_eq!(o.nodes().len(), 2);
+        assert!(topo.doubts.is_empty(), "{:?}", topo.doubts);
+    }
+
+    #[test]
+    fn vanished_and_unreadable_entries_are_doubts() {
+        let t = Tree::new();
+        let sdb = t.disk("sdb", (8, 16));
+        // A holder listed whose directory is gone (removed meanwhile).
+        t.write("class/block/sdb/holders/dm-9", "");
+        let src = t.sources(vec![]);
+        let m = decide(&src, &req("/dev/sdb", sdb, Mode::Write), &[], &[], &[]).unwrap_err();
+        assert!(
+            m.starts_with("cannot tell what else uses the blocks of /dev/sdb"),
+            "{m}"
+        );
+        assert!(m.contains("dm-9"), "{m}");
+        assert_eq!(
+            decide(&src, &req("/dev/sdb", sdb, Mode::Read), &[], &[], &[]),
+            Ok(())
+        );
+        // A device that is not in sysfs at all.
+        let ghost = Key::Dev(DevNum {
+            major: 8,
+            minor: 99,
+        });
+        let m = decide(&src, &req("/dev/ghost", ghost, Mode::Write), &[], &[], &[]).unwrap_err();
+        assert!(m.contains("device 8:63: not in sysfs"), "{m}");
+        // A partition whose extent reads garbage.
+        let p = t.part("sdb", "sdb1", (8, 17), 0, 10);
+        t.write("class/block/sdb/sdb1/start", "x\n");
+        let m = decide(&src, &req("/dev/sdb1", p, Mode::Write), &[], &[], &[]).unwrap_err();
+        assert!(m.contains("extent of partition"), "{m}");
+        // No sysfs at all.
+        let mut none = src.clone();
+        none.sys = t.root.join("no-sys");
+        let m = decide(&none, &req("/dev/sdb", sdb, Mode::Write), &[], &[], &[]).unwrap_err();
+        assert!(m.contains("is sysfs mounted?"), "{m}");
+        assert!(matches!(
+            sharing::decide(
+                &req("/dev/sdb", sdb, Mode::Write),
+                &Facts {
+                    topology: &gather(&none, &[sdb]).0,
+                    mounts: &[],
+                    swaps: &[],
+                    claims: &[],
+                }
+            ),
+            Err(Refusal::Doubt { .. })
+        ));
+    }
+
+    #[test]
+    fn hundreds_of_partitions_read_only_what_is_needed() {
+        let t = Tree::new();
+        let sdb = t.disk("sdb", (8, 16));
+        let mut keys = Vec::new();
+        for i in 0..400u32 {
+            keys.push(t.part(
+                "sdb",
+                &format!("sdb{}", i + 1),
+                (259, i),
+                u64::from(i) * 100 + 2048,
+                100,
+            ));
+        }
+        let src = t.sources(vec![]);
+        let c: Vec<Claim> = keys
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != 17)
+            .map(|(i, k)| claim(&format!("{}", i + 10), "vbd", *k, Mode::Write))
+            .collect();
+        assert_eq!(
+            decide(
+                &src,
+                &req("/dev/sdb18", keys[17], Mode::Write),
+                &[],
+                &[],
+                &c
+            ),
+            Ok(())
+        );
+        let (_, o) = gather(&src, &[keys[17]]);
+        assert_eq!(o.nodes(), &[keys[17], sdb]);
+        let m = decide(&src, &req("/dev/sdb", sdb, Mode::Read), &[], &[], &c).unwrap_err();
+        assert!(
+            m.starts_with("/dev/sdb contains /dev/sdb1, which domain 10"),
+            "{m}"
+        );
+    }
+
+    #[test]
+    fn swaps_file_parsing() {
+        let text = "Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n\
+                    /dev/sdc                                partition\t1048572\t\t0\t\t-2\n\
+                    /swap\\040file                           file\t\t1024\t\t0\t\t-3\n\
+                    /gone(deleted)                          file\t\t1024\t\t0\t\t-4\n";
+        assert_eq!(parse_swaps(text), vec!["/dev/sdc", "/swap file", "/gone"]);
+        assert!(parse_swaps("").is_empty());
+        let t = Tree::new();
+        let f = t.root.join("swap file");
+        std::fs::write(&f, b"x").unwrap();
+        std::fs::write(
+            t.root.join("swaps"),
+            format!(
+                "Filename Type Size Used Priority\n{} file 4 0 -2\n/nonexistent file 4 0 -3\n",
+                f.display().to_string().replace(' ', "\\040")
+            ),
+        )
+        .unwrap();
+        let (s, unknown) = swaps(&t.sources(vec![]));
+        let st = crate::sys::stat::stat(&f).unwrap();
+        assert_eq!(
+            s,
+            vec![Swap {
+                key: Key::File {
+                    dev: st.dev,
+                    ino: st.ino
+                },
+                name: f.display().to_string(),
+            }]
+        );
+        assert_eq!(unknown.len(), 1, "{unknown:?}");
+    }
+
+    #[test]
+    fn real_sysfs_has_no_block_device_1_3() {
+        // The real sysfs: 1:3 is /dev/null, a character device, so it is no block
+        // device there, and a read-write request on it would be refused.
+        let src = Sources::system();
+        let (topo, _) = gather(&src, &[Key::Dev(DevNum { major: 1, minor: 3 })]);
+        assert!(!topo.doubts.is_empty());
+    }
+}
