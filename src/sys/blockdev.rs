@@ -278,6 +278,16 @@ impl SysGraph<'_> {
     }
 
     fn loop_backing(&mut self, d: DevNum, dir: &Path) -> Option<Key> {
+        let key = self.loop_backing_key(d, dir)?;
+        if let Ok(p) = read_trim(&dir.join("loop/backing_file")) {
+            if !p.is_empty() {
+                self.topo.names.entry(key).or_insert(p);
+            }
+        }
+        Some(key)
+    }
+
+    fn loop_backing_key(&mut self, d: DevNum, dir: &Path) -> Option<Key> {
         match &self.src.loops {
             Loops::Fixed(t) => t
                 .iter()
@@ -332,7 +342,7 @@ impl Graph for SysGraph<'_> {
         let Some(dir) = self.dir(d) else { return out };
         if dir.join("partition").exists() {
             if let (Some(parent), Some(layer)) = (dir.parent(), self.part_extent(&dir)) {
-                if let Some(p) = self.dev_in(&parent.to_path_buf()) {
+                if let Some(p) = self.dev_in(parent) {
                     self.edge(
                         Edge {
                             upper: k,
