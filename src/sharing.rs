@@ -120,7 +120,9 @@ pub struct Request {
     pub mode: Mode,
     /// Frontend identity.
     pub identity: VmIdentity,
-    /// The set D: every key that carries the target.
+    /// The target's own keys (normally one: a device number, or a file's
+    /// (st_dev, st_ino)). Everything that overlaps them comes from the
+    /// topology given to [`decide`]; [`check`] compares these alone.
     pub keys: Vec<Key>,
 }
 

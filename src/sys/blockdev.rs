@@ -400,11 +400,22 @@ impl Graph for SysGraph<'_> {
             }
         };
         let Some(dir) = self.dir(d) else { return out };
-        // Partitions: subdirectories with a `partition` file (whole disks only).
+        // Partitions: subdirectories with a `partition` file (whole disks
+        // only), named after the disk (sdb1, nvme0n1p1, loop0p1), so the
+        // attribute files are not even looked at.
         if !dir.join("partition").exists() {
+            let own = dir
+                .file_name()
+                .map(|n| n.as_encoded_bytes().to_vec())
+                .unwrap_or_default();
             let subdirs: Vec<PathBuf> = match std::fs::read_dir(&dir) {
                 Ok(rd) => rd
                     .filter_map(|e| e.ok())
+                    .filter(|e| {
+                        let n = e.file_name();
+                        let n = n.as_encoded_bytes();
+                        !own.is_empty() && n.len() > own.len() && n.starts_with(&own)
+                    })
                     .map(|e| e.path())
                     .filter(|p| p.join("partition").is_file())
                     .collect(),
