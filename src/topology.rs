@@ -519,4 +519,95 @@ mod tests {
             }
         }
     }
+
+    // ---- property-style: walk against the definition ----
+
+    /// xorshift64*: deterministic, no dependencies.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            let mut x = self.0;
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            self.0 = x;
+            x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+    }
+
+    fn down_star(edges: &[Edge], a: Key) -> HashSet<Key> {
+        let mut seen = HashSet::from([a]);
+        let mut todo = vec![a];
+        while let Some(x) = todo.pop() {
+            for e in edges.iter().filter(|e| e.upper == x) {
+                if seen.insert(e.lower) {
+                    todo.push(e.lower);
+                }
+            }
+        }
+        seen
+    }
+
+    /// The definition in the module docs, by brute force.
+    fn reference(edges: &[Edge], a: Key, b: Key) -> bool {
+        let (da, db) = (down_star(edges, a), down_star(edges, b));
+        da.contains(&b)
+            || db.contains(&a)
+            || edges.iter().any(|e| {
+                da.contains(&e.upper)
+                    && edges.iter().any(|f| {
+                        f != e
+                            && f.lower == e.lower
+                            && db.contains(&f.upper)
+                            && edges_meet(&e.layer, &f.layer)
+                    })
+            })
+    }
+
+    #[test]
+    fn property_walk_is_the_definition_symmetric_and_finds_chains() {
+        let mut rng = Rng(0x5eed_1234_abcd_0001);
+        let nodes: Vec<Key> = (0..6)
+            .map(|i| d(8, i))
+            .chain((0..2).map(|i| Key::File { dev: 1, ino: i }))
+            .collect();
+        let (mut pairs, mut overlapping) = (0u32, 0u32);
+        for _ in 0..3000 {
+            let n = rng.below(9) as usize;
+            let edges: Vec<Edge> = (0..n)
+                .map(|_| Edge {
+                    upper: nodes[rng.below(8) as usize],
+                    lower: nodes[rng.below(8) as usize],
+                    layer: match rng.below(3) {
+                        0 => Layer::Part {
+                            start: rng.below(8),
+                            size: rng.below(5),
+                        },
+                        1 => Layer::Stacked,
+                        _ => Layer::Whole,
+                    },
+                })
+                .collect();
+            let t = topo(edges.clone());
+            for a in &nodes {
+                let o = walk(&[*a], &mut t.graph());
+                for b in &nodes {
+                    let want = reference(&edges, *a, *b);
+                    assert_eq!(o.contains(b), want, "{a:?} {b:?} {edges:?}");
+                    assert_eq!(want, reference(&edges, *b, *a), "symmetric");
+                    // Any chain down (partitions, holders, loops) overlaps.
+                    if down_star(&edges, *a).contains(b) {
+                        assert!(o.contains(b));
+                        assert!(o.path(b).is_some());
+                    }
+                    pairs += 1;
+                    overlapping += u32::from(want && a != b);
+                }
+            }
+        }
+        assert!(overlapping > pairs / 10, "{overlapping} of {pairs}");
+    }
 }
