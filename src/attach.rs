@@ -386,14 +386,20 @@ impl Context {
             }
         }
         let devs = s.directory_many(NO_TX, &dom_paths)?;
-        // One or two reads per backend; `nodes` says which backend each is.
-        let mut reads = Vec::new();
-        let mut nodes: Vec<(usize, &str)> = Vec::new(); // (dom index, node)
-        let mut backends = Vec::new(); // (dom index, backend path)
+        // One or two reads per backend, `<root>/<dom>/<dev>/<node>`; the
+        // backend's path is the first read's path less its last component,
+        // so each backend costs one string per node and no other.
+        let mut reads: Vec<String> = Vec::new();
+        let mut nodes: Vec<(usize, &str)> = Vec::new(); // (backend index, node)
+        let mut backends: Vec<(usize, usize)> = Vec::new(); // (dom index, first read)
         for (di, list) in devs.into_iter().enumerate() {
+            let dom_path = &dom_paths[di];
             for dev in list.unwrap_or_default() {
-                let be = format!("{}/{dev}", dom_paths[di]);
-                if be == own {
+                let is_own = own.len() == dom_path.len() + 1 + dev.len()
+                    && own.starts_with(dom_path.as_str())
+                    && own.as_bytes()[dom_path.len()] == b'/'
+                    && own.ends_with(dev.as_str());
+                if is_own {
                     continue;
                 }
                 let wanted_nodes: &[&str] = if roots[dom_of[di].0].1 {
@@ -401,32 +407,36 @@ impl Context {
                 } else {
                     &["params", "physical-device"]
                 };
+                backends.push((di, reads.len()));
                 for n in wanted_nodes {
-                    reads.push(format!("{be}/{n}"));
-                    nodes.push((backends.len(), n));
+                    reads.push(format!("{dom_path}/{dev}/{n}"));
+                    nodes.push((backends.len() - 1, n));
                 }
-                backends.push((di, be));
             }
         }
+        let backend_path = |bi: usize| -> &str {
+            let (first, node) = (&reads[backends[bi].1], nodes[backends[bi].1].1);
+            &first[..first.len() - node.len() - 1]
+        };
         let values = s.read_many(NO_TX, &reads)?;
         let mut hits: Vec<(usize, Key)> = Vec::new(); // (backend index, key)
-        for ((bi, node), v) in nodes.into_iter().zip(values) {
+        for ((bi, node), v) in nodes.iter().zip(values) {
             let Some(v) = v else { continue };
             let text = String::from_utf8_lossy(&v);
-            let key = match node {
+            let key = match *node {
                 "physical-device" => DevNum::parse_hex(&text).map(Key::Dev),
                 "params" => params_path(&text).and_then(|p| key_of_path(Path::new(p))),
                 _ => key_of_path(Path::new(text.trim())),
             };
             if let Some(k) = key.filter(|k| wanted(k)) {
-                if !hits.contains(&(bi, k)) {
-                    hits.push((bi, k));
+                if !hits.contains(&(*bi, k)) {
+                    hits.push((*bi, k));
                 }
             }
         }
         let mode_paths: Vec<String> = hits
             .iter()
-            .map(|(bi, _)| format!("{}/mode", backends[*bi].1))
+            .map(|(bi, _)| format!("{}/mode", backend_path(*bi)))
             .collect();
         let modes = s.read_many(NO_TX, &mode_paths)?;
         let mut claims = Vec::with_capacity(hits.len());
@@ -434,11 +444,10 @@ impl Context {
             let m = m
                 .map(|m| String::from_utf8_lossy(&m).into_owned())
                 .unwrap_or_default();
-            let (di, path) = &backends[bi];
-            let dom = &dom_of[*di].1;
+            let dom = &dom_of[backends[bi].0].1;
             claims.push(Claim {
                 identity: self.identity(dom)?,
-                backend: path.clone(),
+                backend: backend_path(bi).to_string(),
                 domid: dom.clone(),
                 key,
                 mode: Mode::canonicalise(&m),
