@@ -7,8 +7,8 @@ TITLE="overlap: partition vs whole disk, dm over a mounted disk, md member, swap
 # and dom0's /proc/mounts: every case below is a double writer there. The
 # drop-in (xenblock) decides on overlap and refuses each one, naming the
 # other user.
-EXPECT_stock="part-vs-disk: CREATED; disk-vs-part: CREATED; disk-under-mounted-dm: CREATED; md-member: CREATED; swap: CREATED; cli: refused (part of)"
-EXPECT_dropin="part-vs-disk: refused (part of); disk-vs-part: refused (contains); disk-under-mounted-dm: refused (held by, mounted); md-member: refused (held by md); swap: refused (active swap); cli: refused (part of)"
+EXPECT_stock="part-vs-disk: CREATED; disk-vs-part: CREATED; disk-under-mounted-dm: CREATED; two-lvs: CREATED; md-member: CREATED; swap: CREATED; cli: refused (part of)"
+EXPECT_dropin="part-vs-disk: refused (part of); disk-vs-part: refused (contains); disk-under-mounted-dm: refused (held by, mounted); two-lvs: CREATED; md-member: refused (held by md); swap: refused (active swap); cli: refused (part of)"
 
 # try NAME TARGET MODE WANT: xl create -p a guest with TARGET; prints
 # "CREATED" or "refused (WANT)" when xl's error says WANT, else
@@ -66,6 +66,20 @@ scenario() {
     r=$(try g2 "$dev" rw "held by dm-[0-9]+ \($lv\), mounted read-write on /scratch/s-mnt in dom0" "held by, mounted")
     res="$res; disk-under-mounted-dm: $r"
     umount /scratch/s-mnt 2>/dev/null; dmsetup remove "$lv" 2>/dev/null
+
+    # 2b. two dm devices on disjoint halves of partition 2 (two LVs of one
+    #     VG), each read-write to its own guest: both must start.
+    local half; half=$(($(blockdev --getsz "${dev}p2") / 2))
+    if dmsetup create "$lv-a" --table "0 $half linear ${dev}p2 0" &&
+        dmsetup create "$lv-b" --table "0 $half linear ${dev}p2 $half" &&
+        holder g1 "/dev/mapper/$lv-a"; then
+        r=$(try g2 "/dev/mapper/$lv-b" rw "-" "-")
+        xl destroy g1
+    else
+        r="dmsetup or the first guest failed"
+    fi
+    res="$res; two-lvs: $r"
+    dmsetup remove "$lv-a" 2>/dev/null; dmsetup remove "$lv-b" 2>/dev/null
 
     # 3. an md RAID1 member.
     a=$(losetup -f --show "$(image s-md-a.img 32M)")
