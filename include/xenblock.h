@@ -76,6 +76,12 @@
 #define XENBLOCK_NOWAIT 1
 
 /**
+ * Upper bound on the nodes one decision examines; beyond it the walk stops
+ * and says so (the caller refuses a read-write request it cannot judge).
+ */
+#define MAX_NODES (1 << 16)
+
+/**
  * `xenblock_plan_new` actions.
  */
 enum xenblock_action

@@ -4,11 +4,11 @@
 use crate::context::{Context, Flavour, LogLevel};
 use crate::error::{Error, ErrorKind, Result};
 use crate::hotplug::{self, Invocation, ScriptFlavour};
-use crate::sharing::{self, Claim, DevNum, Key, Mode, Request, VmIdentity};
+use crate::sharing::{self, Claim, DevNum, Facts, Key, Mode, Mount, Request, Swap, VmIdentity};
 use crate::spec::{self, Backend, Handler};
 use crate::store::{self, read_string, TxId, DEFAULT_TX_ATTEMPTS, NO_TX};
 use crate::sys::stat::{FileKind, FileStat};
-use std::collections::HashSet;
+use crate::topology::{self, Overlap, Topology};
 use std::path::{Component, Path, PathBuf};
 
 /// What a successful `prepare` did.
@@ -193,15 +193,18 @@ impl Context {
                 b.path
             )));
         }
-        if mode != Mode::Force {
-            let keys: Vec<Key> = loopdev::backed_by(fst.dev, fst.ino)?
-                .into_iter()
-                .map(|l| Key::Dev(l.dev))
-                .collect();
-            if !keys.is_empty() {
-                self.check_sharing(b, domid, &shown, mode, keys)?;
-            }
-        }
+        // The file itself is the target; the loop devices over it, and what
+        // is built on them, come from the topology the rule gathers.
+        self.check_sharing(
+            b,
+            domid,
+            &shown,
+            mode,
+            vec![Key::File {
+                dev: fst.dev,
+                ino: fst.ino,
+            }],
+        )?;
         let tag = self.loop_tag(&b.path)?;
         let lo = loopdev::attach(&file, mode == Mode::Read, tag.as_bytes())?;
         let node = lo.path.display().to_string();
@@ -288,8 +291,9 @@ impl Context {
         })
     }
 
-    /// Apply the sharing rule: gather mounts and the other backends' claims
-    /// on `keys`, then ask [`sharing::check`]. Call with the lock held.
+    /// Apply the sharing rule: gather the facts once (the block stack around
+    /// `keys`, dom0's mounts and swap, the other backends' claims on anything
+    /// that overlaps), then ask [`sharing::decide`]. Call with the lock held.
     fn check_sharing(
         &self,
         b: &Backend,
@@ -301,12 +305,8 @@ impl Context {
         if mode == Mode::Force {
             return Ok(());
         }
-        let claims = self.gather_claims(&b.path, &keys)?;
-        let mounts = if keys.iter().any(|k| matches!(k, Key::Dev(_))) {
-            crate::sys::mountinfo::read_self()?
-        } else {
-            Vec::new()
-        };
+        let (topology, overlap, mounts, swaps) = self.gather_stack(&keys)?;
+        let claims = self.gather_claims(&b.path, &|k: &Key| overlap.contains(k))?;
         let identity = if claims.is_empty() {
             VmIdentity::default()
         } else {
@@ -319,65 +319,143 @@ impl Context {
             identity,
             keys,
         };
-        sharing::check(&req, &mounts, &claims).map_err(|r| Error::Busy(r.message(&req)))
+        let facts = Facts {
+            topology: &topology,
+            mounts: &mounts,
+            swaps: &swaps,
+            claims: &claims,
+        };
+        sharing::decide(&req, &facts).map_err(|r| Error::Busy(r.message(&req)))
     }
 
-    /// Every other backend under the same root (`backend/vbd/*/*`) whose
-    /// storage is one of `keys`, with its mode and frontend identity. Reads
-    /// are pipelined: one round trip per level of the tree, then identities
-    /// only for the backends that matter.
-    fn gather_claims(&self, own: &str, keys: &[Key]) -> Result<Vec<Claim>> {
+    /// The block stack around `keys` (Linux flavour: from sysfs, with dom0's
+    /// active swap), which nodes overlap them, and dom0's mounts. Other
+    /// flavours compare identities only.
+    fn gather_stack(&self, keys: &[Key]) -> Result<(Topology, Overlap, Vec<Mount>, Vec<Swap>)> {
+        #[cfg(target_os = "linux")]
+        if self.config.flavour == Flavour::Linux {
+            use crate::sys::blockdev;
+            let src = blockdev::Sources::system();
+            let (topo, o) = blockdev::gather(&src, keys);
+            let mounts = blockdev::mounts(&src)?;
+            let (swaps, unknown) = blockdev::swaps(&src);
+            for u in unknown {
+                // Not a doubt about this target: an unidentifiable swap area
+                // (a deleted swap file) cannot be reached through a path.
+                self.log(LogLevel::Warn, &format!("sharing check: {u}"));
+            }
+            return Ok((topo, o, mounts, swaps));
+        }
+        let topo = Topology::default();
+        let o = topology::walk(keys, &mut topo.graph());
+        let mounts = if keys.iter().any(|k| matches!(k, Key::Dev(_))) {
+            crate::sys::mountinfo::read_self()?
+        } else {
+            Vec::new()
+        };
+        Ok((topo, o, mounts, Vec::new()))
+    }
+
+    /// Every other backend that names a disk — under the request's own root
+    /// (`backend/vbd/*/*`: `physical-device`, or `physical-device-path` for
+    /// FreeBSD) and under the sibling roots `vbd3` and `qdisk` (`params` as
+    /// libxl writes it, `<format>:<path>`, the file by (st_dev, st_ino) or
+    /// the device by number; plus `physical-device` if written) — whose
+    /// storage is `wanted`, with its mode and frontend identity. Reads are
+    /// pipelined: one round trip per level of the tree, then identities only
+    /// for the backends that matter.
+    fn gather_claims(&self, own: &str, wanted: &dyn Fn(&Key) -> bool) -> Result<Vec<Claim>> {
         let s = &*self.store;
         let root = spec::backend_root(own)?;
-        let doms = s.directory(NO_TX, root)?.unwrap_or_default();
-        let dom_paths: Vec<String> = doms.iter().map(|d| format!("{root}/{d}")).collect();
-        let devs = s.directory_many(NO_TX, &dom_paths)?;
         let by_path = self.config.flavour == Flavour::FreeBsd;
-        let node = if by_path {
+        let vbd_node = if by_path {
             "physical-device-path"
         } else {
             "physical-device"
         };
-        // One read per backend: `<root>/<dom>/<dev>/<node>`; the backend's
-        // own path is that string less the last component.
-        let mut reads = Vec::new();
-        let mut owner = Vec::new();
-        for (di, (dom, list)) in doms.iter().zip(devs).enumerate() {
+        // (root, whether it is the request's own kind)
+        let mut roots: Vec<(String, bool)> = vec![(root.to_string(), true)];
+        if let Some((parent, kind)) = root.rsplit_once('/') {
+            for k in OTHER_DISK_ROOTS {
+                if *k != kind {
+                    roots.push((format!("{parent}/{k}"), false));
+                }
+            }
+        }
+        let root_paths: Vec<String> = roots.iter().map(|(r, _)| r.clone()).collect();
+        let doms = s.directory_many(NO_TX, &root_paths)?;
+        let mut dom_paths = Vec::new();
+        let mut dom_of = Vec::new(); // (root index, domid)
+        for (ri, list) in doms.into_iter().enumerate() {
+            for d in list.unwrap_or_default() {
+                dom_paths.push(format!("{}/{d}", roots[ri].0));
+                dom_of.push((ri, d));
+            }
+        }
+        let devs = s.directory_many(NO_TX, &dom_paths)?;
+        // One or two reads per backend, `<root>/<dom>/<dev>/<node>`; the
+        // backend's path is the first read's path less its last component,
+        // so each backend costs one string per node and no other.
+        let mut reads: Vec<String> = Vec::new();
+        let mut nodes: Vec<(usize, &str)> = Vec::new(); // (backend index, node)
+        let mut backends: Vec<(usize, usize)> = Vec::new(); // (dom index, first read)
+        for (di, list) in devs.into_iter().enumerate() {
+            let dom_path = &dom_paths[di];
             for dev in list.unwrap_or_default() {
-                reads.push(format!("{root}/{dom}/{dev}/{node}"));
-                owner.push(di);
+                let is_own = own.len() == dom_path.len() + 1 + dev.len()
+                    && own.starts_with(dom_path.as_str())
+                    && own.as_bytes()[dom_path.len()] == b'/'
+                    && own.ends_with(dev.as_str());
+                if is_own {
+                    continue;
+                }
+                let wanted_nodes: &[&str] = if roots[dom_of[di].0].1 {
+                    std::slice::from_ref(&vbd_node)
+                } else {
+                    &["params", "physical-device"]
+                };
+                backends.push((di, reads.len()));
+                for n in wanted_nodes {
+                    reads.push(format!("{dom_path}/{dev}/{n}"));
+                    nodes.push((backends.len() - 1, n));
+                }
             }
         }
+        let backend_path = |bi: usize| -> &str {
+            let (first, node) = (&reads[backends[bi].1], nodes[backends[bi].1].1);
+            &first[..first.len() - node.len() - 1]
+        };
         let values = s.read_many(NO_TX, &reads)?;
-        let wanted: HashSet<Key> = keys.iter().copied().collect();
-        let mut hits = Vec::new();
-        for ((read, di), v) in reads.iter().zip(owner).zip(values) {
+        let mut hits: Vec<(usize, Key)> = Vec::new(); // (backend index, key)
+        for ((bi, node), v) in nodes.iter().zip(values) {
             let Some(v) = v else { continue };
-            let path = &read[..read.len() - node.len() - 1];
-            if path == own {
-                continue;
-            }
             let text = String::from_utf8_lossy(&v);
-            let key = if by_path {
-                key_of_path(Path::new(text.trim()))
-            } else {
-                DevNum::parse_hex(&text).map(Key::Dev)
+            let key = match *node {
+                "physical-device" => DevNum::parse_hex(&text).map(Key::Dev),
+                "params" => params_path(&text).and_then(|p| key_of_path(Path::new(p))),
+                _ => key_of_path(Path::new(text.trim())),
             };
-            if let Some(k) = key.filter(|k| wanted.contains(k)) {
-                hits.push((doms[di].clone(), path.to_string(), k));
+            if let Some(k) = key.filter(|k| wanted(k)) {
+                if !hits.contains(&(*bi, k)) {
+                    hits.push((*bi, k));
+                }
             }
         }
-        let mode_paths: Vec<String> = hits.iter().map(|(_, p, _)| format!("{p}/mode")).collect();
+        let mode_paths: Vec<String> = hits
+            .iter()
+            .map(|(bi, _)| format!("{}/mode", backend_path(*bi)))
+            .collect();
         let modes = s.read_many(NO_TX, &mode_paths)?;
         let mut claims = Vec::with_capacity(hits.len());
-        for ((dom, path, key), m) in hits.into_iter().zip(modes) {
+        for ((bi, key), m) in hits.into_iter().zip(modes) {
             let m = m
                 .map(|m| String::from_utf8_lossy(&m).into_owned())
                 .unwrap_or_default();
+            let dom = &dom_of[backends[bi].0].1;
             claims.push(Claim {
-                identity: self.identity(&dom)?,
-                backend: path,
-                domid: dom,
+                identity: self.identity(dom)?,
+                backend: backend_path(bi).to_string(),
+                domid: dom.clone(),
                 key,
                 mode: Mode::canonicalise(&m),
             });
@@ -697,6 +775,31 @@ fn not_file_or_device(backend: &str, p: &Path) -> Error {
     ))
 }
 
+/// Backend roots besides the request's own whose backends name a disk.
+const OTHER_DISK_ROOTS: &[&str] = &["vbd", "vbd3", "qdisk"];
+
+/// The path in a qdisk/vbd3 `params`: libxl writes `<format>:<path>`
+/// (`aio:/srv/a.img` for raw, `qcow2:/...`, `vhd:/...`); older toolstacks
+/// nest prefixes (`tap:aio:/...`) or write the bare path.
+fn params_path(v: &str) -> Option<&str> {
+    let mut rest = v;
+    for _ in 0..4 {
+        if rest.starts_with('/') {
+            return Some(rest);
+        }
+        let (fmt, tail) = rest.split_once(':')?;
+        if fmt.is_empty()
+            || !fmt
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+        {
+            return None;
+        }
+        rest = tail;
+    }
+    None
+}
+
 /// The identity of a FreeBSD-style claim: a device number or (dev, ino).
 fn key_of_path(p: &Path) -> Option<Key> {
     key_of(&crate::sys::stat::stat(p).ok()?)
@@ -776,6 +879,18 @@ fn resolve_target(backend: &str, target: &Path) -> Result<(PathBuf, FileStat)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn qdisk_params() {
+        assert_eq!(params_path("aio:/srv/a.img"), Some("/srv/a.img"));
+        assert_eq!(params_path("qcow2:/srv/a:b.qcow2"), Some("/srv/a:b.qcow2"));
+        assert_eq!(params_path("tap:vhd:/srv/x.vhd"), Some("/srv/x.vhd"));
+        assert_eq!(params_path("/dev/sdb"), Some("/dev/sdb"));
+        assert_eq!(params_path("aio:"), None);
+        assert_eq!(params_path("aio:relative"), None);
+        assert_eq!(params_path("a b:/x"), None);
+        assert_eq!(params_path(""), None);
+    }
 
     #[test]
     fn loop_node_names() {

@@ -23,6 +23,7 @@ pub mod sharing;
 pub mod spec;
 pub mod store;
 pub mod sys;
+pub mod topology;
 
 pub use attach::{Plan, Prepared, Reconciled, Released};
 pub use context::{Config, Context, Flavour, LogLevel, Logger};

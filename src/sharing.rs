@@ -2,6 +2,7 @@
 //! no other VM. A pure function over gathered facts, so it is testable
 //! without root, loop devices or xenstore.
 //! (Types are fixed here; the rule itself is implemented below.)
+use crate::topology::{self, How, Topology};
 use std::fmt;
 
 /// A device number, `major:minor`.
@@ -119,7 +120,9 @@ pub struct Request {
     pub mode: Mode,
     /// Frontend identity.
     pub identity: VmIdentity,
-    /// The set D: every key that carries the target.
+    /// The target's own keys (normally one: a device number, or a file's
+    /// (st_dev, st_ino)). Everything that overlaps them comes from the
+    /// topology given to [`decide`]; [`check`] compares these alone.
     pub keys: Vec<Key>,
 }
 
@@ -146,7 +149,8 @@ pub struct Mount {
     pub read_only: bool,
 }
 
-/// Why an attach is refused.
+/// Why an attach is refused. `via` is the chain from the target to the
+/// device the other user holds (empty when it holds the target itself).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
     /// Mounted in the backend domain.
@@ -154,6 +158,7 @@ pub enum Refusal {
         dev: DevNum,
         mount_point: String,
         read_only: bool,
+        via: Vec<Step>,
     },
     /// Held by another VM's backend.
     Guest {
@@ -161,7 +166,39 @@ pub enum Refusal {
         domid: String,
         key: Key,
         mode: Mode,
+        via: Vec<Step>,
     },
+    /// Active swap in the backend domain.
+    Swap { via: Vec<Step> },
+    /// A read-write request under a device the backend domain's kernel
+    /// stacks on the target (dm, md, ...): the last step names it.
+    Held { via: Vec<Step> },
+    /// The block stack around the target could not be read completely, and
+    /// a read-write request is refused while unsure.
+    Doubt { what: String },
+}
+
+/// One step of a refusal's chain, named for people: "<previous> <how> <name>".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    pub name: String,
+    pub how: How,
+}
+
+/// A device or file the backend domain uses as swap (`/proc/swaps`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Swap {
+    pub key: Key,
+    pub name: String,
+}
+
+/// Everything one decision looks at, gathered once.
+#[derive(Debug, Clone, Copy)]
+pub struct Facts<'a> {
+    pub topology: &'a Topology,
+    pub mounts: &'a [Mount],
+    pub swaps: &'a [Swap],
+    pub claims: &'a [Claim],
 }
 
 /// `7:0` for a device key; `inode 1234 on device 8:1` for a file key (the
@@ -194,7 +231,9 @@ pub fn same_vm(a: &VmIdentity, b: &VmIdentity) -> bool {
         || eq(&a.target_vm, &b.target_vm)
 }
 
-/// Apply the sharing rule (docs/contract.md) to gathered facts.
+/// Apply the sharing rule (docs/contract.md) by identity only: [`decide`] with no
+/// block topology and no swap, so `req.keys` are the only devices that
+/// carry the target.
 ///
 /// - `req.mode == Mode::Force`: no checks at all, `Ok`.
 /// - Local (checked first): a mount on a device in `req.keys` refuses; for a
@@ -207,22 +246,72 @@ pub fn same_vm(a: &VmIdentity, b: &VmIdentity) -> bool {
 ///
 /// The first offender in input order is reported (mounts before claims).
 pub fn check(req: &Request, mounts: &[Mount], claims: &[Claim]) -> Result<(), Refusal> {
+    decide(
+        req,
+        &Facts {
+            topology: &Topology::default(),
+            mounts,
+            swaps: &[],
+            claims,
+        },
+    )
+}
+
+/// The sharing rule over overlap: every device or file whose blocks can
+/// meet the target's ([`topology::walk`] from `req.keys`) carries it, and
+/// its users are the target's users.
+///
+/// In order, the first offender refuses:
+/// 1. a mount in the backend domain on an overlapping device (for `Read`,
+///    only read-write mounts);
+/// 2. active swap on an overlapping device or file (any mode);
+/// 3. another backend's claim on an overlapping key, under the guest rule of
+///    [`check`] (same-VM and stubdom exceptions, `!` holders block writers);
+/// 4. for `Write` only: a device the backend domain stacks over the target
+///    (dm, md, ... built on it: writing under it corrupts it), then any doubt
+///    about the topology (unreadable entries, too many devices).
+///
+/// `Force` skips everything. Read-only sharing stays allowed.
+pub fn decide(req: &Request, f: &Facts<'_>) -> Result<(), Refusal> {
     if req.mode == Mode::Force {
         return Ok(());
     }
-    if let Some(m) = mounts
+    let o = topology::walk(&req.keys, &mut f.topology.graph());
+    let name = |k: &Key| {
+        if req.keys.contains(k) {
+            req.target.clone()
+        } else {
+            f.topology.name(k)
+        }
+    };
+    let via = |k: &Key| -> Vec<Step> {
+        o.path(k)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|h| Step {
+                name: name(&h.to),
+                how: h.how,
+            })
+            .collect()
+    };
+    if let Some(m) = f
+        .mounts
         .iter()
-        .find(|m| req.keys.contains(&Key::Dev(m.dev)) && (req.mode == Mode::Write || !m.read_only))
+        .find(|m| o.contains(&Key::Dev(m.dev)) && (req.mode == Mode::Write || !m.read_only))
     {
         return Err(Refusal::Local {
             dev: m.dev,
             mount_point: m.mount_point.clone(),
             read_only: m.read_only,
+            via: via(&Key::Dev(m.dev)),
         });
     }
-    if let Some(c) = claims.iter().find(|c| {
+    if let Some(s) = f.swaps.iter().find(|s| o.contains(&s.key)) {
+        return Err(Refusal::Swap { via: via(&s.key) });
+    }
+    if let Some(c) = f.claims.iter().find(|c| {
         c.backend != req.backend
-            && req.keys.contains(&c.key)
+            && o.contains(&c.key)
             && (req.mode == Mode::Write || c.mode == Mode::Write)
             && !same_vm(&req.identity, &c.identity)
     }) {
@@ -231,9 +320,58 @@ pub fn check(req: &Request, mounts: &[Mount], claims: &[Claim]) -> Result<(), Re
             domid: c.domid.clone(),
             key: c.key,
             mode: c.mode,
+            via: via(&c.key),
         });
     }
+    if req.mode == Mode::Write {
+        if let Some(h) = o.holders().next() {
+            return Err(Refusal::Held { via: via(h) });
+        }
+        let mut doubts = f.topology.doubts.clone();
+        if o.truncated {
+            doubts.push(format!(
+                "more than {} devices are stacked with it; not all were examined",
+                topology::MAX_NODES
+            ));
+        }
+        if !doubts.is_empty() {
+            return Err(Refusal::Doubt {
+                what: doubts.join("; "),
+            });
+        }
+    }
     Ok(())
+}
+
+/// "<target> is part of /dev/sdb, which is held by dm-2 (vg0-lv1)".
+fn chain(target: &str, via: &[Step]) -> String {
+    let mut s = target.to_string();
+    for (i, st) in via.iter().enumerate() {
+        s.push_str(if i == 0 { " " } else { ", which " });
+        s.push_str(match st.how {
+            How::PartOf => "is part of",
+            How::BuiltOn => "is built on",
+            How::LoopOver => "is a loop device over",
+            How::Contains { beside: false } => "contains",
+            How::Contains { beside: true } => "contains the overlapping partition",
+            How::HeldBy { beside: false } => "is held by",
+            How::HeldBy { beside: true } => "is also held by",
+            How::BackingOf => "is the backing file of",
+        });
+        s.push(' ');
+        s.push_str(&one_line(&st.name));
+    }
+    s
+}
+
+/// "through QEMU" for a qdisk backend, "through tapdisk" for vbd3.
+fn through(backend: &str) -> Option<&'static str> {
+    let root = backend.rsplitn(3, '/').nth(2)?;
+    match root.rsplit('/').next()? {
+        "qdisk" => Some("through QEMU"),
+        "vbd3" => Some("through tapdisk (vbd3)"),
+        _ => None,
+    }
 }
 
 /// Make text from xenstore or mountinfo safe for a one-line message: control
@@ -252,7 +390,8 @@ fn one_line(s: &str) -> String {
 
 impl Refusal {
     /// A one-line message for people: names the target, the requested mode
-    /// and who holds it, and says what to do about it.
+    /// and who holds it (through which chain of devices), and says what to
+    /// do about it.
     pub fn message(&self, req: &Request) -> String {
         let target = one_line(&req.target);
         let ours = one_line(&req.backend);
@@ -262,33 +401,88 @@ impl Refusal {
                 dev,
                 mount_point,
                 read_only,
+                via,
             } => {
                 let how = if *read_only { Mode::Read } else { Mode::Write }.describe();
-                format!(
-                    "{target} (device {dev}) is mounted {how} at {} in the backend domain; \
-                     refusing to attach it {want} to {ours}. Unmount it first.",
-                    one_line(mount_point)
-                )
+                if via.is_empty() {
+                    format!(
+                        "{target} (device {dev}) is mounted {how} at {} in the backend domain; \
+                         refusing to attach it {want} to {ours}. Unmount it first.",
+                        one_line(mount_point)
+                    )
+                } else {
+                    format!(
+                        "{}, mounted {how} on {} in dom0; refusing to attach {target} {want} \
+                         to {ours}. Unmount it first.",
+                        chain(&target, via),
+                        one_line(mount_point)
+                    )
+                }
             }
             Refusal::Guest {
                 backend,
                 domid,
                 key,
                 mode,
+                via,
             } => {
-                let via = match key {
-                    Key::Dev(d) => format!("device {d}"),
-                    k @ Key::File { .. } => k.to_string(),
+                let (domid, backend) = (one_line(domid), one_line(backend));
+                let advice = "Detach it there first, or use mode 'r' on both to share it \
+                              read-only.";
+                match (via.is_empty(), through(&backend)) {
+                    (true, None) => {
+                        let what = match key {
+                            Key::Dev(d) => format!("device {d}"),
+                            k @ Key::File { .. } => k.to_string(),
+                        };
+                        format!(
+                            "{target} ({what}) is attached {} to domain {domid} ({backend}); \
+                             refusing to attach it {want} to {ours}. {advice}",
+                            mode.describe(),
+                        )
+                    }
+                    (true, Some(through)) => format!(
+                        "{target} is used {} by domain {domid} {through} ({backend}); refusing \
+                         to attach it {want} to {ours}. {advice}",
+                        mode.describe()
+                    ),
+                    (false, None) => format!(
+                        "{}, which domain {domid} has {} ({backend}); refusing to attach \
+                         {target} {want} to {ours}. {advice}",
+                        chain(&target, via),
+                        mode.describe()
+                    ),
+                    (false, Some(through)) => format!(
+                        "{}, which domain {domid} uses {} {through} ({backend}); refusing to \
+                         attach {target} {want} to {ours}. {advice}",
+                        chain(&target, via),
+                        mode.describe()
+                    ),
+                }
+            }
+            Refusal::Swap { via } => {
+                let what = if via.is_empty() {
+                    format!("{target} is active swap in dom0")
+                } else {
+                    format!("{}, which is active swap in dom0", chain(&target, via))
                 };
                 format!(
-                    "{target} ({via}) is attached {} to domain {} ({}); refusing to attach it \
-                     {want} to {ours}. Detach it there first, or use mode 'r' on both to share \
-                     it read-only.",
-                    mode.describe(),
-                    one_line(domid),
-                    one_line(backend)
+                    "{what}; refusing to attach {target} {want} to {ours}. Turn that swap off \
+                     first (swapoff)."
                 )
             }
+            Refusal::Held { via } => format!(
+                "{} in dom0; refusing to attach {target} {want} to {ours}: a guest writing \
+                 under a device dom0 stacks on it corrupts both. Take that device down first \
+                 (e.g. vgchange -an, mdadm --stop, kpartx -d, dmsetup remove), or use mode 'r'.",
+                chain(&target, via)
+            ),
+            Refusal::Doubt { what } => format!(
+                "cannot tell what else uses the blocks of {target}: {}; refusing to attach it \
+                 {want} to {ours} while unsure. Retry, or use mode 'r' (or 'w!' to skip all \
+                 sharing checks).",
+                one_line(what)
+            ),
         }
     }
 }
@@ -349,6 +543,7 @@ mod tests {
             domid: domid.into(),
             key,
             mode,
+            via: vec![],
         })
     }
     fn local_refusal(d: DevNum, read_only: bool) -> Result<(), Refusal> {
@@ -356,6 +551,7 @@ mod tests {
             dev: d,
             mount_point: "/mnt/data".into(),
             read_only,
+            via: vec![],
         })
     }
 
@@ -537,7 +733,8 @@ mod tests {
             Err(Refusal::Local {
                 dev: dev(7, 1),
                 mount_point: "/a".into(),
-                read_only: false
+                read_only: false,
+                via: vec![],
             })
         );
     }
@@ -798,6 +995,7 @@ mod tests {
             dev: dev(7, 0),
             mount_point: "/mnt/a\nb".into(),
             read_only: false,
+            via: vec![],
         };
         let m = refusal.message(&r);
         assert!(!m.contains('\n'), "{m}");
@@ -933,6 +1131,7 @@ mod tests {
                             dev,
                             mount_point,
                             read_only,
+                            ..
                         } => {
                             locals += 1;
                             let m = mounts
@@ -948,6 +1147,7 @@ mod tests {
                             domid,
                             key,
                             mode,
+                            ..
                         } => {
                             guests += 1;
                             assert!(
@@ -964,6 +1164,7 @@ mod tests {
                             assert!(!mounts.iter().any(|m| on_req_key(&Key::Dev(m.dev))
                                 && (r.mode == Mode::Write || !m.read_only)));
                         }
+                        other => panic!("identity-only check gave {other:?}"),
                     }
                 }
             }

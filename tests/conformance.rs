@@ -53,6 +53,8 @@ struct Step {
 struct Run {
     imp: Impl,
     mounts: Vec<PathBuf>,
+    /// Devices this run made active swap (swapoff on drop).
+    swaps: Vec<PathBuf>,
     syms: Vec<(String, PathBuf)>,
     trace: RefCell<Vec<String>>,
     scripts: Scripts,
@@ -69,6 +71,7 @@ impl Run {
         Run {
             imp,
             mounts: Vec::new(),
+            swaps: Vec::new(),
             syms: Vec::new(),
             trace: RefCell::new(Vec::new()),
             scripts,
@@ -282,6 +285,9 @@ impl Run {
 
 impl Drop for Run {
     fn drop(&mut self) {
+        for d in &self.swaps {
+            let _ = std::process::Command::new("swapoff").arg(d).status();
+        }
         // Before Env's drop detaches the loop devices under the mounts.
         for m in self.mounts.iter().rev() {
             if nix::mount::umount(m).is_err() {
@@ -1071,6 +1077,118 @@ fn scenario_release_file_renamed_after_attach() {
     });
 }
 
+/// Another VM's disk served by QEMU (`backend/qdisk`) or tapdisk
+/// (`backend/vbd3`), written as libxl writes it: `params` = `<format>:<path>`,
+/// never seen by a hotplug script (so written here, for domain 7).
+fn other_backend(r: &Run, root: &str, params: &str, mode: &str) -> String {
+    let be = format!("backend/{root}/7/{DEVID}");
+    for (k, v) in [
+        (
+            "frontend",
+            format!("/local/domain/7/device/vbd/{DEVID}").as_str(),
+        ),
+        ("params", params),
+        ("frontend-id", "7"),
+        ("online", "1"),
+        ("state", "4"),
+        ("dev", "xvda"),
+        ("type", root),
+        ("mode", mode),
+        ("device-type", "disk"),
+    ] {
+        r.env.write(&format!("{be}/{k}"), v);
+    }
+    be
+}
+
+/// VM a (7) has the target through `root` with `params` = `<format>:<target>`
+/// in `held` mode; VM b (9) asks for it through `backend/vbd` in `mode`.
+fn other_type(
+    r: &mut Run,
+    kind: Kind,
+    root: &str,
+    format: &str,
+    held: &str,
+    mode: &str,
+) -> Vec<String> {
+    let t = target(r, kind);
+    two_vms(r);
+    other_backend(r, root, &format!("{format}:{t}"), held);
+    let b = r.backend(9, DEVID, &t, mode);
+    let s = r.prepare(&b);
+    let mut v = vec![r.outcome(&s, &b)];
+    if kind == Kind::File {
+        v.push(r.loops("IMG"));
+    }
+    v
+}
+
+#[test]
+fn scenario_qdisk_file_w_vs_vbd_w() {
+    scenario("qdisk_file_w_vs_vbd_w", |r| {
+        other_type(r, Kind::File, "qdisk", "aio", "w", "w")
+    });
+}
+
+#[test]
+fn scenario_qdisk_file_w_vs_vbd_r() {
+    scenario("qdisk_file_w_vs_vbd_r", |r| {
+        other_type(r, Kind::File, "qdisk", "qcow2", "w", "r")
+    });
+}
+
+#[test]
+fn scenario_qdisk_file_r_vs_vbd_r() {
+    scenario("qdisk_file_r_vs_vbd_r", |r| {
+        other_type(r, Kind::File, "qdisk", "aio", "r", "r")
+    });
+}
+
+#[test]
+fn scenario_qdisk_phy_w_vs_vbd_w() {
+    scenario("qdisk_phy_w_vs_vbd_w", |r| {
+        other_type(r, Kind::Phy, "qdisk", "aio", "w", "w")
+    });
+}
+
+#[test]
+fn scenario_vbd3_file_w_vs_vbd_w() {
+    scenario("vbd3_file_w_vs_vbd_w", |r| {
+        other_type(r, Kind::File, "vbd3", "vhd", "w", "w")
+    });
+}
+
+#[test]
+fn scenario_qdisk_file_w_vs_vbd_force() {
+    scenario("qdisk_file_w_vs_vbd_force", |r| {
+        other_type(r, Kind::File, "qdisk", "aio", "w", "w!")
+    });
+}
+
+#[test]
+fn scenario_swap_phy_r() {
+    // The device is active swap in the backend domain.
+    scenario("swap_phy_r", |r| {
+        let d = r.disk("DISK");
+        let ok = std::process::Command::new("mkswap")
+            .arg("-q")
+            .arg(&d)
+            .status()
+            .expect("mkswap (util-linux) must be installed");
+        assert!(ok.success(), "mkswap {d}");
+        let ok = std::process::Command::new("swapon")
+            .arg(&d)
+            .status()
+            .unwrap();
+        assert!(ok.success(), "swapon {d}");
+        r.swaps.push(PathBuf::from(&d));
+        r.domain(7, "/vm/a");
+        let be = r.backend(7, DEVID, &d, "r");
+        let s = r.prepare(&be);
+        vec![r.outcome(&s, &be)]
+    });
+}
+
 // ------------------------------------------------------------------ rows
 
 /// A scenario's expected outcomes; the source of CONFORMANCE.md's table.
@@ -1523,6 +1641,55 @@ const ROWS: &[Row] = &[
         upstream: "remove ok; loops(IMG)=[rw]",
         xenblock: "remove ok; loops(IMG)=[]",
         why: "Upstream picks file/phy on remove from `-f \"$params\"`; once the image is renamed or deleted the type is empty and remove exits 0 without detaching: the loop device leaks. xenblock recognises its own loop device by the tag it put in `lo_file_name` (its backend path) and detaches it.",
+    },
+    Row {
+        name: "qdisk_file_w_vs_vbd_w",
+        what: "file used `w` by VM a through QEMU (`backend/qdisk`, `params` `aio:IMG`); VM b asks `w` through `backend/vbd`",
+        upstream: "ok connected pd=#loop(IMG) pdp=loop(IMG) node=loop(IMG) herr=-; loops(IMG)=[rw]",
+        xenblock: "fail busy pd=- pdp=- node=- herr=yes; loops(IMG)=[]",
+        why: "Upstream allows: double writer. The script's check_sharing looks only at `backend/vbd` entries (their `physical-device`, and loop devices via `losetup`); it never reads `backend/qdisk` or `backend/vbd3`, where QEMU or tapdisk open the file themselves. xenblock reads every backend root that names a disk and compares the file by (st_dev, st_ino): the refusal names `backend/qdisk/7/51712` and QEMU.",
+    },
+    Row {
+        name: "qdisk_file_w_vs_vbd_r",
+        what: "file used `w` by VM a through QEMU (`qcow2:IMG`); VM b asks `r`",
+        upstream: "ok connected pd=#loop(IMG) pdp=loop(IMG) node=loop(IMG) herr=-; loops(IMG)=[ro]",
+        xenblock: "fail busy pd=- pdp=- node=- herr=yes; loops(IMG)=[]",
+        why: "Upstream allows: double writer. The script's check_sharing looks only at `backend/vbd` entries (their `physical-device`, and loop devices via `losetup`); it never reads `backend/qdisk` or `backend/vbd3`, where QEMU or tapdisk open the file themselves. A reader must not share a file another VM writes (guest rule), whichever backend serves the writer.",
+    },
+    Row {
+        name: "qdisk_file_r_vs_vbd_r",
+        what: "file used `r` by VM a through QEMU; VM b asks `r`: read-only sharing",
+        upstream: "ok connected pd=#loop(IMG) pdp=loop(IMG) node=loop(IMG) herr=-; loops(IMG)=[ro]",
+        xenblock: SAME,
+        why: "",
+    },
+    Row {
+        name: "qdisk_phy_w_vs_vbd_w",
+        what: "block device used `w` by VM a through QEMU (`aio:DISK`); VM b asks `w`",
+        upstream: "ok connected pd=#DISK pdp=DISK node=- herr=-",
+        xenblock: "fail busy pd=- pdp=- node=- herr=yes",
+        why: "Upstream allows: double writer. The script's check_sharing looks only at `backend/vbd` entries (their `physical-device`, and loop devices via `losetup`); it never reads `backend/qdisk` or `backend/vbd3`, where QEMU or tapdisk open the file themselves. xenblock compares a qdisk naming a block device by its device number.",
+    },
+    Row {
+        name: "vbd3_file_w_vs_vbd_w",
+        what: "file used `w` by VM a through tapdisk (`backend/vbd3`, `vhd:IMG`); VM b asks `w`",
+        upstream: "ok connected pd=#loop(IMG) pdp=loop(IMG) node=loop(IMG) herr=-; loops(IMG)=[rw]",
+        xenblock: "fail busy pd=- pdp=- node=- herr=yes; loops(IMG)=[]",
+        why: "Upstream allows: double writer. The script's check_sharing looks only at `backend/vbd` entries (their `physical-device`, and loop devices via `losetup`); it never reads `backend/qdisk` or `backend/vbd3`, where QEMU or tapdisk open the file themselves. As for qdisk.",
+    },
+    Row {
+        name: "qdisk_file_w_vs_vbd_force",
+        what: "file used `w` by VM a through QEMU; VM b asks `w!` (no checks)",
+        upstream: "ok connected pd=#loop(IMG) pdp=loop(IMG) node=loop(IMG) herr=-; loops(IMG)=[rw]",
+        xenblock: SAME,
+        why: "",
+    },
+    Row {
+        name: "swap_phy_r",
+        what: "device is active swap in the backend domain; asks `r`",
+        upstream: "ok connected pd=#DISK pdp=DISK node=- herr=-",
+        xenblock: "fail busy pd=- pdp=- node=- herr=yes",
+        why: "Upstream checks only `/proc/mounts` in dom0, where swap never appears: it hands dom0's swap device to a guest. xenblock reads `/proc/swaps` and treats active swap as a read-write user in dom0 (docs/contract.md local rule, over overlap).",
     },
 ];
 

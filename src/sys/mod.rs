@@ -3,6 +3,8 @@
 //! wrapper; `unsafe` blocks carry a `// SAFETY:` line.
 pub mod child;
 #[cfg(target_os = "linux")]
+pub mod blockdev;
+#[cfg(target_os = "linux")]
 pub mod loopdev;
 pub mod mountinfo;
 pub mod stat;

@@ -11,7 +11,7 @@ use crate::sharing::{DevNum, Mount};
 /// Decode the octal escapes (`\040` space, `\011` tab, `\012` newline,
 /// `\134` backslash) the kernel uses in mountinfo fields. A backslash not
 /// followed by three octal digits is kept as is.
-fn unescape(field: &str) -> String {
+pub(crate) fn unescape(field: &str) -> String {
     let b = field.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;

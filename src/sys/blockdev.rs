@@ -1,0 +1,973 @@
+//! The block stack around a decision's targets, read from sysfs, and the
+//! backend domain's active swap from `/proc/swaps` (Linux).
+//!
+//! Per device `/sys/dev/block/<major>:<minor>` leads to its directory:
+//! `partition`, `start`, `size` (a partition; its parent directory is the
+//! whole disk), subdirectories with a `partition` file (the partitions of a
+//! disk), `holders/` and `slaves/` (devices stacked on it and under it),
+//! `dm/name` and `md/level` (names for people), `loop/` (a bound loop
+//! device; its backing file's identity comes from `LOOP_GET_STATUS64`).
+//!
+//! [`gather`] runs [`topology::walk`] over sysfs itself, so it reads only
+//! the devices the decision needs: what the targets are built on, the
+//! neighbours of those, and what is built on anything that overlaps — never
+//! the whole of sysfs. Every path is taken from [`Sources`], so tests run
+//! over synthetic trees. Entries that cannot be read become doubts in the
+//! returned [`Topology`]; the walk is bounded by visited sets and
+//! [`topology::MAX_NODES`].
+use crate::sharing::{DevNum, Key, Swap};
+use crate::sys::stat::FileKind;
+use crate::topology::{self, Edge, Graph, Layer, Overlap, Topology};
+use std::collections::{HashMap, HashSet};
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// Where the facts come from.
+#[derive(Debug, Clone)]
+pub struct Sources {
+    /// sysfs mount point (`/sys`).
+    pub sys: PathBuf,
+    /// `/proc/swaps`.
+    pub swaps: PathBuf,
+    /// `/proc/self/mountinfo`.
+    pub mountinfo: PathBuf,
+    /// How loop devices' backing files are found.
+    pub loops: Loops,
+}
+
+/// The loop devices' backing files.
+#[derive(Debug, Clone)]
+pub enum Loops {
+    /// Ask the kernel (`LOOP_GET_STATUS64` on `/dev/loopN`).
+    Kernel,
+    /// A fixed table for tests: (loop device, backing st_dev, backing st_ino).
+    Fixed(Vec<(DevNum, u64, u64)>),
+}
+
+impl Sources {
+    /// The running system's.
+    pub fn system() -> Sources {
+        Sources {
+            sys: PathBuf::from("/sys"),
+            swaps: PathBuf::from("/proc/swaps"),
+            mountinfo: PathBuf::from("/proc/self/mountinfo"),
+            loops: Loops::Kernel,
+        }
+    }
+}
+
+/// The topology around `targets`, and which nodes overlap them.
+pub fn gather(src: &Sources, targets: &[Key]) -> (Topology, Overlap) {
+    let mut g = SysGraph {
+        src,
+        dirs: HashMap::new(),
+        seen_edges: HashSet::new(),
+        topo: Topology::default(),
+    };
+    if !src.sys.join("dev/block").is_dir() {
+        g.topo.doubts.push(format!(
+            "{} is not readable (is sysfs mounted?)",
+            src.sys.join("dev/block").display()
+        ));
+    }
+    let o = topology::walk(targets, &mut g);
+    (g.topo, o)
+}
+
+/// The mounts of the backend domain (`Sources::mountinfo`).
+pub fn mounts(src: &Sources) -> crate::error::Result<Vec<crate::sharing::Mount>> {
+    let text = std::fs::read_to_string(&src.mountinfo).map_err(|e| {
+        crate::error::Error::io(
+            format!(
+                "cannot read {} to check which devices are mounted (is /proc mounted?)",
+                src.mountinfo.display()
+            ),
+            e,
+        )
+    })?;
+    Ok(crate::sys::mountinfo::parse(&text))
+}
+
+/// The swap areas in `/proc/swaps` text: their paths, unescaped.
+pub fn parse_swaps(text: &str) -> Vec<String> {
+    text.lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next())
+        .map(|p| {
+            let p = p.strip_suffix("(deleted)").unwrap_or(p);
+            crate::sys::mountinfo::unescape(p)
+        })
+        .collect()
+}
+
+/// Active swap of the backend domain as keys (a block device by number, a
+/// swap file by (st_dev, st_ino)); what could not be identified is
+/// returned as doubts.
+pub fn swaps(src: &Sources) -> (Vec<Swap>, Vec<String>) {
+    let text = match std::fs::read_to_string(&src.swaps) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return (Vec::new(), Vec::new()),
+        Err(e) => {
+            return (
+                Vec::new(),
+                vec![format!("cannot read {}: {e}", src.swaps.display())],
+            )
+        }
+    };
+    let mut out = Vec::new();
+    let mut doubts = Vec::new();
+    for p in parse_swaps(&text) {
+        match crate::sys::stat::stat(Path::new(&p)) {
+            Ok(st) => match st.kind {
+                FileKind::Block => out.push(Swap {
+                    key: Key::Dev(DevNum::from_dev_t(st.rdev)),
+                    name: p,
+                }),
+                FileKind::Regular => out.push(Swap {
+                    key: Key::File {
+                        dev: st.dev,
+                        ino: st.ino,
+                    },
+                    name: p,
+                }),
+                _ => doubts.push(format!("swap {p} is neither a file nor a block device")),
+            },
+            Err(e) => doubts.push(format!("cannot identify swap {p}: {e}")),
+        }
+    }
+    (out, doubts)
+}
+
+struct SysGraph<'a> {
+    src: &'a Sources,
+    /// Device directories found (None: not in sysfs).
+    dirs: HashMap<DevNum, Option<PathBuf>>,
+    seen_edges: HashSet<Edge>,
+    topo: Topology,
+}
+
+fn read_trim(p: &Path) -> io::Result<String> {
+    Ok(std::fs::read_to_string(p)?.trim().to_string())
+}
+
+fn read_u64(p: &Path) -> io::Result<u64> {
+    read_trim(p)?
+        .parse()
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "not a number"))
+}
+
+impl SysGraph<'_> {
+    fn doubt(&mut self, what: String) {
+        if self.topo.doubts.len() < 16 && !self.topo.doubts.contains(&what) {
+            self.topo.doubts.push(what);
+        }
+    }
+
+    fn edge(&mut self, e: Edge, out: &mut Vec<Edge>) {
+        if self.seen_edges.insert(e) {
+            self.topo.edges.push(e);
+        }
+        out.push(e);
+    }
+
+    /// The sysfs directory of `d`, named in `topo.names` on first sight.
+    fn dir(&mut self, d: DevNum) -> Option<PathBuf> {
+        if let Some(v) = self.dirs.get(&d) {
+            return v.clone();
+        }
+        let link = self
+            .src
+            .sys
+            .join(format!("dev/block/{}:{}", d.major, d.minor));
+        let found = match std::fs::canonicalize(&link) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                let why = if e.kind() == io::ErrorKind::NotFound {
+                    "not in sysfs (removed meanwhile?)".to_string()
+                } else {
+                    format!("unreadable: {e}")
+                };
+                self.doubt(format!("device {d}: {why}"));
+                None
+            }
+        };
+        if let Some(p) = &found {
+            let name = self.name_of(p);
+            self.topo.names.insert(Key::Dev(d), name);
+        }
+        self.dirs.insert(d, found.clone());
+        found
+    }
+
+    /// `/dev/sdb1`, `dm-2 (vg0-lv1)`, `/dev/md0 (raid1)`.
+    fn name_of(&self, dir: &Path) -> String {
+        let base = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if let Ok(n) = read_trim(&dir.join("dm/name")) {
+            return format!("{base} ({n})");
+        }
+        let dev = format!("/dev/{}", base.replace('!', "/"));
+        match read_trim(&dir.join("md/level")) {
+            Ok(l) if !l.is_empty() => format!("{dev} ({l})"),
+            _ => dev,
+        }
+    }
+
+    /// The device number in `<dir>/dev`, naming it on the way.
+    fn dev_in(&mut self, dir: &Path) -> Option<DevNum> {
+        match read_trim(&dir.join("dev")) {
+            Ok(t) => match DevNum::parse_decimal(&t) {
+                Some(d) => {
+                    if !self.dirs.contains_key(&d) {
+                        let name = self.name_of(dir);
+                        self.topo.names.insert(Key::Dev(d), name);
+                    }
+                    Some(d)
+                }
+                None => {
+                    self.doubt(format!("{}/dev holds {t:?}", dir.display()));
+                    None
+                }
+            },
+            Err(e) => {
+                self.doubt(format!(
+                    "{} vanished or is unreadable while being read ({e})",
+                    dir.display()
+                ));
+                None
+            }
+        }
+    }
+
+    /// Names in `<dir>/<sub>/` (holders, slaves); missing means none.
+    fn list(&mut self, dir: &Path, sub: &str) -> Vec<String> {
+        match std::fs::read_dir(dir.join(sub)) {
+            Ok(rd) => rd
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => {
+                self.doubt(format!("cannot list {}/{sub}: {e}", dir.display()));
+                Vec::new()
+            }
+        }
+    }
+
+    fn class_dev(&mut self, name: &str) -> Option<DevNum> {
+        if name.contains('/') || name == ".." || name == "." {
+            return None;
+        }
+        let dir = self.src.sys.join("class/block").join(name);
+        self.dev_in(&dir)
+    }
+
+    fn part_extent(&mut self, dir: &Path) -> Option<Layer> {
+        match (read_u64(&dir.join("start")), read_u64(&dir.join("size"))) {
+            (Ok(start), Ok(size)) => Some(Layer::Part { start, size }),
+            _ => {
+                self.doubt(format!(
+                    "the extent of partition {} is unreadable",
+                    dir.display()
+                ));
+                None
+            }
+        }
+    }
+
+    fn loop_backing(&mut self, d: DevNum, dir: &Path) -> Option<Key> {
+        let key = self.loop_backing_key(d, dir)?;
+        if let Ok(p) = read_trim(&dir.join("loop/backing_file")) {
+            if !p.is_empty() {
+                self.topo.names.entry(key).or_insert(p);
+            }
+        }
+        Some(key)
+    }
+
+    fn loop_backing_key(&mut self, d: DevNum, dir: &Path) -> Option<Key> {
+        match &self.src.loops {
+            Loops::Fixed(t) => t
+                .iter()
+                .find(|(l, _, _)| *l == d)
+                .map(|&(_, dev, ino)| Key::File { dev, ino }),
+            Loops::Kernel => {
+                let node = PathBuf::from("/dev").join(dir.file_name()?);
+                match crate::sys::loopdev::status(&node) {
+                    Ok(Some(i)) => Some(Key::File {
+                        dev: i.backing_dev,
+                        ino: i.backing_ino,
+                    }),
+                    Ok(None) => None,
+                    Err(e) => {
+                        self.doubt(format!("cannot read loop device {}: {e}", node.display()));
+                        None
+                    }
+                }
+            }
+        }
+    }
+
+    fn loops_over(&mut self, dev: u64, ino: u64) -> Vec<DevNum> {
+        match &self.src.loops {
+            Loops::Fixed(t) => t
+                .iter()
+                .filter(|(_, d, i)| (*d, *i) == (dev, ino))
+                .map(|(l, _, _)| *l)
+                .collect(),
+            Loops::Kernel => match crate::sys::loopdev::backed_by(dev, ino) {
+                Ok(v) => {
+                    for l in &v {
+                        self.topo
+                            .names
+                            .insert(Key::Dev(l.dev), l.path.display().to_string());
+                    }
+                    v.into_iter().map(|l| l.dev).collect()
+                }
+                Err(e) => {
+                    self.doubt(format!("cannot list the loop devices: {e}"));
+                    Vec::new()
+                }
+            },
+        }
+    }
+}
+
+impl Graph for SysGraph<'_> {
+    fn down(&mut self, k: Key) -> Vec<Edge> {
+        let mut out = Vec::new();
+        let Key::Dev(d) = k else { return out };
+        let Some(dir) = self.dir(d) else { return out };
+        if dir.join("partition").exists() {
+            if let (Some(parent), Some(layer)) = (dir.parent(), self.part_extent(&dir)) {
+                if let Some(p) = self.dev_in(parent) {
+                    self.edge(
+                        Edge {
+                            upper: k,
+                            lower: Key::Dev(p),
+                            layer,
+                        },
+                        &mut out,
+                    );
+                }
+            }
+        }
+        for name in self.list(&dir, "slaves") {
+            if let Some(s) = self.class_dev(&name) {
+                self.edge(
+                    Edge {
+                        upper: k,
+                        lower: Key::Dev(s),
+                        layer: Layer::Stacked,
+                    },
+                    &mut out,
+                );
+            }
+        }
+        if dir.join("loop").is_dir() {
+            if let Some(f) = self.loop_backing(d, &dir) {
+                self.edge(
+                    Edge {
+                        upper: k,
+                        lower: f,
+                        layer: Layer::Whole,
+                    },
+                    &mut out,
+                );
+            }
+        }
+        out
+    }
+
+    fn up(&mut self, k: Key) -> Vec<Edge> {
+        let mut out = Vec::new();
+        let d = match k {
+            Key::Dev(d) => d,
+            Key::File { dev, ino } => {
+                for l in self.loops_over(dev, ino) {
+                    self.edge(
+                        Edge {
+                            upper: Key::Dev(l),
+                            lower: k,
+                            layer: Layer::Whole,
+                        },
+                        &mut out,
+                    );
+                }
+                return out;
+            }
+        };
+        let Some(dir) = self.dir(d) else { return out };
+        // Partitions: subdirectories with a `partition` file (whole disks
+        // only), named after the disk (sdb1, nvme0n1p1, loop0p1), so the
+        // attribute files are not even looked at.
+        if !dir.join("partition").exists() {
+            let own = dir
+                .file_name()
+                .map(|n| n.as_encoded_bytes().to_vec())
+                .unwrap_or_default();
+            let subdirs: Vec<PathBuf> = match std::fs::read_dir(&dir) {
+                Ok(rd) => rd
+                    .filter_map(|e| e.ok())
+                    .filter(|e| {
+                        let n = e.file_name();
+                        let n = n.as_encoded_bytes();
+                        !own.is_empty() && n.len() > own.len() && n.starts_with(&own)
+                    })
+                    .map(|e| e.path())
+                    .filter(|p| p.join("partition").is_file())
+                    .collect(),
+                Err(e) => {
+                    self.doubt(format!("cannot list {}: {e}", dir.display()));
+                    Vec::new()
+                }
+            };
+            for p in subdirs {
+                if let (Some(layer), Some(c)) = (self.part_extent(&p), self.dev_in(&p)) {
+                    self.edge(
+                        Edge {
+                            upper: Key::Dev(c),
+                            lower: k,
+                            layer,
+                        },
+                        &mut out,
+                    );
+                }
+            }
+        }
+        for name in self.list(&dir, "holders") {
+            if let Some(h) = self.class_dev(&name) {
+                self.edge(
+                    Edge {
+                        upper: Key::Dev(h),
+                        lower: k,
+                        layer: Layer::Stacked,
+                    },
+                    &mut out,
+                );
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sharing::{self, Claim, Facts, Mode, Mount, Refusal, Request, VmIdentity};
+    use std::os::unix::fs::symlink;
+
+    /// A synthetic sysfs tree in a private directory, removed on drop.
+    struct Tree {
+        root: PathBuf,
+    }
+
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+    impl Tree {
+        fn new() -> Tree {
+            let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let root =
+                std::env::temp_dir().join(format!("xenblock-sysfs-{}-{n}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&root);
+            std::fs::create_dir_all(root.join("sys/class/block")).unwrap();
+            std::fs::create_dir_all(root.join("sys/dev/block")).unwrap();
+            Tree { root }
+        }
+        fn sys(&self) -> PathBuf {
+            self.root.join("sys")
+        }
+        fn write(&self, rel: &str, v: &str) {
+            let p = self.sys().join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, v).unwrap();
+        }
+        /// A whole disk (or dm/md/loop device) `name` with number `dev`.
+        fn disk(&self, name: &str, dev: (u32, u32)) -> Key {
+            self.write(
+                &format!("class/block/{name}/dev"),
+                &format!("{}:{}\n", dev.0, dev.1),
+            );
+            std::fs::create_dir_all(self.sys().join(format!("class/block/{name}/holders")))
+                .unwrap();
+            std::fs::create_dir_all(self.sys().join(format!("class/block/{name}/slaves"))).unwrap();
+            symlink(
+                format!("../../class/block/{name}"),
+                self.sys().join(format!("dev/block/{}:{}", dev.0, dev.1)),
+            )
+            .unwrap();
+            Key::Dev(DevNum {
+                major: dev.0,
+                minor: dev.1,
+            })
+        }
+        /// Partition `name` of `disk`, sectors [start, start+size).
+        fn part(&self, disk: &str, name: &str, dev: (u32, u32), start: u64, size: u64) -> Key {
+            let rel = format!("class/block/{disk}/{name}");
+            self.write(&format!("{rel}/dev"), &format!("{}:{}\n", dev.0, dev.1));
+            self.write(&format!("{rel}/partition"), "1\n");
+            self.write(&format!("{rel}/start"), &format!("{start}\n"));
+            self.write(&format!("{rel}/size"), &format!("{size}\n"));
+            std::fs::create_dir_all(self.sys().join(format!("{rel}/holders"))).unwrap();
+            std::fs::create_dir_all(self.sys().join(format!("{rel}/slaves"))).unwrap();
+            symlink(
+                format!("{disk}/{name}"),
+                self.sys().join(format!("class/block/{name}")),
+            )
+            .unwrap();
+            symlink(
+                format!("../../class/block/{disk}/{name}"),
+                self.sys().join(format!("dev/block/{}:{}", dev.0, dev.1)),
+            )
+            .unwrap();
+            Key::Dev(DevNum {
+                major: dev.0,
+                minor: dev.1,
+            })
+        }
+        /// `upper` is stacked on `lower` (holders/ and slaves/ entries).
+        fn stack(&self, upper: &str, lower: &str) {
+            self.write(&format!("class/block/{lower}/holders/{upper}"), "");
+            self.write(&format!("class/block/{upper}/slaves/{lower}"), "");
+        }
+        fn sources(&self, loops: Vec<(DevNum, u64, u64)>) -> Sources {
+            Sources {
+                sys: self.sys(),
+                swaps: self.root.join("swaps"),
+                mountinfo: self.root.join("mountinfo"),
+                loops: Loops::Fixed(loops),
+            }
+        }
+    }
+
+    impl Drop for Tree {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.root);
+        }
+    }
+
+    fn req(target: &str, key: Key, mode: Mode) -> Request {
+        Request {
+            backend: "backend/vbd/9/51712".into(),
+            target: target.into(),
+            mode,
+            identity: VmIdentity {
+                vm: Some("/vm/mine".into()),
+                target_vm: None,
+            },
+            keys: vec![key],
+        }
+    }
+
+    fn claim(domid: &str, root: &str, key: Key, mode: Mode) -> Claim {
+        Claim {
+            backend: format!("backend/{root}/{domid}/51712"),
+            domid: domid.into(),
+            key,
+            mode,
+            identity: VmIdentity {
+                vm: Some(format!("/vm/{domid}")),
+                target_vm: None,
+            },
+        }
+    }
+
+    fn decide(
+        src: &Sources,
+        r: &Request,
+        mounts: &[Mount],
+        swaps: &[Swap],
+        claims: &[Claim],
+    ) -> Result<(), String> {
+        let (topo, o) = gather(src, &r.keys);
+        // What the gatherer found overlapping is what the rule computes.
+        let again = topology::walk(&r.keys, &mut topo.graph());
+        assert_eq!(o.nodes(), again.nodes());
+        let f = Facts {
+            topology: &topo,
+            mounts,
+            swaps,
+            claims,
+        };
+        sharing::decide(r, &f).map_err(|e| e.message(r))
+    }
+
+    #[test]
+    fn partition_against_whole_disk_both_ways() {
+        let t = Tree::new();
+        let sdb = t.disk("sdb", (8, 16));
+        let sdb1 = t.part("sdb", "sdb1", (8, 17), 2048, 4096);
+        let sdb2 = t.part("sdb", "sdb2", (8, 18), 6144, 4096);
+        let src = t.sources(vec![]);
+        let m = decide(
+            &src,
+            &req("/dev/sdb1", sdb1, Mode::Write),
+            &[],
+            &[],
+            &[claim("3", "vbd", sdb, Mode::Write)],
+        )
+        .unwrap_err();
+        assert!(
+            m.starts_with(
+                "/dev/sdb1 is part of /dev/sdb, which domain 3 has read-write \
+                 (backend/vbd/3/51712); refusing to attach /dev/sdb1 read-write"
+            ),
+            "{m}"
+        );
+        let m = decide(
+            &src,
+            &req("/dev/sdb", sdb, Mode::Read),
+            &[],
+            &[],
+            &[claim("3", "vbd", sdb1, Mode::Write)],
+        )
+        .unwrap_err();
+        assert!(
+            m.starts_with("/dev/sdb contains /dev/sdb1, which domain 3"),
+            "{m}"
+        );
+        // Disjoint partitions share nothing; read-only sharing stays allowed.
+        let c = [claim("3", "vbd", sdb1, Mode::Write)];
+        assert_eq!(
+            decide(&src, &req("/dev/sdb2", sdb2, Mode::Write), &[], &[], &c),
+            Ok(())
+        );
+        let c = [claim("3", "vbd", sdb, Mode::Read)];
+        assert_eq!(
+            decide(&src, &req("/dev/sdb1", sdb1, Mode::Read), &[], &[], &c),
+            Ok(())
+        );
+        // A mount of the partition in dom0 blocks the whole disk.
+        let mounts = [Mount {
+            dev: DevNum {
+                major: 8,
+                minor: 17,
+            },
+            mount_point: "/data".into(),
+            read_only: true,
+        }];
+        let m = decide(&src, &req("/dev/sdb", sdb, Mode::Write), &mounts, &[], &[]).unwrap_err();
+        assert!(
+            m.starts_with("/dev/sdb contains /dev/sdb1, mounted read-only on /data in dom0"),
+            "{m}"
+        );
+    }
+
+    #[test]
+    fn overlapping_partition_table_entries() {
+        let t = Tree::new();
+        t.disk("sdb", (8, 16));
+        let sdb1 = t.part("sdb", "sdb1", (8, 17), 2048, 8192);
+        let sdb2 = t.part("sdb", "sdb2", (8, 18), 6144, 4096);
+        let src = t.sources(vec![]);
+        let m = decide(
+            &src,
+            &req("/dev/sdb2", sdb2, Mode::Write),
+            &[],
+            &[],
+            &[claim("3", "vbd", sdb1, Mode::Write)],
+        )
+        .unwrap_err();
+        assert!(
+            m.starts_with(
+                "/dev/sdb2 is part of /dev/sdb, which contains the overlapping partition \
+                 /dev/sdb1, which domain 3"
+            ),
+            "{m}"
+        );
+    }
+
+    #[test]
+    fn dm_over_disk_mounted_in_dom0() {
+        let t = Tree::new();
+        let sdb = t.disk("sdb", (8, 16));
+        t.disk("dm-2", (253, 2));
+        t.write("class/block/dm-2/dm/name", "vg0-lv1\n");
+        t.stack("dm-2", "sdb");
+        let src = t.sources(vec![]);
+        let mounts = [Mount {
+            dev: DevNum {
+                major: 253,
+                minor: 2,
+            },
+            mount_point: "/srv".into(),
+            read_only: false,
+        }];
+        for mode in [Mode::Read, Mode::Write] {
+            let m = decide(&src, &req("/dev/sdb", sdb, mode), &mounts, &[], &[]).unwrap_err();
+            assert!(
+                m.starts_with(
+                    "/dev/sdb is held by dm-2 (vg0-lv1), mounted read-write on /srv in dom0"
+                ),
+                "{m}"
+            );
+        }
+        // Not mounted: reading is fine, writing under it is not.
+        assert_eq!(
+            decide(&src, &req("/dev/sdb", sdb, Mode::Read), &[], &[], &[]),
+            Ok(())
+        );
+        let m = decide(&src, &req("/dev/sdb", sdb, Mode::Write), &[], &[], &[]).unwrap_err();
+        assert!(
+            m.starts_with("/dev/sdb is held by dm-2 (vg0-lv1) in dom0"),
+            "{m}"
+        );
+        // The LV itself is an ordinary guest disk.
+        let lv = Key::Dev(DevNum {
+            major: 253,
+            minor: 2,
+        });
+        assert_eq!(
+            decide(&src, &req("/dev/vg0/lv1", lv, Mode::Write), &[], &[], &[]),
+            Ok(())
+        );
+        // ...but not while another VM has the disk under it.
+        let m = decide(
+            &src,
+            &req("/dev/vg0/lv1", lv, Mode::Read),
+            &[],
+            &[],
+            &[claim("4", "vbd", sdb, Mode::Write)],
+        )
+        .unwrap_err();
+        assert!(
+            m.starts_with("/dev/vg0/lv1 is built on /dev/sdb, which domain 4 has read-write"),
+            "{m}"
+        );
+    }
+
+    #[test]
+    fn two_logical_volumes_on_one_pv_are_separate() {
+        let t = Tree::new();
+        t.disk("sdb", (8, 16));
+        t.part("sdb", "sdb1", (8, 17), 2048, 1 << 20);
+        let lv1 = t.disk("dm-1", (253, 1));
+        let lv2 = t.disk("dm-2", (253, 2));
+        t.write("class/block/dm-1/dm/name", "vg0-a\n");
+        t.write("class/block/dm-2/dm/name", "vg0-b\n");
+        t.stack("dm-1", "sdb1");
+        t.stack("dm-2", "sdb1");
+        let src = t.sources(vec![]);
+        let c = [claim("3", "vbd", lv2, Mode::Write)];
+        assert_eq!(
+            decide(&src, &req("/dev/vg0/a", lv1, Mode::Write), &[], &[], &c),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn md_member_and_swap() {
+        let t = Tree::new();
+        let sdd = t.disk("sdd", (8, 48));
+        t.disk("sde", (8, 64));
+        let md = t.disk("md0", (9, 0));
+        t.write("class/block/md0/md/level", "raid1\n");
+        t.stack("md0", "sdd");
+        t.stack("md0", "sde");
+        let src = t.sources(vec![]);
+        let m = decide(&src, &req("/dev/sdd", sdd, Mode::Write), &[], &[], &[]).unwrap_err();
+        assert!(
+            m.starts_with("/dev/sdd is held by /dev/md0 (raid1) in dom0"),
+            "{m}"
+        );
+        let swaps = [Swap {
+            key: md,
+            name: "/dev/md0".into(),
+        }];
+        let m = decide(&src, &req("/dev/sdd", sdd, Mode::Read), &[], &swaps, &[]).unwrap_err();
+        assert!(
+            m.starts_with(
+                "/dev/sdd is held by /dev/md0 (raid1), which is active swap in dom0; \
+                 refusing to attach /dev/sdd read-only"
+            ),
+            "{m}"
+        );
+        let sdc = t.disk("sdc", (8, 32));
+        let swaps = [Swap {
+            key: sdc,
+            name: "/dev/sdc".into(),
+        }];
+        let m = decide(&src, &req("/dev/sdc", sdc, Mode::Read), &[], &swaps, &[]).unwrap_err();
+        assert!(m.starts_with("/dev/sdc is active swap in dom0;"), "{m}");
+    }
+
+    #[test]
+    fn file_through_loop_partitions() {
+        let t = Tree::new();
+        let lo = t.disk("loop0", (7, 0));
+        std::fs::create_dir_all(t.sys().join("class/block/loop0/loop")).unwrap();
+        let p1 = t.part("loop0", "loop0p1", (259, 0), 2048, 100);
+        let file = Key::File {
+            dev: 0x801,
+            ino: 77,
+        };
+        let src = t.sources(vec![(DevNum { major: 7, minor: 0 }, 0x801, 77)]);
+        let c = [claim("5", "vbd", p1, Mode::Read)];
+        let m = decide(&src, &req("/srv/a.img", file, Mode::Write), &[], &[], &c).unwrap_err();
+        assert!(
+            m.starts_with(
+                "/srv/a.img is the backing file of /dev/loop0, which contains /dev/loop0p1, \
+                 which domain 5 has read-only"
+            ),
+            "{m}"
+        );
+        // And from the partition down to the file, which QEMU serves.
+        let c = [claim("5", "qdisk", file, Mode::Write)];
+        let m = decide(&src, &req("/dev/loop0p1", p1, Mode::Read), &[], &[], &c).unwrap_err();
+        assert!(
+            m.starts_with(
+                "/dev/loop0p1 is part of /dev/loop0, which is a loop device over inode 77 on \
+                 device 8:1, which domain 5 uses read-write through QEMU \
+                 (backend/qdisk/5/51712)"
+            ),
+            "{m}"
+        );
+        let _ = lo;
+    }
+
+    #[test]
+    fn holder_loops_terminate() {
+        let t = Tree::new();
+        let a = t.disk("dm-0", (253, 0));
+        t.disk("dm-1", (253, 1));
+        t.stack("dm-0", "dm-1");
+        t.stack("dm-1", "dm-0");
+        let src = t.sources(vec![]);
+        let (topo, o) = gather(&src, &[a]);
+        assert_eq!(o.nodes().len(), 2);
+        assert!(topo.doubts.is_empty(), "{:?}", topo.doubts);
+    }
+
+    #[test]
+    fn vanished_and_unreadable_entries_are_doubts() {
+        let t = Tree::new();
+        let sdb = t.disk("sdb", (8, 16));
+        // A holder listed whose directory is gone (removed meanwhile).
+        t.write("class/block/sdb/holders/dm-9", "");
+        let src = t.sources(vec![]);
+        let m = decide(&src, &req("/dev/sdb", sdb, Mode::Write), &[], &[], &[]).unwrap_err();
+        assert!(
+            m.starts_with("cannot tell what else uses the blocks of /dev/sdb"),
+            "{m}"
+        );
+        assert!(m.contains("dm-9"), "{m}");
+        assert_eq!(
+            decide(&src, &req("/dev/sdb", sdb, Mode::Read), &[], &[], &[]),
+            Ok(())
+        );
+        // A device that is not in sysfs at all.
+        let ghost = Key::Dev(DevNum {
+            major: 8,
+            minor: 99,
+        });
+        let m = decide(&src, &req("/dev/ghost", ghost, Mode::Write), &[], &[], &[]).unwrap_err();
+        assert!(m.contains("device 8:63: not in sysfs"), "{m}");
+        // A partition whose extent reads garbage.
+        let p = t.part("sdb", "sdb1", (8, 17), 0, 10);
+        t.write("class/block/sdb/sdb1/start", "x\n");
+        let m = decide(&src, &req("/dev/sdb1", p, Mode::Write), &[], &[], &[]).unwrap_err();
+        assert!(m.contains("extent of partition"), "{m}");
+        // No sysfs at all.
+        let mut none = src.clone();
+        none.sys = t.root.join("no-sys");
+        let m = decide(&none, &req("/dev/sdb", sdb, Mode::Write), &[], &[], &[]).unwrap_err();
+        assert!(m.contains("is sysfs mounted?"), "{m}");
+        assert!(matches!(
+            sharing::decide(
+                &req("/dev/sdb", sdb, Mode::Write),
+                &Facts {
+                    topology: &gather(&none, &[sdb]).0,
+                    mounts: &[],
+                    swaps: &[],
+                    claims: &[],
+                }
+            ),
+            Err(Refusal::Doubt { .. })
+        ));
+    }
+
+    #[test]
+    fn hundreds_of_partitions_read_only_what_is_needed() {
+        let t = Tree::new();
+        let sdb = t.disk("sdb", (8, 16));
+        let mut keys = Vec::new();
+        for i in 0..400u32 {
+            keys.push(t.part(
+                "sdb",
+                &format!("sdb{}", i + 1),
+                (259, i),
+                u64::from(i) * 100 + 2048,
+                100,
+            ));
+        }
+        let src = t.sources(vec![]);
+        let c: Vec<Claim> = keys
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != 17)
+            .map(|(i, k)| claim(&format!("{}", i + 10), "vbd", *k, Mode::Write))
+            .collect();
+        assert_eq!(
+            decide(
+                &src,
+                &req("/dev/sdb18", keys[17], Mode::Write),
+                &[],
+                &[],
+                &c
+            ),
+            Ok(())
+        );
+        let (_, o) = gather(&src, &[keys[17]]);
+        assert_eq!(o.nodes(), &[keys[17], sdb]);
+        let m = decide(&src, &req("/dev/sdb", sdb, Mode::Read), &[], &[], &c).unwrap_err();
+        assert!(
+            m.starts_with("/dev/sdb contains /dev/sdb1, which domain 10"),
+            "{m}"
+        );
+    }
+
+    #[test]
+    fn swaps_file_parsing() {
+        let text = "Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n\
+                    /dev/sdc                                partition\t1048572\t\t0\t\t-2\n\
+                    /swap\\040file                           file\t\t1024\t\t0\t\t-3\n\
+                    /gone(deleted)                          file\t\t1024\t\t0\t\t-4\n";
+        assert_eq!(parse_swaps(text), vec!["/dev/sdc", "/swap file", "/gone"]);
+        assert!(parse_swaps("").is_empty());
+        let t = Tree::new();
+        let f = t.root.join("swap file");
+        std::fs::write(&f, b"x").unwrap();
+        std::fs::write(
+            t.root.join("swaps"),
+            format!(
+                "Filename Type Size Used Priority\n{} file 4 0 -2\n/nonexistent file 4 0 -3\n",
+                f.display().to_string().replace(' ', "\\040")
+            ),
+        )
+        .unwrap();
+        let (s, unknown) = swaps(&t.sources(vec![]));
+        let st = crate::sys::stat::stat(&f).unwrap();
+        assert_eq!(
+            s,
+            vec![Swap {
+                key: Key::File {
+                    dev: st.dev,
+                    ino: st.ino
+                },
+                name: f.display().to_string(),
+            }]
+        );
+        assert_eq!(unknown.len(), 1, "{unknown:?}");
+    }
+
+    #[test]
+    fn real_sysfs_has_no_block_device_1_3() {
+        // The real sysfs: 1:3 is /dev/null, a character device, so it is no block
+        // device there, and a read-write request on it would be refused.
+        let src = Sources::system();
+        let (topo, _) = gather(&src, &[Key::Dev(DevNum { major: 1, minor: 3 })]);
+        assert!(!topo.doubts.is_empty());
+    }
+}
