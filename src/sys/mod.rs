@@ -1,9 +1,9 @@
 //! The only place for system calls, ioctls and `stat`: loop devices,
 //! mountinfo, device numbers. Everything here is a small, typed, safe
 //! wrapper; `unsafe` blocks carry a `// SAFETY:` line.
-pub mod child;
 #[cfg(target_os = "linux")]
 pub mod blockdev;
+pub mod child;
 #[cfg(target_os = "linux")]
 pub mod loopdev;
 pub mod mountinfo;
