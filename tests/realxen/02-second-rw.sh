@@ -1,0 +1,24 @@
+TITLE="the same file rw for a second guest: refused, naming the holder"
+# Xen's script compares the device numbers of the file's loop device in hex
+# with xenstore's physical-device... (recorded as measured, see EXPECT_stock).
+EXPECT_stock="STOCK_TBD"
+EXPECT_dropin="second guest refused; the error names domain <g1>"
+scenario() {
+    local img; img=$(image s02.img)
+    guest_cfg g1 'true' "format=raw,vdev=xvda,access=rw,target=$img"
+    guest_cfg g2 'true' "format=raw,vdev=xvda,access=rw,target=$img"
+    xl create -p /tmp/g1.cfg || { outcome "first guest refused"; return; }
+    local d1; d1=$(domid g1)
+    xl create -p /tmp/g2.cfg >/tmp/g2.err 2>&1; local rc=$?
+    sed 's/^/xl: /' /tmp/g2.err
+    echo "loop devices on the file: $(loops_of "$img" | tr '\n' ' ')"
+    local created=no; exists g2 && created=yes
+    xl destroy g2 2>/dev/null; xl destroy g1
+    if [ $rc -eq 0 ] && [ $created = yes ]; then
+        outcome "second guest CREATED: the file is rw in two guests"
+    elif grep -q "domain $d1\b" /tmp/g2.err; then
+        outcome "second guest refused; the error names domain <g1>"
+    else
+        outcome "second guest refused; the error does not name the holder"
+    fi
+}
