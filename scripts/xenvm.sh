@@ -73,7 +73,7 @@ SUITE=bookworm
 BOOT_TIMEOUT=${XENVM_BOOT_TIMEOUT:-300}
 EXEC_TIMEOUT=${XENVM_EXEC_TIMEOUT:-900}
 # Bump when the image recipe below changes: images are rebuilt on mismatch.
-RECIPE=5
+RECIPE=6
 
 log() { printf 'xenvm: %s\n' "$*" >&2; }
 die() { printf 'xenvm: error: %s\n' "$*" >&2; exit 1; }
@@ -272,7 +272,7 @@ run_one() {
     t=$(cat "$d/timeout" 2>/dev/null || echo 900)
     [ -s "$d/args" ] && mapfile -d '' -t args <"$d/args"
     cp "$d/cmd" "/tmp/xenvm-cmd-$id"; chmod +x "/tmp/xenvm-cmd-$id"
-    (cd /root && XENVM_GUEST_KERNEL=/xenblock/guest/vmlinuz XENVM_GUEST_RAMDISK=/xenblock/guest/initrd.gz \
+    (cd /root && [ -f "$d/env" ] && source "$d/env"; XENVM_GUEST_KERNEL=/xenblock/guest/vmlinuz XENVM_GUEST_RAMDISK=/xenblock/guest/initrd.gz \
         XENVM_SCRATCH=/scratch timeout -k 10 "$t" setsid "/tmp/xenvm-cmd-$id" "${args[@]}" \
         </dev/null >"$d/stdout" 2>"$d/stderr")
     echo $? >"$d/rc.tmp"
@@ -434,6 +434,9 @@ run_exec_file() {
     local a
     for a in "$@"; do printf '%s\0' "$a" >>"$tmp/args"; done
     echo "$t" >"$tmp/timeout"
+    # XENVM_* variables of the caller reach the command (e.g. XENVM_ATTACH_CYCLES).
+    local v
+    for v in $(compgen -v XENVM_); do printf 'export %s=%q\n' "$v" "${!v}"; done >"$tmp/env"
     mv "$tmp" "$RUN/chan/req/$id"
     local t0=$SECONDS
     while [ ! -e "$d/rc" ]; do

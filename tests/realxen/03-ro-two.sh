@@ -1,6 +1,7 @@
 TITLE="the same file ro in two guests: both run, every loop device read-only"
-EXPECT_stock="STOCK_TBD"
-EXPECT_dropin="STOCK_TBD"
+# Both attach one read-only loop device per guest.
+EXPECT_stock="2 of 2 guests read the disk; 2 loop device(s), 2 read-only"
+EXPECT_dropin="2 of 2 guests read the disk; 2 loop device(s), 2 read-only"
 scenario() {
     local img; img=$(image s03.img)
     echo XENBLOCK-RO-03 | dd of="$img" conv=notrunc 2>/dev/null

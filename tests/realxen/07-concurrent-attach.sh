@@ -1,6 +1,8 @@
 TITLE="two concurrent xl block-attach of one file rw to two guests: exactly one succeeds"
-EXPECT_stock="STOCK_TBD"
-EXPECT_dropin="exactly one attach succeeded; one loop device"
+# Known upstream bug (as in 02-second-rw): Xen's script never finds the file
+# in use, so both attaches succeed, each on its own loop device.
+EXPECT_stock="2 attaches succeeded; 2 loop devices"
+EXPECT_dropin="exactly one attach succeeded; 1 loop device"
 scenario() {
     local img; img=$(image s07.img)
     guest_cfg g1 'true'; guest_cfg g2 'true'

@@ -6,6 +6,7 @@ EXPECT_dropin="add+remove; argv [block-site add|remove]; XENBUS_TYPE=vbd XENBUS_
 scenario() {
     local img dev; img=$(image s08.img)
     dev=$(losetup -f --show "$img") || { outcome "cannot make a loop device"; return; }
+    : >/tmp/site.log
     cat >/etc/xen/scripts/block-site <<'EOS'
 #!/bin/sh
 echo "$(basename "$0") $1|XENBUS_TYPE=$XENBUS_TYPE XENBUS_PATH=$XENBUS_PATH XENBUS_BASE_PATH=$XENBUS_BASE_PATH script=$script" >>/tmp/site.log

@@ -71,7 +71,7 @@ for mode in "${modes[@]}"; do
     echo "    ($((ms / 1000)).$((ms % 1000 / 100)) s)"
     printf 'RESULT\t%s\t%s\t%s\t%s\t%s\n' "$name" "$mode" "$verdict" "$got" "$exp"
     [ -n "$lk" ] && cleanup
-    rm -rf /scratch/s* /tmp/*.cfg /var/log/xen/console/guest-*.log
+    rm -rf /scratch/s* /tmp/*.cfg /tmp/site.log /etc/xen/scripts/block-site /var/log/xen/console/guest-*.log
 done
 xenblock-mode stock >/dev/null
 exit $failed
