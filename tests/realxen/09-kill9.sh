@@ -1,9 +1,9 @@
 TITLE="kill -9 of xl create mid-attach, then xl destroy and xenblock reconcile: nothing leaked, nothing in use detached"
-# Measured with Xen's script: xl dies while the script is still working; the
-# `remove` run by `xl destroy` fails (no physical-device yet) and libxl leaves
-# the killed domain's backend directory in xenstore. (reconcile does not touch
-# untagged loop devices, and the script had attached none yet.)
-EXPECT_stock="0 loop devices left; the killed domain's backend LEFT in xenstore; the other guest's disk intact"
+# With Xen's script, xl dies while the script is still working; whether the
+# killed domain's backend directory survives `xl destroy` depends on where the
+# script was (measured both ways), so for stock it is printed, not judged.
+# (reconcile never touches the script's untagged loop devices.)
+EXPECT_stock="0 loop devices left; the other guest's disk intact"
 EXPECT_dropin="0 loop devices left; no backend left; the other guest's disk intact"
 scenario() {
     local keep img; keep=$(image s09-keep.img); img=$(image s09.img)
@@ -37,5 +37,6 @@ scenario() {
     fi
     xl destroy g0
     local ok="the other guest's disk intact"; [ $intact = yes ] || ok="the other guest's disk DISTURBED"
-    outcome "$left loop devices left; $beleft; $ok"
+    if [ "$MODE" = stock ]; then echo "stock: $beleft"; outcome "$left loop devices left; $ok"
+    else outcome "$left loop devices left; $beleft; $ok"; fi
 }

@@ -4,9 +4,9 @@
 # file disk with N = 0, 100, 400 other backends held in the real xenstored
 # (fake vbd backends written with xenstore-write), with Xen's block script and
 # with the xenblock drop-in. Prints a Markdown table. Means of REPS samples
-# (XENVM_BENCH_REPS, default 3; 1 at N=400 with the stock script).
+# (XENVM_BENCH_REPS, default 2; 1 at N=400 with the stock script).
 source /xenblock/src/tests/realxen/lib.sh
-REPS=${XENVM_BENCH_REPS:-3}
+REPS=${XENVM_BENCH_REPS:-2}
 now() { date +%s%N; }
 ms() { echo $((($(now) - $1) / 1000000)); }
 fmt() { printf '%d.%02d s' $(($1 / 1000)) $(($1 % 1000 / 10)); }
