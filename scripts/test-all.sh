@@ -68,6 +68,16 @@ if [ -x c-tests/run ]; then
   c-tests/run
 fi
 
+step "real Xen: a Xen 4.17 host in QEMU (TCG), the suite through xl (scripts/xenvm.sh test)"
+# Installs QEMU and debootstrap if missing, fetches Debian 12's Xen, kernel and
+# dom0 root into ~/.cache/xenblock/vm, boots, runs tests/realxen, stops the VM.
+# It fails (never skips) when QEMU cannot boot Xen, and says why.
+if [ "${XENBLOCK_SKIP_REALXEN:-}" = 1 ] && [ "${CI:-}" != true ]; then
+  echo "WARNING: XENBLOCK_SKIP_REALXEN=1: the real-Xen suite was NOT run" >&2
+else
+  scripts/xenvm.sh test
+fi
+
 losetup_left=$(losetup -a | grep -c xenblock-test || true)
 if [ "$losetup_left" != "0" ]; then
   echo "tests left loop devices behind:" >&2

@@ -1,0 +1,77 @@
+#!/bin/bash
+# run-one.sh SCENARIO [MODE...]   (in dom0, via scripts/xenvm.sh exec)
+# Runs one scenario of tests/realxen under each mode (default: stock dropin),
+# checks after each that no domain, loop device, backend or lock is left,
+# cleans up, and prints one line per mode:
+#   RESULT<TAB>scenario<TAB>mode<TAB>PASS|FAIL<TAB>outcome<TAB>expected
+# Exit status: the number of failed modes.
+set -u
+D=/xenblock/src/tests/realxen
+sc=$1; shift
+modes=("$@"); [ ${#modes[@]} -gt 0 ] || modes=(stock dropin)
+name=$(basename "$sc" .sh)
+SCEN_TIMEOUT=${XENVM_SCENARIO_TIMEOUT:-420}
+
+others() { xl list 2>/dev/null | awk 'NR>2 {print $1}'; }
+cleanup() {
+    local d
+    for d in $(others); do xl destroy "$d" >/dev/null 2>&1; done
+    for l in $(losetup -n -O NAME | sed 's/ //g'); do
+        grep -qx "$l" /tmp/loops.baseline || losetup -d "$l" 2>/dev/null
+    done
+    xenstore-rm /local/domain/0/backend/vbd >/dev/null 2>&1
+    rm -rf /scratch/s* /etc/xen/scripts/block-site /tmp/*.cfg /tmp/site.log
+    rm -f /var/log/xen/console/guest-*.log
+}
+leaks() {
+    local l out=""
+    [ -n "$(others)" ] && out="$out domains left: $(others | tr '\n' ' ');"
+    for l in $(losetup -n -O NAME | sed 's/ //g'); do
+        grep -qx "$l" /tmp/loops.baseline || out="$out loop left: $l ($(losetup -n -O BACK-FILE "$l" | sed 's/ *$//'));"
+    done
+    if xenstore-list /local/domain/0/backend/vbd >/dev/null 2>&1 &&
+        [ -n "$(xenstore-list /local/domain/0/backend/vbd 2>/dev/null)" ]; then
+        out="$out backends left: $(xenstore-list /local/domain/0/backend/vbd | tr '\n' ' ');"
+    fi
+    echo "$out"
+}
+
+# Anything at all left over from an earlier run (before the baseline is taken)?
+leaks_quick() {
+    [ -n "$(others)" ] && echo domains
+    [ -n "$(losetup -n -O NAME)" ] && echo loops
+    xenstore-list /local/domain/0/backend/vbd >/dev/null 2>&1 && echo backends
+}
+
+failed=0
+[ -n "$(leaks_quick)" ] && cleanup
+rm -rf /scratch/s* /tmp/*.cfg /var/log/xen/console/guest-*.log
+losetup -n -O NAME | sed 's/ //g' >/tmp/loops.baseline
+for mode in "${modes[@]}"; do
+    xenblock-mode "$mode" || { printf 'RESULT\t%s\t%s\tFAIL\t%s\t%s\n' "$name" "$mode" "cannot switch to mode $mode" "-"; failed=$((failed + 1)); continue; }
+    echo "---- $name [$mode]"
+    t0=$(date +%s%N)
+    out=$(timeout -k 5 "$SCEN_TIMEOUT" bash -c '
+        set -u
+        source "$1/lib.sh"; source "$2"
+        export MODE=$3
+        scenario' _ "$D" "$D/$sc" "$mode" 2>&1)
+    rc=$?
+    ms=$((($(date +%s%N) - t0) / 1000000))
+    echo "$out" | sed 's/^/    /'
+    got=$(echo "$out" | sed -n 's/^=> //p' | tail -n 1)
+    [ $rc -eq 124 ] || [ $rc -eq 137 ] && got="TIMEOUT after ${SCEN_TIMEOUT}s (${got:-no outcome})"
+    [ -n "$got" ] || got="no outcome (scenario exit $rc)"
+    exp=$(bash -c 'source "$1"; v=EXPECT_$2; echo "${!v:-${EXPECT_dropin:-?}}"' _ "$D/$sc" "$mode")
+    lk=$(leaks)
+    verdict=PASS
+    [ "$got" = "$exp" ] || verdict=FAIL
+    [ -n "$lk" ] && { verdict=FAIL; got="$got; LEAK:$lk"; }
+    [ "$verdict" = FAIL ] && failed=$((failed + 1))
+    echo "    ($((ms / 1000)).$((ms % 1000 / 100)) s)"
+    printf 'RESULT\t%s\t%s\t%s\t%s\t%s\n' "$name" "$mode" "$verdict" "$got" "$exp"
+    [ -n "$lk" ] && cleanup
+    rm -rf /scratch/s* /tmp/*.cfg /tmp/site.log /etc/xen/scripts/block-site /var/log/xen/console/guest-*.log
+done
+xenblock-mode stock >/dev/null
+exit $failed
