@@ -27,6 +27,10 @@
 #   bench      xl create -p of a guest with 8 disks, and xl block-attach
 #              at 0/100/400 other backends: stock vs dropin vs inprocess
 #   uninstall  undo install (Debian's files back, stock mode)
+#   abi        print the ABI of the installed libxenblock.so.1 (from libxl's log)
+# XENBLOCK_LIB=FILE installs FILE as /usr/local/lib/libxenblock.so.1 first
+# (e.g. a library of another ABI minor); the VM's own install is put back
+# on exit.
 # Every check prints PASS/FAIL; the exit code is the number of FAILs
 # (capped at 100). The script cleans up its domains, loop devices and files
 # on exit, and restores the stock block script and xl.conf.
@@ -76,6 +80,21 @@ cleanup() {
     rm -rf "$W"
     sed -i '/^xenblock=/d' /etc/xen/xl.conf 2>/dev/null
     xenblock-mode stock >/dev/null 2>&1 || true
+    if [ -e /run/libxenblock.so.1.vm ]; then
+        mv -f /run/libxenblock.so.1.vm /usr/local/lib/libxenblock.so.1 && ldconfig
+    fi
+}
+
+step_abi() {
+    local name=ip-abi log
+    xenblock-mode inprocess >/dev/null
+    mkdir -p "$W"
+    mkimg "$name.img" 8
+    log=$W/$name.log
+    xl -vvv create -p "$(guest_cfg $name true "format=raw,vdev=xvda,access=rw,target=$W/$name.img")" >"$log" 2>&1
+    DOMS+=("$name")
+    say "$(grep -o 'xenblock: using .*' "$log" | head -n1)"
+    xl destroy "$name" >/dev/null 2>&1
 }
 
 # ---------------------------------------------------------------- install
@@ -91,6 +110,12 @@ step_install() {
                [ -e /usr/lib/xenblock-diverted/libxenlight.so.4.17.0 ]'
     check "the loaded libxenlight is ours" \
         sh -c "cmp -s /usr/lib/x86_64-linux-gnu/libxenlight.so.4.17.0 '$OUT/libxenlight.so.4.17.0'"
+    if [ -n "${XENBLOCK_LIB:-}" ]; then
+        cp /usr/local/lib/libxenblock.so.1 /run/libxenblock.so.1.vm
+        check "installed $XENBLOCK_LIB as libxenblock.so.1" \
+            install -m 0755 "$XENBLOCK_LIB" /usr/local/lib/libxenblock.so.1
+        ldconfig
+    fi
     check "libxenblock.so.1 is known to the dynamic loader" \
         sh -c 'ldconfig -p | grep -q "libxenblock.so.1 "'
     cat >"$MODES/inprocess" <<'EOF'
