@@ -24,6 +24,9 @@
 #              the (recording) script runs exactly as before
 #   slow       a slow neighbour holds the hotplug lock: an in-process
 #              block-attach ends within its bound with a clear error
+#   compare    the same guests in dropin and inprocess modes: the same exit
+#              codes, the same backend nodes (names; hotplug-status;
+#              physical-device naming the node), the same refusal message
 #   bench      xl create -p of a guest with 8 disks, and xl block-attach
 #              at 0/100/400 other backends: stock vs dropin vs inprocess
 #   uninstall  undo install (Debian's files back, stock mode)
@@ -256,6 +259,52 @@ step_smoke() {
 
 step_env() { smoke env; }
 
+# ---------------------------------------------------------------- compare
+# compare_run MODE -> writes $W/cmp-MODE.txt: what a libxl user can observe
+compare_run() {
+    local mode=$1 a=cmp-$1-a b=cmp-$1-b rc dom d k pd node f=$W/cmp-$1.txt
+    xenblock-mode "$mode" >/dev/null || return 1
+    [ "$mode" = inprocess ] || sed -i '/^xenblock=/d' /etc/xen/xl.conf
+    mkimg "$a-w.img" 8
+    mkimg "$a-r.img" 8
+    xl create -p "$(guest_cfg $a true "format=raw,vdev=xvda,access=rw,target=$W/$a-w.img" \
+        "format=raw,vdev=xvdb,access=ro,target=$W/$a-r.img")" >"$W/$a.log" 2>&1
+    rc=$?
+    DOMS+=("$a")
+    echo "create rc=$rc" >"$f"
+    dom=$(domid_of "$a")
+    for d in 51712 51728; do
+        echo "vbd $d nodes: $(xenstore-list "$BE/$dom/$d" 2>/dev/null | sort | tr '\n' ' ')" >>"$f"
+        echo "vbd $d hotplug-status=$(be_read "$dom" $d hotplug-status)" >>"$f"
+        pd=$(be_read "$dom" $d physical-device)
+        node=$(be_read "$dom" $d node)
+        k=$(stat -L -c '%t:%T' "$node" 2>/dev/null)
+        echo "vbd $d physical-device names node: $([ -n "$pd" ] && [ "$pd" = "$k" ] && echo yes || echo "no ($pd vs $node=$k)")" >>"$f"
+    done
+    # The same file read-write to a second guest, and read-only to a third.
+    xl create -p "$(guest_cfg $b true "format=raw,vdev=xvda,access=rw,target=$W/$a-w.img")" >"$W/$b.log" 2>&1
+    echo "second rw user rc=$?" >>"$f"
+    DOMS+=("$b")
+    echo "second rw user message: $(grep -o 'is already in use[^"]*\|already used[^"]*\|shared[^"]*' "$W/$b.log" | head -n1)" >>"$f"
+    xl destroy "$b" >/dev/null 2>&1
+    xl create -p "$(guest_cfg $b true "format=raw,vdev=xvda,access=ro,target=$W/$a-r.img")" >"$W/$b.log" 2>&1
+    echo "second ro user of a ro disk rc=$?" >>"$f"
+    xl destroy "$b" >/dev/null 2>&1
+    xl destroy "$a" >/dev/null 2>&1
+    sleep 1
+    echo "loop devices left: $(losetup -a | grep -cF "$W/")" >>"$f"
+}
+
+step_compare() {
+    mkdir -p "$W"
+    compare_run dropin || fail "compare: dropin mode"
+    compare_run inprocess || fail "compare: inprocess mode"
+    sed 's/^/  dropin:    /' "$W/cmp-dropin.txt"
+    sed 's/^/  inprocess: /' "$W/cmp-inprocess.txt"
+    check "compare: dropin and inprocess are observably the same" \
+        cmp -s "$W/cmp-dropin.txt" "$W/cmp-inprocess.txt"
+}
+
 # ---------------------------------------------------------------- fallback
 step_fallback() {
     local lib rc log name=ip-fallback c0
@@ -315,7 +364,7 @@ step_slow() {
     # libxl timer), plus the attach's own work under TCG.
     check "slow neighbour: it ends within its bound ($ms ms <= 55000)" [ "$ms" -le 55000 ]
     check "slow neighbour: libxl's log says why" \
-        grep -qE 'hotplug lock|xenblock: add of .*: timeout' "$log"
+        grep -qE 'hotplug lock|xenblock: add of .*: timed out' "$log"
     xl destroy "$name" >/dev/null 2>&1
 }
 
@@ -413,7 +462,7 @@ trap cleanup EXIT
 : >"$CALLS"
 mkdir -p "$W"
 steps=("$@")
-[ ${#steps[@]} -gt 0 ] || steps=(install smoke env fallback slow bench uninstall)
+[ ${#steps[@]} -gt 0 ] || steps=(install smoke env compare fallback slow bench uninstall)
 for s in "${steps[@]}"; do
     say "--- $s"
     "step_$s"
