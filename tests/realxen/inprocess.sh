@@ -285,7 +285,7 @@ compare_run() {
     xl create -p "$(guest_cfg $b true "format=raw,vdev=xvda,access=rw,target=$W/$a-w.img")" >"$W/$b.log" 2>&1
     echo "second rw user rc=$?" >>"$f"
     DOMS+=("$b")
-    echo "second rw user message: $(grep -o 'is already in use[^"]*\|already used[^"]*\|shared[^"]*' "$W/$b.log" | head -n1)" >>"$f"
+    echo "second rw user message: $(grep -o 'is attached [a-z-]* to domain\|refusing to attach it [a-z-]*' "$W/$b.log" | head -n2 | tr '\n' ' ')" >>"$f"
     xl destroy "$b" >/dev/null 2>&1
     xl create -p "$(guest_cfg $b true "format=raw,vdev=xvda,access=ro,target=$W/$a-r.img")" >"$W/$b.log" 2>&1
     echo "second ro user of a ro disk rc=$?" >>"$f"
