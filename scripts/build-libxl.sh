@@ -12,9 +12,11 @@
 #                                           libxenlight.so.4.17.0 and xl with
 #                                           dpkg-divert --rename and install the
 #                                           patched ones from DIR (default:
-#                                           the output directory)
+#                                           the output directory); hold
+#                                           libxenmisc4.17 and xen-utils-4.17
 #   scripts/build-libxl.sh uninstall        undo `install`: remove ours, put
-#                                           Debian's files back
+#                                           Debian's files back, release the
+#                                           holds install set
 #
 # Cache: ${XENBLOCK_LIBXL_CACHE:-~/.cache/xenblock/libxl}
 #   apt/        private deb-src apt state (no system source list is touched)
@@ -22,8 +24,8 @@
 #   base/       the unpacked Debian source (Debian's patches applied),
 #               autogen'd and configured once
 #   build-KEY/  a copy of base/ with our series applied and built; KEY is a
-#               hash of the series and of this script, so a changed patch
-#               builds afresh and an unchanged one is not rebuilt
+#               hash of the series and of RECIPE, so a changed patch builds
+#               afresh and an unchanged one is not rebuilt
 #   build-KEY/out/  libxenlight.so.4.17.0, xl, SHA256SUMS, series and a copy
 #               of this script (its install/uninstall modes work from there)
 #   current     -> build-KEY/out of the last build
@@ -32,6 +34,9 @@
 set -euo pipefail
 
 XEN_VERSION=4.17.5+72-g01140da4e8-1
+# Bump when the fetch/configure/build steps below change: builds are cached
+# by this and the patches' contents.
+RECIPE=1
 XEN_UPSTREAM=${XEN_VERSION%-*}
 TOPDIR=$(cd "$(dirname "$0")/.." && pwd)
 SERIES_DIR=$TOPDIR/integrations/libxl/debian-4.17
@@ -59,7 +64,7 @@ series_files() {
 
 build_key() {
     {
-        sha256sum "$0" | cut -d' ' -f1
+        echo "recipe $RECIPE"
         echo "$XEN_VERSION"
         for p in $(series_files); do sha256sum <"$p"; done
     } | sha256sum | cut -c1-16
@@ -144,6 +149,8 @@ do_build() {
     dir="$CACHE/build-$key"
     out="$dir/out"
     if [ -e "$out/.done" ]; then
+        # The install modes may have changed since the build.
+        cmp -s "$0" "$out/build-libxl.sh" || cp "$0" "$out/build-libxl.sh"
         ln -sfn "build-$key/out" "$CACHE/current"
         echo "$out"
         return 0
@@ -221,6 +228,16 @@ do_install() {
         divert_one "$XL_PATH" "$from/xl"
     fi
     ldconfig
+    # An upgrade would put a newer Debian library under the diverted name
+    # and leave ours, built for this version, in use: hold the packages
+    # while ours is installed (and only release a hold we set).
+    local p
+    for p in libxenmisc4.17 xen-utils-4.17; do
+        dpkg-query -W "$p" >/dev/null 2>&1 || continue
+        if ! apt-mark showhold | grep -qx "$p"; then
+            apt-mark hold "$p" >/dev/null && echo "$p" >>"$DIVERT_DIR/.held"
+        fi
+    done
     say "installed the patched libxenlight$([ -e "$from/xl" ] && echo ' and xl') from $from"
 }
 
@@ -228,6 +245,10 @@ do_uninstall() {
     [ "$(id -u)" = 0 ] || die "uninstall must run as root in the dom0"
     undivert_one "$LIB_DIR/$LIB_NAME"
     undivert_one "$XL_PATH"
+    if [ -e "$DIVERT_DIR/.held" ]; then
+        xargs -r apt-mark unhold <"$DIVERT_DIR/.held" >/dev/null
+        rm -f "$DIVERT_DIR/.held"
+    fi
     rmdir "$DIVERT_DIR" 2>/dev/null || true
     ldconfig
     say "Debian's libxenlight and xl are back"
