@@ -141,6 +141,14 @@ sed -i '/^xenblock=/d' /etc/xen/xl.conf
 echo 'xenblock=1' >>/etc/xen/xl.conf
 EOF
     chmod 0755 "$MODES/inprocess"
+    # Every other mode must turn the xl.conf key off again (this dom0 only;
+    # its root is rebuilt at each boot).
+    local m
+    for m in "$MODES"/*; do
+        [ "$(basename "$m")" = inprocess ] && continue
+        grep -q '^sed -i ./\^xenblock=/d' "$m" ||
+            echo "sed -i '/^xenblock=/d' /etc/xen/xl.conf" >>"$m"
+    done
 }
 
 # ---------------------------------------------------------------- helpers
