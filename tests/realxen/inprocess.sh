@@ -146,8 +146,8 @@ EOF
     local m
     for m in "$MODES"/*; do
         [ "$(basename "$m")" = inprocess ] && continue
-        grep -q '^sed -i ./\^xenblock=/d' "$m" ||
-            echo "sed -i '/^xenblock=/d' /etc/xen/xl.conf" >>"$m"
+        grep -q 'xenblock-inprocess-off' "$m" ||
+            echo "rc=\$?; sed -i '/^xenblock=/d' /etc/xen/xl.conf; exit \$rc # xenblock-inprocess-off" >>"$m"
     done
 }
 
