@@ -1,0 +1,263 @@
+#!/usr/bin/env bash
+# Build Debian 12's libxenlight (Xen 4.17.5+72-g01140da4e8-1) with the
+# xenblock patch series from integrations/libxl/debian-4.17/, and install it
+# into a Xen dom0 without overwriting any packaged file.
+#
+# Usage:
+#   scripts/build-libxl.sh [build]          fetch, patch, build (cached); prints
+#                                           the output directory
+#   scripts/build-libxl.sh outdir           prints the output directory of the
+#                                           current patch series (no build)
+#   scripts/build-libxl.sh install [DIR]    (in a dom0, as root) divert Debian's
+#                                           libxenlight.so.4.17.0 and xl with
+#                                           dpkg-divert --rename and install the
+#                                           patched ones from DIR (default:
+#                                           the output directory); hold
+#                                           libxenmisc4.17 and xen-utils-4.17
+#   scripts/build-libxl.sh uninstall        undo `install`: remove ours, put
+#                                           Debian's files back, release the
+#                                           holds install set
+#
+# Cache: ${XENBLOCK_LIBXL_CACHE:-~/.cache/xenblock/libxl}
+#   apt/        private deb-src apt state (no system source list is touched)
+#   src/        the downloaded .dsc and tarballs
+#   base/       the unpacked Debian source (Debian's patches applied),
+#               autogen'd and configured once
+#   build-KEY/  a copy of base/ with our series applied and built; KEY is a
+#               hash of the series and of RECIPE, so a changed patch builds
+#               afresh and an unchanged one is not rebuilt
+#   build-KEY/out/  libxenlight.so.4.17.0, xl, SHA256SUMS, series and a copy
+#               of this script (its install/uninstall modes work from there)
+#   current     -> build-KEY/out of the last build
+#
+# Build dependencies are installed with apt-get when missing (root only).
+set -euo pipefail
+
+XEN_VERSION=4.17.5+72-g01140da4e8-1
+# Bump when the fetch/configure/build steps below change: builds are cached
+# by this and the patches' contents.
+RECIPE=1
+XEN_UPSTREAM=${XEN_VERSION%-*}
+TOPDIR=$(cd "$(dirname "$0")/.." && pwd)
+SERIES_DIR=$TOPDIR/integrations/libxl/debian-4.17
+CACHE=${XENBLOCK_LIBXL_CACHE:-${HOME:-/root}/.cache/xenblock/libxl}
+MULTIARCH=x86_64-linux-gnu
+LIB_NAME=libxenlight.so.4.17.0
+LIB_DIR=/usr/lib/$MULTIARCH
+XL_PATH=/usr/lib/xen-4.17/bin/xl
+# Diverted files go to a directory ldconfig does not scan, so the renamed
+# Debian library can never be picked for the libxenlight.so.4.17 link.
+DIVERT_DIR=/usr/lib/xenblock-diverted
+BUILD_DEPS=(autoconf automake bison flex libyajl-dev libzstd-dev acpica-tools
+    libext2fs-dev libaio-dev uuid-dev zlib1g-dev liblzma-dev libncurses-dev
+    python3-dev pkg-config dpkg-dev gcc make patch)
+
+say() { echo "build-libxl: $*" >&2; }
+die() {
+    say "$*"
+    exit 1
+}
+
+series_files() {
+    ls "$SERIES_DIR"/[0-9][0-9][0-9][0-9]-*.patch 2>/dev/null | sort
+}
+
+build_key() {
+    {
+        echo "recipe $RECIPE"
+        echo "$XEN_VERSION"
+        for p in $(series_files); do sha256sum <"$p"; done
+    } | sha256sum | cut -c1-16
+}
+
+outdir() { echo "$CACHE/build-$(build_key)/out"; }
+
+install_build_deps() {
+    local missing=() p
+    for p in "${BUILD_DEPS[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' ||
+            missing+=("$p")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    [ "$(id -u)" = 0 ] || die "missing build dependencies (${missing[*]}); install them as root"
+    say "installing build dependencies: ${missing[*]}"
+    if ! DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=900 install -y --no-install-recommends \
+        "${missing[@]}" >&2; then
+        apt-get update >&2
+        DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=900 install -y --no-install-recommends \
+            "${missing[@]}" >&2
+    fi
+}
+
+# Download the source with a private deb-src list carrying the same URIs,
+# suites and components as the system's Debian sources.
+fetch_source() {
+    local dsc="$CACHE/src/xen_${XEN_VERSION#*:}.dsc"
+    [ -e "$CACHE/src/.done" ] && return 0
+    local apt="$CACHE/apt"
+    mkdir -p "$apt/parts" "$apt/lists/partial" "$apt/cache/archives/partial" "$CACHE/src"
+    : >"$apt/parts/xenblock-src.sources"
+    local f
+    for f in /etc/apt/sources.list.d/*.sources; do
+        [ -e "$f" ] || continue
+        # Keep the deb.debian.org stanzas only, turned into deb-src.
+        awk 'BEGIN { RS = ""; ORS = "\n\n" }
+             /URIs:[ \t]*https?:\/\/deb\.debian\.org\// {
+                 sub(/Types:[^\n]*/, "Types: deb-src"); print }' "$f" \
+            >>"$apt/parts/xenblock-src.sources"
+    done
+    if ! grep -q . "$apt/parts/xenblock-src.sources"; then
+        printf 'Types: deb-src\nURIs: http://deb.debian.org/debian\nSuites: bookworm bookworm-updates\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n\nTypes: deb-src\nURIs: http://deb.debian.org/debian-security\nSuites: bookworm-security\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+            >"$apt/parts/xenblock-src.sources"
+    fi
+    local aptopts=(-o Dir::Etc::SourceList=/dev/null -o "Dir::Etc::SourceParts=$apt/parts"
+        -o "Dir::State::Lists=$apt/lists" -o "Dir::Cache=$apt/cache")
+    say "downloading Xen $XEN_VERSION source"
+    apt-get "${aptopts[@]}" update >&2
+    (cd "$CACHE/src" && apt-get "${aptopts[@]}" source --download-only "xen=$XEN_VERSION" >&2)
+    [ -e "$dsc" ] || die "apt-get source did not give $dsc"
+    touch "$CACHE/src/.done"
+}
+
+# Unpack (Debian's patches applied by dpkg-source), autogen, configure: once.
+prepare_base() {
+    [ -e "$CACHE/base/.done" ] && return 0
+    rm -rf "$CACHE/base"
+    mkdir -p "$CACHE/base"
+    say "unpacking and configuring the Debian source"
+    dpkg-source -x "$CACHE/src/xen_${XEN_VERSION}.dsc" "$CACHE/base/xen" >&2
+    (
+        cd "$CACHE/base/xen"
+        # Debian drops the generated configure scripts and the autotools aux
+        # files; its rules copy config.sub/config.guess from automake too.
+        cp "$(automake --print-libdir)"/config.sub "$(automake --print-libdir)"/config.guess .
+        ./autogen.sh >&2
+        ./configure --prefix=/usr --libdir=$LIB_DIR --with-libexec-libdir-suffix=/$MULTIARCH \
+            --sysconfdir=/etc --localstatedir=/var --with-libexec-leaf-dir=xen-4.17 \
+            --disable-stubdom --disable-docs --disable-qemu-traditional --disable-rombios \
+            --disable-ipxe --disable-pvshim --disable-ocamltools --disable-golang \
+            --disable-xsmpolicy --with-system-qemu=/usr/libexec/xen-qemu-system-i386 \
+            --with-system-seabios=/usr/share/seabios/bios-256k.bin \
+            --with-system-ovmf=/usr/share/ovmf/OVMF.fd >&2
+    )
+    touch "$CACHE/base/.done"
+}
+
+do_build() {
+    local key dir out p
+    key=$(build_key)
+    dir="$CACHE/build-$key"
+    out="$dir/out"
+    if [ -e "$out/.done" ]; then
+        # The install modes may have changed since the build.
+        cmp -s "$0" "$out/build-libxl.sh" || cp "$0" "$out/build-libxl.sh"
+        ln -sfn "build-$key/out" "$CACHE/current"
+        echo "$out"
+        return 0
+    fi
+    [ -n "$(series_files)" ] || die "no patches in $SERIES_DIR"
+    install_build_deps
+    fetch_source
+    prepare_base
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    cp -a "$CACHE/base/xen" "$dir/xen"
+    for p in $(series_files); do
+        say "applying $(basename "$p")"
+        patch -d "$dir/xen" -p1 --forward --batch <"$p" >&2 ||
+            die "$(basename "$p") does not apply to Xen $XEN_VERSION"
+    done
+    say "building tools/include, tools/libs, tools/xl"
+    (
+        cd "$dir/xen"
+        nice -n 10 make -j2 -C tools/include >&2
+        nice -n 10 make -j2 -C tools/libs >&2
+        nice -n 10 make -j2 -C tools/xl >&2
+    )
+    mkdir -p "$out"
+    cp "$dir/xen/tools/libs/light/$LIB_NAME" "$out/"
+    cp "$dir/xen/tools/xl/xl" "$out/"
+    series_files | xargs -n1 basename >"$out/series"
+    (cd "$out" && sha256sum "$LIB_NAME" xl >SHA256SUMS)
+    # The install modes travel with the build (a dom0 sees the cache, not
+    # necessarily this checkout).
+    cp "$0" "$out/build-libxl.sh"
+    touch "$out/.done"
+    ln -sfn "build-$key/out" "$CACHE/current"
+    # Keep one build: older ones are only disk.
+    for p in "$CACHE"/build-*; do
+        [ "$p" = "$dir" ] || rm -rf "$p"
+    done
+    echo "$out"
+}
+
+# dpkg-divert --rename moves Debian's file aside; a package upgrade then
+# writes to the diverted name too, so ours is never overwritten silently and
+# theirs is never lost.
+divert_one() {
+    local path=$1 from=$2 name
+    name=$(basename "$path")
+    mkdir -p "$DIVERT_DIR"
+    if ! dpkg-divert --list "$path" | grep -q xenblock-diverted; then
+        dpkg-divert --local --rename --divert "$DIVERT_DIR/$name" --add "$path" >&2
+    fi
+    install -m 0755 "$from" "$path.xenblock-new"
+    mv -f "$path.xenblock-new" "$path"
+}
+
+undivert_one() {
+    local path=$1
+    dpkg-divert --list "$path" | grep -q xenblock-diverted || return 0
+    rm -f "$path"
+    dpkg-divert --local --rename --remove "$path" >&2
+}
+
+do_install() {
+    local from=${1:-}
+    [ "$(id -u)" = 0 ] || die "install must run as root in the dom0"
+    [ -n "$from" ] || from=$(cd "$(dirname "$0")" && pwd)
+    [ -e "$from/$LIB_NAME" ] || from=$(outdir)
+    [ -e "$from/$LIB_NAME" ] || die "no $LIB_NAME in $from; run '$0 build' first"
+    [ -e "$LIB_DIR/$LIB_NAME" ] || die "$LIB_DIR/$LIB_NAME is not there: is Debian's libxenmisc4.17 installed?"
+    local have
+    have=$(dpkg-query -W -f='${Version}' libxenmisc4.17 2>/dev/null || true)
+    [ "$have" = "$XEN_VERSION" ] ||
+        die "libxenmisc4.17 is '$have', this build is for $XEN_VERSION: pin that version first"
+    divert_one "$LIB_DIR/$LIB_NAME" "$from/$LIB_NAME"
+    if [ -e "$from/xl" ] && [ -e "$XL_PATH" ]; then
+        divert_one "$XL_PATH" "$from/xl"
+    fi
+    ldconfig
+    # An upgrade would put a newer Debian library under the diverted name
+    # and leave ours, built for this version, in use: hold the packages
+    # while ours is installed (and only release a hold we set).
+    local p
+    for p in libxenmisc4.17 xen-utils-4.17; do
+        dpkg-query -W "$p" >/dev/null 2>&1 || continue
+        if ! apt-mark showhold | grep -qx "$p"; then
+            apt-mark hold "$p" >/dev/null && echo "$p" >>"$DIVERT_DIR/.held"
+        fi
+    done
+    say "installed the patched libxenlight$([ -e "$from/xl" ] && echo ' and xl') from $from"
+}
+
+do_uninstall() {
+    [ "$(id -u)" = 0 ] || die "uninstall must run as root in the dom0"
+    undivert_one "$LIB_DIR/$LIB_NAME"
+    undivert_one "$XL_PATH"
+    if [ -e "$DIVERT_DIR/.held" ]; then
+        xargs -r apt-mark unhold <"$DIVERT_DIR/.held" >/dev/null
+        rm -f "$DIVERT_DIR/.held"
+    fi
+    rmdir "$DIVERT_DIR" 2>/dev/null || true
+    ldconfig
+    say "Debian's libxenlight and xl are back"
+}
+
+case "${1:-build}" in
+build) do_build ;;
+outdir) outdir ;;
+install) do_install "${2:-}" ;;
+uninstall) do_uninstall ;;
+*) die "usage: $0 [build|outdir|install [DIR]|uninstall]" ;;
+esac
