@@ -51,19 +51,19 @@ scenario() {
     [ -b "${dev}p1" ] && [ -b "${dev}p2" ] || { losetup -d "$dev"; outcome "no partitions on $dev"; return; }
 
     # 1. a partition while another guest has the whole disk, and the reverse.
-    holder g1 "$dev" || { losetup -d "$dev"; outcome "holder failed"; return; }
-    r=$(try g2 "${dev}p1" rw "is part of $dev, which domain" "part of"); res="$res; part-vs-disk: $r"
-    xl destroy g1
-    holder g1 "${dev}p1" || { losetup -d "$dev"; outcome "holder failed"; return; }
-    r=$(try g2 "$dev" rw "$dev contains ${dev}p1, which domain" "contains"); res="$res; disk-vs-part: $r"
-    xl destroy g1
+    holder ovl1 "$dev" || { losetup -d "$dev"; outcome "holder failed"; return; }
+    r=$(try ovl2 "${dev}p1" rw "is part of $dev, which domain" "part of"); res="$res; part-vs-disk: $r"
+    xl destroy ovl1
+    holder ovl1 "${dev}p1" || { losetup -d "$dev"; outcome "holder failed"; return; }
+    r=$(try ovl2 "$dev" rw "$dev contains ${dev}p1, which domain" "contains"); res="$res; disk-vs-part: $r"
+    xl destroy ovl1
 
     # 2. a device-mapper device (what LVM makes) over partition 2, mounted in
     #    dom0; the whole disk asked read-write.
     lv=s-lv-$$
     dmsetup create "$lv" --table "0 $(blockdev --getsz "${dev}p2") linear ${dev}p2 0" &&
         mkfs.ext4 -q -F "/dev/mapper/$lv" && mkdir -p /scratch/s-mnt && mount "/dev/mapper/$lv" /scratch/s-mnt
-    r=$(try g2 "$dev" rw "held by dm-[0-9]+ \($lv\), mounted read-write on /scratch/s-mnt in dom0" "held by, mounted")
+    r=$(try ovl2 "$dev" rw "held by dm-[0-9]+ \($lv\), mounted read-write on /scratch/s-mnt in dom0" "held by, mounted")
     res="$res; disk-under-mounted-dm: $r"
     umount /scratch/s-mnt 2>/dev/null; dmsetup remove "$lv" 2>/dev/null
 
@@ -72,9 +72,9 @@ scenario() {
     local half; half=$(($(blockdev --getsz "${dev}p2") / 2))
     if dmsetup create "$lv-a" --table "0 $half linear ${dev}p2 0" &&
         dmsetup create "$lv-b" --table "0 $half linear ${dev}p2 $half" &&
-        holder g1 "/dev/mapper/$lv-a"; then
-        r=$(try g2 "/dev/mapper/$lv-b" rw "-" "-")
-        xl destroy g1
+        holder ovl1 "/dev/mapper/$lv-a"; then
+        r=$(try ovl2 "/dev/mapper/$lv-b" rw "-" "-")
+        xl destroy ovl1
     else
         r="dmsetup or the first guest failed"
     fi
@@ -86,7 +86,7 @@ scenario() {
     b=$(losetup -f --show "$(image s-md-b.img 32M)")
     md=/dev/md/s-md-$$
     if mdadm --create "$md" --run --quiet --level=1 --raid-devices=2 --metadata=1.2 "$a" "$b" 2>/dev/null; then
-        r=$(try g2 "$a" rw "held by /dev/md[0-9]+ \(raid1\)" "held by md")
+        r=$(try ovl2 "$a" rw "held by /dev/md[0-9]+ \(raid1\)" "held by md")
         mdadm --stop "$md" >/dev/null 2>&1
     else
         r="mdadm --create failed"
@@ -96,7 +96,7 @@ scenario() {
 
     # 4. dom0's active swap, asked read-only.
     if mkswap -q "${dev}p1" && swapon "${dev}p1"; then
-        r=$(try g2 "${dev}p1" ro "${dev}p1 is active swap in dom0" "active swap")
+        r=$(try ovl2 "${dev}p1" ro "${dev}p1 is active swap in dom0" "active swap")
         swapoff "${dev}p1"
     else
         r="swapon failed"
