@@ -17,6 +17,7 @@ pub mod context;
 pub mod error;
 pub mod ffi;
 pub mod hotplug;
+pub mod index;
 pub mod lock;
 pub mod sharing;
 pub mod spec;

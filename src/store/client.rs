@@ -19,7 +19,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// Where the client looks for xenstored when `XENSTORED_PATH` is not set.
@@ -34,6 +34,12 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How many pipelined requests may be outstanding at once.
 const PIPELINE_DEPTH: usize = 512;
+
+/// How many watch events may wait unread; past it new events are dropped
+/// and counted ([`XsClient::events_dropped`]), so a watcher that cannot
+/// keep up learns it has lost events instead of the client growing without
+/// bound.
+pub const MAX_QUEUED_EVENTS: usize = 65_536;
 
 enum Transport {
     Socket(UnixStream),
@@ -75,7 +81,19 @@ struct Conn {
     buf: Vec<u8>,
     pos: usize,
     events: VecDeque<WatchEvent>,
+    /// Events dropped because `events` was full.
+    dropped: u64,
     broken: Option<String>,
+}
+
+impl Conn {
+    fn queue_event(&mut self, ev: WatchEvent) {
+        if self.events.len() >= MAX_QUEUED_EVENTS {
+            self.dropped += 1;
+        } else {
+            self.events.push_back(ev);
+        }
+    }
 }
 
 /// A watch event: the path that changed and the token given to `watch`.
@@ -92,6 +110,8 @@ pub struct XsClient {
     timeout: Duration,
     next_req: AtomicU32,
     home: Mutex<Option<String>>,
+    /// Bumped on every reconnection: watches of an older connection are gone.
+    generation: AtomicU64,
 }
 
 impl XsClient {
@@ -121,6 +141,7 @@ impl XsClient {
                 buf: Vec::new(),
                 pos: 0,
                 events: VecDeque::new(),
+                dropped: 0,
                 broken: None,
             }),
             endpoint: path.to_path_buf(),
@@ -131,12 +152,30 @@ impl XsClient {
             },
             next_req: AtomicU32::new(1),
             home: Mutex::new(None),
+            generation: AtomicU64::new(0),
         })
     }
 
     /// The socket or device this client talks to.
     pub fn endpoint(&self) -> &Path {
         &self.endpoint
+    }
+
+    /// How many times this client has reconnected. Watches registered
+    /// under an older generation no longer exist.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    /// How many watch events were dropped because [`MAX_QUEUED_EVENTS`]
+    /// were already waiting unread.
+    pub fn events_dropped(&self) -> u64 {
+        self.conn.lock().dropped
+    }
+
+    /// Take every watch event already received, without waiting.
+    pub fn take_events(&self) -> Vec<WatchEvent> {
+        self.conn.lock().events.drain(..).collect()
     }
 
     fn req_id(&self) -> u32 {
@@ -179,6 +218,7 @@ impl XsClient {
                     conn.buf.clear();
                     conn.pos = 0;
                     conn.broken = None;
+                    self.generation.fetch_add(1, Ordering::SeqCst);
                 }
                 Err(e) => {
                     return Err(Error::StoreProtocol(format!(
@@ -232,7 +272,7 @@ impl XsClient {
                 if reply.msg_type == MsgType::WatchEvent as u32 {
                     let parts = wire::split_nul(&reply.payload);
                     if parts.len() >= 2 {
-                        conn.events.push_back(WatchEvent {
+                        conn.queue_event(WatchEvent {
                             path: String::from_utf8_lossy(parts[0]).into_owned(),
                             token: String::from_utf8_lossy(parts[1]).into_owned(),
                         });
@@ -643,6 +683,10 @@ impl Store for XsClient {
             .zip(paths)
             .map(|(r, p)| self.directory_reply(tx, p, r))
             .collect()
+    }
+
+    fn xs_client(&self) -> Option<&XsClient> {
+        Some(self)
     }
 
     fn home(&self) -> Result<String> {

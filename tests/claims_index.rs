@@ -1,0 +1,340 @@
+//! The claims index (`src/index.rs`) against the embedded xenstored:
+//! every decision a long-lived context makes with the index equals the
+//! decision of a context that scans, over random interleavings of other
+//! writers (adds, removes, mode and identity changes, domains destroyed,
+//! between and during prepares); and under faults (a watch storm, a
+//! xenstored restart, a dropped-event queue) it falls back to the scan,
+//! never decides wrongly, never blocks past its bounds. Needs root (the
+//! block devices are loop devices the test makes): fails, never skips.
+
+mod common;
+
+use common::{require_root, Env};
+use proptest::prelude::*;
+use proptest::test_runner::{Config as PtConfig, TestRunner};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use xenblock::store::client::XsClient;
+use xenblock::store::{Store, NO_TX};
+use xenblock::{Config, Context};
+
+const PROBE: &str = "backend/vbd/99/51712";
+const PROBE_VM: &str = "vm-probe";
+const ROOTS: [&str; 3] = ["vbd", "vbd3", "qdisk"];
+const DOMS: u32 = 6;
+const DEVS: u32 = 3;
+
+/// The storage other backends (and the probe) name: loop devices the test
+/// made, and plain files (named by path in vbd3/qdisk `params`).
+struct Targets {
+    devs: Vec<(PathBuf, String)>, // (node, physical-device hex)
+    files: Vec<PathBuf>,
+}
+
+fn targets(env: &mut Env) -> Targets {
+    let mut devs = Vec::new();
+    for i in 0..3 {
+        let node = env.block_device(&format!("dev{i}.img"));
+        let st = xenblock::sys::stat::stat(&node).unwrap();
+        let hex = format!(
+            "{:x}:{:x}",
+            nix::sys::stat::major(st.rdev),
+            nix::sys::stat::minor(st.rdev)
+        );
+        devs.push((node, hex));
+    }
+    let files = (0..2)
+        .map(|i| env.image(&format!("f{i}.img"), 1 << 20))
+        .collect();
+    Targets { devs, files }
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    /// A backend under `ROOTS[root]` naming target `t` (devices first, then files).
+    Add {
+        root: usize,
+        dom: u32,
+        dev: u32,
+        t: usize,
+        mode: &'static str,
+    },
+    Remove {
+        root: usize,
+        dom: u32,
+        dev: u32,
+    },
+    /// Only `physical-device` written (as a hotplug script does, later).
+    Repoint {
+        root: usize,
+        dom: u32,
+        dev: u32,
+        d: usize,
+    },
+    Mode {
+        root: usize,
+        dom: u32,
+        dev: u32,
+        mode: &'static str,
+    },
+    /// The toolstack destroyed the domain: its backends and its home go.
+    Destroy {
+        dom: u32,
+    },
+    /// The domain's VM identity (some share the probe's VM).
+    Vm {
+        dom: u32,
+        same_as_probe: bool,
+    },
+    /// A write the index must ignore (state, hotplug-status).
+    Noise {
+        root: usize,
+        dom: u32,
+        dev: u32,
+    },
+    /// Decide for the probe on target `t` with `mode`, both ways, and compare.
+    Probe {
+        t: usize,
+        mode: &'static str,
+    },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let mode = prop_oneof![Just("r"), Just("w"), Just("w!")];
+    prop_oneof![
+        6 => (0..3usize, 1..=DOMS, 0..DEVS, 0..5usize, mode.clone())
+            .prop_map(|(root, dom, dev, t, mode)| Op::Add { root, dom, dev, t, mode }),
+        2 => (0..3usize, 1..=DOMS, 0..DEVS).prop_map(|(root, dom, dev)| Op::Remove { root, dom, dev }),
+        2 => (0..3usize, 1..=DOMS, 0..DEVS, 0..3usize)
+            .prop_map(|(root, dom, dev, d)| Op::Repoint { root, dom, dev, d }),
+        2 => (0..3usize, 1..=DOMS, 0..DEVS, mode.clone())
+            .prop_map(|(root, dom, dev, mode)| Op::Mode { root, dom, dev, mode }),
+        1 => (1..=DOMS).prop_map(|dom| Op::Destroy { dom }),
+        1 => (1..=DOMS, any::<bool>()).prop_map(|(dom, same_as_probe)| Op::Vm { dom, same_as_probe }),
+        2 => (0..3usize, 1..=DOMS, 0..DEVS).prop_map(|(root, dom, dev)| Op::Noise { root, dom, dev }),
+        3 => (0..5usize, prop_oneof![Just("r"), Just("w")]).prop_map(|(t, mode)| Op::Probe { t, mode }),
+    ]
+}
+
+fn be(root: usize, dom: u32, dev: u32) -> String {
+    format!("backend/{}/{dom}/{}", ROOTS[root], 51712 + dev)
+}
+
+fn w(s: &dyn Store, p: &str, v: &str) {
+    s.write(NO_TX, p, v.as_bytes()).unwrap();
+}
+
+/// Apply one writer op (not `Probe`).
+fn apply(s: &dyn Store, tg: &Targets, op: &Op) {
+    match op {
+        Op::Add {
+            root,
+            dom,
+            dev,
+            t,
+            mode,
+        } => {
+            let b = be(*root, *dom, *dev);
+            let (params, phys) = match (*t < tg.devs.len(), *root) {
+                (true, 0) => (
+                    tg.devs[*t].0.display().to_string(),
+                    Some(tg.devs[*t].1.clone()),
+                ),
+                (true, _) => (format!("aio:{}", tg.devs[*t].0.display()), None),
+                (false, _) => (
+                    format!("aio:{}", tg.files[*t - tg.devs.len()].display()),
+                    None,
+                ),
+            };
+            // Written as a toolstack does, node by node (each one an event).
+            w(s, &format!("{b}/params"), &params);
+            w(s, &format!("{b}/mode"), mode);
+            w(s, &format!("{b}/frontend-id"), &dom.to_string());
+            match phys {
+                Some(p) => w(s, &format!("{b}/physical-device"), &p),
+                None => s.remove(NO_TX, &format!("{b}/physical-device")).unwrap(),
+            }
+        }
+        Op::Remove { root, dom, dev } => s.remove(NO_TX, &be(*root, *dom, *dev)).unwrap(),
+        Op::Repoint { root, dom, dev, d } => {
+            w(
+                s,
+                &format!("{}/physical-device", be(*root, *dom, *dev)),
+                &tg.devs[*d].1,
+            );
+        }
+        Op::Mode {
+            root,
+            dom,
+            dev,
+            mode,
+        } => {
+            let b = be(*root, *dom, *dev);
+            if s.read(NO_TX, &b).unwrap().is_some() {
+                w(s, &format!("{b}/mode"), mode);
+            }
+        }
+        Op::Destroy { dom } => {
+            for r in ROOTS {
+                s.remove(NO_TX, &format!("backend/{r}/{dom}")).unwrap();
+            }
+            s.remove(NO_TX, &format!("/local/domain/{dom}")).unwrap();
+        }
+        Op::Vm { dom, same_as_probe } => {
+            let vm = if *same_as_probe {
+                PROBE_VM.to_string()
+            } else {
+                format!("vm-{dom}")
+            };
+            w(s, &format!("/local/domain/{dom}/vm"), &vm);
+        }
+        Op::Noise { root, dom, dev } => {
+            let b = be(*root, *dom, *dev);
+            w(s, &format!("{b}/state"), "4");
+            w(s, &format!("{b}/hotplug-status"), "connected");
+        }
+        Op::Probe { .. } => {}
+    }
+}
+
+/// Point the probe at target `t` with `mode`, as not yet prepared.
+fn reset_probe(s: &dyn Store, tg: &Targets, t: usize, mode: &str) {
+    let target = if t < tg.devs.len() {
+        tg.devs[t].0.clone()
+    } else {
+        tg.files[t - tg.devs.len()].clone()
+    };
+    for n in [
+        "physical-device",
+        "physical-device-path",
+        "node",
+        "hotplug-status",
+        "hotplug-error",
+    ] {
+        s.remove(NO_TX, &format!("{PROBE}/{n}")).unwrap();
+    }
+    w(s, &format!("{PROBE}/params"), &target.display().to_string());
+    w(s, &format!("{PROBE}/mode"), mode);
+    w(s, &format!("{PROBE}/frontend-id"), "99");
+    w(s, &format!("{PROBE}/state"), "2");
+}
+
+/// A decision, as comparable text; releases what a success attached.
+fn decide(ctx: &Context, s: &dyn Store, tg: &Targets, t: usize, mode: &str) -> String {
+    reset_probe(s, tg, t, mode);
+    let r = ctx.prepare(PROBE);
+    let out = match &r {
+        Ok(_) => "ok".to_string(),
+        Err(e) => format!("{:?}: {e}", e.kind()),
+    };
+    if r.is_ok() {
+        ctx.release(PROBE).unwrap();
+    }
+    reset_probe(s, tg, t, mode);
+    out
+}
+
+fn clear(s: &dyn Store) {
+    for r in ROOTS {
+        for d in 1..=DOMS {
+            s.remove(NO_TX, &format!("backend/{r}/{d}")).unwrap();
+            s.remove(NO_TX, &format!("/local/domain/{d}")).unwrap();
+        }
+    }
+}
+
+/// A context with its own connection and the index on.
+fn indexed(env: &Env) -> Context {
+    let own = Arc::new(XsClient::connect(&env.sock, Duration::from_secs(10)).unwrap());
+    Context::new(Config {
+        store: Some(own),
+        claims_index: true,
+        ..env.config()
+    })
+    .unwrap()
+}
+
+fn scanning(env: &Env) -> Context {
+    Context::new(Config {
+        claims_index: false,
+        ..env.config()
+    })
+    .unwrap()
+}
+
+#[test]
+fn index_decides_as_the_scan_over_random_interleavings() {
+    require_root();
+    let mut env = Env::new();
+    let tg = targets(&mut env);
+    let store: Arc<dyn Store> = env.store.clone();
+    env.domain(99, PROBE_VM);
+    let ix = indexed(&env);
+    let scan = scanning(&env);
+    let probes = std::sync::atomic::AtomicU64::new(0);
+    let refused = std::sync::atomic::AtomicU64::new(0);
+    let cases = std::env::var("XENBLOCK_INDEX_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(48);
+    let mut runner = TestRunner::new(PtConfig {
+        cases,
+        failure_persistence: None,
+        ..PtConfig::default()
+    });
+    // Each case: a run of ops; a `true` flag runs the writes in another
+    // thread while the indexed context prepares (during), else between.
+    let strategy = proptest::collection::vec((op(), any::<bool>()), 1..40);
+    runner
+        .run(&strategy, |ops| {
+            clear(&*store);
+            for (op, during) in &ops {
+                match op {
+                    Op::Probe { t, mode } => {
+                        let a = decide(&ix, &*store, &tg, *t, mode);
+                        let b = decide(&scan, &*store, &tg, *t, mode);
+                        probes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        if a.starts_with("Busy") {
+                            refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        prop_assert_eq!(&a, &b, "index vs scan after {:?}", ops);
+                    }
+                    _ if *during => {
+                        let s2 = store.clone();
+                        let op2 = op.clone();
+                        let burst = std::thread::scope(|sc| {
+                            let h = sc.spawn(|| {
+                                for _ in 0..3 {
+                                    apply(&*s2, &tg, &op2);
+                                }
+                            });
+                            let r = decide(&ix, &*store, &tg, 0, "r");
+                            h.join().unwrap();
+                            r
+                        });
+                        // Racing: either answer may be right, but never an error
+                        // other than a refusal.
+                        prop_assert!(
+                            burst == "ok" || burst.starts_with("Busy"),
+                            "decision during writes failed: {}",
+                            burst
+                        );
+                    }
+                    _ => apply(&*store, &tg, op),
+                }
+            }
+            Ok(())
+        })
+        .unwrap();
+    let st = ix.claims_index_stats();
+    let (probes, refused) = (probes.into_inner(), refused.into_inner());
+    eprintln!("probes compared: {probes}, refused: {refused}; index stats: {st:?}");
+    // Both answers were exercised.
+    assert!(refused > 0 && refused < probes, "{refused} of {probes}");
+    // The index really decided (not a silent fallback to the scan).
+    assert_eq!(st.builds, 1, "{st:?}");
+    assert_eq!(st.invalidations, 0, "{st:?}");
+    assert!(st.scanned <= 1, "only the first decision may scan: {st:?}");
+    assert_eq!(scan.claims_index_stats().served, 0);
+}
