@@ -46,6 +46,14 @@ use std::time::{Duration, Instant};
 /// Longest wait for the sentinel's watch event; past it the decision scans.
 pub const SYNC_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// Longest gap between two decisions over which the index trusts that no
+/// event was lost. xenstored may discard watch events a connection leaves
+/// unread (C xenstored since XSA-326: after 20 s by default), and this
+/// client reads the socket only when it makes a request; after a longer
+/// gap the index re-reads every backend (a scan's worth of reads) under
+/// its existing watches instead of trusting its copy.
+pub const IDLE_LIMIT: Duration = Duration::from_secs(10);
+
 /// The roots the index covers, in the scan's order for a request under
 /// `<parent>/vbd`. The index serves only such requests.
 pub(crate) const ROOTS: [&str; 3] = ["vbd", "vbd3", "qdisk"];
@@ -65,6 +73,9 @@ pub struct IndexStats {
     pub builds: u64,
     /// Times a built index was found not current and dropped.
     pub invalidations: u64,
+    /// Times every backend was re-read after more than [`IDLE_LIMIT`]
+    /// without a decision.
+    pub reloads: u64,
 }
 
 pub(crate) struct ClaimsIndex {
@@ -98,6 +109,8 @@ struct Live {
     /// Sentinel events still to come (the watch's initial one, then one per write).
     pending: u64,
     seq: u64,
+    /// When events were last read up to a sentinel.
+    last_sync: Option<Instant>,
     /// Backend path -> the storage nodes it has, with their values.
     backends: HashMap<String, Vec<(&'static str, String)>>,
     by_dev: HashMap<DevNum, HashSet<String>>,
@@ -178,7 +191,15 @@ impl ClaimsIndex {
             }
         }
         let live = inner.live.as_mut().expect("built above");
+        let idle = live.last_sync.is_some_and(|t| t.elapsed() > IDLE_LIMIT);
+        if idle {
+            live.dirty_all = true;
+        }
         let r = live.sync(xs).and_then(|()| live.refresh(xs, self));
+        if idle && r.is_ok() {
+            inner.stats.reloads += 1;
+        }
+        let live = inner.live.as_mut().expect("built above");
         if let Err(e) = r {
             log(&format!(
                 "claims index: not provably current ({e}); using the full scan and rebuilding"
@@ -230,6 +251,10 @@ impl ClaimsIndex {
             }
             let _ = xs.remove(NO_TX, &sentinel);
         }
+        // Events already received belong to dropped indexes (the requests
+        // above read any backlog in before their replies): the new index
+        // reads everything anyway, and counts drops from here.
+        drop(xs.take_events());
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let id = format!("{}-{n}", std::process::id());
@@ -242,6 +267,7 @@ impl ClaimsIndex {
             dropped: xs.events_dropped(),
             pending: 0,
             seq: 0,
+            last_sync: None,
             backends: HashMap::new(),
             by_dev: HashMap::new(),
             path_named: HashSet::new(),
@@ -343,7 +369,9 @@ impl Live {
                 Err(e) => return Err(e.to_string()),
             }
         }
-        self.current(xs)
+        self.current(xs)?;
+        self.last_sync = Some(Instant::now());
+        Ok(())
     }
 
     /// Apply one event: mark what it names for re-reading.
