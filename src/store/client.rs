@@ -175,7 +175,8 @@ impl XsClient {
 
     /// Take every watch event already received, without waiting.
     pub fn take_events(&self) -> Vec<WatchEvent> {
-        self.conn.lock().events.drain(..).collect()
+        // Taken whole, so a burst does not leave its capacity behind.
+        Vec::from(std::mem::take(&mut self.conn.lock().events))
     }
 
     fn req_id(&self) -> u32 {
