@@ -582,3 +582,35 @@ fn stores_without_watches_always_scan() {
         xenblock::index::IndexStats::default()
     );
 }
+
+#[test]
+fn a_connection_dropped_for_unread_events_neither_fails_nor_misleads() {
+    require_root();
+    let mut env = Env::new();
+    let tg = targets(&mut env);
+    // A xenstored that disconnects clients with more than 64 KiB unread.
+    let dir = common::xsd::temp_dir("index-slow-reader");
+    let sock = dir.join("xs.sock");
+    let xsd = common::xsd::Daemon::start_with(
+        dir.clone(),
+        sock.clone(),
+        &["--max-queued-bytes", "65536"],
+    );
+    let writer = XsClient::connect(&sock, Duration::from_secs(10)).unwrap();
+    seed(&writer, &tg);
+    let ix = ctx_on(&env, &sock, true);
+    let scan = ctx_on(&env, &sock, false);
+    compare_all(&ix, &scan, &writer, &tg);
+    // While the indexed context is idle: far more than 64 KiB of events
+    // for it, and a change that matters.
+    storm(&sock, (0..5000).map(|i| format!("backend/vbd/4/{i}/state")));
+    writer.remove(NO_TX, "backend/vbd/1/51712").unwrap();
+    // The next prepare finds its connection closed: it must reconnect and
+    // decide as the scan does, not fail.
+    compare_all(&ix, &scan, &writer, &tg);
+    let st = ix.claims_index_stats();
+    eprintln!("slow reader: {st:?}");
+    assert_eq!(st.invalidations, 1, "{st:?}");
+    assert_eq!(st.builds, 2, "{st:?}");
+    drop(xsd);
+}

@@ -192,6 +192,13 @@ impl XsClient {
     /// Send several requests of one type back to back, then collect their
     /// replies in order. The outer error is a connection failure; each inner
     /// result is that request's own answer.
+    ///
+    /// When the connection turns out to be broken (xenstored closed it, for
+    /// instance because watch events piled up unread) and the requests are
+    /// outside a transaction and harmless to repeat, they are sent once
+    /// more on a fresh connection. A timeout is not retried (that would
+    /// double the documented bound), nor is anything inside a transaction
+    /// (it died with its connection).
     pub fn pipeline(
         &self,
         ty: MsgType,
@@ -199,8 +206,28 @@ impl XsClient {
         payloads: Vec<Vec<u8>>,
         what: &str,
     ) -> Result<Vec<Result<Vec<u8>>>> {
+        match self.pipeline_once(ty, tx, &payloads, what) {
+            Err(e)
+                if tx == NO_TX
+                    && repeatable(ty)
+                    && e.kind() != crate::ErrorKind::Timeout
+                    && self.conn.lock().broken.is_some() =>
+            {
+                self.pipeline_once(ty, tx, &payloads, what)
+            }
+            r => r,
+        }
+    }
+
+    fn pipeline_once(
+        &self,
+        ty: MsgType,
+        tx: TxId,
+        payloads: &[Vec<u8>],
+        what: &str,
+    ) -> Result<Vec<Result<Vec<u8>>>> {
         let op = op_name(ty);
-        for p in &payloads {
+        for p in payloads {
             if p.len() > PAYLOAD_MAX {
                 return Err(Error::InvalidArgument(format!(
                     "xenstore {op} {}: request of {} bytes exceeds the protocol limit of {PAYLOAD_MAX} bytes",
@@ -583,6 +610,26 @@ fn frames(mut b: &[u8]) -> impl Iterator<Item = &[u8]> {
         b = rest;
         Some(m)
     })
+}
+
+/// Requests that may be sent again after a lost connection: reads, and
+/// changes whose repetition leaves the same state.
+fn repeatable(ty: MsgType) -> bool {
+    matches!(
+        ty,
+        MsgType::Read
+            | MsgType::Directory
+            | MsgType::DirectoryPart
+            | MsgType::GetPerms
+            | MsgType::GetDomainPath
+            | MsgType::Write
+            | MsgType::Mkdir
+            | MsgType::Rm
+            | MsgType::SetPerms
+            | MsgType::Watch
+            | MsgType::Unwatch
+            | MsgType::TransactionStart
+    )
 }
 
 fn strip_nul(v: &[u8]) -> &[u8] {
