@@ -20,7 +20,8 @@
 //! - `XENBLOCK_BENCH_SCRIPT=0`  skip Xen's script
 //! - `XENBLOCK_BENCH_OUT=DIR`   where results go (default `bench/results`)
 //! - `XENBLOCK_BENCH_PROFILE=N` only loop in-process phy prepare at N for 10 s
-//!   (for `perf record`)
+//!   (for `perf record`); `XENBLOCK_BENCH_PROFILE_SCAN=1` with the index off,
+//!   `XENBLOCK_BENCH_PROFILE_SECS=S` for S seconds
 //! - `XENBLOCK_DEBS_ROOT=DIR`   unpacked Debian Xen packages (default: run
 //!   `scripts/xen-debs.sh`)
 //!
@@ -696,13 +697,22 @@ fn main() {
         let (c0, s0) = (cpu(std::process::id()), cpu(b.xs.pid() as u32));
         let t = Instant::now();
         let mut all = Vec::new();
-        while t.elapsed() < Duration::from_secs(10) {
-            all.extend(b.rust("phy", 50).prepare);
+        let (ctx, imp) = if std::env::var("XENBLOCK_BENCH_PROFILE_SCAN").is_ok_and(|v| v == "1") {
+            (&b.ctx_scan, "rust-scan")
+        } else {
+            (&b.ctx, "rust")
+        };
+        let secs = std::env::var("XENBLOCK_BENCH_PROFILE_SECS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(10);
+        while t.elapsed() < Duration::from_secs(secs) {
+            all.extend(b.rust_on(ctx, imp, "phy", 50).prepare);
         }
         let (c1, s1) = (cpu(std::process::id()), cpu(b.xs.pid() as u32));
         let k = all.len() as f64;
         eprintln!(
-            "profile: {} phy prepare+release cycles at N={n}: prepare median {:.1} us; CPU per cycle: client {:.0} us, xenstored {:.0} us",
+            "profile ({imp}): {} phy prepare+release cycles at N={n}: prepare median {:.1} us; CPU per cycle: client {:.0} us, xenstored {:.0} us",
             all.len(),
             us(percentile(&all, 50.0)),
             (c1 - c0) / k * 1e6,
