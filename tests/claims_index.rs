@@ -277,7 +277,7 @@ fn index_decides_as_the_scan_over_random_interleavings() {
     let cases = std::env::var("XENBLOCK_INDEX_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(48);
+        .unwrap_or(160);
     let mut runner = TestRunner::new(PtConfig {
         cases,
         failure_persistence: None,
@@ -613,4 +613,23 @@ fn a_connection_dropped_for_unread_events_neither_fails_nor_misleads() {
     assert_eq!(st.invalidations, 1, "{st:?}");
     assert_eq!(st.builds, 2, "{st:?}");
     drop(xsd);
+}
+
+#[test]
+fn after_an_idle_spell_the_index_rereads_everything() {
+    require_root();
+    let mut env = Env::new();
+    let tg = targets(&mut env);
+    let store: Arc<dyn Store> = env.store.clone();
+    seed(&*store, &tg);
+    let ix = ctx_on(&env, &env.sock, true);
+    let scan = ctx_on(&env, &env.sock, false);
+    compare_all(&ix, &scan, &*store, &tg);
+    assert_eq!(ix.claims_index_stats().reloads, 0);
+    store.remove(NO_TX, "backend/vbd/1/51712").unwrap();
+    std::thread::sleep(xenblock::index::IDLE_LIMIT + Duration::from_millis(500));
+    compare_all(&ix, &scan, &*store, &tg);
+    let st = ix.claims_index_stats();
+    assert_eq!(st.reloads, 1, "{st:?}");
+    assert_eq!((st.builds, st.invalidations), (1, 0), "{st:?}");
 }
