@@ -58,8 +58,16 @@ pub const IDLE_LIMIT: Duration = Duration::from_secs(10);
 /// `<parent>/vbd`. The index serves only such requests.
 pub(crate) const ROOTS: [&str; 3] = ["vbd", "vbd3", "qdisk"];
 
-/// Where sentinel nodes live (one per index, removed when it is dropped).
-const SENTINEL_DIR: &str = "/tool/xenblock/sync";
+/// Where sentinel nodes live, under the connection's home (a domain may
+/// write below its own `data`): one per index, removed when it is dropped;
+/// a process that dies leaves its one small node behind.
+const SENTINEL_DIR: &str = "data/xenblock";
+
+/// After this many failures in a row without a decision served, the index
+/// is given up for the context's lifetime (the scan is used, and no more
+/// watches are tried): a setup it cannot work in (say, no permission to
+/// write the sentinel) must not cost every decision a failed attempt.
+const GIVE_UP_AFTER: u32 = 3;
 
 /// Counters for tests and benchmarks.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -88,6 +96,8 @@ pub(crate) struct ClaimsIndex {
 #[derive(Default)]
 struct Inner {
     decisions: u64,
+    /// Failures (setup or currency) since the last served decision.
+    failures: u32,
     live: Option<Live>,
     /// Watches of a dropped index, to unregister if their connection lives.
     stale: Vec<Stale>,
@@ -172,7 +182,7 @@ impl ClaimsIndex {
             return None;
         }
         if inner.live.is_none() {
-            if inner.decisions < 2 {
+            if inner.decisions < 2 || inner.failures >= GIVE_UP_AFTER {
                 inner.stats.scanned += 1;
                 return None;
             }
@@ -182,8 +192,10 @@ impl ClaimsIndex {
                     inner.live = Some(l);
                 }
                 Err(e) => {
+                    inner.failures += 1;
                     log(&format!(
-                        "claims index: could not be set up ({e}); using the full scan"
+                        "claims index: could not be set up ({e}); using the full scan{}",
+                        give_up_note(inner.failures)
                     ));
                     inner.stats.scanned += 1;
                     return None;
@@ -201,8 +213,10 @@ impl ClaimsIndex {
         }
         let live = inner.live.as_mut().expect("built above");
         if let Err(e) = r {
+            inner.failures += 1;
             log(&format!(
-                "claims index: not provably current ({e}); using the full scan and rebuilding"
+                "claims index: not provably current ({e}); using the full scan{}",
+                give_up_note(inner.failures)
             ));
             let live = inner.live.take().expect("present");
             inner
@@ -236,6 +250,7 @@ impl ClaimsIndex {
             .cloned()
             .collect();
         inner.stats.served += 1;
+        inner.failures = 0;
         Some(r)
     }
 
@@ -262,7 +277,10 @@ impl ClaimsIndex {
             parent: parent.to_string(),
             token: format!("xenblock-index-{id}"),
             sync_token: format!("xenblock-index-sync-{id}"),
-            sentinel: format!("{SENTINEL_DIR}/{id}"),
+            sentinel: format!(
+                "{}/{SENTINEL_DIR}/sync-{id}",
+                xs.home().map_err(|e| e.to_string())?
+            ),
             generation: xs.generation(),
             dropped: xs.events_dropped(),
             pending: 0,
@@ -310,6 +328,14 @@ impl Drop for ClaimsIndex {
             }
             let _ = xs.remove(NO_TX, &sentinel);
         }
+    }
+}
+
+fn give_up_note(failures: u32) -> &'static str {
+    if failures >= GIVE_UP_AFTER {
+        "; given up after repeated failures, this context scans from now on"
+    } else {
+        " and rebuilding the index at the next decision"
     }
 }
 
