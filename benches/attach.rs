@@ -22,6 +22,8 @@
 //! - `XENBLOCK_BENCH_PROFILE=N` only loop in-process phy prepare at N for 10 s
 //!   (for `perf record`); `XENBLOCK_BENCH_PROFILE_SCAN=1` with the index off,
 //!   `XENBLOCK_BENCH_PROFILE_SECS=S` for S seconds
+//! - `XENBLOCK_BENCH_INDEX_MEMORY=N:C` only the indexed context's RSS at N
+//!   other disks over C cycles
 //! - `XENBLOCK_DEBS_ROOT=DIR`   unpacked Debian Xen packages (default: run
 //!   `scripts/xen-debs.sh`)
 //!
@@ -718,6 +720,20 @@ fn main() {
             (c1 - c0) / k * 1e6,
             (s1 - s0) / k * 1e6
         );
+        return;
+    }
+    // XENBLOCK_BENCH_INDEX_MEMORY=N:CYCLES: only the indexed context's RSS
+    // at N other disks over CYCLES prepare/release cycles.
+    if let Some((n, cycles)) = std::env::var("XENBLOCK_BENCH_INDEX_MEMORY")
+        .ok()
+        .and_then(|v| {
+            let (n, c) = v.split_once(':')?;
+            Some((n.parse().ok()?, c.parse().ok()?))
+        })
+    {
+        b.populate(n);
+        let mut extra = BTreeMap::new();
+        memory_index(&b, cycles, &mut extra);
         return;
     }
     let mut rows: Vec<Row> = Vec::new();
