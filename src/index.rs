@@ -306,6 +306,12 @@ impl ClaimsIndex {
             return Err(e);
         }
         live.pending = 1; // the sentinel watch's initial event
+        if let Err(e) = live.wait_sentinel(xs) {
+            inner
+                .stale
+                .push((live.generation, watches_of(&live), live.sentinel.clone()));
+            return Err(e);
+        }
         Ok(live)
     }
 }
@@ -374,13 +380,23 @@ impl Live {
             .map_err(|e| e.to_string())?;
         self.pending += 1;
         self.current(xs)?;
+        self.wait_sentinel(xs)?;
+        self.current(xs)?;
+        self.last_sync = Some(Instant::now());
+        Ok(())
+    }
+
+    /// Apply events until every sentinel event expected has come, within
+    /// [`SYNC_TIMEOUT`]. (No sentinel write is made while one is pending:
+    /// C xenstored drops an event identical to one still queued.)
+    fn wait_sentinel(&mut self, xs: &XsClient) -> Result<(), String> {
         let deadline = Instant::now() + SYNC_TIMEOUT;
         loop {
             for ev in xs.take_events() {
                 self.note(ev);
             }
             if self.pending == 0 {
-                break;
+                return Ok(());
             }
             let now = Instant::now();
             if now >= deadline {
@@ -395,9 +411,6 @@ impl Live {
                 Err(e) => return Err(e.to_string()),
             }
         }
-        self.current(xs)?;
-        self.last_sync = Some(Instant::now());
-        Ok(())
     }
 
     /// Apply one event: mark what it names for re-reading.
