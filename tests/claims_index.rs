@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use xenblock::store::client::XsClient;
 use xenblock::store::{Store, NO_TX};
-use xenblock::{Config, Context};
+use xenblock::{Config, Context, Flavour};
 
 const PROBE: &str = "backend/vbd/99/51712";
 const PROBE_VM: &str = "vm-probe";
@@ -30,6 +30,8 @@ const DEVS: u32 = 3;
 struct Targets {
     devs: Vec<(PathBuf, String)>, // (node, physical-device hex)
     files: Vec<PathBuf>,
+    /// FreeBSD contract: `vbd` backends name storage only by path.
+    by_path: bool,
 }
 
 fn targets(env: &mut Env) -> Targets {
@@ -47,7 +49,11 @@ fn targets(env: &mut Env) -> Targets {
     let files = (0..2)
         .map(|i| env.image(&format!("f{i}.img"), 1 << 20))
         .collect();
-    Targets { devs, files }
+    Targets {
+        devs,
+        files,
+        by_path: false,
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -137,10 +143,13 @@ fn apply(s: &dyn Store, tg: &Targets, op: &Op) {
         } => {
             let b = be(*root, *dom, *dev);
             let (params, phys) = match (*t < tg.devs.len(), *root) {
-                (true, 0) => (
-                    tg.devs[*t].0.display().to_string(),
-                    Some(tg.devs[*t].1.clone()),
-                ),
+                (true, 0) => {
+                    // As each flavour's result nodes name it (FreeBSD: by path).
+                    let node = tg.devs[*t].0.display().to_string();
+                    w(s, &format!("{b}/physical-device-path"), &node);
+                    let phys = (!tg.by_path).then(|| tg.devs[*t].1.clone());
+                    (node, phys)
+                }
                 (true, _) => (format!("aio:{}", tg.devs[*t].0.display()), None),
                 (false, _) => (
                     format!("aio:{}", tg.files[*t - tg.devs.len()].display()),
@@ -245,19 +254,21 @@ fn clear(s: &dyn Store) {
 }
 
 /// A context with its own connection and the index on.
-fn indexed(env: &Env) -> Context {
+fn indexed(env: &Env, flavour: Flavour) -> Context {
     let own = Arc::new(XsClient::connect(&env.sock, Duration::from_secs(10)).unwrap());
     Context::new(Config {
         store: Some(own),
         claims_index: true,
+        flavour,
         ..env.config()
     })
     .unwrap()
 }
 
-fn scanning(env: &Env) -> Context {
+fn scanning(env: &Env, flavour: Flavour) -> Context {
     Context::new(Config {
         claims_index: false,
+        flavour,
         ..env.config()
     })
     .unwrap()
@@ -265,19 +276,31 @@ fn scanning(env: &Env) -> Context {
 
 #[test]
 fn index_decides_as_the_scan_over_random_interleavings() {
+    differential(Flavour::Linux, 160);
+}
+
+/// FreeBSD's contract: `vbd` backends name their storage by path
+/// (`physical-device-path`), so every one is stat'ed at each decision.
+#[test]
+fn index_decides_as_the_scan_freebsd_flavour() {
+    differential(Flavour::FreeBsd, 40);
+}
+
+fn differential(flavour: Flavour, default_cases: u32) {
     require_root();
     let mut env = Env::new();
-    let tg = targets(&mut env);
+    let mut tg = targets(&mut env);
+    tg.by_path = flavour == Flavour::FreeBsd;
     let store: Arc<dyn Store> = env.store.clone();
     env.domain(99, PROBE_VM);
-    let ix = indexed(&env);
-    let scan = scanning(&env);
+    let ix = indexed(&env, flavour);
+    let scan = scanning(&env, flavour);
     let probes = std::sync::atomic::AtomicU64::new(0);
     let refused = std::sync::atomic::AtomicU64::new(0);
     let cases = std::env::var("XENBLOCK_INDEX_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(160);
+        .unwrap_or(default_cases);
     let mut runner = TestRunner::new(PtConfig {
         cases,
         failure_persistence: None,
