@@ -20,7 +20,10 @@
 //! - `XENBLOCK_BENCH_SCRIPT=0`  skip Xen's script
 //! - `XENBLOCK_BENCH_OUT=DIR`   where results go (default `bench/results`)
 //! - `XENBLOCK_BENCH_PROFILE=N` only loop in-process phy prepare at N for 10 s
-//!   (for `perf record`)
+//!   (for `perf record`); `XENBLOCK_BENCH_PROFILE_SCAN=1` with the index off,
+//!   `XENBLOCK_BENCH_PROFILE_SECS=S` for S seconds
+//! - `XENBLOCK_BENCH_INDEX_MEMORY=N:C` only the indexed context's RSS at N
+//!   other disks over C cycles
 //! - `XENBLOCK_DEBS_ROOT=DIR`   unpacked Debian Xen packages (default: run
 //!   `scripts/xen-debs.sh`)
 //!
@@ -186,7 +189,10 @@ fn run_child(mut cmd: Command) -> (Duration, libc::rusage, bool, String) {
 struct Bench {
     xs: Xenstored,
     store: Arc<XsClient>,
+    /// The long-lived context: its own connection, the claims index on.
     ctx: Arc<Context>,
+    /// The same with the index off: the full scan on every decision.
+    ctx_scan: Arc<Context>,
     lock_dir: PathBuf,
     /// Guard: detaches loop devices on the bench's images when dropped.
     _images: Images,
@@ -320,9 +326,13 @@ impl Bench {
     }
 
     fn rust(&self, target: &'static str, iters: usize) -> Row {
+        self.rust_on(&self.ctx, "rust", target, iters)
+    }
+
+    fn rust_on(&self, ctx: &Context, imp: &'static str, target: &'static str, iters: usize) -> Row {
         let be = Self::be_of(target);
         let mut row = Row {
-            imp: "rust",
+            imp,
             target,
             n: self.others,
             prepare: vec![],
@@ -332,14 +342,14 @@ impl Bench {
         };
         for _ in 0..iters {
             let t = Instant::now();
-            let r = self.ctx.prepare(be);
+            let r = ctx.prepare(be);
             let dp = t.elapsed();
             match r {
                 Ok(Prepared::Connected { .. }) => {}
                 other => panic!("rust prepare {be}: {other:?}"),
             }
             let t = Instant::now();
-            self.ctx.release(be).unwrap();
+            ctx.release(be).unwrap();
             let dr = t.elapsed();
             row.prepare.push(dp);
             row.release.push(dr);
@@ -532,6 +542,7 @@ struct Plan {
     script_phy: fn(u32) -> usize,
     script_file: usize,
     mem_cycles: usize,
+    index_mem_cycles: usize,
 }
 
 fn main() {
@@ -553,6 +564,7 @@ fn main() {
             script_phy: |_| 2,
             script_file: 2,
             mem_cycles: 1000,
+            index_mem_cycles: 2000,
         }
     } else {
         Plan {
@@ -569,6 +581,7 @@ fn main() {
             },
             script_file: 5,
             mem_cycles: 10_000,
+            index_mem_cycles: 20_000,
         }
     };
     let started = Instant::now();
@@ -578,8 +591,18 @@ fn main() {
     let lock_dir = xs.dir.join("lock");
     let ctx = Arc::new(
         Context::new(Config {
-            store: Some(store.clone()),
+            store: Some(client(&xs)),
             lock_dir: lock_dir.clone(),
+            claims_index: true,
+            ..Config::default()
+        })
+        .unwrap(),
+    );
+    let ctx_scan = Arc::new(
+        Context::new(Config {
+            store: Some(client(&xs)),
+            lock_dir: lock_dir.clone(),
+            claims_index: false,
             ..Config::default()
         })
         .unwrap(),
@@ -613,6 +636,7 @@ fn main() {
         xs,
         store,
         ctx,
+        ctx_scan,
         lock_dir,
         _images: images,
         phy_dev,
@@ -675,18 +699,41 @@ fn main() {
         let (c0, s0) = (cpu(std::process::id()), cpu(b.xs.pid() as u32));
         let t = Instant::now();
         let mut all = Vec::new();
-        while t.elapsed() < Duration::from_secs(10) {
-            all.extend(b.rust("phy", 50).prepare);
+        let (ctx, imp) = if std::env::var("XENBLOCK_BENCH_PROFILE_SCAN").is_ok_and(|v| v == "1") {
+            (&b.ctx_scan, "rust-scan")
+        } else {
+            (&b.ctx, "rust")
+        };
+        let secs = std::env::var("XENBLOCK_BENCH_PROFILE_SECS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(10);
+        while t.elapsed() < Duration::from_secs(secs) {
+            all.extend(b.rust_on(ctx, imp, "phy", 50).prepare);
         }
         let (c1, s1) = (cpu(std::process::id()), cpu(b.xs.pid() as u32));
         let k = all.len() as f64;
         eprintln!(
-            "profile: {} phy prepare+release cycles at N={n}: prepare median {:.1} us; CPU per cycle: client {:.0} us, xenstored {:.0} us",
+            "profile ({imp}): {} phy prepare+release cycles at N={n}: prepare median {:.1} us; CPU per cycle: client {:.0} us, xenstored {:.0} us",
             all.len(),
             us(percentile(&all, 50.0)),
             (c1 - c0) / k * 1e6,
             (s1 - s0) / k * 1e6
         );
+        return;
+    }
+    // XENBLOCK_BENCH_INDEX_MEMORY=N:CYCLES: only the indexed context's RSS
+    // at N other disks over CYCLES prepare/release cycles.
+    if let Some((n, cycles)) = std::env::var("XENBLOCK_BENCH_INDEX_MEMORY")
+        .ok()
+        .and_then(|v| {
+            let (n, c) = v.split_once(':')?;
+            Some((n.parse().ok()?, c.parse().ok()?))
+        })
+    {
+        b.populate(n);
+        let mut extra = BTreeMap::new();
+        memory_index(&b, cycles, &mut extra);
         return;
     }
     let mut rows: Vec<Row> = Vec::new();
@@ -700,7 +747,22 @@ fn main() {
         );
         // Warm up the connection, the page cache and the binaries.
         let _ = b.rust("phy", 3);
+        let _ = b.rust_on(&b.ctx_scan, "rust-scan", "phy", 3);
+        let st0 = b.ctx.claims_index_stats();
         rows.push(b.rust("phy", (plan.rust_phy)(n)));
+        let st1 = b.ctx.claims_index_stats();
+        extra.insert(
+            format!("index_at_{n:05}"),
+            format!(
+                "{} of {} measured decisions served by the index ({} scanned, {} rebuilds, {} invalidations)",
+                st1.served - st0.served,
+                (plan.rust_phy)(n),
+                st1.scanned - st0.scanned,
+                st1.builds - st0.builds,
+                st1.invalidations - st0.invalidations
+            ),
+        );
+        rows.push(b.rust_on(&b.ctx_scan, "rust-scan", "phy", (plan.rust_phy)(n)));
         rows.push(b.rust("file", plan.rust_file));
         rows.push(b.cli("phy", plan.cli_phy));
         rows.push(b.cli("file", plan.cli_file));
@@ -725,6 +787,9 @@ fn main() {
         if n == 100 {
             concurrency(&b, &mut extra);
             memory(&b, plan.mem_cycles, &mut extra);
+        }
+        if Some(&n) == plan.ns.last() {
+            memory_index(&b, plan.index_mem_cycles, &mut extra);
         }
     }
     let script_failures: u32 = rows.iter().map(|r| r.failures).sum();
@@ -880,6 +945,42 @@ fn memory(b: &Bench, cycles: usize, extra: &mut BTreeMap<String, String>) {
     extra.insert("mem_cycles".into(), cycles.to_string());
 }
 
+/// RSS of a fresh long-lived context with the index at the current N
+/// (what building the index added), then over `cycles` prepare/release.
+fn memory_index(b: &Bench, cycles: usize, extra: &mut BTreeMap<String, String>) {
+    let before_ctx = rss_kb();
+    let ctx = Context::new(Config {
+        store: Some(client(&b.xs)),
+        lock_dir: b.lock_dir.clone(),
+        claims_index: true,
+        ..Config::default()
+    })
+    .unwrap();
+    let _ = b.rust_on(&ctx, "rust", "phy", 3);
+    assert!(ctx.claims_index_stats().served >= 1);
+    let built = rss_kb();
+    let t = Instant::now();
+    for _ in 0..cycles {
+        ctx.prepare(PHY_BE).unwrap();
+        ctx.release(PHY_BE).unwrap();
+        b.reset(PHY_BE);
+    }
+    let after = rss_kb();
+    let st = ctx.claims_index_stats();
+    let line = format!(
+        "index at N={}: VmRSS {before_ctx} kB before the context, {built} kB with the index built ({:+} kB), {after} kB after {cycles} cycles ({:+} kB) in {:.1} s; {st:?}",
+        b.others,
+        built as i64 - before_ctx as i64,
+        after as i64 - built as i64,
+        t.elapsed().as_secs_f64()
+    );
+    eprintln!("  memory: {line}");
+    extra.insert("memory_index".into(), line);
+    extra.insert("index_rss_built_kb".into(), built.to_string());
+    extra.insert("index_rss_after_kb".into(), after.to_string());
+    extra.insert("index_mem_cycles".into(), cycles.to_string());
+}
+
 fn report(rows: &[Row], extra: &BTreeMap<String, String>, quick: bool) {
     let find = |imp: &str, target: &str, n: u32| {
         rows.iter()
@@ -1033,6 +1134,56 @@ fn report(rows: &[Row], extra: &BTreeMap<String, String>, quick: bool) {
             "-".into(),
             None,
         ),
+    }
+    // Issue 15: the long-lived context (claims index) and the one-shot CLI.
+    let cyc = |r: &Row| us(percentile(&r.cycles(), 50.0));
+    for n in [0, 1000, 10_000] {
+        let name = format!("long-lived (index) phy prepare+release at N={n} ≤ 250 µs median");
+        match find("rust", "phy", n) {
+            Some(r) => target(&name, fmt(cyc(r)), Some(cyc(r) <= 250.0)),
+            None => target(&name, "-".into(), None),
+        }
+    }
+    match (find("rust", "phy", 0), find("rust", "phy", 10_000)) {
+        (Some(a), Some(b)) => target(
+            "long-lived (index) flat within 20 % from N=0 to 10000",
+            format!("{:+.0} %", (cyc(b) / cyc(a) - 1.0) * 100.0),
+            Some(cyc(b) <= cyc(a) * 1.2),
+        ),
+        _ => target(
+            "long-lived (index) flat within 20 % from N=0 to 10000",
+            "-".into(),
+            None,
+        ),
+    }
+    match (find("cli", "phy", 1000), find("cli", "phy", 10_000)) {
+        (Some(a), Some(b)) => {
+            let slope = (b.prep_med() - a.prep_med()) / 9000.0;
+            target(
+                "one-shot (CLI) ≤ 1 µs per other disk (N=1000→10000)",
+                format!("{slope:.3} µs"),
+                Some(slope <= 1.0),
+            )
+        }
+        _ => target(
+            "one-shot (CLI) ≤ 1 µs per other disk (N=1000→10000)",
+            "-".into(),
+            None,
+        ),
+    }
+    if let (Some(a), Some(b)) = (
+        extra.get("index_rss_built_kb"),
+        extra.get("index_rss_after_kb"),
+    ) {
+        let (a, b): (i64, i64) = (a.parse().unwrap(), b.parse().unwrap());
+        target(
+            &format!(
+                "index memory flat over {} cycles at the largest N (growth ≤ 256 kB)",
+                extra["index_mem_cycles"]
+            ),
+            format!("{:+} kB", b - a),
+            Some(b - a <= 256),
+        );
     }
     if let (Some(a), Some(b)) = (extra.get("rss_before_kb"), extra.get("rss_after_kb")) {
         let (a, b): (i64, i64) = (a.parse().unwrap(), b.parse().unwrap());

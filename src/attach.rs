@@ -306,7 +306,35 @@ impl Context {
             return Ok(());
         }
         let (topology, overlap, mounts, swaps) = self.gather_stack(&keys)?;
-        let claims = self.gather_claims(&b.path, &|k: &Key| overlap.contains(k))?;
+        let wanted = |k: &Key| overlap.contains(k);
+        let from_index = self.index.as_ref().and_then(|ix| {
+            let mut devs = overlap.nodes().iter().filter_map(|k| match k {
+                Key::Dev(d) => Some(*d),
+                Key::File { .. } => None,
+            });
+            ix.candidates(&b.path, &mut devs, &wanted, &claim_key, &|m| {
+                self.log(LogLevel::Warn, m)
+            })
+        });
+        let mut claims = match from_index {
+            Some(candidates) => self.candidate_claims(&b.path, candidates, &wanted)?,
+            None => self.gather_claims(&b.path, &wanted)?,
+        };
+        // One order for both paths (the rule names the first conflicting
+        // claim): the scan's roots order, then by backend path.
+        let rank = |c: &Claim| {
+            let kind = c.backend.rsplit('/').nth(2).unwrap_or("");
+            let own_kind = b.path.rsplit('/').nth(2).unwrap_or("");
+            if kind == own_kind {
+                0
+            } else {
+                1 + OTHER_DISK_ROOTS
+                    .iter()
+                    .position(|k| *k == kind)
+                    .unwrap_or(OTHER_DISK_ROOTS.len())
+            }
+        };
+        claims.sort_by(|x, y| (rank(x), &x.backend).cmp(&(rank(y), &y.backend)));
         let identity = if claims.is_empty() {
             VmIdentity::default()
         } else {
@@ -430,12 +458,7 @@ impl Context {
         for ((bi, node), v) in nodes.iter().zip(values) {
             let Some(v) = v else { continue };
             let text = String::from_utf8_lossy(&v);
-            let key = match *node {
-                "physical-device" => DevNum::parse_hex(&text).map(Key::Dev),
-                "params" => params_path(&text).and_then(|p| key_of_path(Path::new(p))),
-                _ => key_of_path(Path::new(text.trim())),
-            };
-            if let Some(k) = key.filter(|k| wanted(k)) {
+            if let Some(k) = claim_key(node, &text).filter(|k| wanted(k)) {
                 if !hits.contains(&(*bi, k)) {
                     hits.push((*bi, k));
                 }
@@ -456,6 +479,71 @@ impl Context {
                 identity: self.identity(dom)?,
                 backend: backend_path(bi).to_string(),
                 domid: dom.clone(),
+                key,
+                mode: Mode::canonicalise(&m),
+            });
+        }
+        Ok(claims)
+    }
+
+    /// The claims of `candidates` (backend paths the claims index named),
+    /// read exactly as [`Self::gather_claims`] reads a backend: the index's
+    /// copy of the nodes is never trusted for a claim. One round trip for
+    /// the nodes and modes, then identities for the hits.
+    fn candidate_claims(
+        &self,
+        own: &str,
+        candidates: Vec<String>,
+        wanted: &dyn Fn(&Key) -> bool,
+    ) -> Result<Vec<Claim>> {
+        let own_kind = own.rsplit('/').nth(2).unwrap_or("");
+        let vbd_node = if self.config.flavour == Flavour::FreeBsd {
+            "physical-device-path"
+        } else {
+            "physical-device"
+        };
+        let mut reads = Vec::new();
+        let mut who: Vec<(usize, &str)> = Vec::new();
+        for (i, c) in candidates.iter().enumerate() {
+            let kind = c.rsplit('/').nth(2).unwrap_or("");
+            let nodes: &[&str] = if kind == own_kind {
+                std::slice::from_ref(&vbd_node)
+            } else {
+                &["params", "physical-device"]
+            };
+            for n in nodes.iter().chain(&["mode"]) {
+                reads.push(format!("{c}/{n}"));
+                who.push((i, n));
+            }
+        }
+        let values = self.store.read_many(NO_TX, &reads)?;
+        let mut modes: Vec<Option<Vec<u8>>> = vec![None; candidates.len()];
+        let mut hits: Vec<(usize, Key)> = Vec::new();
+        for ((i, node), v) in who.into_iter().zip(values) {
+            let Some(v) = v else { continue };
+            if node == "mode" {
+                modes[i] = Some(v);
+                continue;
+            }
+            let text = String::from_utf8_lossy(&v);
+            if let Some(k) = claim_key(node, &text).filter(|k| wanted(k)) {
+                if !hits.contains(&(i, k)) {
+                    hits.push((i, k));
+                }
+            }
+        }
+        let mut claims = Vec::with_capacity(hits.len());
+        for (i, key) in hits {
+            let backend = &candidates[i];
+            let dom = backend.rsplit('/').nth(1).unwrap_or("").to_string();
+            let m = modes[i]
+                .as_ref()
+                .map(|m| String::from_utf8_lossy(m).into_owned())
+                .unwrap_or_default();
+            claims.push(Claim {
+                identity: self.identity(&dom)?,
+                backend: backend.clone(),
+                domid: dom,
                 key,
                 mode: Mode::canonicalise(&m),
             });
@@ -798,6 +886,16 @@ fn params_path(v: &str) -> Option<&str> {
         rest = tail;
     }
     None
+}
+
+/// What a backend's storage node names: `physical-device` a device number,
+/// `params` (`<format>:<path>`) and `physical-device-path` a path, stat'ed.
+pub(crate) fn claim_key(node: &str, text: &str) -> Option<Key> {
+    match node {
+        "physical-device" => DevNum::parse_hex(text).map(Key::Dev),
+        "params" => params_path(text).and_then(|p| key_of_path(Path::new(p))),
+        _ => key_of_path(Path::new(text.trim())),
+    }
 }
 
 /// The identity of a FreeBSD-style claim: a device number or (dev, ino).

@@ -1,6 +1,7 @@
 //! The safe Rust API: [`Config`] and [`Context`].
 
 use crate::error::{Error, Result};
+use crate::index::{ClaimsIndex, IndexStats};
 use crate::lock::{HotplugLock, DEFAULT_LOCK_DIR};
 use crate::store::client::XsClient;
 use crate::store::Store;
@@ -76,6 +77,11 @@ pub struct Config {
     pub flavour: Flavour,
     /// Where messages go; `None` drops them.
     pub logger: Option<Logger>,
+    /// Keep a claims index (`crate::index`) from the second decision on,
+    /// when the store can watch (the built-in client). The index consumes
+    /// the client's watch events: turn it off when sharing a client whose
+    /// watches the caller reads itself.
+    pub claims_index: bool,
 }
 
 impl Default for Config {
@@ -89,6 +95,7 @@ impl Default for Config {
             lock_timeout: Duration::from_secs(10),
             flavour: Flavour::native(),
             logger: None,
+            claims_index: true,
         }
     }
 }
@@ -103,6 +110,7 @@ impl std::fmt::Debug for Config {
             .field("store_timeout", &self.store_timeout)
             .field("lock_timeout", &self.lock_timeout)
             .field("flavour", &self.flavour)
+            .field("claims_index", &self.claims_index)
             .finish()
     }
 }
@@ -114,6 +122,7 @@ pub struct Context {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) config: Config,
     pub(crate) lock: HotplugLock,
+    pub(crate) index: Option<ClaimsIndex>,
 }
 
 impl Context {
@@ -135,8 +144,14 @@ impl Context {
                 config.script_dir.display()
             )));
         }
+        let index = if config.claims_index {
+            ClaimsIndex::new(&store, config.flavour == Flavour::FreeBsd)
+        } else {
+            None
+        };
         Ok(Context {
             lock: HotplugLock::new(&config.lock_dir, config.lock_timeout),
+            index,
             store,
             config,
         })
@@ -161,6 +176,14 @@ impl Context {
     /// The store this context talks to.
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    /// How the claims index has served so far (all zero without one).
+    pub fn claims_index_stats(&self) -> IndexStats {
+        self.index
+            .as_ref()
+            .map(ClaimsIndex::stats)
+            .unwrap_or_default()
     }
 
     /// The configuration.

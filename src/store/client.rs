@@ -19,7 +19,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// Where the client looks for xenstored when `XENSTORED_PATH` is not set.
@@ -34,6 +34,12 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How many pipelined requests may be outstanding at once.
 const PIPELINE_DEPTH: usize = 512;
+
+/// How many watch events may wait unread; past it new events are dropped
+/// and counted ([`XsClient::events_dropped`]), so a watcher that cannot
+/// keep up learns it has lost events instead of the client growing without
+/// bound.
+pub const MAX_QUEUED_EVENTS: usize = 65_536;
 
 enum Transport {
     Socket(UnixStream),
@@ -75,7 +81,19 @@ struct Conn {
     buf: Vec<u8>,
     pos: usize,
     events: VecDeque<WatchEvent>,
+    /// Events dropped because `events` was full.
+    dropped: u64,
     broken: Option<String>,
+}
+
+impl Conn {
+    fn queue_event(&mut self, ev: WatchEvent) {
+        if self.events.len() >= MAX_QUEUED_EVENTS {
+            self.dropped += 1;
+        } else {
+            self.events.push_back(ev);
+        }
+    }
 }
 
 /// A watch event: the path that changed and the token given to `watch`.
@@ -92,6 +110,8 @@ pub struct XsClient {
     timeout: Duration,
     next_req: AtomicU32,
     home: Mutex<Option<String>>,
+    /// Bumped on every reconnection: watches of an older connection are gone.
+    generation: AtomicU64,
 }
 
 impl XsClient {
@@ -121,6 +141,7 @@ impl XsClient {
                 buf: Vec::new(),
                 pos: 0,
                 events: VecDeque::new(),
+                dropped: 0,
                 broken: None,
             }),
             endpoint: path.to_path_buf(),
@@ -131,12 +152,31 @@ impl XsClient {
             },
             next_req: AtomicU32::new(1),
             home: Mutex::new(None),
+            generation: AtomicU64::new(0),
         })
     }
 
     /// The socket or device this client talks to.
     pub fn endpoint(&self) -> &Path {
         &self.endpoint
+    }
+
+    /// How many times this client has reconnected. Watches registered
+    /// under an older generation no longer exist.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    /// How many watch events were dropped because [`MAX_QUEUED_EVENTS`]
+    /// were already waiting unread.
+    pub fn events_dropped(&self) -> u64 {
+        self.conn.lock().dropped
+    }
+
+    /// Take every watch event already received, without waiting.
+    pub fn take_events(&self) -> Vec<WatchEvent> {
+        // Taken whole, so a burst does not leave its capacity behind.
+        Vec::from(std::mem::take(&mut self.conn.lock().events))
     }
 
     fn req_id(&self) -> u32 {
@@ -152,6 +192,13 @@ impl XsClient {
     /// Send several requests of one type back to back, then collect their
     /// replies in order. The outer error is a connection failure; each inner
     /// result is that request's own answer.
+    ///
+    /// When the connection turns out to be broken (xenstored closed it, for
+    /// instance because watch events piled up unread) and the requests are
+    /// outside a transaction and harmless to repeat, they are sent once
+    /// more on a fresh connection. A timeout is not retried (that would
+    /// double the documented bound), nor is anything inside a transaction
+    /// (it died with its connection).
     pub fn pipeline(
         &self,
         ty: MsgType,
@@ -159,8 +206,28 @@ impl XsClient {
         payloads: Vec<Vec<u8>>,
         what: &str,
     ) -> Result<Vec<Result<Vec<u8>>>> {
+        match self.pipeline_once(ty, tx, &payloads, what) {
+            Err(e)
+                if tx == NO_TX
+                    && repeatable(ty)
+                    && e.kind() != crate::ErrorKind::Timeout
+                    && self.conn.lock().broken.is_some() =>
+            {
+                self.pipeline_once(ty, tx, &payloads, what)
+            }
+            r => r,
+        }
+    }
+
+    fn pipeline_once(
+        &self,
+        ty: MsgType,
+        tx: TxId,
+        payloads: &[Vec<u8>],
+        what: &str,
+    ) -> Result<Vec<Result<Vec<u8>>>> {
         let op = op_name(ty);
-        for p in &payloads {
+        for p in payloads {
             if p.len() > PAYLOAD_MAX {
                 return Err(Error::InvalidArgument(format!(
                     "xenstore {op} {}: request of {} bytes exceeds the protocol limit of {PAYLOAD_MAX} bytes",
@@ -179,6 +246,7 @@ impl XsClient {
                     conn.buf.clear();
                     conn.pos = 0;
                     conn.broken = None;
+                    self.generation.fetch_add(1, Ordering::SeqCst);
                 }
                 Err(e) => {
                     return Err(Error::StoreProtocol(format!(
@@ -232,7 +300,7 @@ impl XsClient {
                 if reply.msg_type == MsgType::WatchEvent as u32 {
                     let parts = wire::split_nul(&reply.payload);
                     if parts.len() >= 2 {
-                        conn.events.push_back(WatchEvent {
+                        conn.queue_event(WatchEvent {
                             path: String::from_utf8_lossy(parts[0]).into_owned(),
                             token: String::from_utf8_lossy(parts[1]).into_owned(),
                         });
@@ -544,6 +612,26 @@ fn frames(mut b: &[u8]) -> impl Iterator<Item = &[u8]> {
     })
 }
 
+/// Requests that may be sent again after a lost connection: reads, and
+/// changes whose repetition leaves the same state.
+fn repeatable(ty: MsgType) -> bool {
+    matches!(
+        ty,
+        MsgType::Read
+            | MsgType::Directory
+            | MsgType::DirectoryPart
+            | MsgType::GetPerms
+            | MsgType::GetDomainPath
+            | MsgType::Write
+            | MsgType::Mkdir
+            | MsgType::Rm
+            | MsgType::SetPerms
+            | MsgType::Watch
+            | MsgType::Unwatch
+            | MsgType::TransactionStart
+    )
+}
+
 fn strip_nul(v: &[u8]) -> &[u8] {
     v.strip_suffix(&[0]).unwrap_or(v)
 }
@@ -643,6 +731,10 @@ impl Store for XsClient {
             .zip(paths)
             .map(|(r, p)| self.directory_reply(tx, p, r))
             .collect()
+    }
+
+    fn xs_client(&self) -> Option<&XsClient> {
+        Some(self)
     }
 
     fn home(&self) -> Result<String> {

@@ -48,6 +48,13 @@ pub trait Store: Send + Sync {
         paths.iter().map(|p| self.directory(tx, p)).collect()
     }
 
+    /// The built-in client behind this store, if it is one: it can register
+    /// watches, which the claims index needs. Other stores answer `None`
+    /// and keep the full scan.
+    fn xs_client(&self) -> Option<&client::XsClient> {
+        None
+    }
+
     /// The absolute home of this connection (`/local/domain/<self>`), against
     /// which relative paths resolve.
     fn home(&self) -> Result<String> {

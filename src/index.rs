@@ -1,0 +1,579 @@
+//! The claims index: what every other disk backend names, kept current by
+//! xenstore watches, so that a long-lived context decides in time that does
+//! not grow with the number of disks on the host.
+//!
+//! The full scan ([`Context::gather_claims`](crate::Context)) lists every
+//! backend under `<parent>/vbd`, `<parent>/vbd3` and `<parent>/qdisk` and
+//! reads the nodes that name its storage on every decision. The index reads
+//! them once, then watches the three roots and re-reads only the backends an
+//! event names. Before each decision it proves it has seen every change made
+//! so far: it writes a sentinel node of its own (which it also watches) and
+//! processes events until the sentinel's event arrives. xenstored queues a
+//! connection's events in the order the changes happened, so every change
+//! committed before the sentinel write has been applied to the index by
+//! then. (A round trip alone would not do: Linux's `/dev/xen/xenbus`
+//! delivers replies and watch events on different paths, so a reply may
+//! overtake an event; the sentinel's own event cannot.)
+//!
+//! The index answers "which backends could hold these keys": the backends
+//! whose `physical-device` is one of the overlapping device numbers (a hash
+//! lookup), plus every backend that names its storage by path (`params` of
+//! vbd3/qdisk, FreeBSD's `physical-device-path`), whose path is stat'ed at
+//! each decision as the scan does, because a path can come to name another
+//! file without any xenstore change. The caller then re-reads those
+//! candidates exactly as the scan reads a backend, so a claim is never built
+//! from the index's copy.
+//!
+//! Whenever currency cannot be proven the decision falls back to the full
+//! scan and the index is rebuilt on the next decision: the connection was
+//! reset (watches are gone), the client dropped events (its queue was full),
+//! the sentinel's event did not come within [`SYNC_TIMEOUT`], or any request
+//! failed. Only the built-in client can watch ([`Store::xs_client`]); other
+//! stores (the C callback store) always scan.
+//!
+//! The first decision of a context scans; the index is built on the second,
+//! so a one-shot caller (the CLI) never pays for watches it will not use.
+
+use crate::sharing::{DevNum, Key};
+use crate::store::client::{WatchEvent, XsClient};
+use crate::store::{Store, NO_TX};
+use parking_lot::Mutex;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Longest wait for the sentinel's watch event; past it the decision scans.
+pub const SYNC_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Longest gap between two decisions over which the index trusts that no
+/// event was lost. xenstored may discard watch events a connection leaves
+/// unread (C xenstored since XSA-326: after 20 s by default), and this
+/// client reads the socket only when it makes a request; after a longer
+/// gap the index re-reads every backend (a scan's worth of reads) under
+/// its existing watches instead of trusting its copy.
+pub const IDLE_LIMIT: Duration = Duration::from_secs(10);
+
+/// The roots the index covers, in the scan's order for a request under
+/// `<parent>/vbd`. The index serves only such requests.
+pub(crate) const ROOTS: [&str; 3] = ["vbd", "vbd3", "qdisk"];
+
+/// Where sentinel nodes live, under the connection's home (a domain may
+/// write below its own `data`): one per index, removed when it is dropped;
+/// a process that dies leaves its one small node behind.
+const SENTINEL_DIR: &str = "data/xenblock";
+
+/// After this many failures in a row without a decision served, the index
+/// is given up for the context's lifetime (the scan is used, and no more
+/// watches are tried): a setup it cannot work in (say, no permission to
+/// write the sentinel) must not cost every decision a failed attempt.
+const GIVE_UP_AFTER: u32 = 3;
+
+/// Counters for tests and benchmarks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IndexStats {
+    /// Decisions whose candidates came from the index.
+    pub served: u64,
+    /// Decisions that used the full scan (first decision, other roots,
+    /// or currency not proven).
+    pub scanned: u64,
+    /// Times the index was built (watches registered, everything read).
+    pub builds: u64,
+    /// Times a built index was found not current and dropped.
+    pub invalidations: u64,
+    /// Times every backend was re-read after more than [`IDLE_LIMIT`]
+    /// without a decision.
+    pub reloads: u64,
+}
+
+pub(crate) struct ClaimsIndex {
+    store: Arc<dyn Store>,
+    /// FreeBSD: `vbd` backends name their storage by `physical-device-path`.
+    by_path: bool,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    decisions: u64,
+    /// Failures (setup or currency) since the last served decision.
+    failures: u32,
+    live: Option<Live>,
+    /// Watches of a dropped index, to unregister if their connection lives.
+    stale: Vec<Stale>,
+    stats: IndexStats,
+}
+
+/// What a dropped index leaves to clean up: its connection generation,
+/// its watches (path, token) and its sentinel node.
+type Stale = (u64, Vec<(String, String)>, String);
+
+/// A built index.
+struct Live {
+    parent: String,
+    token: String,
+    sync_token: String,
+    sentinel: String,
+    generation: u64,
+    dropped: u64,
+    /// Sentinel events still to come (the watch's initial one, then one per write).
+    pending: u64,
+    seq: u64,
+    /// When events were last read up to a sentinel.
+    last_sync: Option<Instant>,
+    /// Backend path -> the storage nodes it has, with their values.
+    backends: HashMap<String, Vec<(&'static str, String)>>,
+    by_dev: HashMap<DevNum, HashSet<String>>,
+    /// Backends with a path-valued node (stat'ed at each decision).
+    path_named: HashSet<String>,
+    dirty: HashSet<String>,
+    dirty_doms: HashSet<String>,
+    dirty_all: bool,
+}
+
+impl ClaimsIndex {
+    /// An index for `store`, if it can watch; `None` means always scan.
+    pub(crate) fn new(store: &Arc<dyn Store>, by_path: bool) -> Option<ClaimsIndex> {
+        store.xs_client()?;
+        Some(ClaimsIndex {
+            store: store.clone(),
+            by_path,
+            inner: Mutex::new(Inner::default()),
+        })
+    }
+
+    pub(crate) fn stats(&self) -> IndexStats {
+        self.inner.lock().stats
+    }
+
+    /// The nodes that name a backend's storage under root `kind`.
+    fn nodes(&self, kind: &str) -> &'static [&'static str] {
+        match (kind, self.by_path) {
+            ("vbd", false) => &["physical-device"],
+            ("vbd", true) => &["physical-device-path"],
+            _ => &["params", "physical-device"],
+        }
+    }
+
+    /// The backends that may hold a key `wanted` accepts (`devs`: the device
+    /// numbers among the wanted keys), when the index is current; `None`
+    /// means "scan". `key_of` turns a node's value into a key (stat'ing
+    /// paths). `own` is never among them. Call with the hotplug lock held.
+    pub(crate) fn candidates(
+        &self,
+        own: &str,
+        devs: &mut dyn Iterator<Item = DevNum>,
+        wanted: &dyn Fn(&Key) -> bool,
+        key_of: &dyn Fn(&str, &str) -> Option<Key>,
+        log: &dyn Fn(&str),
+    ) -> Option<Vec<String>> {
+        let xs = self.store.xs_client()?;
+        let mut inner = self.inner.lock();
+        inner.decisions += 1;
+        let parent = match own_parent(own) {
+            Some(p) => p,
+            None => {
+                inner.stats.scanned += 1;
+                return None;
+            }
+        };
+        if inner.live.as_ref().is_some_and(|l| l.parent != parent) {
+            inner.stats.scanned += 1;
+            return None;
+        }
+        if inner.live.is_none() {
+            if inner.decisions < 2 || inner.failures >= GIVE_UP_AFTER {
+                inner.stats.scanned += 1;
+                return None;
+            }
+            match self.build(&mut inner, xs, parent) {
+                Ok(l) => {
+                    inner.stats.builds += 1;
+                    inner.live = Some(l);
+                }
+                Err(e) => {
+                    inner.failures += 1;
+                    log(&format!(
+                        "claims index: could not be set up ({e}); using the full scan{}",
+                        give_up_note(inner.failures)
+                    ));
+                    inner.stats.scanned += 1;
+                    return None;
+                }
+            }
+        }
+        let live = inner.live.as_mut().expect("built above");
+        let idle = live.last_sync.is_some_and(|t| t.elapsed() > IDLE_LIMIT);
+        if idle {
+            live.dirty_all = true;
+        }
+        let r = live.sync(xs).and_then(|()| live.refresh(xs, self));
+        if idle && r.is_ok() {
+            inner.stats.reloads += 1;
+        }
+        let live = inner.live.as_mut().expect("built above");
+        if let Err(e) = r {
+            inner.failures += 1;
+            log(&format!(
+                "claims index: not provably current ({e}); using the full scan{}",
+                give_up_note(inner.failures)
+            ));
+            let live = inner.live.take().expect("present");
+            inner
+                .stale
+                .push((live.generation, watches_of(&live), live.sentinel.clone()));
+            inner.stats.invalidations += 1;
+            inner.stats.scanned += 1;
+            return None;
+        }
+        let mut out: HashSet<&String> = HashSet::new();
+        for d in devs {
+            if let Some(set) = live.by_dev.get(&d) {
+                out.extend(set.iter());
+            }
+        }
+        for b in &live.path_named {
+            if out.contains(b) {
+                continue;
+            }
+            let hit = live.backends[b]
+                .iter()
+                .filter(|(n, _)| *n != "physical-device")
+                .any(|(n, v)| key_of(n, v).is_some_and(|k| wanted(&k)));
+            if hit {
+                out.insert(b);
+            }
+        }
+        let r = out
+            .into_iter()
+            .filter(|b| b.as_str() != own)
+            .cloned()
+            .collect();
+        inner.stats.served += 1;
+        inner.failures = 0;
+        Some(r)
+    }
+
+    /// Register the watches (roots first, then the sentinel) and mark
+    /// everything for reading; the first sync and refresh load it.
+    fn build(&self, inner: &mut Inner, xs: &XsClient, parent: &str) -> Result<Live, String> {
+        // Unregister the watches of dropped indexes whose connection lives.
+        for (generation, watches, sentinel) in std::mem::take(&mut inner.stale) {
+            if generation == xs.generation() {
+                for (p, t) in &watches {
+                    let _ = xs.unwatch(p, t);
+                }
+            }
+            let _ = xs.remove(NO_TX, &sentinel);
+        }
+        // Events already received belong to dropped indexes (the requests
+        // above read any backlog in before their replies): the new index
+        // reads everything anyway, and counts drops from here.
+        drop(xs.take_events());
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let id = format!("{}-{n}", std::process::id());
+        let mut live = Live {
+            parent: parent.to_string(),
+            token: format!("xenblock-index-{id}"),
+            sync_token: format!("xenblock-index-sync-{id}"),
+            sentinel: format!(
+                "{}/{SENTINEL_DIR}/sync-{id}",
+                xs.home().map_err(|e| e.to_string())?
+            ),
+            generation: xs.generation(),
+            dropped: xs.events_dropped(),
+            pending: 0,
+            seq: 0,
+            last_sync: None,
+            backends: HashMap::new(),
+            by_dev: HashMap::new(),
+            path_named: HashSet::new(),
+            dirty: HashSet::new(),
+            dirty_doms: HashSet::new(),
+            dirty_all: true,
+        };
+        let registered = |live: &Live| -> Result<(), String> {
+            for (p, t) in watches_of(live) {
+                xs.watch(&p, &t).map_err(|e| e.to_string())?;
+            }
+            Ok(())
+        };
+        if let Err(e) = registered(&live) {
+            inner
+                .stale
+                .push((live.generation, watches_of(&live), live.sentinel.clone()));
+            return Err(e);
+        }
+        live.pending = 1; // the sentinel watch's initial event
+        if let Err(e) = live.wait_sentinel(xs) {
+            inner
+                .stale
+                .push((live.generation, watches_of(&live), live.sentinel.clone()));
+            return Err(e);
+        }
+        Ok(live)
+    }
+}
+
+impl Drop for ClaimsIndex {
+    fn drop(&mut self) {
+        let Some(xs) = self.store.xs_client() else {
+            return;
+        };
+        let inner = self.inner.get_mut();
+        let mut all = std::mem::take(&mut inner.stale);
+        if let Some(l) = inner.live.take() {
+            all.push((l.generation, watches_of(&l), l.sentinel.clone()));
+        }
+        for (generation, watches, sentinel) in all {
+            if generation == xs.generation() {
+                for (p, t) in &watches {
+                    let _ = xs.unwatch(p, t);
+                }
+            }
+            let _ = xs.remove(NO_TX, &sentinel);
+        }
+    }
+}
+
+fn give_up_note(failures: u32) -> &'static str {
+    if failures >= GIVE_UP_AFTER {
+        "; given up after repeated failures, this context scans from now on"
+    } else {
+        " and rebuilding the index at the next decision"
+    }
+}
+
+/// `<parent>` of a request under `<parent>/vbd/<dom>/<dev>`.
+fn own_parent(own: &str) -> Option<&str> {
+    let mut it = own.rsplitn(4, '/');
+    let (_dev, _dom, kind, parent) = (it.next()?, it.next()?, it.next()?, it.next()?);
+    (kind == "vbd" && !parent.is_empty()).then_some(parent)
+}
+
+fn watches_of(l: &Live) -> Vec<(String, String)> {
+    let mut w: Vec<(String, String)> = ROOTS
+        .iter()
+        .map(|k| (format!("{}/{k}", l.parent), l.token.clone()))
+        .collect();
+    w.push((l.sentinel.clone(), l.sync_token.clone()));
+    w
+}
+
+impl Live {
+    fn current(&self, xs: &XsClient) -> Result<(), String> {
+        if xs.generation() != self.generation {
+            return Err("the connection to xenstored was reset, so its watches are gone".into());
+        }
+        if xs.events_dropped() != self.dropped {
+            return Err("watch events were dropped (the client's queue was full)".into());
+        }
+        Ok(())
+    }
+
+    /// Write the sentinel and apply every event up to its own.
+    fn sync(&mut self, xs: &XsClient) -> Result<(), String> {
+        self.current(xs)?;
+        self.seq += 1;
+        xs.write(NO_TX, &self.sentinel, self.seq.to_string().as_bytes())
+            .map_err(|e| e.to_string())?;
+        self.pending += 1;
+        self.current(xs)?;
+        self.wait_sentinel(xs)?;
+        self.current(xs)?;
+        self.last_sync = Some(Instant::now());
+        Ok(())
+    }
+
+    /// Apply events until every sentinel event expected has come, within
+    /// [`SYNC_TIMEOUT`]. (No sentinel write is made while one is pending:
+    /// C xenstored drops an event identical to one still queued.)
+    fn wait_sentinel(&mut self, xs: &XsClient) -> Result<(), String> {
+        let deadline = Instant::now() + SYNC_TIMEOUT;
+        loop {
+            for ev in xs.take_events() {
+                self.note(ev);
+            }
+            if self.pending == 0 {
+                return Ok(());
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(format!(
+                    "the sentinel's watch event did not arrive within {} ms",
+                    SYNC_TIMEOUT.as_millis()
+                ));
+            }
+            match xs.read_watch(deadline - now) {
+                Ok(Some(ev)) => self.note(ev),
+                Ok(None) => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    }
+
+    /// Apply one event: mark what it names for re-reading.
+    fn note(&mut self, ev: WatchEvent) {
+        if ev.token == self.sync_token {
+            self.pending = self.pending.saturating_sub(1);
+            return;
+        }
+        if ev.token != self.token {
+            return;
+        }
+        let Some(rest) = ev
+            .path
+            .strip_prefix(self.parent.as_str())
+            .and_then(|r| r.strip_prefix('/'))
+        else {
+            self.dirty_all = true;
+            return;
+        };
+        let mut it = rest.split('/');
+        let kind = it.next().unwrap_or("");
+        if !ROOTS.contains(&kind) {
+            self.dirty_all = true;
+            return;
+        }
+        match (it.next(), it.next(), it.next()) {
+            (None, _, _) => self.dirty_all = true,
+            (Some(dom), None, _) => {
+                self.dirty_doms
+                    .insert(format!("{}/{kind}/{dom}", self.parent));
+            }
+            (Some(dom), Some(dev), node) => {
+                let relevant = match node {
+                    None => true,
+                    Some(n) => {
+                        it.next().is_none()
+                            && matches!(n, "params" | "physical-device" | "physical-device-path")
+                    }
+                };
+                if relevant {
+                    self.dirty
+                        .insert(format!("{}/{kind}/{dom}/{dev}", self.parent));
+                }
+            }
+        }
+    }
+
+    /// Re-read what events marked.
+    fn refresh(&mut self, xs: &XsClient, ix: &ClaimsIndex) -> Result<(), String> {
+        let e = |e: crate::Error| e.to_string();
+        if self.dirty_all {
+            self.backends.clear();
+            self.by_dev.clear();
+            self.path_named.clear();
+            self.dirty.clear();
+            self.dirty_doms.clear();
+            let roots: Vec<String> = ROOTS
+                .iter()
+                .map(|k| format!("{}/{k}", self.parent))
+                .collect();
+            let doms = xs.directory_many(NO_TX, &roots).map_err(e)?;
+            for (root, list) in roots.iter().zip(doms) {
+                for d in list.unwrap_or_default() {
+                    self.dirty_doms.insert(format!("{root}/{d}"));
+                }
+            }
+            self.dirty_all = false;
+        }
+        if !self.dirty_doms.is_empty() {
+            let doms: Vec<String> = self.dirty_doms.drain().collect();
+            let lists = xs.directory_many(NO_TX, &doms).map_err(e)?;
+            for (dom, list) in doms.iter().zip(lists) {
+                let list = list.unwrap_or_default();
+                let prefix = format!("{dom}/");
+                // Backends gone with their directory.
+                let gone: Vec<String> = self
+                    .backends
+                    .keys()
+                    .filter(|b| {
+                        b.strip_prefix(prefix.as_str())
+                            .is_some_and(|dev| !list.iter().any(|d| d == dev))
+                    })
+                    .cloned()
+                    .collect();
+                for b in gone {
+                    self.forget(&b);
+                }
+                for dev in list {
+                    self.dirty.insert(format!("{dom}/{dev}"));
+                }
+            }
+        }
+        if self.dirty.is_empty() {
+            return Ok(());
+        }
+        let dirty: Vec<String> = self.dirty.drain().collect();
+        let mut reads = Vec::new();
+        let mut who: Vec<(usize, &'static str)> = Vec::new();
+        for (i, b) in dirty.iter().enumerate() {
+            let kind = b[self.parent.len() + 1..].split('/').next().unwrap_or("");
+            for n in ix.nodes(kind) {
+                reads.push(format!("{b}/{n}"));
+                who.push((i, n));
+            }
+        }
+        let values = xs.read_many(NO_TX, &reads).map_err(e)?;
+        let mut fresh: Vec<Vec<(&'static str, String)>> = vec![Vec::new(); dirty.len()];
+        for ((i, n), v) in who.into_iter().zip(values) {
+            if let Some(v) = v {
+                fresh[i].push((n, String::from_utf8_lossy(&v).into_owned()));
+            }
+        }
+        for (b, nodes) in dirty.into_iter().zip(fresh) {
+            self.forget(&b);
+            if nodes.is_empty() {
+                continue;
+            }
+            for (n, v) in &nodes {
+                if *n == "physical-device" {
+                    if let Some(d) = DevNum::parse_hex(v) {
+                        self.by_dev.entry(d).or_default().insert(b.clone());
+                    }
+                } else {
+                    self.path_named.insert(b.clone());
+                }
+            }
+            self.backends.insert(b, nodes);
+        }
+        Ok(())
+    }
+
+    fn forget(&mut self, b: &str) {
+        let Some(nodes) = self.backends.remove(b) else {
+            return;
+        };
+        self.path_named.remove(b);
+        for (n, v) in nodes {
+            if n == "physical-device" {
+                if let Some(d) = DevNum::parse_hex(&v) {
+                    if let Some(set) = self.by_dev.get_mut(&d) {
+                        set.remove(b);
+                        if set.is_empty() {
+                            self.by_dev.remove(&d);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parent_of_vbd_requests_only() {
+        assert_eq!(own_parent("backend/vbd/7/51712"), Some("backend"));
+        assert_eq!(
+            own_parent("/local/domain/0/backend/vbd/7/51712"),
+            Some("/local/domain/0/backend")
+        );
+        assert_eq!(own_parent("backend/qdisk/7/51712"), None);
+        assert_eq!(own_parent("vbd/7/51712"), None);
+    }
+}
