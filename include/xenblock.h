@@ -76,20 +76,6 @@
 #define XENBLOCK_NOWAIT 1
 
 /**
- * How many watch events may wait unread; past it new events are dropped
- * and counted ([`XsClient::events_dropped`]), so a watcher that cannot
- * keep up learns it has lost events instead of the client growing without
- * bound.
- */
-#define MAX_QUEUED_EVENTS 65536
-
-/**
- * Upper bound on the nodes one decision examines; beyond it the walk stops
- * and says so (the caller refuses a read-write request it cannot judge).
- */
-#define MAX_NODES (1 << 16)
-
-/**
  * `xenblock_plan_new` actions.
  */
 enum xenblock_action

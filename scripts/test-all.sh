@@ -34,6 +34,14 @@ if ! git diff --exit-code -- include/xenblock.h; then
   echo "include/xenblock.h is stale: the build changed it; commit the regenerated header" >&2
   exit 1
 fi
+# Every name the header defines is ours: a crate-internal constant that
+# cbindgen picked up (add it to cbindgen.toml's exclude list) fails here.
+stray=$(grep -E '^#define ' include/xenblock.h | awk '{print $2}' | grep -v '^XENBLOCK_' || true)
+if [ -n "$stray" ]; then
+  echo "include/xenblock.h defines names without the XENBLOCK_ prefix:" >&2
+  echo "$stray" >&2
+  exit 1
+fi
 bad=$(nm -D --defined-only target/release/libxenblock.so | awk '{print $3}' | grep -v '^xenblock_' || true)
 if [ -n "$bad" ]; then
   echo "libxenblock.so exports symbols other than xenblock_*:" >&2
