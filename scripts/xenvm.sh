@@ -393,6 +393,8 @@ cmd_up() {
     echo "$SRC" >"$RUN/src"
     truncate -s 4G "$RUN/scratch.img"
     local t0=$SECONDS
+    # Interrupted while booting: no QEMU is left behind.
+    trap 'log "interrupted: stopping the VM"; stop_vm; exit 130' INT TERM HUP
     log "booting Xen $XEN_VERSION + dom0 under TCG (timeout ${BOOT_TIMEOUT}s; console: $RUN/console.log)"
     qemu-system-x86_64 -accel tcg,thread=multi -cpu qemu64 -m 4096 -smp 2 \
         -display none -monitor none -no-reboot -serial "file:$RUN/console.log" \
@@ -416,8 +418,8 @@ cmd_up() {
         fi
         sleep 0.5
     done
+    trap - INT TERM HUP
     echo $((SECONDS - t0)) >"$RUN/boot-seconds"
-    if ! grep -q 'xenvm-dom0: ready' "$RUN/console.log"; then :; fi
     log "dom0 ready in $((SECONDS - t0)) s"
 }
 
@@ -438,6 +440,9 @@ run_exec_file() {
     local v
     for v in $(compgen -v XENVM_); do printf 'export %s=%q\n' "$v" "${!v}"; done >"$tmp/env"
     mv "$tmp" "$RUN/chan/req/$id"
+    # Interrupted: drop the request (a command already started runs on in
+    # dom0 until it ends or its timeout kills it).
+    trap 'rm -rf "$RUN/chan/req/$id" "$d"; exit 130' INT TERM HUP
     local t0=$SECONDS
     while [ ! -e "$d/rc" ]; do
         if ! qemu_pid >/dev/null; then
@@ -450,6 +455,7 @@ run_exec_file() {
         fi
         sleep 0.2
     done
+    trap - INT TERM HUP
     rc=$(cat "$d/rc")
     cat "$d/stdout"
     cat "$d/stderr" >&2
@@ -484,6 +490,8 @@ cmd_test() {
     if ! running; then started=1; fi
     cmd_up
     exec 8>&-
+    # Interrupted: the VM this run started goes too.
+    [ "$started" = 1 ] && trap 'log "interrupted: stopping the VM"; cmd_down; exit 130' INT TERM HUP
     "$SRC/tests/realxen/run-suite.sh" || rc=$?
     log "suite finished in $((SECONDS - t0)) s (including boot), exit $rc"
     if [ "$started" = 1 ]; then cmd_down; fi
@@ -495,6 +503,7 @@ cmd_bench() {
     if ! running; then started=1; fi
     cmd_up
     exec 8>&-
+    [ "$started" = 1 ] && trap 'log "interrupted: stopping the VM"; cmd_down; exit 130' INT TERM HUP
     run_exec_file "$SRC/tests/realxen/bench.sh" "$(cat "$RUN/boot-seconds" 2>/dev/null || echo '?')" || rc=$?
     if [ "$started" = 1 ]; then cmd_down; fi
     return "$rc"

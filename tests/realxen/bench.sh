@@ -1,9 +1,10 @@
 #!/bin/bash
 # bench.sh BOOT_SECONDS   (in dom0, via `scripts/xenvm.sh bench`)
 # Under TCG: `xl create -p` with 1 and 8 file disks, and `xl block-attach` of a
-# file disk with N = 0, 100, 400 other backends held in the real xenstored
-# (fake vbd backends written with xenstore-write), with Xen's block script and
-# with the xenblock drop-in. Prints a Markdown table. Means of REPS samples
+# file disk and of a phy disk (a loop device) to a running guest with N = 0,
+# 100, 400 other backends held in the real xenstored (fake vbd backends
+# written with xenstore-write), with Xen's block script and the xenblock
+# drop-in. Prints a Markdown table. Means of REPS samples
 # (XENVM_BENCH_REPS, default 2; 1 at N=400 with the stock script).
 source /xenblock/src/tests/realxen/lib.sh
 REPS=${XENVM_BENCH_REPS:-2}
@@ -35,9 +36,13 @@ done
 echo "| \`xl create -p\`, 1 file disk | $(fmt ${R[create1,stock]}) | $(fmt ${R[create1,dropin]}) |"
 echo "| \`xl create -p\`, 8 file disks | $(fmt ${R[create8,stock]}) | $(fmt ${R[create8,dropin]}) |"
 
-guest_cfg bt 'true'
-xl create -p /tmp/bt.cfg >/dev/null 2>&1
+# A running guest: detach needs the frontend to answer.
+guest_cfg bt 'while :; do sleep 1; done'
+xl create /tmp/bt.cfg >/dev/null 2>&1
+wait_console bt 'xenvm-guest: start' 120 || echo "the bench guest did not start" >&2
 image att.img 16M >/dev/null
+image phy.img 16M >/dev/null
+phydev=$(losetup -f --show "$S/phy.img")
 fake() { # fake N: N other vbd backends, each a file disk on its own loop device number
     local args=() i p
     for i in $(seq 1 "$1"); do
@@ -55,22 +60,30 @@ for n in 0 100 400; do
     if [ $n -gt $have ]; then
         fake "$n"; have=$n
     fi
-    for mode in stock dropin; do
+    got=$(xenstore-list /local/domain/0/backend/vbd 2>/dev/null | grep -c '^2')
+    [ "$got" = "$n" ] || echo "expected $n fake backends in xenstore, found $got" >&2
+    for kind in file phy; do
+    target=$S/att.img; [ $kind = phy ] && target=$phydev
+    # The drop-in first: a stock script killed at libxl's timeout must not
+    # leave anything in the way of the drop-in's samples.
+    for mode in dropin stock; do
         xenblock-mode $mode
         reps=$REPS; [ $n = 400 ] && [ $mode = stock ] && reps=1
         tot=0 ok=0
         for r in $(seq "$reps"); do
             t=$(now)
-            if xl block-attach bt "format=raw,vdev=xvdb,access=rw,target=$S/att.img" >/dev/null 2>&1; then
+            if xl block-attach bt "format=raw,vdev=xvdb,access=rw,target=$target" >/tmp/att.err 2>&1; then
                 tot=$((tot + $(ms "$t"))); ok=$((ok + 1))
-            else echo "block-attach failed ($mode, N=$n)" >&2; fi
-            xl block-detach bt xvdb >/dev/null 2>&1
+            else echo "block-attach failed ($mode, $kind, N=$n): $(grep -v '^Parsing' /tmp/att.err | head -n 2)" >&2; fi
+            xl block-detach bt xvdb >/tmp/det.err 2>&1 || echo "block-detach failed ($mode, $kind, N=$n): $(head -n 2 /tmp/det.err)" >&2
         done
-        R[att$n,$mode]=$((tot / (ok > 0 ? ok : 1)))
+        if [ $ok -gt 0 ]; then R[att$n,$mode]=$(fmt $((tot / ok))); else R[att$n,$mode]="failed"; fi
     done
-    echo "| \`xl block-attach\` of a file disk, $n other backends | $(fmt ${R[att$n,stock]}) | $(fmt ${R[att$n,dropin]}) |"
+    echo "| \`xl block-attach\` of a $kind disk, $n other backends | ${R[att$n,stock]} | ${R[att$n,dropin]} |"
+    done
 done
 xl destroy bt
+losetup -d "$phydev"
 for i in $(seq 1 400); do echo /local/domain/0/backend/vbd/$((20000 + i)); done | xargs xenstore-rm
 rm -f "$S"/*.img
 xenblock-mode stock >/dev/null

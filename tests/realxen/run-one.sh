@@ -5,6 +5,16 @@
 # cleans up, and prints one line per mode:
 #   RESULT<TAB>scenario<TAB>mode<TAB>PASS|FAIL<TAB>outcome<TAB>expected
 # Exit status: the number of failed modes.
+#
+# A scenario (tests/realxen/NN-name.sh) is sourced with lib.sh and defines
+#   TITLE="..."                 one line
+#   EXPECT_<mode>="..."         the exact expected outcome per mode; where Xen's
+#                               script is known wrong, EXPECT_stock says so in
+#                               a comment (never skipped). A mode without its
+#                               own EXPECT (e.g. a future `inprocess`) is held
+#                               to EXPECT_dropin.
+#   scenario()                  runs under $MODE, destroys its own guests,
+#                               prints `=> OUTCOME` (lib.sh: outcome) last.
 set -u
 D=/xenblock/src/tests/realxen
 sc=$1; shift

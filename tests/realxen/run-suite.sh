@@ -37,11 +37,11 @@ printf '\n== real-Xen suite: outcome per mode (%s s)\n' "$((SECONDS - t0))"
 awk -F'\t' '{
     key=$2; if (!(key in seen)) { seen[key]=1; order[n++]=key }
     cell[key, $3] = $4 ": " $5; if ($4 == "FAIL") cell[key, $3] = cell[key, $3] "  [expected: " $6 "]"
-    modes[$3]=1
+    if (!($3 in isMode)) { isMode[$3]=1; modes[nm++]=$3 }
 } END {
     for (i = 0; i < n; i++) {
         printf "%s\n", order[i]
-        for (m in modes) if ((order[i], m) in cell) printf "    %-7s %s\n", m, cell[order[i], m]
+        for (j = 0; j < nm; j++) if ((order[i], modes[j]) in cell) printf "    %-7s %s\n", modes[j], cell[order[i], modes[j]]
     }
 }' "$results"
 nfail=$(awk -F'\t' '$4 == "FAIL"' "$results" | wc -l)
