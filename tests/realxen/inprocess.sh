@@ -31,7 +31,7 @@
 #              at 0/100/400 other backends: stock vs dropin vs inprocess
 #   uninstall  undo install (Debian's files back, stock mode)
 #   abi        print the ABI of the installed libxenblock.so.1 (from libxl's log)
-# XENBLOCK_LIB=FILE installs FILE as /usr/local/lib/libxenblock.so.1 first
+# XENBLOCK_LIB=FILE (or a first argument lib=FILE) installs FILE as /usr/local/lib/libxenblock.so.1 first
 # (e.g. a library of another ABI minor); the VM's own install is put back
 # on exit.
 # Every check prints PASS/FAIL; the exit code is the number of FAILs
@@ -480,6 +480,11 @@ mkdir -p "$W"
 steps=("$@")
 [ ${#steps[@]} -gt 0 ] || steps=(install smoke env compare fallback slow bench uninstall)
 for s in "${steps[@]}"; do
+    case $s in lib=*)
+        XENBLOCK_LIB=${s#lib=}
+        continue
+        ;;
+    esac
     say "--- $s"
     "step_$s"
 done
