@@ -31,7 +31,7 @@
 #              at 0/100/400 other backends: stock vs dropin vs inprocess
 #   uninstall  undo install (Debian's files back, stock mode)
 #   abi        print the ABI of the installed libxenblock.so.1 (from libxl's log)
-# XENBLOCK_LIB=FILE installs FILE as /usr/local/lib/libxenblock.so.1 first
+# XENBLOCK_LIB=FILE (or a first argument lib=FILE) installs FILE as /usr/local/lib/libxenblock.so.1 first
 # (e.g. a library of another ABI minor); the VM's own install is put back
 # on exit.
 # Every check prints PASS/FAIL; the exit code is the number of FAILs
@@ -68,7 +68,9 @@ now() { date +%s.%N; }
 ms_since() { echo "$1 $(now)" | awk '{ printf "%.0f", ($2 - $1) * 1000 }'; }
 
 calls() { [ -s "$CALLS" ] && wc -l <"$CALLS" || echo 0; }
-xenblock_loops() { losetup -a 2>/dev/null | grep -c 'xenblock:' || true; }
+# Loop devices backed by our images (losetup shows the real backing file,
+# not xenblock's tag in lo_file_name).
+our_loops() { losetup -n -O BACK-FILE 2>/dev/null | grep -cF "$W/" || true; }
 
 cleanup() {
     local d
@@ -213,8 +215,8 @@ smoke() {
         check "[$how] vbd $d: hotplug-status connected" [ "$(be_read "$dom" $d hotplug-status)" = connected ]
         check "[$how] vbd $d: physical-device and node written" \
             sh -c "[ -n '$(be_read "$dom" $d physical-device)' ] && [ -b '$(be_read "$dom" $d node)' ]"
-        check "[$how] vbd $d: its loop device carries the xenblock tag" \
-            sh -c "losetup -a | grep -qF 'xenblock:$BE/$dom/$d'"
+        check "[$how] vbd $d: node is a loop device backed by the image" \
+            sh -c "losetup -n -O BACK-FILE '$(be_read "$dom" $d node)' | grep -qF '$W/$name-'"
     done
     if [ "$rc" = 0 ]; then
         xl unpause "$name"
@@ -229,7 +231,7 @@ smoke() {
     fi
     xl destroy "$name" >/dev/null 2>&1
     sleep 1
-    check "[$how] xl destroy left no xenblock loop device" [ "$(xenblock_loops)" = 0 ]
+    check "[$how] xl destroy left no loop device on our images" [ "$(our_loops)" = 0 ]
     check "[$how] xl destroy: the block script was never called" [ "$(calls)" = "$c0" ]
 }
 
@@ -255,13 +257,14 @@ step_smoke() {
     dom=$(domid_of "$name")
     check "xl block-attach in-process (rc=$rc)" [ "$rc" = 0 ]
     check "  ... hotplug-status connected" [ "$(be_read "$dom" 51728 hotplug-status)" = connected ]
-    xl -vvv block-detach "$name" xvdb >"$W/detach.log" 2>&1
-    rc=$?
-    check "xl block-detach (rc=$rc)" [ "$rc" = 0 ]
-    check "  ... released in-process" grep -q 'xenblock: remove of .* done in-process' "$W/detach.log"
-    check "  ... its loop device is gone" sh -c "! losetup -a | grep -qF '$W/shared.img'"
-    check "block-attach/detach: the block script was never called" [ "$(calls)" = "$c0" ]
-    xl destroy "$name" >/dev/null 2>&1
+    # (block-detach of a paused PV guest fails before any hotplug step in
+    # every mode: its backend cannot close without a running frontend. The
+    # remove path is the destroy below.)
+    xl -vvv destroy "$name" >"$W/destroy.log" 2>&1
+    check "  ... xl destroy released it in-process" \
+        [ "$(grep -c 'xenblock: remove of .* done in-process' "$W/destroy.log")" = 2 ]
+    check "  ... its loop device is gone" sh -c "! losetup -n -O BACK-FILE | grep -qF '$W/shared.img'"
+    check "block-attach/destroy: the block script was never called" [ "$(calls)" = "$c0" ]
     xl destroy "$other" >/dev/null 2>&1
 }
 
@@ -336,7 +339,10 @@ step_fallback() {
     mv /run/libxenblock.so.1.hidden "$lib" && ldconfig
     check "fallback: one warning naming the missing library" \
         [ "$(grep -c 'libxenblock.so.1 cannot be loaded' "$log")" = 1 ]
-    check "fallback: the block script ran as before (one call)" [ "$(calls)" = "$((c0 + 1))" ]
+    # As before the patch: the failed add, then libxl's remove of the device.
+    check "fallback: the block script ran as before (add, then remove)" \
+        sh -c "tail -n +$((c0 + 1)) '$CALLS' | awk '{print \$3}' | tr '\n' ' ' | grep -qx 'add remove '"
+    tail -n +$((c0 + 1)) "$CALLS" | sed 's/^/  call: /'
     check "fallback: its failure fails the create, as before (rc=$rc)" [ "$rc" != 0 ]
     xl destroy "$name" >/dev/null 2>&1
 }
@@ -368,9 +374,11 @@ step_slow() {
     say "slow neighbour: block-attach ended after $ms ms with rc=$rc"
     grep -E 'xenblock|hotplug lock|timed out|TIMEDOUT' "$log" | tail -n 4 | sed 's/^/  log: /'
     check "slow neighbour: the in-process attach fails rather than hangs (rc=$rc)" [ "$rc" != 0 ]
-    # 10 s (ABI 1.0 library, blocking) or 40 s (ABI 1.1, retried from a
-    # libxl timer), plus the attach's own work under TCG.
-    check "slow neighbour: it ends within its bound ($ms ms <= 55000)" [ "$ms" -le 55000 ]
+    # 10 s with an ABI 1.0 library (blocking), 40 s with ABI 1.1 (retried
+    # from a libxl timer), plus the attach's own work under TCG.
+    local bound=25000
+    grep -q 'ABI 1.0' "$log" || bound=55000
+    check "slow neighbour: it ends within its bound ($ms ms <= $bound)" [ "$ms" -le "$bound" ]
     check "slow neighbour: libxl's log says why" \
         grep -qE 'hotplug lock|xenblock: add of .*: timed out' "$log"
     xl destroy "$name" >/dev/null 2>&1
@@ -472,6 +480,11 @@ mkdir -p "$W"
 steps=("$@")
 [ ${#steps[@]} -gt 0 ] || steps=(install smoke env compare fallback slow bench uninstall)
 for s in "${steps[@]}"; do
+    case $s in lib=*)
+        XENBLOCK_LIB=${s#lib=}
+        continue
+        ;;
+    esac
     say "--- $s"
     "step_$s"
 done
