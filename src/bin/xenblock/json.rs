@@ -1,94 +1,32 @@
-//! Just enough JSON for `--json`: one flat object per result, built in order.
+//! `--json` output: one object per result, its fields in the order they are
+//! added (serde_json with `preserve_order`), so the text reads like the
+//! sentence it stands beside.
 
-/// A JSON object being written.
-pub struct Object(String);
+use serde_json::{Map, Value};
 
-/// A value that can be a field of an [`Object`].
-pub trait Value {
-    fn write(&self, out: &mut String);
-}
+/// A JSON object being built.
+pub struct Object(Map<String, Value>);
 
 impl Object {
     pub fn new() -> Object {
-        Object(String::from("{"))
+        Object(Map::new())
     }
 
-    pub fn field(mut self, name: &str, v: impl Value) -> Object {
-        self.key(name);
-        v.write(&mut self.0);
+    /// Add a field; strings, booleans, numbers, `Option`s (None is `null`)
+    /// and slices of strings all convert.
+    pub fn field(mut self, name: &str, v: impl Into<Value>) -> Object {
+        self.0.insert(name.to_string(), v.into());
         self
     }
 
-    /// A field whose value is already JSON text.
-    pub fn raw(mut self, name: &str, json: &str) -> Object {
-        self.key(name);
-        self.0.push_str(json);
+    /// Add a nested object.
+    pub fn object(mut self, name: &str, o: Object) -> Object {
+        self.0.insert(name.to_string(), Value::Object(o.0));
         self
     }
 
-    fn key(&mut self, name: &str) {
-        if self.0.len() > 1 {
-            self.0.push(',');
-        }
-        name.write(&mut self.0);
-        self.0.push(':');
-    }
-
-    pub fn finish(mut self) -> String {
-        self.0.push('}');
-        self.0
-    }
-}
-
-impl Value for &str {
-    fn write(&self, out: &mut String) {
-        out.push('"');
-        for c in self.chars() {
-            match c {
-                '"' => out.push_str("\\\""),
-                '\\' => out.push_str("\\\\"),
-                '\n' => out.push_str("\\n"),
-                '\r' => out.push_str("\\r"),
-                '\t' => out.push_str("\\t"),
-                c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-                c => out.push(c),
-            }
-        }
-        out.push('"');
-    }
-}
-
-impl Value for bool {
-    fn write(&self, out: &mut String) {
-        out.push_str(if *self { "true" } else { "false" });
-    }
-}
-
-impl Value for u64 {
-    fn write(&self, out: &mut String) {
-        out.push_str(&self.to_string());
-    }
-}
-
-impl Value for Option<&str> {
-    fn write(&self, out: &mut String) {
-        match self {
-            Some(s) => s.write(out),
-            None => out.push_str("null"),
-        }
-    }
-}
-
-impl Value for &[String] {
-    fn write(&self, out: &mut String) {
-        out.push('[');
-        for (i, s) in self.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            s.as_str().write(out);
-        }
-        out.push(']');
+    pub fn finish(self) -> String {
+        Value::Object(self.0).to_string()
     }
 }
 
@@ -103,7 +41,11 @@ mod tests {
             .field("b", None::<&str>)
             .field("c", &["p".to_string()][..])
             .field("ok", true)
+            .object("env", Object::new().field("k", "v"))
             .finish();
-        assert_eq!(s, r#"{"a":"x\"y\\z\n\u0001","b":null,"c":["p"],"ok":true}"#);
+        assert_eq!(
+            s,
+            r#"{"a":"x\"y\\z\n\u0001","b":null,"c":["p"],"ok":true,"env":{"k":"v"}}"#
+        );
     }
 }

@@ -281,11 +281,11 @@ fn run(cli: Cli) -> Result<(), Failure> {
                                 .collect();
                             let mut env = json::Object::new();
                             for (k, v) in &inv.env {
-                                env = env.field(&k.to_string_lossy(), &*v.to_string_lossy());
+                                env = env.field(&k.to_string_lossy(), v.to_string_lossy());
                             }
                             o.field("in_process", false)
                                 .field("argv", argv.as_slice())
-                                .raw("env", &env.finish())
+                                .object("env", env)
                         }
                     }
                 },
