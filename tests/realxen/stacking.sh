@@ -61,8 +61,9 @@ scenario() {
     # 2. a device-mapper device (what LVM makes) over partition 2, mounted in
     #    dom0; the whole disk asked read-write.
     lv=s-lv-$$
+    # dom0 has no udev: `dmsetup mknodes` makes the /dev/mapper nodes.
     dmsetup create "$lv" --table "0 $(blockdev --getsz "${dev}p2") linear ${dev}p2 0" &&
-        mkfs.ext4 -q -F "/dev/mapper/$lv" && mkdir -p /scratch/s-mnt && mount "/dev/mapper/$lv" /scratch/s-mnt
+        dmsetup mknodes && mkfs.ext4 -q -F "/dev/mapper/$lv" && mkdir -p /scratch/s-mnt && mount "/dev/mapper/$lv" /scratch/s-mnt
     r=$(try ovl2 "$dev" rw "held by dm-[0-9]+ \($lv\), mounted read-write on /scratch/s-mnt in dom0" "held by, mounted")
     res="$res; disk-under-mounted-dm: $r"
     umount /scratch/s-mnt 2>/dev/null; dmsetup remove "$lv" 2>/dev/null
@@ -72,7 +73,7 @@ scenario() {
     local half; half=$(($(blockdev --getsz "${dev}p2") / 2))
     if dmsetup create "$lv-a" --table "0 $half linear ${dev}p2 0" &&
         dmsetup create "$lv-b" --table "0 $half linear ${dev}p2 $half" &&
-        holder ovl1 "/dev/mapper/$lv-a"; then
+        dmsetup mknodes && holder ovl1 "/dev/mapper/$lv-a"; then
         r=$(try ovl2 "/dev/mapper/$lv-b" rw "-" "-")
         xl destroy ovl1
     else
