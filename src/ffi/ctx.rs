@@ -59,7 +59,7 @@ pub unsafe extern "C" fn xenblock_ctx_free(ctx: *mut xenblock_ctx) {
         // SAFETY: ctx came from Box::into_raw in xenblock_ctx_new.
         let ctx = unsafe { Box::from_raw(ctx) };
         LIVE_CTX.lock().retain(|id| *id != ctx.id);
-        CTX_ERRORS.with(|m| m.borrow_mut().remove(&ctx.id));
+        let _ = CTX_ERRORS.try_with(|m| m.borrow_mut().remove(&ctx.id));
         drop(ctx);
     }));
 }
@@ -80,7 +80,9 @@ pub unsafe extern "C" fn xenblock_ctx_last_error(ctx: *const xenblock_ctx) -> *c
         let id = unsafe { &*ctx }.id;
         // The CString's heap buffer stays put until this thread replaces it.
         CTX_ERRORS
-            .with(|m| m.borrow().get(&id).map(|s| s.as_ptr()))
+            .try_with(|m| m.borrow().get(&id).map(|s| s.as_ptr()))
+            .ok()
+            .flatten()
             .unwrap_or(c"".as_ptr())
     }))
     .unwrap_or(c"".as_ptr())

@@ -110,6 +110,9 @@ pub struct xenblock_ctx {
     pub(crate) id: u64,
 }
 
+// Every access below is `try_with`: a host may call in while this thread's
+// locals are being destroyed (libxl_ctx_free from a thread-exit or atexit
+// path); the messages are then dropped, and no panic is raised or printed.
 thread_local! {
     static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
     /// This thread's last failure per context id. Thread-local, so a thread
@@ -126,12 +129,12 @@ fn to_cstring(s: &str) -> CString {
 }
 
 fn set_thread_error(msg: &str) {
-    LAST_ERROR.with(|e| *e.borrow_mut() = to_cstring(msg));
+    let _ = LAST_ERROR.try_with(|e| *e.borrow_mut() = to_cstring(msg));
 }
 
 impl xenblock_ctx {
     fn set_error(&self, msg: &str) {
-        CTX_ERRORS.with(|m| {
+        let _ = CTX_ERRORS.try_with(|m| {
             let mut m = m.borrow_mut();
             m.insert(self.id, to_cstring(msg));
             if m.len() > 16 {
@@ -261,5 +264,8 @@ pub extern "C" fn xenblock_status_str(status: u32) -> *const c_char {
 /// thread. Never NULL ("" when none).
 #[no_mangle]
 pub extern "C" fn xenblock_last_error() -> *const c_char {
-    catch_unwind(|| LAST_ERROR.with(|e| e.borrow().as_ptr())).unwrap_or(c"".as_ptr())
+    catch_unwind(|| LAST_ERROR.try_with(|e| e.borrow().as_ptr()))
+        .ok()
+        .and_then(|r| r.ok())
+        .unwrap_or(c"".as_ptr())
 }
