@@ -25,7 +25,10 @@ impl Drop for HostLocal {
         unsafe {
             assert_ne!(xenblock_prepare(ctx, bogus.as_ptr()), XENBLOCK_OK);
             let _ = xenblock_ctx_last_error(ctx);
-            assert_ne!(xenblock_prepare(std::ptr::null_mut(), bogus.as_ptr()), XENBLOCK_OK);
+            assert_ne!(
+                xenblock_prepare(std::ptr::null_mut(), bogus.as_ptr()),
+                XENBLOCK_OK
+            );
             let _ = xenblock_last_error();
             xenblock_ctx_free(ctx);
         }
@@ -71,7 +74,10 @@ fn calls_during_thread_teardown_do_not_panic() {
         // A failure now touches (and registers) xenblock's thread-locals.
         let bogus = CString::new("backend").unwrap();
         // SAFETY: live ctx, NUL-terminated path.
-        assert_ne!(unsafe { xenblock_prepare(ctx, bogus.as_ptr()) }, XENBLOCK_OK);
+        assert_ne!(
+            unsafe { xenblock_prepare(ctx, bogus.as_ptr()) },
+            XENBLOCK_OK
+        );
         HOST.with(|h| h.0.set(ctx));
     })
     .join()
