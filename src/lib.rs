@@ -24,6 +24,8 @@ pub mod sharing;
 pub mod spec;
 pub mod store;
 pub mod sys;
+#[cfg(test)]
+mod test_rng;
 pub mod topology;
 
 pub use attach::{Plan, Prepared, Reconciled, Released};

@@ -1010,24 +1010,7 @@ mod tests {
 
     // ---- property-style ----
 
-    /// xorshift64*: deterministic, no dependencies.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            let mut x = self.0;
-            x ^= x >> 12;
-            x ^= x << 25;
-            x ^= x >> 27;
-            self.0 = x;
-            x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
-        fn pick<T: Clone>(&mut self, xs: &[T]) -> T {
-            xs[self.below(xs.len())].clone()
-        }
-    }
+    use crate::test_rng::Rng;
 
     fn random_mode(rng: &mut Rng) -> Mode {
         rng.pick(&[Mode::Read, Mode::Write, Mode::Force])
