@@ -74,6 +74,36 @@ fn client(xs: &Xenstored) -> Arc<XsClient> {
     Arc::new(XsClient::connect(&xs.socket, Duration::from_secs(60)).unwrap())
 }
 
+/// The bench's private hotplug lock directory (never the host's). A dom0's
+/// real one, `/var/run/xen-hotplug`, is on tmpfs (`/run`), and every attach
+/// creates and removes the lock file in it (as Xen's `locking.sh` does): on
+/// a disk filesystem that is an inode allocation, a block freed and perhaps
+/// a discard per attach, which is not what a dom0 pays. So the bench's lives
+/// on tmpfs too (`/dev/shm`), or in the scratch directory if there is none.
+struct LockDir(PathBuf);
+
+impl LockDir {
+    fn new(scratch: &Path) -> LockDir {
+        let shm = Path::new("/dev/shm");
+        let on_tmpfs = nix::sys::statfs::statfs(shm)
+            .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC);
+        let dir = if on_tmpfs {
+            shm.join(format!("xenblock-bench-lock-{}", std::process::id()))
+        } else {
+            scratch.join("lock")
+        };
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        LockDir(dir)
+    }
+}
+
+impl Drop for LockDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// The bench's image files. On drop, every loop device backed by one of them
 /// is detached — whoever bound it (the bench, xenblock, `losetup` in Xen's
 /// script) — and nothing else.
@@ -194,6 +224,8 @@ struct Bench {
     /// The same with the index off: the full scan on every decision.
     ctx_scan: Arc<Context>,
     lock_dir: PathBuf,
+    /// Guard: removes the lock directory when dropped.
+    _lock_guard: LockDir,
     /// Guard: detaches loop devices on the bench's images when dropped.
     _images: Images,
     phy_dev: PathBuf,
@@ -588,7 +620,8 @@ fn main() {
     let load_before = loadavg();
     let xs = start_xenstored();
     let store = client(&xs);
-    let lock_dir = xs.dir.join("lock");
+    let lock_guard = LockDir::new(&xs.dir);
+    let lock_dir = lock_guard.0.clone();
     let ctx = Arc::new(
         Context::new(Config {
             store: Some(client(&xs)),
@@ -638,6 +671,7 @@ fn main() {
         ctx,
         ctx_scan,
         lock_dir,
+        _lock_guard: lock_guard,
         _images: images,
         phy_dev,
         file_img,
