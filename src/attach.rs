@@ -305,7 +305,26 @@ impl Context {
         if mode == Mode::Force {
             return Ok(());
         }
-        let (topology, overlap, mounts, swaps) = self.gather_stack(&keys)?;
+        // Decide without reading what only names devices for people; a
+        // refusal gathers again, with names, to say who holds what (and that
+        // second, complete look is the decision returned).
+        match self.decide_sharing(b, domid, target, mode, &keys, false) {
+            Err(Error::Busy(_)) => self.decide_sharing(b, domid, target, mode, &keys, true),
+            other => other,
+        }
+    }
+
+    /// One gathering of the facts and [`sharing::decide`] over them.
+    fn decide_sharing(
+        &self,
+        b: &Backend,
+        domid: u32,
+        target: &str,
+        mode: Mode,
+        keys: &[Key],
+        names: bool,
+    ) -> Result<()> {
+        let (topology, overlap, mounts, swaps) = self.gather_stack(keys, names)?;
         let wanted = |k: &Key| overlap.contains(k);
         let from_index = self.index.as_ref().and_then(|ix| {
             let mut devs = overlap.nodes().iter().filter_map(|k| match k {
@@ -345,7 +364,7 @@ impl Context {
             target: target.to_string(),
             mode,
             identity,
-            keys,
+            keys: keys.to_vec(),
         };
         let facts = Facts {
             topology: &topology,
@@ -359,12 +378,16 @@ impl Context {
     /// The block stack around `keys` (Linux flavour: from sysfs, with dom0's
     /// active swap), which nodes overlap them, and dom0's mounts. Other
     /// flavours compare identities only.
-    fn gather_stack(&self, keys: &[Key]) -> Result<(Topology, Overlap, Vec<Mount>, Vec<Swap>)> {
+    fn gather_stack(
+        &self,
+        keys: &[Key],
+        names: bool,
+    ) -> Result<(Topology, Overlap, Vec<Mount>, Vec<Swap>)> {
         #[cfg(target_os = "linux")]
         if self.config.flavour == Flavour::Linux {
             use crate::sys::blockdev;
             let src = blockdev::Sources::system();
-            let (topo, o) = blockdev::gather(&src, keys);
+            let (topo, o) = blockdev::gather(&src, keys, names);
             let mounts = blockdev::mounts(&src)?;
             let (swaps, unknown) = blockdev::swaps(&src);
             for u in unknown {
@@ -374,6 +397,8 @@ impl Context {
             }
             return Ok((topo, o, mounts, swaps));
         }
+        #[cfg(not(target_os = "linux"))]
+        let _ = names; // no sysfs: nothing is read to name devices
         let topo = Topology::default();
         let o = topology::walk(keys, &mut topo.graph());
         let mounts = if keys.iter().any(|k| matches!(k, Key::Dev(_))) {
@@ -586,24 +611,28 @@ impl Context {
         node: Option<&str>,
     ) -> Result<()> {
         let s = &*self.store;
+        let mut writes = Vec::with_capacity(4);
+        if let Some(n) = node {
+            writes.push((format!("{path}/node"), n.as_bytes().to_vec()));
+        }
+        if let Some(d) = physical_device {
+            writes.push((format!("{path}/physical-device"), d.as_bytes().to_vec()));
+        }
+        writes.push((
+            format!("{path}/physical-device-path"),
+            physical_path.as_bytes().to_vec(),
+        ));
+        writes.push((format!("{path}/hotplug-status"), b"connected".to_vec()));
+        // One round trip for the check and the writes; when the backend is
+        // gone the transaction is aborted, so none of them is applied.
         store::with_transaction(s, DEFAULT_TX_ATTEMPTS, |tx: TxId| {
-            if s.read(tx, path)?.is_none() {
-                return Err(Error::BadState(format!(
+            if s.write_if_present(tx, path, &writes)? {
+                Ok(())
+            } else {
+                Err(Error::BadState(format!(
                     "{path}: the backend directory was removed during hotplug add"
-                )));
+                )))
             }
-            if let Some(n) = node {
-                s.write(tx, &format!("{path}/node"), n.as_bytes())?;
-            }
-            if let Some(d) = physical_device {
-                s.write(tx, &format!("{path}/physical-device"), d.as_bytes())?;
-            }
-            s.write(
-                tx,
-                &format!("{path}/physical-device-path"),
-                physical_path.as_bytes(),
-            )?;
-            s.write(tx, &format!("{path}/hotplug-status"), b"connected")
         })
     }
 

@@ -56,27 +56,31 @@ impl Sources {
     }
 }
 
-/// The topology around `targets`, and which nodes overlap them.
-pub fn gather(src: &Sources, targets: &[Key]) -> (Topology, Overlap) {
+/// The topology around `targets`, and which nodes overlap them. With
+/// `names` off, nothing is read only to name devices for people (`dm/name`,
+/// `md/level`, `loop/backing_file`): a decision needs the graph, and a
+/// refusal can gather again with names to explain itself.
+pub fn gather(src: &Sources, targets: &[Key], names: bool) -> (Topology, Overlap) {
     let mut g = SysGraph {
         src,
+        names,
         dirs: HashMap::new(),
         seen_edges: HashSet::new(),
         topo: Topology::default(),
     };
-    if !src.sys.join("dev/block").is_dir() {
+    let o = topology::walk(targets, &mut g);
+    if g.dirs.values().all(Option::is_none) && !src.sys.join("dev/block").is_dir() {
         g.topo.doubts.push(format!(
             "{} is not readable (is sysfs mounted?)",
             src.sys.join("dev/block").display()
         ));
     }
-    let o = topology::walk(targets, &mut g);
     (g.topo, o)
 }
 
 /// The mounts of the backend domain (`Sources::mountinfo`).
 pub fn mounts(src: &Sources) -> crate::error::Result<Vec<crate::sharing::Mount>> {
-    let text = std::fs::read_to_string(&src.mountinfo).map_err(|e| {
+    let text = read_proc(&src.mountinfo).map_err(|e| {
         crate::error::Error::io(
             format!(
                 "cannot read {} to check which devices are mounted (is /proc mounted?)",
@@ -104,7 +108,7 @@ pub fn parse_swaps(text: &str) -> Vec<String> {
 /// swap file by (st_dev, st_ino)); what could not be identified is
 /// returned as doubts.
 pub fn swaps(src: &Sources) -> (Vec<Swap>, Vec<String>) {
-    let text = match std::fs::read_to_string(&src.swaps) {
+    let text = match read_proc(&src.swaps) {
         Ok(t) => t,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return (Vec::new(), Vec::new()),
         Err(e) => {
@@ -138,12 +142,55 @@ pub fn swaps(src: &Sources) -> (Vec<Swap>, Vec<String>) {
     (out, doubts)
 }
 
+/// A `/proc` file, whose size `stat` does not tell: read into a buffer
+/// large enough for a dom0's mount table in one `read`, not grown from 32
+/// bytes as `read_to_string` would.
+fn read_proc(p: &Path) -> io::Result<String> {
+    use std::io::Read;
+    let mut buf = Vec::with_capacity(16 << 10);
+    std::fs::File::open(p)?.read_to_end(&mut buf)?;
+    String::from_utf8(buf).map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "not UTF-8"))
+}
+
+/// What one listing of a device's sysfs directory tells.
+#[derive(Debug, Clone)]
+struct DevDir {
+    path: PathBuf,
+    /// It is a partition (a `partition` attribute).
+    partition: bool,
+    /// A bound loop device (a `loop/` subdirectory).
+    bound_loop: bool,
+    /// Entries named after the device and longer: its partitions, if it is
+    /// a whole disk (`sdb1`, `nvme0n1p1`, `loop0p1`).
+    subparts: Vec<PathBuf>,
+}
+
 struct SysGraph<'a> {
     src: &'a Sources,
+    /// Read what names devices for people.
+    names: bool,
     /// Device directories found (None: not in sysfs).
-    dirs: HashMap<DevNum, Option<PathBuf>>,
+    dirs: HashMap<DevNum, Option<DevDir>>,
     seen_edges: HashSet<Edge>,
     topo: Topology,
+}
+
+/// `base` joined with the relative link target `rel`, `..` taken lexically.
+fn lexical_join(base: &Path, rel: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = base.to_path_buf();
+    for c in rel.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            Component::RootDir => out = PathBuf::from("/"),
+            Component::Normal(n) => out.push(n),
+            Component::Prefix(_) => {}
+        }
+    }
+    out
 }
 
 fn read_trim(p: &Path) -> io::Result<String> {
@@ -170,17 +217,27 @@ impl SysGraph<'_> {
         out.push(e);
     }
 
-    /// The sysfs directory of `d`, named in `topo.names` on first sight.
-    fn dir(&mut self, d: DevNum) -> Option<PathBuf> {
+    /// The sysfs directory of `d` and what its listing tells (named in
+    /// `topo.names` on first sight when names are wanted). The
+    /// `dev/block/<major>:<minor>` link is read once and resolved by hand:
+    /// it points into `devices/`, where no component is a link.
+    fn dir(&mut self, d: DevNum) -> Option<DevDir> {
         if let Some(v) = self.dirs.get(&d) {
             return v.clone();
         }
-        let link = self
-            .src
-            .sys
-            .join(format!("dev/block/{}:{}", d.major, d.minor));
-        let found = match std::fs::canonicalize(&link) {
-            Ok(p) => Some(p),
+        let base = self.src.sys.join("dev/block");
+        let link = base.join(format!("{}:{}", d.major, d.minor));
+        let found = match std::fs::read_link(&link) {
+            Ok(rel) => {
+                let path = lexical_join(&base, &rel);
+                match self.list_dir(&path) {
+                    Ok(dd) => Some(dd),
+                    Err(e) => {
+                        self.doubt(format!("device {d}: cannot list {}: {e}", path.display()));
+                        None
+                    }
+                }
+            }
             Err(e) => {
                 let why = if e.kind() == io::ErrorKind::NotFound {
                     "not in sysfs (removed meanwhile?)".to_string()
@@ -191,12 +248,39 @@ impl SysGraph<'_> {
                 None
             }
         };
-        if let Some(p) = &found {
-            let name = self.name_of(p);
+        if let (Some(dd), true) = (&found, self.names) {
+            let name = self.name_of(&dd.path);
             self.topo.names.insert(Key::Dev(d), name);
         }
         self.dirs.insert(d, found.clone());
         found
+    }
+
+    /// One listing of a device directory.
+    fn list_dir(&self, path: &Path) -> io::Result<DevDir> {
+        let own = path
+            .file_name()
+            .map(|n| n.as_encoded_bytes().to_vec())
+            .unwrap_or_default();
+        let mut dd = DevDir {
+            path: path.to_path_buf(),
+            partition: false,
+            bound_loop: false,
+            subparts: Vec::new(),
+        };
+        for e in std::fs::read_dir(path)? {
+            let e = e?;
+            let n = e.file_name();
+            match n.as_encoded_bytes() {
+                b"partition" => dd.partition = true,
+                b"loop" => dd.bound_loop = true,
+                n if !own.is_empty() && n.len() > own.len() && n.starts_with(&own) => {
+                    dd.subparts.push(e.path())
+                }
+                _ => {}
+            }
+        }
+        Ok(dd)
     }
 
     /// `/dev/sdb1`, `dm-2 (vg0-lv1)`, `/dev/md0 (raid1)`.
@@ -220,7 +304,7 @@ impl SysGraph<'_> {
         match read_trim(&dir.join("dev")) {
             Ok(t) => match DevNum::parse_decimal(&t) {
                 Some(d) => {
-                    if !self.dirs.contains_key(&d) {
+                    if self.names && !self.dirs.contains_key(&d) {
                         let name = self.name_of(dir);
                         self.topo.names.insert(Key::Dev(d), name);
                     }
@@ -279,6 +363,9 @@ impl SysGraph<'_> {
 
     fn loop_backing(&mut self, d: DevNum, dir: &Path) -> Option<Key> {
         let key = self.loop_backing_key(d, dir)?;
+        if !self.names {
+            return Some(key);
+        }
         if let Ok(p) = read_trim(&dir.join("loop/backing_file")) {
             if !p.is_empty() {
                 self.topo.names.entry(key).or_insert(p);
@@ -317,9 +404,9 @@ impl SysGraph<'_> {
                 .filter(|(_, d, i)| (*d, *i) == (dev, ino))
                 .map(|(l, _, _)| *l)
                 .collect(),
-            Loops::Kernel => match crate::sys::loopdev::backed_by(dev, ino) {
+            Loops::Kernel => match crate::sys::loopdev::with_blocks_backed_by(dev, ino) {
                 Ok(v) => {
-                    for l in &v {
+                    for l in v.iter().filter(|_| self.names) {
                         self.topo
                             .names
                             .insert(Key::Dev(l.dev), l.path.display().to_string());
@@ -339,9 +426,10 @@ impl Graph for SysGraph<'_> {
     fn down(&mut self, k: Key) -> Vec<Edge> {
         let mut out = Vec::new();
         let Key::Dev(d) = k else { return out };
-        let Some(dir) = self.dir(d) else { return out };
-        if dir.join("partition").exists() {
-            if let (Some(parent), Some(layer)) = (dir.parent(), self.part_extent(&dir)) {
+        let Some(dd) = self.dir(d) else { return out };
+        let dir = &dd.path;
+        if dd.partition {
+            if let (Some(parent), Some(layer)) = (dir.parent(), self.part_extent(dir)) {
                 if let Some(p) = self.dev_in(parent) {
                     self.edge(
                         Edge {
@@ -354,7 +442,7 @@ impl Graph for SysGraph<'_> {
                 }
             }
         }
-        for name in self.list(&dir, "slaves") {
+        for name in self.list(dir, "slaves") {
             if let Some(s) = self.class_dev(&name) {
                 self.edge(
                     Edge {
@@ -366,8 +454,8 @@ impl Graph for SysGraph<'_> {
                 );
             }
         }
-        if dir.join("loop").is_dir() {
-            if let Some(f) = self.loop_backing(d, &dir) {
+        if dd.bound_loop {
+            if let Some(f) = self.loop_backing(d, dir) {
                 self.edge(
                     Edge {
                         upper: k,
@@ -399,33 +487,18 @@ impl Graph for SysGraph<'_> {
                 return out;
             }
         };
-        let Some(dir) = self.dir(d) else { return out };
-        // Partitions: subdirectories with a `partition` file (whole disks
-        // only), named after the disk (sdb1, nvme0n1p1, loop0p1), so the
-        // attribute files are not even looked at.
-        if !dir.join("partition").exists() {
-            let own = dir
-                .file_name()
-                .map(|n| n.as_encoded_bytes().to_vec())
-                .unwrap_or_default();
-            let subdirs: Vec<PathBuf> = match std::fs::read_dir(&dir) {
-                Ok(rd) => rd
-                    .filter_map(|e| e.ok())
-                    .filter(|e| {
-                        let n = e.file_name();
-                        let n = n.as_encoded_bytes();
-                        !own.is_empty() && n.len() > own.len() && n.starts_with(&own)
-                    })
-                    .map(|e| e.path())
-                    .filter(|p| p.join("partition").is_file())
-                    .collect(),
-                Err(e) => {
-                    self.doubt(format!("cannot list {}: {e}", dir.display()));
-                    Vec::new()
-                }
-            };
+        let Some(dd) = self.dir(d) else { return out };
+        let dir = &dd.path;
+        // Partitions (whole disks only): the entries named after the disk
+        // that have a `partition` attribute.
+        if !dd.partition {
+            let subdirs: Vec<&PathBuf> = dd
+                .subparts
+                .iter()
+                .filter(|p| p.join("partition").is_file())
+                .collect();
             for p in subdirs {
-                if let (Some(layer), Some(c)) = (self.part_extent(&p), self.dev_in(&p)) {
+                if let (Some(layer), Some(c)) = (self.part_extent(p), self.dev_in(p)) {
                     self.edge(
                         Edge {
                             upper: Key::Dev(c),
@@ -437,7 +510,7 @@ impl Graph for SysGraph<'_> {
                 }
             }
         }
-        for name in self.list(&dir, "holders") {
+        for name in self.list(dir, "holders") {
             if let Some(h) = self.class_dev(&name) {
                 self.edge(
                     Edge {
@@ -581,17 +654,29 @@ mod tests {
         swaps: &[Swap],
         claims: &[Claim],
     ) -> Result<(), String> {
-        let (topo, o) = gather(src, &r.keys);
+        let (topo, o) = gather(src, &r.keys, true);
         // What the gatherer found overlapping is what the rule computes.
         let again = topology::walk(&r.keys, &mut topo.graph());
         assert_eq!(o.nodes(), again.nodes());
-        let f = Facts {
-            topology: &topo,
-            mounts,
-            swaps,
-            claims,
+        // Without names (how a decision is first made): the same graph,
+        // overlap, doubts and verdict, and nothing read to name anything.
+        let (bare, bare_o) = gather(src, &r.keys, false);
+        let set = |t: &Topology| t.edges.iter().copied().collect::<HashSet<Edge>>();
+        assert_eq!(set(&bare), set(&topo));
+        assert_eq!(bare_o.nodes(), o.nodes());
+        assert_eq!(bare.doubts, topo.doubts);
+        assert!(bare.names.is_empty(), "{:?}", bare.names);
+        let verdict = |t: &Topology| {
+            let f = Facts {
+                topology: t,
+                mounts,
+                swaps,
+                claims,
+            };
+            sharing::decide(r, &f).map_err(|e| e.message(r))
         };
-        sharing::decide(r, &f).map_err(|e| e.message(r))
+        assert_eq!(verdict(&bare).is_ok(), verdict(&topo).is_ok());
+        verdict(&topo)
     }
 
     #[test]
@@ -835,7 +920,7 @@ mod tests {
         t.stack("dm-0", "dm-1");
         t.stack("dm-1", "dm-0");
         let src = t.sources(vec![]);
-        let (topo, o) = gather(&src, &[a]);
+        let (topo, o) = gather(&src, &[a], true);
         assert_eq!(o.nodes().len(), 2);
         assert!(topo.doubts.is_empty(), "{:?}", topo.doubts);
     }
@@ -878,7 +963,7 @@ mod tests {
             sharing::decide(
                 &req("/dev/sdb", sdb, Mode::Write),
                 &Facts {
-                    topology: &gather(&none, &[sdb]).0,
+                    topology: &gather(&none, &[sdb], true).0,
                     mounts: &[],
                     swaps: &[],
                     claims: &[],
@@ -919,7 +1004,7 @@ mod tests {
             ),
             Ok(())
         );
-        let (_, o) = gather(&src, &[keys[17]]);
+        let (_, o) = gather(&src, &[keys[17]], true);
         assert_eq!(o.nodes(), &[keys[17], sdb]);
         let m = decide(&src, &req("/dev/sdb", sdb, Mode::Read), &[], &[], &c).unwrap_err();
         assert!(
@@ -967,7 +1052,7 @@ mod tests {
         // The real sysfs: 1:3 is /dev/null, a character device, so it is no block
         // device there, and a read-write request on it would be refused.
         let src = Sources::system();
-        let (topo, _) = gather(&src, &[Key::Dev(DevNum { major: 1, minor: 3 })]);
+        let (topo, _) = gather(&src, &[Key::Dev(DevNum { major: 1, minor: 3 })], true);
         assert!(!topo.doubts.is_empty());
     }
 }
