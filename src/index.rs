@@ -207,7 +207,7 @@ impl ClaimsIndex {
         if idle {
             live.dirty_all = true;
         }
-        let r = live.sync(xs).and_then(|()| live.refresh(xs, self));
+        let r = live.sync(xs).and_then(|()| live.refresh(xs, self, own));
         if idle && r.is_ok() {
             inner.stats.reloads += 1;
         }
@@ -458,8 +458,12 @@ impl Live {
         }
     }
 
-    /// Re-read what events marked.
-    fn refresh(&mut self, xs: &XsClient, ix: &ClaimsIndex) -> Result<(), String> {
+    /// Re-read what events marked, except `own`: the deciding backend is
+    /// never its own candidate, so its entry stays marked (and stale) until
+    /// a decision for another backend needs it. That saves the round trip
+    /// a toolstack would otherwise pay on every attach for the nodes its
+    /// previous attach of that backend wrote.
+    fn refresh(&mut self, xs: &XsClient, ix: &ClaimsIndex, own: &str) -> Result<(), String> {
         let e = |e: crate::Error| e.to_string();
         if self.dirty_all {
             self.backends.clear();
@@ -503,10 +507,19 @@ impl Live {
                 }
             }
         }
-        if self.dirty.is_empty() {
-            return Ok(());
+        let own_dirty = self.dirty.remove(own);
+        if own_dirty {
+            // Out of the index until re-read: no candidate list may be
+            // built from what it named before.
+            self.forget(own);
         }
         let dirty: Vec<String> = self.dirty.drain().collect();
+        if own_dirty {
+            self.dirty.insert(own.to_string());
+        }
+        if dirty.is_empty() {
+            return Ok(());
+        }
         let mut reads = Vec::new();
         let mut who: Vec<(usize, &'static str)> = Vec::new();
         for (i, b) in dirty.iter().enumerate() {

@@ -206,14 +206,26 @@ impl XsClient {
         payloads: Vec<Vec<u8>>,
         what: &str,
     ) -> Result<Vec<Result<Vec<u8>>>> {
-        match self.pipeline_once(ty, tx, &payloads, what) {
+        let reqs: Vec<(MsgType, Vec<u8>)> = payloads.into_iter().map(|p| (ty, p)).collect();
+        self.pipeline_mixed(tx, &reqs, what)
+    }
+
+    /// [`Self::pipeline`] for requests of different types (a transaction's
+    /// read and writes in one round trip, for instance).
+    pub fn pipeline_mixed(
+        &self,
+        tx: TxId,
+        reqs: &[(MsgType, Vec<u8>)],
+        what: &str,
+    ) -> Result<Vec<Result<Vec<u8>>>> {
+        match self.pipeline_once(tx, reqs, what) {
             Err(e)
                 if tx == NO_TX
-                    && repeatable(ty)
+                    && reqs.iter().all(|(ty, _)| repeatable(*ty))
                     && e.kind() != crate::ErrorKind::Timeout
                     && self.conn.lock().broken.is_some() =>
             {
-                self.pipeline_once(ty, tx, &payloads, what)
+                self.pipeline_once(tx, reqs, what)
             }
             r => r,
         }
@@ -221,16 +233,15 @@ impl XsClient {
 
     fn pipeline_once(
         &self,
-        ty: MsgType,
         tx: TxId,
-        payloads: &[Vec<u8>],
+        reqs: &[(MsgType, Vec<u8>)],
         what: &str,
     ) -> Result<Vec<Result<Vec<u8>>>> {
-        let op = op_name(ty);
-        for p in payloads {
+        for (ty, p) in reqs {
             if p.len() > PAYLOAD_MAX {
                 return Err(Error::InvalidArgument(format!(
-                    "xenstore {op} {}: request of {} bytes exceeds the protocol limit of {PAYLOAD_MAX} bytes",
+                    "xenstore {} {}: request of {} bytes exceeds the protocol limit of {PAYLOAD_MAX} bytes",
+                    op_name(*ty),
                     super::truncate_for_message(what),
                     p.len()
                 )));
@@ -257,7 +268,7 @@ impl XsClient {
             }
         }
         let deadline = Instant::now() + self.timeout;
-        let mut results: Vec<Option<Result<Vec<u8>>>> = (0..payloads.len()).map(|_| None).collect();
+        let mut results: Vec<Option<Result<Vec<u8>>>> = (0..reqs.len()).map(|_| None).collect();
         // Request ids are handed out only under the connection lock, so the
         // ids of this pipeline are consecutive from `base`.
         let base = self.next_req.load(Ordering::Relaxed);
@@ -265,25 +276,26 @@ impl XsClient {
         let mut next = 0;
         let mut done = 0;
         let r = (|| -> Result<()> {
-            while done < payloads.len() {
+            while done < reqs.len() {
                 // Fill the pipe.
                 let mut out = Vec::new();
                 // Refill once half the window has been answered, so requests
                 // go out in batches rather than one per reply read.
-                while next < payloads.len()
+                while next < reqs.len()
                     && in_flight < PIPELINE_DEPTH
                     && (in_flight <= PIPELINE_DEPTH / 2 || !out.is_empty())
                 {
                     let id = self.req_id();
                     // Lengths were checked above; encode straight into the batch.
+                    let (ty, payload) = &reqs[next];
                     let h = wire::Header {
-                        msg_type: ty as u32,
+                        msg_type: *ty as u32,
                         req_id: id,
                         tx_id: tx,
-                        len: payloads[next].len() as u32,
+                        len: payload.len() as u32,
                     };
                     out.extend_from_slice(&h.encode());
-                    out.extend_from_slice(&payloads[next]);
+                    out.extend_from_slice(payload);
                     debug_assert_eq!(id, base.wrapping_add(next as u32));
                     in_flight += 1;
                     next += 1;
@@ -316,18 +328,20 @@ impl XsClient {
                     )));
                 }
                 in_flight -= 1;
+                let (ty, payload) = &reqs[idx];
+                let op = op_name(*ty);
                 results[idx] = Some(if reply.msg_type == MsgType::Error as u32 {
                     let name = wire::split_nul(&reply.payload)
                         .first()
                         .map(|n| String::from_utf8_lossy(n).into_owned())
                         .unwrap_or_else(|| "EINVAL".into());
-                    let what_i = if payloads.len() == 1 {
+                    let what_i = if reqs.len() == 1 {
                         what.to_string()
                     } else {
-                        path_of(&payloads[idx])
+                        path_of(payload)
                     };
                     Err(Error::store(op, &what_i, XsErrno::from_name(&name)))
-                } else if reply.msg_type != ty as u32 {
+                } else if reply.msg_type != *ty as u32 {
                     return Err(Error::StoreProtocol(format!(
                         "xenstored answered a {op} request with message type {}",
                         reply.msg_type
@@ -708,6 +722,35 @@ impl Store for XsClient {
             Err(e) if e.is_again() => Ok(false),
             Err(e) => Err(e),
         }
+    }
+
+    fn write_if_present(
+        &self,
+        tx: TxId,
+        check: &str,
+        writes: &[(String, Vec<u8>)],
+    ) -> Result<bool> {
+        super::require_tx(tx, check)?;
+        super::validate_path(check)?;
+        let mut reqs = vec![(MsgType::Read, wire::join_nul(&[check]))];
+        for (p, v) in writes {
+            super::validate_path(p)?;
+            let mut payload = p.as_bytes().to_vec();
+            payload.push(0);
+            payload.extend_from_slice(v);
+            reqs.push((MsgType::Write, payload));
+        }
+        let mut replies = self.pipeline_mixed(tx, &reqs, check)?.into_iter();
+        let present = not_found_is_none(replies.next().expect("one reply per request"))?.is_some();
+        for r in replies {
+            // Inside the transaction: when `check` is gone these writes are
+            // never applied (the caller aborts), so their errors only count
+            // when it is there.
+            if present {
+                r?;
+            }
+        }
+        Ok(present)
     }
 
     fn read_many(&self, tx: TxId, paths: &[String]) -> Result<Vec<Option<Vec<u8>>>> {

@@ -38,6 +38,28 @@ pub trait Store: Send + Sync {
     /// the commit lost a race (EAGAIN) and nothing was applied.
     fn transaction_end(&self, tx: TxId, commit: bool) -> Result<bool>;
 
+    /// Inside transaction `tx`: whether `check` exists, and if it does, write
+    /// `writes` (path, value) in the same transaction. Pipelining stores
+    /// send all of it in one round trip; the writes may then reach the
+    /// transaction even when `check` is missing, which is harmless only
+    /// because the caller aborts the transaction on `Ok(false)` — so a
+    /// transaction is required.
+    fn write_if_present(
+        &self,
+        tx: TxId,
+        check: &str,
+        writes: &[(String, Vec<u8>)],
+    ) -> Result<bool> {
+        require_tx(tx, check)?;
+        if self.read(tx, check)?.is_none() {
+            return Ok(false);
+        }
+        for (p, v) in writes {
+            self.write(tx, p, v)?;
+        }
+        Ok(true)
+    }
+
     /// Read many nodes. Implementations that can pipeline requests override this.
     fn read_many(&self, tx: TxId, paths: &[String]) -> Result<Vec<Option<Vec<u8>>>> {
         paths.iter().map(|p| self.read(tx, p)).collect()
@@ -60,6 +82,17 @@ pub trait Store: Send + Sync {
     fn home(&self) -> Result<String> {
         Ok("/local/domain/0".to_string())
     }
+}
+
+/// [`Store::write_if_present`] outside a transaction would leave the
+/// writes applied when the node is missing.
+fn require_tx(tx: TxId, path: &str) -> Result<()> {
+    if tx == NO_TX {
+        return Err(Error::InvalidArgument(format!(
+            "{path}: a checked write needs a transaction (internal error)"
+        )));
+    }
+    Ok(())
 }
 
 /// Read a node as UTF-8 text (lossy), trimmed of nothing.
