@@ -140,64 +140,105 @@ pub fn atoi(s: &[u8]) -> i32 {
 /// scan is as fast).
 const INDEX_FROM: usize = 16;
 
-/// A node's children in creation order, with a name -> position index once
-/// there are many (`/local/domain`, `backend/vbd` on a busy host), so a
-/// lookup does not scan every sibling.
-#[derive(Debug, Clone, Default)]
-pub struct Children {
-    list: Vec<(Arc<str>, Arc<Node>)>,
-    index: Option<HashMap<Arc<str>, usize>>,
+/// A node's children in creation order. Few children are a plain list;
+/// from [`INDEX_FROM`] on (`/local/domain`, `backend/vbd` on a busy host)
+/// they are kept in persistent maps (`imbl`: a hash map by name and an
+/// ordered map by creation number), so that looking one up does not scan
+/// every sibling *and* copying the node — which every change does to each
+/// ancestor of a node it changes, in a transaction's snapshot and again at
+/// commit — shares the maps instead of copying thousands of entries.
+#[derive(Debug, Clone)]
+pub enum Children {
+    Few(Vec<(Arc<str>, Arc<Node>)>),
+    Many {
+        by_name: imbl::HashMap<Arc<str>, (u64, Arc<Node>)>,
+        order: imbl::OrdMap<u64, Arc<str>>,
+        next: u64,
+    },
+}
+
+impl Default for Children {
+    fn default() -> Children {
+        Children::Few(Vec::new())
+    }
 }
 
 impl Children {
-    fn position(&self, name: &str) -> Option<usize> {
-        match &self.index {
-            Some(ix) => ix.get(name).copied(),
-            None => self.list.iter().position(|(n, _)| &**n == name),
+    pub fn get(&self, name: &str) -> Option<&Arc<Node>> {
+        match self {
+            Children::Few(list) => list.iter().find(|(n, _)| &**n == name).map(|(_, c)| c),
+            Children::Many { by_name, .. } => by_name.get(name).map(|(_, c)| c),
         }
     }
 
-    pub fn get(&self, name: &str) -> Option<&Arc<Node>> {
-        self.position(name).map(|i| &self.list[i].1)
-    }
-
     pub fn get_mut(&mut self, name: &str) -> Option<&mut Arc<Node>> {
-        self.position(name).map(|i| &mut self.list[i].1)
+        match self {
+            Children::Few(list) => list.iter_mut().find(|(n, _)| &**n == name).map(|(_, c)| c),
+            Children::Many { by_name, .. } => by_name.get_mut(name).map(|(_, c)| c),
+        }
     }
 
     /// Append a child (the caller ensures the name is not present).
     pub fn push(&mut self, child: (Arc<str>, Arc<Node>)) {
-        if let Some(ix) = &mut self.index {
-            ix.insert(child.0.clone(), self.list.len());
-        }
-        self.list.push(child);
-        if self.index.is_none() && self.list.len() >= INDEX_FROM {
-            self.reindex();
+        match self {
+            Children::Few(list) => {
+                list.push(child);
+                if list.len() >= INDEX_FROM {
+                    let mut by_name = imbl::HashMap::new();
+                    let mut order = imbl::OrdMap::new();
+                    for (i, (n, c)) in std::mem::take(list).into_iter().enumerate() {
+                        order.insert(i as u64, n.clone());
+                        by_name.insert(n, (i as u64, c));
+                    }
+                    let next = order.len() as u64;
+                    *self = Children::Many {
+                        by_name,
+                        order,
+                        next,
+                    };
+                }
+            }
+            Children::Many {
+                by_name,
+                order,
+                next,
+            } => {
+                order.insert(*next, child.0.clone());
+                by_name.insert(child.0, (*next, child.1));
+                *next += 1;
+            }
         }
     }
 
     /// Remove the child of that name, if present, keeping the order.
     pub fn remove(&mut self, name: &str) {
-        if let Some(i) = self.position(name) {
-            self.list.remove(i);
-            if self.index.is_some() {
-                self.reindex();
+        match self {
+            Children::Few(list) => list.retain(|(n, _)| &**n != name),
+            Children::Many { by_name, order, .. } => {
+                if let Some((seq, _)) = by_name.remove(name) {
+                    order.remove(&seq);
+                }
             }
         }
     }
 
-    fn reindex(&mut self) {
-        self.index = (self.list.len() >= INDEX_FROM).then(|| {
-            self.list
-                .iter()
-                .enumerate()
-                .map(|(i, (n, _))| (n.clone(), i))
-                .collect()
-        });
+    /// The names, in creation order.
+    pub fn names(&self) -> Vec<&Arc<str>> {
+        match self {
+            Children::Few(list) => list.iter().map(|(n, _)| n).collect(),
+            Children::Many { order, .. } => order.values().collect(),
+        }
     }
 
-    pub fn iter(&self) -> std::slice::Iter<'_, (Arc<str>, Arc<Node>)> {
-        self.list.iter()
+    /// The children, in creation order.
+    pub fn iter(&self) -> Vec<(&Arc<str>, &Arc<Node>)> {
+        match self {
+            Children::Few(list) => list.iter().map(|(n, c)| (n, c)).collect(),
+            Children::Many { by_name, order, .. } => order
+                .values()
+                .filter_map(|n| by_name.get(n).map(|(_, c)| (n, c)))
+                .collect(),
+        }
     }
 }
 
@@ -233,7 +274,7 @@ impl Node {
     /// The child list as xenstored stores it: each name NUL-terminated.
     pub fn children_bytes(&self) -> Vec<u8> {
         let mut v = Vec::new();
-        for (n, _) in self.children.iter() {
+        for n in self.children.names() {
             v.extend_from_slice(n.as_bytes());
             v.push(0);
         }
@@ -593,7 +634,7 @@ impl Tree {
                 continue;
             }
             stack.push((p.clone(), n, true));
-            for (name, child) in n.children.iter().rev() {
+            for (name, child) in n.children.iter().into_iter().rev() {
                 stack.push((join(&p, name), child, false));
             }
         }
