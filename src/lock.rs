@@ -151,7 +151,9 @@ impl HotplugLock {
                 Ok(now) if now.dev() == held.dev() && now.ino() == held.ino() => {
                     // The owner record, for whoever waits: best effort.
                     let mut f: &File = &locked;
-                    let _ = f.set_len(0);
+                    if held.len() != 0 {
+                        let _ = f.set_len(0);
+                    }
                     let _ = f.write_all(owner_record().as_bytes());
                     return Ok(LockGuard {
                         _thread: thread,
@@ -220,10 +222,14 @@ impl HotplugLock {
 
 /// What xenblock writes into the lock file while it holds it.
 fn owner_record() -> String {
-    let exe = std::env::current_exe()
-        .ok()
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|| "?".into());
+    // The executable does not change within a process image: read it once.
+    static EXE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let exe = EXE.get_or_init(|| {
+        std::env::current_exe()
+            .ok()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "?".into())
+    });
     format!(
         "xenblock in process {} ({exe}), since {} s after the epoch\n",
         std::process::id(),

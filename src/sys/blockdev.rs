@@ -145,10 +145,25 @@ pub fn swaps(src: &Sources) -> (Vec<Swap>, Vec<String>) {
 /// A `/proc` file, whose size `stat` does not tell: read into a buffer
 /// large enough for a dom0's mount table in one `read`, not grown from 32
 /// bytes as `read_to_string` would.
-fn read_proc(p: &Path) -> io::Result<String> {
+pub(crate) fn read_proc(p: &Path) -> io::Result<String> {
     use std::io::Read;
-    let mut buf = Vec::with_capacity(16 << 10);
-    std::fs::File::open(p)?.read_to_end(&mut buf)?;
+    let mut f = std::fs::File::open(p)?;
+    // A plain read loop: `read_to_end` would first stat and seek for a size
+    // hint that /proc files do not give.
+    let mut buf = vec![0u8; 16 << 10];
+    let mut len = 0;
+    loop {
+        if len == buf.len() {
+            buf.resize(buf.len() * 2, 0);
+        }
+        match f.read(&mut buf[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    buf.truncate(len);
     String::from_utf8(buf).map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "not UTF-8"))
 }
 

@@ -257,7 +257,7 @@ pub fn backed_by(dev: u64, ino: u64) -> Result<Vec<LoopInfo>> {
 /// `LOOP_GET_STATUS64` per listed loop device. Not for finding devices to
 /// detach: a device bound to an empty file is not listed.
 pub fn with_blocks_backed_by(dev: u64, ino: u64) -> Result<Vec<LoopInfo>> {
-    let text = std::fs::read_to_string("/proc/partitions").map_err(|e| {
+    let text = crate::sys::blockdev::read_proc(Path::new("/proc/partitions")).map_err(|e| {
         Error::io(
             "cannot read /proc/partitions to find the loop devices (is /proc mounted?)",
             e,
