@@ -307,6 +307,9 @@ pub struct Conn {
 enum Reply {
     /// Send this payload with the request's type.
     Payload(Vec<u8>),
+    /// The same, shared with the tree (a READ's value: not copied until it
+    /// is encoded into the outgoing batch).
+    Value(Arc<[u8]>),
     /// The handler queued everything itself.
     Sent,
 }
@@ -414,31 +417,30 @@ impl Daemon {
     /// as when each reply is queued on its own.
     pub fn read_loop(&self, conn: &mut Conn, stream: impl Read) {
         let mut stream = BufReader::with_capacity(READ_BUFFER, stream);
-        let mut held: Vec<Vec<u8>> = Vec::new();
-        let mut held_bytes = 0usize;
+        // Replies held back for one batch, encoded back to back.
+        let mut held: Vec<u8> = Vec::new();
         let out = conn.out.clone();
-        let flush = |held: &mut Vec<Vec<u8>>, held_bytes: &mut usize| {
+        let flush = |held: &mut Vec<u8>| {
             if !held.is_empty() {
-                out.push_encoded(std::mem::take(held));
-                *held_bytes = 0;
+                out.push_encoded(vec![std::mem::take(held)]);
             }
         };
         loop {
             let mut hb = [0u8; HEADER_LEN];
             if stream.read_exact(&mut hb).is_err() {
-                flush(&mut held, &mut held_bytes);
+                flush(&mut held);
                 return;
             }
             let h = Header::decode(&hb);
             if h.len as usize > PAYLOAD_MAX {
                 // xenstored drops such a client; tell it why first.
-                flush(&mut held, &mut held_bytes);
+                flush(&mut held);
                 out.push(&error_msg(h.req_id, h.tx_id, libc::E2BIG));
                 return;
             }
             let mut payload = vec![0u8; h.len as usize];
             if stream.read_exact(&mut payload).is_err() {
-                flush(&mut held, &mut held_bytes);
+                flush(&mut held);
                 return;
             }
             let msg = Message {
@@ -454,27 +456,33 @@ impl Daemon {
                 )
             );
             if !read_only {
-                flush(&mut held, &mut held_bytes);
+                flush(&mut held);
             }
-            let reply = match self.dispatch(conn, &msg) {
-                Ok(Reply::Sent) => None,
-                Ok(Reply::Payload(p)) if p.len() > PAYLOAD_MAX => {
-                    Some(error_msg(msg.req_id, msg.tx_id, libc::E2BIG))
-                }
-                Ok(Reply::Payload(p)) => Some(Message {
-                    msg_type: msg.msg_type,
+            let answer = |held: &mut Vec<u8>, ty: u32, payload: &[u8]| {
+                let h = Header {
+                    msg_type: ty,
                     req_id: msg.req_id,
                     tx_id: msg.tx_id,
-                    payload: p,
-                }),
-                Err(e) => Some(error_msg(msg.req_id, msg.tx_id, e)),
+                    len: payload.len() as u32,
+                };
+                held.extend_from_slice(&h.encode());
+                held.extend_from_slice(payload);
             };
-            if let Some(Ok(bytes)) = reply.map(|m| m.encode()) {
-                held_bytes += bytes.len();
-                held.push(bytes);
+            let error = |held: &mut Vec<u8>, e: Errno| {
+                if let Ok(b) = error_msg(msg.req_id, msg.tx_id, e).encode() {
+                    held.extend_from_slice(&b);
+                }
+            };
+            match self.dispatch(conn, &msg) {
+                Ok(Reply::Sent) => {}
+                Ok(Reply::Payload(p)) if p.len() > PAYLOAD_MAX => error(&mut held, libc::E2BIG),
+                Ok(Reply::Value(p)) if p.len() > PAYLOAD_MAX => error(&mut held, libc::E2BIG),
+                Ok(Reply::Payload(p)) => answer(&mut held, msg.msg_type, &p),
+                Ok(Reply::Value(p)) => answer(&mut held, msg.msg_type, &p),
+                Err(e) => error(&mut held, e),
             }
-            if !read_only || held_bytes >= HELD_MAX || !next_request_buffered(stream.buffer()) {
-                flush(&mut held, &mut held_bytes);
+            if !read_only || held.len() >= HELD_MAX || !next_request_buffered(stream.buffer()) {
+                flush(&mut held);
             }
         }
     }
@@ -497,7 +505,7 @@ impl Daemon {
             Read => {
                 let path = node_path(onearg(p)?)?;
                 let v = self.view(conn, tx, |t, c| t.read(c, &path))?;
-                Ok(Reply::Payload(v.to_vec()))
+                Ok(Reply::Value(v))
             }
             Directory => {
                 let path = node_path(onearg(p)?)?;

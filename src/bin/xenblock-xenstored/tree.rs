@@ -151,11 +151,20 @@ const INDEX_FROM: usize = 16;
 pub enum Children {
     Few(Vec<(Arc<str>, Arc<Node>)>),
     Many {
-        by_name: imbl::HashMap<Arc<str>, (u64, Arc<Node>)>,
+        by_name: NameMap,
         order: imbl::OrdMap<u64, Arc<str>>,
         next: u64,
     },
 }
+
+/// Children by name (with their creation number), hashed with Fx: names
+/// are short, and this is a test daemon (no hash flooding to fear).
+type NameMap = imbl::GenericHashMap<
+    Arc<str>,
+    (u64, Arc<Node>),
+    rustc_hash::FxBuildHasher,
+    imbl::shared_ptr::DefaultSharedPtr,
+>;
 
 impl Default for Children {
     fn default() -> Children {
@@ -184,7 +193,7 @@ impl Children {
             Children::Few(list) => {
                 list.push(child);
                 if list.len() >= INDEX_FROM {
-                    let mut by_name = imbl::HashMap::new();
+                    let mut by_name = NameMap::with_hasher(rustc_hash::FxBuildHasher);
                     let mut order = imbl::OrdMap::new();
                     for (i, (n, c)) in std::mem::take(list).into_iter().enumerate() {
                         order.insert(i as u64, n.clone());
