@@ -19,6 +19,13 @@
 //! - `XENBLOCK_BENCH_QUICK=1`   smoke run: few iterations, N up to 1000
 //! - `XENBLOCK_BENCH_SCRIPT=0`  skip Xen's script
 //! - `XENBLOCK_BENCH_OUT=DIR`   where results go (default `bench/results`)
+//! - `XENBLOCK_BENCH_XENSTORED=SOCKET` measure against that (real) xenstored
+//!   instead of the embedded one: a dom0 with no guest and no vbd backend
+//!   (refused otherwise); the bench's nodes are removed afterwards; no
+//!   script, no memory runs; results as `attach-realxen.*`
+//!   (`tests/realxen/bench-attach.sh` runs it in the real-Xen VM)
+//! - `XENBLOCK_BENCH_CLI=PATH`  the CLI to measure (default: the one built)
+//! - `XENBLOCK_BENCH_SCRATCH=DIR` where images go (default: the temp dir)
 //! - `XENBLOCK_BENCH_PROFILE=N` only loop in-process phy prepare at N for 10 s
 //!   (for `perf record`); `XENBLOCK_BENCH_PROFILE_SCAN=1` with the index off,
 //!   `XENBLOCK_BENCH_PROFILE_SECS=S` for S seconds
@@ -45,7 +52,15 @@ use xenblock::store::wire::MsgType;
 use xenblock::store::{Store, NO_TX};
 use xenblock::{Config, Context, Prepared};
 
-const CLI: &str = env!("CARGO_BIN_EXE_xenblock");
+const CLI_BUILT: &str = env!("CARGO_BIN_EXE_xenblock");
+
+/// The CLI measured: the one built with the bench, or `XENBLOCK_BENCH_CLI`
+/// (where the build tree is elsewhere, as in the real-Xen VM's dom0).
+fn cli_path() -> PathBuf {
+    std::env::var_os("XENBLOCK_BENCH_CLI")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(CLI_BUILT))
+}
 const MANIFEST: &str = env!("CARGO_MANIFEST_DIR");
 
 /// The guest whose disks are measured, and its two backends.
@@ -59,15 +74,115 @@ const DISKS_PER_DOM: u32 = 4;
 // ---------------------------------------------------------------------------
 // Guards
 
-/// The embedded xenstored on a private socket, in a scratch directory
-/// (stopped, and the directory removed, when dropped).
-type Xenstored = xsd::Daemon;
+/// The xenstored measured against, and the bench's scratch directory.
+/// Embedded: `xenblock-xenstored` on a private socket in the scratch
+/// directory (stopped, and the directory removed, when dropped). External
+/// (`XENBLOCK_BENCH_XENSTORED=SOCKET`, a dom0's real xenstored): what the
+/// bench wrote into it is removed when dropped.
+struct Xenstored {
+    dir: PathBuf,
+    socket: PathBuf,
+    embedded: Option<xsd::Daemon>,
+    /// External: the process serving `socket`, if found (for its CPU time).
+    external_pid: Option<u32>,
+}
+
+impl Xenstored {
+    fn pid(&self) -> Option<u32> {
+        match &self.embedded {
+            Some(d) => Some(d.pid() as u32),
+            None => self.external_pid,
+        }
+    }
+}
+
+impl Drop for Xenstored {
+    fn drop(&mut self) {
+        if self.embedded.is_none() {
+            // Everything under these roots except domain 0 is the bench's:
+            // it refused to start unless that was so.
+            if let Ok(c) = XsClient::connect(&self.socket, Duration::from_secs(60)) {
+                for root in ["backend/vbd", "/local/domain"] {
+                    for d in c.directory(NO_TX, root).ok().flatten().unwrap_or_default() {
+                        if d != "0" {
+                            let _ = c.remove(NO_TX, &format!("{root}/{d}"));
+                        }
+                    }
+                }
+            }
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
 
 fn start_xenstored() -> Xenstored {
-    let dir = std::env::temp_dir().join(format!("xenblock-bench-{}", std::process::id()));
+    let base = std::env::var_os("XENBLOCK_BENCH_SCRATCH")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    let dir = base.join(format!("xenblock-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    xsd::Daemon::start_at(dir.clone(), dir.join("xs.sock"))
+    if let Some(sock) = std::env::var_os("XENBLOCK_BENCH_XENSTORED") {
+        let socket = PathBuf::from(sock);
+        let c = XsClient::connect(&socket, Duration::from_secs(60)).unwrap_or_else(|e| {
+            panic!(
+                "cannot connect to the xenstored at {}: {e}",
+                socket.display()
+            )
+        });
+        // The bench writes backends of domains 5, 20.. and 100.. and removes
+        // them afterwards: only on a host with no guest and no backend.
+        let doms = c
+            .directory(NO_TX, "/local/domain")
+            .unwrap()
+            .unwrap_or_default();
+        let vbds = c
+            .directory(NO_TX, "backend/vbd")
+            .unwrap()
+            .unwrap_or_default();
+        assert!(
+            doms.iter().all(|d| d == "0") && vbds.is_empty(),
+            "the external xenstored has guests ({doms:?}) or vbd backends ({vbds:?}); \
+             the bench needs a dom0 with neither, as it writes and removes its own"
+        );
+        let external_pid = pid_serving(&socket)
+            .or_else(|| pid_of("xenstored"))
+            .or_else(|| pid_of("oxenstored"));
+        return Xenstored {
+            dir,
+            socket,
+            embedded: None,
+            external_pid,
+        };
+    }
+    let d = xsd::Daemon::start_at(dir.clone(), dir.join("xs.sock"));
+    Xenstored {
+        dir,
+        socket: d.socket.clone(),
+        embedded: Some(d),
+        external_pid: None,
+    }
+}
+
+/// The pid of a process started with `socket` among its arguments.
+fn pid_serving(socket: &Path) -> Option<u32> {
+    let want = socket.as_os_str().as_encoded_bytes();
+    std::fs::read_dir("/proc").ok()?.find_map(|e| {
+        let e = e.ok()?;
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
+        (pid != std::process::id() && cmd.split(|&b| b == 0).any(|a| a == want)).then_some(pid)
+    })
+}
+
+/// The pid of a process whose `comm` is `name`.
+fn pid_of(name: &str) -> Option<u32> {
+    std::fs::read_dir("/proc").ok()?.find_map(|e| {
+        let e = e.ok()?;
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let comm = std::fs::read_to_string(e.path().join("comm")).ok()?;
+        (comm.trim() == name).then_some(pid)
+    })
 }
 
 fn client(xs: &Xenstored) -> Arc<XsClient> {
@@ -79,18 +194,19 @@ fn client(xs: &Xenstored) -> Arc<XsClient> {
 /// creates and removes the lock file in it (as Xen's `locking.sh` does): on
 /// a disk filesystem that is an inode allocation, a block freed and perhaps
 /// a discard per attach, which is not what a dom0 pays. So the bench's lives
-/// on tmpfs too (`/dev/shm`), or in the scratch directory if there is none.
+/// on tmpfs too (`/run` or `/dev/shm`), or in the scratch directory if
+/// there is none.
 struct LockDir(PathBuf);
 
 impl LockDir {
     fn new(scratch: &Path) -> LockDir {
-        let shm = Path::new("/dev/shm");
-        let on_tmpfs = nix::sys::statfs::statfs(shm)
-            .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC);
-        let dir = if on_tmpfs {
-            shm.join(format!("xenblock-bench-lock-{}", std::process::id()))
-        } else {
-            scratch.join("lock")
+        let tmpfs = ["/run", "/dev/shm"].into_iter().map(Path::new).find(|p| {
+            nix::sys::statfs::statfs(*p)
+                .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC)
+        });
+        let dir = match tmpfs {
+            Some(t) => t.join(format!("xenblock-bench-lock-{}", std::process::id())),
+            None => scratch.join("lock"),
         };
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -402,7 +518,7 @@ impl Bench {
             failures: 0,
         };
         let cmd = |op: &str| {
-            let mut c = Command::new(CLI);
+            let mut c = Command::new(cli_path());
             c.arg(op)
                 .arg("--lock-dir")
                 .arg(&self.lock_dir)
@@ -584,8 +700,26 @@ fn main() {
         "the attach bench needs root (loop devices); run `cargo bench --bench attach` as root"
     );
     let quick = std::env::var("XENBLOCK_BENCH_QUICK").is_ok_and(|v| v != "0" && !v.is_empty());
-    let want_script = std::env::var("XENBLOCK_BENCH_SCRIPT").map_or(true, |v| v != "0");
-    let plan = if quick {
+    let external = std::env::var_os("XENBLOCK_BENCH_XENSTORED").is_some();
+    let want_script =
+        !external && std::env::var("XENBLOCK_BENCH_SCRIPT").map_or(true, |v| v != "0");
+    let plan = if external {
+        // A real xenstored, typically in the real-Xen VM under TCG, where
+        // everything is many times slower: fewer runs, no script (Xen's
+        // script is measured there through `xl`), no memory runs.
+        Plan {
+            ns: vec![0, 100, 400, 1000, 10_000],
+            script_max_n: 0,
+            rust_phy: |n| if n >= 10_000 { 30 } else { 100 },
+            rust_file: 30,
+            cli_phy: 30,
+            cli_file: 10,
+            script_phy: |_| 0,
+            script_file: 0,
+            mem_cycles: 0,
+            index_mem_cycles: 0,
+        }
+    } else if quick {
         Plan {
             ns: vec![0, 100, 400, 1000],
             script_max_n: 100,
@@ -730,7 +864,8 @@ fn main() {
             let f: Vec<&str> = s.rsplit_once(") ").unwrap().1.split(' ').collect();
             (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / 100.0
         };
-        let (c0, s0) = (cpu(std::process::id()), cpu(b.xs.pid() as u32));
+        let xs_cpu = || b.xs.pid().map_or(0.0, cpu);
+        let (c0, s0) = (cpu(std::process::id()), xs_cpu());
         let t = Instant::now();
         let mut all = Vec::new();
         let (ctx, imp) = if std::env::var("XENBLOCK_BENCH_PROFILE_SCAN").is_ok_and(|v| v == "1") {
@@ -745,7 +880,7 @@ fn main() {
         while t.elapsed() < Duration::from_secs(secs) {
             all.extend(b.rust_on(ctx, imp, "phy", 50).prepare);
         }
-        let (c1, s1) = (cpu(std::process::id()), cpu(b.xs.pid() as u32));
+        let (c1, s1) = (cpu(std::process::id()), xs_cpu());
         let k = all.len() as f64;
         eprintln!(
             "profile ({imp}): {} phy prepare+release cycles at N={n}: prepare median {:.1} us; CPU per cycle: client {:.0} us, xenstored {:.0} us",
@@ -818,11 +953,11 @@ fn main() {
                 r.prepare.len()
             );
         }
-        if n == 100 {
+        if n == 100 && plan.mem_cycles > 0 {
             concurrency(&b, &mut extra);
             memory(&b, plan.mem_cycles, &mut extra);
         }
-        if Some(&n) == plan.ns.last() {
+        if Some(&n) == plan.ns.last() && plan.index_mem_cycles > 0 {
             memory_index(&b, plan.index_mem_cycles, &mut extra);
         }
     }
@@ -1240,7 +1375,13 @@ fn report(rows: &[Row], extra: &BTreeMap<String, String>, quick: bool) {
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(MANIFEST).join("bench/results"));
     std::fs::create_dir_all(&out).unwrap();
-    let stem = if quick { "attach-quick" } else { "attach" };
+    let stem = if std::env::var_os("XENBLOCK_BENCH_XENSTORED").is_some() {
+        "attach-realxen"
+    } else if quick {
+        "attach-quick"
+    } else {
+        "attach"
+    };
     std::fs::write(out.join(format!("{stem}.csv")), csv).unwrap();
     std::fs::write(
         out.join(format!("{stem}.md")),
