@@ -362,6 +362,55 @@ fn differential(flavour: Flavour, default_cases: u32) {
     assert_eq!(scan.claims_index_stats().served, 0);
 }
 
+/// The index leaves the deciding backend's own changes unread (it is never
+/// its own candidate); the next decision for *another* backend must see
+/// them: a disk one backend of the context just prepared read-write is
+/// refused to the next, and free again once that backend is gone.
+#[test]
+fn own_changes_are_seen_by_the_next_decision_for_another_backend() {
+    require_root();
+    let mut env = Env::new();
+    let tg = targets(&mut env);
+    let s: Arc<dyn Store> = env.store.clone();
+    env.domain(99, PROBE_VM);
+    env.domain(98, "vm-other");
+    let ix = indexed(&env, Flavour::Linux);
+    let scan = scanning(&env, Flavour::Linux);
+    // Two decisions for the probe: the index is built and serving.
+    assert_eq!(decide(&ix, &*s, &tg, 1, "w"), "ok");
+    assert_eq!(decide(&ix, &*s, &tg, 1, "w"), "ok");
+    let other = "backend/vbd/98/51712";
+    for round in 0..3 {
+        w(
+            &*s,
+            &format!("{other}/params"),
+            &tg.devs[0].0.display().to_string(),
+        );
+        w(&*s, &format!("{other}/mode"), "w");
+        w(&*s, &format!("{other}/frontend-id"), "98");
+        w(&*s, &format!("{other}/state"), "2");
+        // `other` decides (its own writes above are left unread) and
+        // prepares: it now names dev 0 read-write.
+        ix.prepare(other).unwrap();
+        for (name, ctx) in [("index", &ix), ("scan", &scan)] {
+            let d = decide(ctx, &*s, &tg, 0, "w");
+            assert!(
+                d.starts_with("Busy") && d.contains(other),
+                "round {round}, {name}: {d}"
+            );
+            assert_eq!(decide(ctx, &*s, &tg, 1, "w"), "ok", "round {round}, {name}");
+        }
+        ix.release(other).unwrap();
+        // The domain goes: its backend directory with it.
+        s.remove(NO_TX, "backend/vbd/98").unwrap();
+        assert_eq!(decide(&ix, &*s, &tg, 0, "w"), "ok", "round {round}");
+        assert_eq!(decide(&scan, &*s, &tg, 0, "w"), "ok", "round {round}");
+    }
+    let st = ix.claims_index_stats();
+    assert_eq!(st.invalidations, 0, "{st:?}");
+    assert!(st.served >= 12, "the index decided: {st:?}");
+}
+
 /// A context on `sock` with its own connection; the lock dir is private.
 fn ctx_on(env: &Env, sock: &std::path::Path, index: bool) -> Context {
     let own = Arc::new(XsClient::connect(sock, Duration::from_secs(10)).unwrap());
