@@ -329,6 +329,32 @@ fn run_child(mut cmd: Command) -> (Duration, libc::rusage, bool, String) {
     (elapsed, ru, ok, err)
 }
 
+/// The peak RSS (kB) of `cmd` itself, run once under `/usr/bin/time`.
+/// `wait4`'s `ru_maxrss` for a child spawned from this (large) process is
+/// not its own: `exec` records the high-water mark of the memory the
+/// child shared with the parent until then, i.e. the bench's. A child of
+/// `time` (a small process) does not carry that. `None` without `time`.
+fn peak_rss_kb(cmd: &Command) -> Option<i64> {
+    let time = Path::new("/usr/bin/time");
+    if !time.exists() {
+        return None;
+    }
+    let out = std::env::temp_dir().join(format!("xenblock-bench-rss-{}", std::process::id()));
+    let mut c = Command::new(time);
+    c.arg("-f").arg("%M").arg("-o").arg(&out).arg(cmd.get_program());
+    c.args(cmd.get_args());
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        };
+    }
+    let (_, _, ok, _) = run_child(c);
+    let kb = std::fs::read_to_string(&out).ok()?.trim().parse().ok();
+    let _ = std::fs::remove_file(&out);
+    ok.then_some(kb).flatten()
+}
+
 // ---------------------------------------------------------------------------
 // xenstore contents
 
@@ -514,7 +540,7 @@ impl Bench {
             n: self.others,
             prepare: vec![],
             release: vec![],
-            max_rss_kb: Some(0),
+            max_rss_kb: None,
             failures: 0,
         };
         let cmd = |op: &str| {
@@ -527,17 +553,22 @@ impl Bench {
             c
         };
         for _ in 0..iters {
-            let (dp, ru, ok, err) = run_child(cmd("prepare"));
+            let (dp, _, ok, err) = run_child(cmd("prepare"));
             assert!(ok, "xenblock prepare {be}: {err}");
             self.check_connected(be, "cli");
-            let rss = ru.ru_maxrss;
-            let (dr, ru, ok, err) = run_child(cmd("release"));
+            let (dr, _, ok, err) = run_child(cmd("release"));
             assert!(ok, "xenblock release {be}: {err}");
-            row.max_rss_kb = Some(row.max_rss_kb.unwrap().max(rss).max(ru.ru_maxrss));
             row.prepare.push(dp);
             row.release.push(dr);
             self.reset(be);
         }
+        // Peak memory: one more prepare and release, each under `time`.
+        if let Some(p) = peak_rss_kb(&cmd("prepare")) {
+            self.check_connected(be, "cli");
+            let r = peak_rss_kb(&cmd("release"));
+            row.max_rss_kb = r.map(|r| p.max(r));
+        }
+        self.reset(be);
         row
     }
 
@@ -550,12 +581,12 @@ impl Bench {
             n: self.others,
             prepare: vec![],
             release: vec![],
-            max_rss_kb: Some(0),
+            max_rss_kb: None,
             failures: 0,
         };
         let mut failures = 0;
         while row.prepare.len() < iters {
-            let (dp, ru, ok, err) = run_child(s.cmd("add", be, &self.xs.socket));
+            let (dp, _, ok, err) = run_child(s.cmd("add", be, &self.xs.socket));
             if !ok {
                 // The script's `losetup -f` + `losetup DEV FILE` races with
                 // anyone else binding loop devices (EBUSY); count and retry.
@@ -567,14 +598,22 @@ impl Bench {
                 continue;
             }
             self.check_connected(be, "script");
-            let rss = ru.ru_maxrss;
-            let (dr, ru, ok, err) = run_child(s.cmd("remove", be, &self.xs.socket));
+            let (dr, _, ok, err) = run_child(s.cmd("remove", be, &self.xs.socket));
             assert!(ok, "block remove {be}: {err}");
-            row.max_rss_kb = Some(row.max_rss_kb.unwrap().max(rss).max(ru.ru_maxrss));
             row.prepare.push(dp);
             row.release.push(dr);
             self.reset(be);
         }
+        // Peak memory: one more add and remove, each under `time` (the
+        // script and every command it runs).
+        let p = peak_rss_kb(&s.cmd("add", be, &self.xs.socket));
+        let r = peak_rss_kb(&s.cmd("remove", be, &self.xs.socket));
+        if p.is_none() || r.is_none() {
+            // Not measured (or the add failed): leave nothing behind.
+            let _ = run_child(s.cmd("remove", be, &self.xs.socket));
+        }
+        self.reset(be);
+        row.max_rss_kb = p.zip(r).map(|(p, r)| p.max(r));
         row.failures = failures;
         // The script's remove must have detached its loop device.
         if target == "file" {
