@@ -341,7 +341,11 @@ fn peak_rss_kb(cmd: &Command) -> Option<i64> {
     }
     let out = std::env::temp_dir().join(format!("xenblock-bench-rss-{}", std::process::id()));
     let mut c = Command::new(time);
-    c.arg("-f").arg("%M").arg("-o").arg(&out).arg(cmd.get_program());
+    c.arg("-f")
+        .arg("%M")
+        .arg("-o")
+        .arg(&out)
+        .arg(cmd.get_program());
     c.args(cmd.get_args());
     for (k, v) in cmd.get_envs() {
         match v {

@@ -50,8 +50,7 @@ impl Context {
     /// `hotplug-status error`, with `hotplug-error` set to the returned message.
     pub fn prepare(&self, backend_path: &str) -> Result<Prepared> {
         let path = spec::normalise_path(backend_path)?;
-        spec::check_backend(&*self.store, &path)?;
-        let b = Backend::read(&*self.store, NO_TX, &path)?;
+        let b = Backend::read_existing(&*self.store, &path)?;
         if let Handler::Script(script) = spec::handler(b.script.as_deref()) {
             return self
                 .run_custom_script(&b, &script, true)
@@ -766,8 +765,7 @@ impl Context {
     /// itself (libxl runs scripts asynchronously with its own timeout).
     pub fn plan(&self, backend_path: &str, add: bool) -> Result<Plan> {
         let path = spec::normalise_path(backend_path)?;
-        spec::check_backend(&*self.store, &path)?;
-        let script = crate::store::read_string(&*self.store, NO_TX, &format!("{path}/script"))?;
+        let script = spec::read_script_of_existing(&*self.store, &path)?;
         match spec::handler(script.as_deref()) {
             Handler::InProcess => Ok(Plan::InProcess),
             Handler::Script(s) => Ok(Plan::Script(hotplug::invocation(

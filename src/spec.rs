@@ -67,22 +67,35 @@ pub fn normalise_path(path: &str) -> Result<String> {
     Ok(p.to_string())
 }
 
-/// Check that `path` (normalised) has the shape of a device backend,
-/// `<root>/<domid>/<devid>` with numeric ids, and that the directory exists
-/// in the store: so that a wrong path (a domain's directory, the root, a
-/// leaf such as `.../params`) fails before anything is written.
-pub fn check_backend(store: &dyn Store, path: &str) -> Result<()> {
+// The check every call that acts on a backend makes first: `path`
+// (normalised) has the shape of a device backend, `<root>/<domid>/<devid>`
+// with numeric ids, and the directory exists in the store, so that a
+// wrong path (a domain's directory, the root, a leaf such as
+// `.../params`) fails before anything is written. `Backend::read_existing`
+// and `read_script_of_existing` make it in the same round trip as their
+// reads.
+
+/// The backend check (above) and the backend's `script` node, in one
+/// round trip.
+pub fn read_script_of_existing(store: &dyn Store, path: &str) -> Result<Option<String>> {
     check_backend_shape(path)?;
-    if store.read(store::NO_TX, path)?.is_none() {
-        return Err(Error::NotFound(format!(
-            "there is no backend at {path}; check the path (e.g. backend/vbd/<domid>/<devid>) \
-             and that the toolstack has written the backend"
-        )));
+    let v = store.read_many(store::NO_TX, &[path.to_string(), format!("{path}/script")])?;
+    match &v[..] {
+        [Some(_), script] => Ok(script
+            .as_ref()
+            .map(|b| String::from_utf8_lossy(b).into_owned())),
+        _ => Err(no_backend(path)),
     }
-    Ok(())
 }
 
-/// The shape half of [`check_backend`] (release accepts a backend that is
+fn no_backend(path: &str) -> Error {
+    Error::NotFound(format!(
+        "there is no backend at {path}; check the path (e.g. backend/vbd/<domid>/<devid>) \
+         and that the toolstack has written the backend"
+    ))
+}
+
+/// The shape half of the backend check (release accepts a backend that is
 /// already gone: it is idempotent).
 pub fn check_backend_shape(path: &str) -> Result<()> {
     let shape = || {
@@ -106,14 +119,34 @@ impl Backend {
     /// Read the backend directory at `path` (already normalised).
     pub fn read(store: &dyn Store, tx: TxId, path: &str) -> Result<Backend> {
         let paths: Vec<String> = NODES.iter().map(|n| format!("{path}/{n}")).collect();
-        let mut v = store.read_many(tx, &paths)?.into_iter();
+        Ok(Backend::from_values(path, store.read_many(tx, &paths)?))
+    }
+
+    /// The backend check and [`Backend::read`] in one round trip: the
+    /// directory's own node is read with its children.
+    pub fn read_existing(store: &dyn Store, path: &str) -> Result<Backend> {
+        check_backend_shape(path)?;
+        let mut paths = Vec::with_capacity(NODES.len() + 1);
+        paths.push(path.to_string());
+        paths.extend(NODES.iter().map(|n| format!("{path}/{n}")));
+        let mut v = store.read_many(store::NO_TX, &paths)?;
+        if v.first().is_none_or(Option::is_none) {
+            return Err(no_backend(path));
+        }
+        v.remove(0);
+        Ok(Backend::from_values(path, v))
+    }
+
+    /// A backend from the values of [`NODES`], in order.
+    fn from_values(path: &str, values: Vec<Option<Vec<u8>>>) -> Backend {
+        let mut v = values.into_iter();
         let params = v.next().flatten();
         let mut text = || {
             v.next()
                 .flatten()
                 .map(|b| String::from_utf8_lossy(&b).into_owned())
         };
-        Ok(Backend {
+        Backend {
             path: path.to_string(),
             params,
             mode_raw: text(),
@@ -124,7 +157,7 @@ impl Backend {
             physical_device: text(),
             physical_device_path: text(),
             node: text(),
-        })
+        }
     }
 
     /// Canonical mode (missing mode reads as read-only, the safe side).
