@@ -84,8 +84,13 @@ fn file_rw_gets_a_writable_loop_device_and_release_detaches_it() {
     require_root();
     let mut env = Env::new();
     let img = env.image("rw.img", 4 << 20);
-    env.domain(7, "/vm/seven");
-    let be = env.backend(7, 51712, &img.display().to_string(), "w");
+    // A domid no other test here uses: the second release below looks at
+    // the loop device `node` still names, which a test running alongside
+    // may have bound meanwhile; with the same backend path its tag would
+    // be this backend's too (one xenstored per host makes that impossible
+    // outside tests).
+    env.domain(17, "/vm/seventeen");
+    let be = env.backend(17, 51712, &img.display().to_string(), "w");
     let ctx = env.ctx();
     ctx.prepare(&be).unwrap();
     let loops = env.loops_of(&img);
@@ -108,7 +113,7 @@ fn file_rw_gets_a_writable_loop_device_and_release_detaches_it() {
     );
     assert!(
         String::from_utf8_lossy(&lo.file_name)
-            .starts_with("xenblock:/local/domain/0/backend/vbd/7/51712"),
+            .starts_with("xenblock:/local/domain/0/backend/vbd/17/51712"),
         "loop device is tagged with its backend: {:?}",
         String::from_utf8_lossy(&lo.file_name)
     );
