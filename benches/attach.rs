@@ -751,12 +751,12 @@ fn main() {
         // everything is many times slower: fewer runs, no script (Xen's
         // script is measured there through `xl`), no memory runs.
         Plan {
-            ns: vec![0, 100, 400, 1000, 10_000],
+            ns: vec![0, 400, 1000, 10_000],
             script_max_n: 0,
-            rust_phy: |n| if n >= 10_000 { 30 } else { 100 },
-            rust_file: 30,
-            cli_phy: 30,
-            cli_file: 10,
+            rust_phy: |n| if n >= 10_000 { 20 } else { 40 },
+            rust_file: 10,
+            cli_phy: 10,
+            cli_file: 5,
             script_phy: |_| 0,
             script_file: 0,
             mem_cycles: 0,

@@ -2,7 +2,7 @@
 # The attach benchmark (benches/attach.rs) against dom0's real C xenstored,
 # in the real-Xen VM (run there as root, on a dom0 with no guest):
 #   cargo bench --bench attach --no-run        # on the host, as root
-#   scripts/xenvm.sh exec tests/realxen/bench-attach.sh
+#   XENVM_EXEC_TIMEOUT=3600 scripts/xenvm.sh exec tests/realxen/bench-attach.sh
 # The bench binary and the CLI come from the shared checkout's build tree
 # (/xenblock/src/target/release). Images go to /scratch (ext4 on a virtio
 # disk), the hotplug lock directory to tmpfs. Prints the bench's table
