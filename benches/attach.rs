@@ -25,6 +25,7 @@
 //!   script, no memory runs; results as `attach-realxen.*`
 //!   (`tests/realxen/bench-attach.sh` runs it in the real-Xen VM)
 //! - `XENBLOCK_BENCH_CLI=PATH`  the CLI to measure (default: the one built)
+//! - `XENBLOCK_BENCH_NS=0,1000` the numbers of other disks to measure at
 //! - `XENBLOCK_BENCH_SCRATCH=DIR` where images go (default: the temp dir)
 //! - `XENBLOCK_BENCH_PROFILE=N` only loop in-process phy prepare at N for 10 s
 //!   (for `perf record`); `XENBLOCK_BENCH_PROFILE_SCAN=1` with the index off,
@@ -821,6 +822,17 @@ fn main() {
             index_mem_cycles: 20_000,
         }
     };
+    let mut plan = plan;
+    if let Ok(ns) = std::env::var("XENBLOCK_BENCH_NS") {
+        plan.ns = ns
+            .split(',')
+            .map(|n| {
+                n.trim()
+                    .parse()
+                    .expect("XENBLOCK_BENCH_NS: numbers, comma-separated")
+            })
+            .collect();
+    }
     let started = Instant::now();
     let load_before = loadavg();
     let xs = start_xenstored();
@@ -995,12 +1007,13 @@ fn main() {
         extra.insert(
             format!("index_at_{n:05}"),
             format!(
-                "{} of {} measured decisions served by the index ({} scanned, {} rebuilds, {} invalidations)",
+                "{} of {} measured decisions served by the index ({} scanned, {} rebuilds, {} invalidations, {} idle reloads)",
                 st1.served - st0.served,
                 (plan.rust_phy)(n),
                 st1.scanned - st0.scanned,
                 st1.builds - st0.builds,
-                st1.invalidations - st0.invalidations
+                st1.invalidations - st0.invalidations,
+                st1.reloads - st0.reloads
             ),
         );
         rows.push(b.rust_on(&b.ctx_scan, "rust-scan", "phy", (plan.rust_phy)(n)));

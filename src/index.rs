@@ -119,7 +119,9 @@ struct Live {
     /// Sentinel events still to come (the watch's initial one, then one per write).
     pending: u64,
     seq: u64,
-    /// When events were last read up to a sentinel.
+    /// When the index last finished reading xenstore (its sentinel's events
+    /// and the re-reads they called for): from then on, events wait unread
+    /// in xenstored until the next decision.
     last_sync: Option<Instant>,
     /// Backend path -> the storage nodes it has, with their values.
     backends: HashMap<String, Vec<(&'static str, String)>>,
@@ -208,6 +210,10 @@ impl ClaimsIndex {
             live.dirty_all = true;
         }
         let r = live.sync(xs).and_then(|()| live.refresh(xs, self, own));
+        // Idleness counts from here, not from the sentinel: a reload that
+        // itself takes longer than IDLE_LIMIT (10 000 disks on a slow
+        // xenstored) must not make every following decision reload again.
+        live.last_sync = Some(Instant::now());
         if idle && r.is_ok() {
             inner.stats.reloads += 1;
         }
@@ -382,7 +388,6 @@ impl Live {
         self.current(xs)?;
         self.wait_sentinel(xs)?;
         self.current(xs)?;
-        self.last_sync = Some(Instant::now());
         Ok(())
     }
 

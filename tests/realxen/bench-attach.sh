@@ -2,7 +2,9 @@
 # The attach benchmark (benches/attach.rs) against dom0's real C xenstored,
 # in the real-Xen VM (run there as root, on a dom0 with no guest):
 #   cargo bench --bench attach --no-run        # on the host, as root
-#   XENVM_EXEC_TIMEOUT=3600 scripts/xenvm.sh exec tests/realxen/bench-attach.sh
+#   XENVM_EXEC_TIMEOUT=3600 scripts/xenvm.sh exec tests/realxen/bench-attach.sh [NS]
+# NS: the numbers of other disks, comma-separated (default 0,400,1000,10000;
+# the whole run takes about 25 minutes under TCG).
 # The bench binary and the CLI come from the shared checkout's build tree
 # (/xenblock/src/target/release). Images go to /scratch (ext4 on a virtio
 # disk), the hotplug lock directory to tmpfs. Prints the bench's table
@@ -32,6 +34,7 @@ mkdir -p "$OUT" /scratch
 echo "bench: $bench"
 echo "xenstored: $sock ($(tr '\0' ' ' </proc/"$(pidof xenstored | cut -d' ' -f1)"/cmdline 2>/dev/null || echo '?'))"
 echo "dom0: $(nproc) vCPUs, $(awk '/MemTotal/ {print int($2/1024)" MiB"}' /proc/meminfo), kernel $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg)"
+XENBLOCK_BENCH_NS=${1:-0,400,1000,10000} \
 XENBLOCK_BENCH_XENSTORED=$sock \
 XENBLOCK_BENCH_CLI=$SRC/target/release/xenblock \
 XENBLOCK_BENCH_SCRATCH=/scratch \
