@@ -7,10 +7,10 @@
 # non-zero if any scenario fails in any mode, or none ran.
 # XENVM_SCENARIOS="01 05" runs only the scenarios whose names start so.
 #
-# With the `inprocess` mode it first builds (cached) Debian's libxenlight
-# with integrations/libxl (scripts/build-libxl.sh) and a fake libxenblock
-# for the fault checks (tests/realxen/fake-xenblock.c), adds the mode in dom0
-# (tests/realxen/inprocess.sh install), and after the scenarios runs
+# With the `inprocess` mode it first runs tests/realxen/inprocess-prep.sh
+# (builds, cached, Debian's libxenlight with integrations/libxl and a fake
+# libxenblock for the fault checks; adds the mode in dom0), and after the
+# scenarios runs
 # inprocess.sh's own checks (XENVM_INPROCESS_STEPS, default below): the
 # environment switch, fallback and faults, the slow neighbour, the
 # comparison with the drop-in, a vanished backend directory.
@@ -24,25 +24,9 @@ ran=0 failed=0
 inprocess=0
 for m in "${modes[@]}"; do [ "$m" = inprocess ] && inprocess=1; done
 if [ $inprocess = 1 ]; then
-    CACHE=${XENBLOCK_CACHE:-${HOME:-/root}/.cache/xenblock}
-    export XENBLOCK_LIBXL_CACHE=${XENBLOCK_LIBXL_CACHE:-$CACHE/libxl}
-    printf '\n== in-process mode: building the patched libxenlight (scripts/build-libxl.sh, cached)\n'
-    tb=$SECONDS
-    out=$(nice -n 10 scripts/build-libxl.sh build) || { echo "real-Xen suite: building the patched libxenlight FAILED" >&2; exit 1; }
-    case $out in "$CACHE"/*) ;; *)
-        echo "real-Xen suite: the libxl build is at $out, outside $CACHE (the cache dom0 sees)" >&2; exit 1 ;;
-    esac
-    echo "   $out ($((SECONDS - tb)) s)"
-    fake=$CACHE/realxen/fake-xenblock
-    mkdir -p "$fake/full" "$fake/noplan"
-    cc -shared -fPIC -O2 -Wall -Werror -Iinclude -Wl,-soname,libxenblock.so.1 -o "$fake/full/libxenblock.so.1" \
-        tests/realxen/fake-xenblock.c &&
-    cc -shared -fPIC -O2 -Wall -Werror -Iinclude -Wl,-soname,libxenblock.so.1 -DFAKE_NO_PLAN -o "$fake/noplan/libxenblock.so.1" \
-        tests/realxen/fake-xenblock.c || { echo "real-Xen suite: building the fake libxenblock FAILED" >&2; exit 1; }
-    printf '\n== in-process mode: tests/realxen/inprocess.sh install (in dom0)\n'
-    if ! scripts/xenvm.sh exec tests/realxen/inprocess.sh install 2>&1 | sed 's/^/   /'; then
-        echo "real-Xen suite: installing the in-process mode in dom0 FAILED" >&2; exit 1
-    fi
+    printf '\n== in-process mode: tests/realxen/inprocess-prep.sh (patched libxenlight, fake library, install in dom0)\n'
+    tests/realxen/inprocess-prep.sh 2>&1 | sed 's/^/   /'
+    [ "${PIPESTATUS[0]}" = 0 ] || { echo "real-Xen suite: preparing the in-process mode FAILED" >&2; exit 1; }
 fi
 for f in tests/realxen/[0-9][0-9]-*.sh; do
     name=$(basename "$f" .sh)
