@@ -31,7 +31,7 @@ calls0=$(calls)
 scripts_running() {
     local p n=0
     for p in /proc/[0-9]*; do
-        tr '\0' ' ' <"$p/cmdline" 2>/dev/null | grep -q '/etc/xen/scripts/block ' && n=$((n + 1))
+        { tr '\0' ' ' <"$p/cmdline"; } 2>/dev/null | grep -q '/etc/xen/scripts/block ' && n=$((n + 1))
     done
     echo $n
 }
