@@ -16,9 +16,14 @@ export XENBLOCK_LIBXL_CACHE=${XENBLOCK_LIBXL_CACHE:-$CACHE/libxl}
 die() { echo "inprocess-prep: $*" >&2; exit 1; }
 
 tb=$SECONDS
-out=$(nice -n 10 scripts/build-libxl.sh build) || die "building the patched libxenlight failed (scripts/build-libxl.sh build)"
+mkdir -p "$CACHE/realxen"
+blog=$CACHE/realxen/build-libxl.log
+if ! out=$(nice -n 10 scripts/build-libxl.sh build 2>"$blog"); then
+    tail -n 40 "$blog" >&2
+    die "building the patched libxenlight failed (scripts/build-libxl.sh build; log: $blog)"
+fi
 case $out in "$CACHE"/*) ;; *) die "the libxl build is at $out, outside $CACHE (the cache dom0 sees)" ;; esac
-echo "patched libxenlight: $out ($((SECONDS - tb)) s)"
+echo "patched libxenlight: $out ($((SECONDS - tb)) s; log: $blog)"
 
 fake=$CACHE/realxen/fake-xenblock
 mkdir -p "$fake/full" "$fake/noplan"
