@@ -21,6 +21,9 @@ results=$(mktemp); trap 'rm -f "$results"' EXIT
 t0=$SECONDS
 ran=0 failed=0
 
+# One exec runs a scenario in every mode, each bounded by run-one.sh's
+# XENVM_SCENARIO_TIMEOUT (420 s): the exec's bound is their sum plus slack.
+exec_t=${XENVM_EXEC_TIMEOUT:-$((${#modes[@]} * (${XENVM_SCENARIO_TIMEOUT:-420} + 60)))}
 inprocess=0
 for m in "${modes[@]}"; do [ "$m" = inprocess ] && inprocess=1; done
 if [ $inprocess = 1 ]; then
@@ -37,7 +40,7 @@ for f in tests/realxen/[0-9][0-9]-*.sh; do
     title=$(sed -n 's/^TITLE="\(.*\)"$/\1/p' "$f")
     printf '\n== %s: %s\n' "$name" "$title"
     ts=$SECONDS
-    out=$(scripts/xenvm.sh exec tests/realxen/run-one.sh "$name.sh" "${modes[@]}" 2>&1)
+    out=$(XENVM_EXEC_TIMEOUT=$exec_t scripts/xenvm.sh exec tests/realxen/run-one.sh "$name.sh" "${modes[@]}" 2>&1)
     rc=$?
     echo "$out" | grep -v '^RESULT	'
     echo "$out" | grep '^RESULT	' >>"$results"
