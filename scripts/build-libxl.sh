@@ -17,8 +17,12 @@
 #   scripts/build-libxl.sh uninstall        undo `install`: remove ours, put
 #                                           Debian's files back, release the
 #                                           holds install set
+#   scripts/build-libxl.sh deps             (as root) only install the build
+#                                           dependencies (scripts/test-all.sh)
 #
-# Cache: ${XENBLOCK_LIBXL_CACHE:-~/.cache/xenblock/libxl}
+# Cache: ${XENBLOCK_LIBXL_CACHE:-${XENBLOCK_CACHE:-~/.cache/xenblock}/libxl}
+#   (the real-Xen VM's dom0 sees ${XENBLOCK_CACHE:-~/.cache/xenblock} as
+#   /xenblock/cache, so a build for the VM is at /xenblock/cache/libxl/current)
 #   apt/        private deb-src apt state (no system source list is touched)
 #   src/        the downloaded .dsc and tarballs
 #   base/       the unpacked Debian source (Debian's patches applied),
@@ -40,7 +44,7 @@ RECIPE=1
 XEN_UPSTREAM=${XEN_VERSION%-*}
 TOPDIR=$(cd "$(dirname "$0")/.." && pwd)
 SERIES_DIR=$TOPDIR/integrations/libxl/debian-4.17
-CACHE=${XENBLOCK_LIBXL_CACHE:-${HOME:-/root}/.cache/xenblock/libxl}
+CACHE=${XENBLOCK_LIBXL_CACHE:-${XENBLOCK_CACHE:-${HOME:-/root}/.cache/xenblock}/libxl}
 MULTIARCH=x86_64-linux-gnu
 LIB_NAME=libxenlight.so.4.17.0
 LIB_DIR=/usr/lib/$MULTIARCH
@@ -259,5 +263,6 @@ build) do_build ;;
 outdir) outdir ;;
 install) do_install "${2:-}" ;;
 uninstall) do_uninstall ;;
-*) die "usage: $0 [build|outdir|install [DIR]|uninstall]" ;;
+deps) install_build_deps ;;
+*) die "usage: $0 [build|outdir|install [DIR]|uninstall|deps]" ;;
 esac

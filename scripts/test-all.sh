@@ -18,6 +18,9 @@ if [ "${#need_apt[@]}" -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
 fi
+# The real-Xen suite's in-process mode builds Debian's libxenlight with
+# integrations/libxl (scripts/build-libxl.sh, cached): its build dependencies.
+scripts/build-libxl.sh deps
 XENBLOCK_DEBS_ROOT=$(scripts/xen-debs.sh)
 export XENBLOCK_DEBS_ROOT
 echo "Xen 4.17 tools unpacked under $XENBLOCK_DEBS_ROOT"

@@ -66,7 +66,7 @@ impl Context {
             Flavour::NetBsd => self.prepare_netbsd(&b),
         };
         match &r {
-            Ok(p) => self.log(LogLevel::Info, &format!("{path}: prepared: {p:?}")),
+            Ok(p) => self.log(LogLevel::Debug, &format!("{path}: prepared: {p}")),
             Err(e) => self.report_failure(&path, e),
         }
         r

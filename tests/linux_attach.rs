@@ -4,7 +4,8 @@
 mod common;
 use common::{require_root, Env};
 use std::os::unix::fs::PermissionsExt;
-use xenblock::{ErrorKind, Prepared, Released};
+use std::sync::{Arc, Mutex};
+use xenblock::{Config, Context, ErrorKind, LogLevel, Prepared, Released};
 
 fn hex(path: &std::path::Path) -> String {
     let st = xenblock::sys::stat::stat(path).unwrap();
@@ -454,4 +455,48 @@ fn local_mounts_refuse_conflicting_modes() {
     let w = env.backend(1, 4, &dev.display().to_string(), "w");
     assert_eq!(ctx.prepare(&w).unwrap_err().kind(), ErrorKind::Busy);
     drop(guard);
+}
+
+#[test]
+fn a_successful_prepare_logs_only_a_debug_sentence() {
+    // Under libxl's logger anything at info or above is printed by every
+    // `xl create`; the script prints nothing on success, nor may xenblock.
+    require_root();
+    let mut env = Env::new();
+    let img = env.image("quiet.img", 4 << 20);
+    env.domain(7, "/vm/seven");
+    let be = env.backend(7, 51712, &img.display().to_string(), "w");
+    let lines: Arc<Mutex<Vec<(LogLevel, String)>>> = Arc::default();
+    let sink = lines.clone();
+    let ctx = Context::new(Config {
+        logger: Some(Arc::new(move |l: LogLevel, m: &str| {
+            sink.lock().unwrap().push((l, m.to_string()))
+        })),
+        ..env.config()
+    })
+    .unwrap();
+    ctx.prepare(&be).unwrap();
+    ctx.release(&be).unwrap();
+    let lines = lines.lock().unwrap();
+    let prepared: Vec<_> = lines
+        .iter()
+        .filter(|(_, m)| m.contains("prepared"))
+        .collect();
+    assert_eq!(prepared.len(), 1, "{lines:?}");
+    for (l, m) in lines.iter() {
+        assert_eq!(
+            *l,
+            LogLevel::Debug,
+            "a successful prepare logged above debug: {m}"
+        );
+        assert!(
+            !m.contains("Some(") && !m.contains(" { "),
+            "a Rust Debug form in a log line: {m}"
+        );
+    }
+    assert!(
+        prepared[0].1.contains("connected to /dev/loop"),
+        "{}",
+        prepared[0].1
+    );
 }

@@ -11,7 +11,7 @@ wait_block_scripts() {
     while [ $w -lt 150 ]; do
         busy=""
         for p in /proc/[0-9]*; do
-            tr '\0' ' ' <"$p/cmdline" 2>/dev/null | grep -q '/etc/xen/scripts/block' && { busy=1; break; }
+            { tr '\0' ' ' <"$p/cmdline"; } 2>/dev/null | grep -q '/etc/xen/scripts/block' && { busy=1; break; }
         done
         [ -z "$busy" ] && return 0
         sleep 0.2; w=$((w + 1))

@@ -12,8 +12,9 @@
 #
 # Steps (default: all of them, in this order):
 #   install    dpkg-divert Debian's libxenlight and xl, install ours; add the
-#              `inprocess` xenblock-mode (recording block script + xl.conf
-#              xenblock=1)
+#              `inprocess` xenblock-mode (our libxenlight and xl, a recording
+#              block script, xl.conf xenblock=1; every other mode puts
+#              Debian's libxenlight and xl back)
 #   smoke      xl create -p with two file disks (w and r) in-process: nodes,
 #              tagged loop devices, the "done in-process" log lines; the
 #              guest reads both disks; xl destroy leaves no loop device;
@@ -27,8 +28,13 @@
 #   compare    the same guests in dropin and inprocess modes: the same exit
 #              codes, the same backend nodes (names; hotplug-status;
 #              physical-device naming the node), the same refusal message
-#   bench      xl create -p of a guest with 8 disks, and xl block-attach
-#              at 0/100/400 other backends: stock vs dropin vs inprocess
+#   faults     a library libxl must decline (missing, ABI 2.0, lacking
+#              xenblock_plan_new, a context that fails, an unknown status):
+#              one warning line per xl command, and Xen's own script does
+#              the add and the remove exactly as before
+#   gone       the backend directory of an in-process disk is removed before
+#              xl destroy: the loop device it leaves is xenblock-tagged, and
+#              `xenblock reconcile` detaches it and nothing else
 #   uninstall  undo install (Debian's files back, stock mode)
 #   abi        print the ABI of the installed libxenblock.so.1 (from libxl's log)
 # XENBLOCK_LIB=FILE (or a first argument lib=FILE) installs FILE as /usr/local/lib/libxenblock.so.1 first
@@ -49,7 +55,6 @@ W=$SCRATCH/inprocess
 CALLS=/run/xenblock-block-calls
 MODES=/usr/local/lib/xenblock-mode
 BE=/local/domain/0/backend/vbd
-FAKE_DOM=30000 # "other backends" live under backend/vbd/30000 (no such domain)
 FAILS=0
 DOMS=()
 
@@ -75,7 +80,6 @@ our_loops() { losetup -n -O BACK-FILE 2>/dev/null | grep -cF "$W/" || true; }
 cleanup() {
     local d
     for d in "${DOMS[@]}"; do xl destroy "$d" >/dev/null 2>&1 || true; done
-    xenstore-rm "$BE/$FAKE_DOM" 2>/dev/null || true
     [ -n "${HOLDER:-}" ] && kill "$HOLDER" 2>/dev/null
     if [ -n "${HIDDEN_LIB:-}" ] && [ -e /run/libxenblock.so.1.hidden ]; then
         mv /run/libxenblock.so.1.hidden "$HIDDEN_LIB" && ldconfig
@@ -123,12 +127,18 @@ step_install() {
     fi
     check "libxenblock.so.1 is known to the dynamic loader" \
         sh -c 'ldconfig -p | grep -q "libxenblock.so.1 "'
-    cat >"$MODES/inprocess" <<'EOF'
-#!/bin/sh
-# libxl's in-process path (integrations/libxl): xl.conf xenblock=1, and Xen's
-# block script replaced by one that records every call and fails, so that a
-# call is visible and fatal.
+    # The mode installs the patched libxenlight and xl (unless in place) and
+    # every other mode puts Debian's back, so `stock` and `dropin` run
+    # Debian's unmodified libxl.
+    { echo '#!/bin/sh'; echo "OUT='$OUT'"; cat <<'EOF'; } >"$MODES/inprocess"
+# libxl's in-process path (integrations/libxl): the patched libxenlight and
+# xl, xl.conf xenblock=1, and Xen's block script replaced by one that
+# records every call and fails, so that a call is visible and fatal.
 set -e
+cmp -s /usr/lib/x86_64-linux-gnu/libxenlight.so.4.17.0 "$OUT/libxenlight.so.4.17.0" &&
+    cmp -s /usr/lib/xen-4.17/bin/xl "$OUT/xl" ||
+    "$OUT/build-libxl.sh" install "$OUT" >/dev/null 2>&1 ||
+    { echo "inprocess mode: installing the patched libxenlight from $OUT failed" >&2; exit 1; }
 cat >/etc/xen/scripts/block.new <<'EOS'
 #!/bin/sh
 echo "$(date +%s.%N) block $* XENBUS_PATH=$XENBUS_PATH" >>/run/xenblock-block-calls
@@ -143,13 +153,22 @@ sed -i '/^xenblock=/d' /etc/xen/xl.conf
 echo 'xenblock=1' >>/etc/xen/xl.conf
 EOF
     chmod 0755 "$MODES/inprocess"
-    # Every other mode must turn the xl.conf key off again (this dom0 only;
-    # its root is rebuilt at each boot).
+    # Every other mode turns the xl.conf key off again and puts Debian's
+    # libxenlight and xl back (this dom0 only; its root is rebuilt at each
+    # boot).
     local m
     for m in "$MODES"/*; do
         [ "$(basename "$m")" = inprocess ] && continue
-        grep -q 'xenblock-inprocess-off' "$m" ||
-            echo "rc=\$?; sed -i '/^xenblock=/d' /etc/xen/xl.conf; exit \$rc # xenblock-inprocess-off" >>"$m"
+        grep -q 'xenblock-inprocess-off' "$m" && continue
+        { echo "# xenblock-inprocess-off: added by tests/realxen/inprocess.sh install"
+          echo "rc=\$?; OUT='$OUT'"; cat <<'EOF'; } >>"$m"
+sed -i '/^xenblock=/d' /etc/xen/xl.conf
+if dpkg-divert --list | grep -q xenblock-diverted; then
+    "$OUT/build-libxl.sh" uninstall >/dev/null 2>&1 ||
+        { echo "putting Debian's libxenlight and xl back failed" >&2; rc=1; }
+fi
+exit $rc
+EOF
     done
 }
 
@@ -296,7 +315,10 @@ compare_run() {
     xl create -p "$(guest_cfg $b true "format=raw,vdev=xvda,access=rw,target=$W/$a-w.img")" >"$W/$b.log" 2>&1
     echo "second rw user rc=$?" >>"$f"
     DOMS+=("$b")
-    echo "second rw user message: $(grep -o 'is attached [a-z-]* to domain\|refusing to attach it [a-z-]*' "$W/$b.log" | head -n2 | tr '\n' ' ')" >>"$f"
+    # The refusal as libxl logs it last, with this run's names and numbers
+    # made neutral (the drop-in names the backend relatively, libxl absolutely).
+    echo "second rw user message: $(grep -o '[^ ]* is the backing file of .*refusing to attach [^ ]* [a-z-]* to [^ ]*' "$W/$b.log" |
+        tail -n 1 | sed -e "s#cmp-$mode-#cmp-MODE-#g" -e 's#/local/domain/0/##g' -e 's/[0-9][0-9]*/N/g')" >>"$f"
     xl destroy "$b" >/dev/null 2>&1
     xl create -p "$(guest_cfg $b true "format=raw,vdev=xvda,access=ro,target=$W/$a-r.img")" >"$W/$b.log" 2>&1
     echo "second ro user of a ro disk rc=$?" >>"$f"
@@ -384,86 +406,137 @@ step_slow() {
     xl destroy "$name" >/dev/null 2>&1
 }
 
-# ---------------------------------------------------------------- bench
-fake_backends() { # fake_backends N: N other vbd backends, as libxl writes them
-    local n=$1 i p args=()
-    xenstore-rm "$BE/$FAKE_DOM" 2>/dev/null
-    [ "$n" -gt 0 ] || return 0
-    for i in $(seq 1 "$n"); do
-        p=$BE/$FAKE_DOM/$((51712 + i * 16))
-        args+=("$p/frontend" "/local/domain/$FAKE_DOM/device/vbd/$i"
-            "$p/params" "/nonexistent/$i.img" "$p/script" /etc/xen/scripts/block
-            "$p/physical-device" "fe:$(printf %x "$i")" "$p/mode" w "$p/type" phy
-            "$p/online" 1 "$p/state" 4 "$p/frontend-id" "$FAKE_DOM"
-            "$p/hotplug-status" connected)
-    done
-    # xenstore-write takes many pairs; chunks keep the argument list sane.
-    printf '%s\0' "${args[@]}" | xargs -0 -n 200 xenstore-write
-}
+# ---------------------------------------------------------------- faults
+# A library libxl must decline: one warning line, then Xen's own script runs
+# exactly as before. For these checks the block script records each call and
+# then runs Xen's script (so "as before" is seen to work: the create
+# succeeds, the script's nodes and loop device are there). The fake library
+# (tests/realxen/fake-xenblock.c, built by run-suite.sh) is found through
+# LD_LIBRARY_PATH; "missing" hides the real library instead.
+FAKE=${XENBLOCK_FAKE_DIR:-$CACHE/realxen/fake-xenblock}
 
-bench_mode() { # bench_mode MODE -> prints "MODE create8_ms attach0 attach100 attach400"
-    local mode=$1 name=ipb-$1 cfg ms t0 n res=() i
-    xenblock-mode "$mode" >/dev/null || return 1
-    [ "$mode" = inprocess ] || sed -i '/^xenblock=/d' /etc/xen/xl.conf
-    local disks=() letters=(a b c d e f g h)
-    for i in 0 1 2 3 4 5 6 7; do
-        mkimg "$name-$i.img" 8
-        disks+=("format=raw,vdev=xvd${letters[$i]},access=rw,target=$W/$name-$i.img")
-    done
-    cfg=$(guest_cfg "$name" true "${disks[@]}")
-    local runs=() r
-    for r in 1 2 3; do
-        t0=$(now)
-        xl create -p "$cfg" >"$W/$name.log" 2>&1 || {
-            fail "bench $mode: xl create -p with 8 disks"
-            cat "$W/$name.log"
+fault_run() { # fault_run FAULT WARNING-REGEX
+    local f=$1 want=$2 name=ip-fault-$1 cfg log rc dom c0 n envp=() lib="" dir=$FAKE/full
+    case $f in
+    missing) lib=$(ldconfig -p | sed -n 's/.*libxenblock.so.1 .*=> //p' | head -n1) ;;
+    noplan) dir=$FAKE/noplan envp=(env LD_LIBRARY_PATH="$dir") ;;
+    *) envp=(env LD_LIBRARY_PATH="$dir" XENBLOCK_FAKE="$f") ;;
+    esac
+    if [ "$f" = missing ]; then
+        [ -n "$lib" ] || {
+            fail "[fault $f] libxenblock.so.1 is not installed to hide"
+            return
         }
-        runs+=("$(ms_since "$t0")")
-        xl destroy "$name" >/dev/null 2>&1
-    done
-    res+=("$(printf '%s\n' "${runs[@]}" | sort -n | sed -n 2p)")
-    # block-attach against 0/100/400 other backends, on a paused guest.
-    mkimg "$name-x.img" 8
-    xl create -p "$(guest_cfg "$name" true "format=raw,vdev=xvda,access=rw,target=$W/$name-0.img")" >/dev/null 2>&1
+        HIDDEN_LIB=$lib
+        mv "$lib" /run/libxenblock.so.1.hidden && ldconfig
+    elif [ ! -e "$dir/libxenblock.so.1" ]; then
+        fail "[fault $f] no fake library $dir/libxenblock.so.1 (tests/realxen/run-suite.sh builds it)"
+        return
+    fi
+    mkimg "$name.img" 8
+    cfg=$(guest_cfg "$name" true "format=raw,vdev=xvda,access=rw,target=$W/$name.img")
+    c0=$(calls)
+    log=$W/$name.create.log
+    "${envp[@]}" xl -vvv create -p "$cfg" >"$log" 2>&1
+    rc=$?
     DOMS+=("$name")
-    for n in 0 100 400; do
-        fake_backends "$n"
-        runs=()
-        for r in 1 2 3; do
-            t0=$(now)
-            xl block-attach "$name" "format=raw,vdev=xvdb,access=rw,target=$W/$name-x.img" >"$W/$name.att.log" 2>&1 || {
-                fail "bench $mode: block-attach at $n other backends"
-                cat "$W/$name.att.log"
-            }
-            runs+=("$(ms_since "$t0")")
-            xl block-detach "$name" xvdb >/dev/null 2>&1
-        done
-        res+=("$(printf '%s\n' "${runs[@]}" | sort -n | sed -n 2p)")
-    done
-    fake_backends 0
-    xl destroy "$name" >/dev/null 2>&1
-    echo "$mode ${res[*]}"
+    dom=$(domid_of "$name")
+    n=$(grep -c 'xenblock: .*running \(the \)\?hotplug script' "$log")
+    check "[fault $f] xl create: exactly one warning line ($n)" [ "$n" = 1 ]
+    check "[fault $f]   ... saying why: /$want/" grep -q "xenblock: .*$want" "$log"
+    grep 'xenblock: .*running \(the \)\?hotplug script' "$log" | sed 's/^/  log: /' | cut -c1-220
+    check "[fault $f]   ... nothing done in-process" sh -c "! grep -q 'done in-process' '$log'"
+    check "[fault $f]   ... Xen's script ran the add, once" \
+        sh -c "tail -n +$((c0 + 1)) '$CALLS' | awk '{print \$3}' | tr '\n' ' ' | grep -qx 'add '"
+    check "[fault $f]   ... and it succeeded as before (rc=$rc, hotplug-status $(be_read "$dom" 51712 hotplug-status))" \
+        sh -c "[ $rc = 0 ] && [ '$(be_read "$dom" 51712 hotplug-status)' = connected ]"
+    check "[fault $f]   ... its loop device on the image (physical-device $(be_read "$dom" 51712 physical-device))" \
+        sh -c "losetup -n -O BACK-FILE | grep -qF '$W/$name.img'"
+    log=$W/$name.destroy.log
+    "${envp[@]}" xl -vvv destroy "$name" >"$log" 2>&1
+    n=$(grep -c 'xenblock: .*running \(the \)\?hotplug script' "$log")
+    check "[fault $f] xl destroy: exactly one warning line ($n), Xen's script ran the remove" \
+        sh -c "[ $n = 1 ] && tail -n +$((c0 + 1)) '$CALLS' | awk '{print \$3}' | tr '\n' ' ' | grep -qx 'add remove '"
+    check "[fault $f]   ... no loop device left on the image" sh -c "! losetup -n -O BACK-FILE | grep -qF '$W/$name.img'"
+    if [ "$f" = missing ]; then
+        mv /run/libxenblock.so.1.hidden "$lib" && ldconfig
+        HIDDEN_LIB=
+    fi
 }
 
-step_bench() {
-    local mode line c0
+step_faults() {
+    xenblock-mode inprocess >/dev/null || {
+        fail "switch to the inprocess mode"
+        return
+    }
+    cat >/etc/xen/scripts/block.new <<'EOS'
+#!/bin/sh
+echo "$(date +%s.%N) block $* XENBUS_PATH=$XENBUS_PATH" >>/run/xenblock-block-calls
+exec /etc/xen/scripts/block.xen-stock "$@"
+EOS
+    chmod 0755 /etc/xen/scripts/block.new
+    mv -f /etc/xen/scripts/block.new /etc/xen/scripts/block
     mkdir -p "$W"
-    echo "BENCH: median of 3, ms (TCG-emulated dom0: compare modes, not absolute values)"
-    echo "BENCH: | mode | xl create -p, 8 file disks | block-attach, 0 others | 100 others | 400 others |"
-    for mode in stock dropin inprocess; do
-        [ -x "$MODES/$mode" ] || {
-            fail "bench: no mode $mode"
-            continue
-        }
-        c0=$(calls)
-        line=$(bench_mode "$mode") || {
-            fail "bench: mode $mode"
-            continue
-        }
-        set -- $line
-        echo "BENCH: | $1 | $2 | $3 | $4 | $5 |"
-        [ "$mode" = inprocess ] && check "bench inprocess: the block script was never called" [ "$(calls)" = "$c0" ]
-    done
+    fault_run missing 'libxenblock.so.1 cannot be loaded'
+    fault_run abi2 'libxenblock.so.1 has ABI 2.0, libxl needs 1.x'
+    fault_run noplan 'libxenblock.so.1 lacks xenblock_plan_new'
+    fault_run ctxfail 'cannot make a context'
+    fault_run unknown 'unknown status 99 from add of'
+    grep -q 'unknown status 99 from remove of' "$W/ip-fault-unknown.destroy.log" &&
+        pass "[fault unknown] the remove's warning names status 99 too" ||
+        fail "[fault unknown] the remove's warning names status 99 too"
+    # Back to the recording-and-failing script.
+    xenblock-mode inprocess >/dev/null
+}
+
+# ---------------------------------------------------------------- gone
+# The backend directory of an in-process file disk vanishes (a crashed
+# toolstack, a stray xenstore-rm) before the remove: libxl cannot read the
+# backend and runs no hotplug step for it, so its loop device stays; it
+# carries xenblock's tag, and `xenblock reconcile` detaches it and nothing
+# else.
+step_gone() {
+    local name=ip-gone keep=ip-keep dom log rc node bystander other c0
+    xenblock-mode inprocess >/dev/null || {
+        fail "switch to the inprocess mode"
+        return
+    }
+    mkdir -p "$W"
+    mkimg "$name.img" 8
+    mkimg "$keep.img" 8
+    mkimg foreign.img 8
+    c0=$(calls)
+    xl create -p "$(guest_cfg $keep true "format=raw,vdev=xvda,access=rw,target=$W/$keep.img")" >/dev/null 2>&1
+    DOMS+=("$keep")
+    xl create -p "$(guest_cfg $name true "format=raw,vdev=xvda,access=rw,target=$W/$name.img")" >/dev/null 2>&1
+    rc=$?
+    DOMS+=("$name")
+    dom=$(domid_of "$name")
+    node=$(be_read "$dom" 51712 node)
+    bystander=$(be_read "$(domid_of $keep)" 51712 node)
+    other=$(losetup -f --show "$W/foreign.img") # not xenblock's: must stay
+    check "gone: the guest's disk is prepared in-process (rc=$rc, node $node)" \
+        sh -c "[ $rc = 0 ] && [ -b '$node' ]"
+    xenstore-rm "$BE/$dom/51712"
+    log=$W/gone.destroy.log
+    timeout 120 xl -vvv destroy "$name" >"$log" 2>&1
+    rc=$?
+    say "gone: xl destroy with the backend directory removed: rc=$rc"
+    grep -E 'xenblock|hotplug|51712' "$log" | grep -v '^libxl: debug: libxl_event' | tail -n 4 | sed 's/^/  log: /' | cut -c1-200
+    # As documented (integrations/libxl/README.md): libxl runs no hotplug
+    # step for a backend it cannot read, so the device is still there.
+    check "gone: xl destroy ran no hotplug step; the loop device $node is still attached" \
+        sh -c "losetup -n -O BACK-FILE '$node' 2>/dev/null | grep -qF '$W/$name.img'"
+    xenblock reconcile "$BE/" 2>&1 | sed 's/^/  reconcile: /'
+    check "gone: after reconcile no loop device is left on the image" \
+        sh -c "! losetup -n -O BACK-FILE | grep -qF '$W/$name.img'"
+    check "gone: the running guest's loop device ($bystander) is untouched" \
+        sh -c "losetup -n -O BACK-FILE '$bystander' | grep -qF '$W/$keep.img'"
+    check "gone: a loop device xenblock did not make ($other) is untouched" \
+        sh -c "losetup -n -O BACK-FILE '$other' | grep -qF '$W/foreign.img'"
+    check "gone: the block script was never called" [ "$(calls)" = "$c0" ]
+    losetup -d "$other"
+    xl destroy "$keep" >/dev/null 2>&1
 }
 
 step_uninstall() {
@@ -478,7 +551,7 @@ trap cleanup EXIT
 : >"$CALLS"
 mkdir -p "$W"
 steps=("$@")
-[ ${#steps[@]} -gt 0 ] || steps=(install smoke env compare fallback slow bench uninstall)
+[ ${#steps[@]} -gt 0 ] || steps=(install smoke env compare fallback faults gone slow uninstall)
 for s in "${steps[@]}"; do
     case $s in lib=*)
         XENBLOCK_LIB=${s#lib=}

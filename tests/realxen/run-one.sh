@@ -15,6 +15,13 @@
 #                               to EXPECT_dropin.
 #   scenario()                  runs under $MODE, destroys its own guests,
 #                               prints `=> OUTCOME` (lib.sh: outcome) last.
+#
+# In the `inprocess` mode (added by tests/realxen/inprocess.sh install: the
+# patched libxenlight and xl, xl.conf xenblock=1, and a block script that
+# records each call in /run/xenblock-block-calls and fails) a scenario also
+# FAILS when the patched libxenlight is not the one installed, or when the
+# block script was called at all during it: its outcome must come from libxl
+# calling the library.
 set -u
 D=/xenblock/src/tests/realxen
 sc=$1; shift
@@ -60,6 +67,7 @@ losetup -n -O NAME | sed 's/ //g' >/tmp/loops.baseline
 for mode in "${modes[@]}"; do
     xenblock-mode "$mode" || { printf 'RESULT\t%s\t%s\tFAIL\t%s\t%s\n' "$name" "$mode" "cannot switch to mode $mode" "-"; failed=$((failed + 1)); continue; }
     echo "---- $name [$mode]"
+    calls0=$(cat /run/xenblock-block-calls 2>/dev/null | wc -l)
     t0=$(date +%s%N)
     out=$(timeout -k 5 "$SCEN_TIMEOUT" bash -c '
         set -u
@@ -76,6 +84,18 @@ for mode in "${modes[@]}"; do
     lk=$(leaks)
     verdict=PASS
     [ "$got" = "$exp" ] || verdict=FAIL
+    if [ "$mode" = inprocess ]; then
+        calls=$(($(cat /run/xenblock-block-calls 2>/dev/null | wc -l) - calls0))
+        echo "    block script calls: $calls"
+        if [ "$calls" != 0 ]; then
+            verdict=FAIL
+            got="$got; BLOCK SCRIPT CALLED $calls time(s): $(tail -n "$calls" /run/xenblock-block-calls | cut -d' ' -f2-4 | tr '\n' ';')"
+        fi
+        if ! dpkg-divert --list /usr/lib/x86_64-linux-gnu/libxenlight.so.4.17.0 | grep -q xenblock-diverted; then
+            verdict=FAIL
+            got="$got; the patched libxenlight was NOT installed"
+        fi
+    fi
     [ -n "$lk" ] && { verdict=FAIL; got="$got; LEAK:$lk"; }
     [ "$verdict" = FAIL ] && failed=$((failed + 1))
     echo "    ($((ms / 1000)).$((ms % 1000 / 100)) s)"
