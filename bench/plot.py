@@ -44,7 +44,12 @@ ax.set_xticks(ticks)
 ax.set_xticklabels(["0" if t == 10 else str(t) for t in ticks])
 ax.set_xlabel("other disks already in xenstore (N)")
 ax.set_ylabel("prepare (attach) time, ms — median (line), to p99 (band)")
-ax.set_title("Attach time vs existing disks: xenblock vs Xen's block script")
+if "realxen" in src:
+    ax.set_title("Attach time vs existing disks, Xen 4.17's C xenstored (dom0 under QEMU TCG)")
+elif ("script", "phy") in series:
+    ax.set_title("Attach time vs existing disks: xenblock vs Xen's block script")
+else:
+    ax.set_title("Attach time vs existing disks (embedded xenstored)")
 ax.grid(True, which="both", alpha=0.3)
 ax.legend(fontsize=8)
 fig.tight_layout()
