@@ -67,25 +67,30 @@ pub fn normalise_path(path: &str) -> Result<String> {
     Ok(p.to_string())
 }
 
-// The check every call that acts on a backend makes first: `path`
-// (normalised) has the shape of a device backend, `<root>/<domid>/<devid>`
-// with numeric ids, and the directory exists in the store, so that a
-// wrong path (a domain's directory, the root, a leaf such as
-// `.../params`) fails before anything is written. `Backend::read_existing`
-// and `read_script_of_existing` make it in the same round trip as their
-// reads.
-
-/// The backend check (above) and the backend's `script` node, in one
-/// round trip.
-pub fn read_script_of_existing(store: &dyn Store, path: &str) -> Result<Option<String>> {
+/// The check every call that acts on a backend makes first, with that
+/// call's reads: `path` (normalised) has the shape of a device backend,
+/// `<root>/<domid>/<devid>` with numeric ids, and the directory exists in
+/// the store, so that a wrong path (a domain's directory, the root, a leaf
+/// such as `.../params`) fails before anything is written. The directory's
+/// own node is read in the same round trip as its `nodes`, whose values
+/// come back in order.
+fn read_existing(store: &dyn Store, path: &str, nodes: &[&str]) -> Result<Vec<Option<Vec<u8>>>> {
     check_backend_shape(path)?;
-    let v = store.read_many(store::NO_TX, &[path.to_string(), format!("{path}/script")])?;
-    match &v[..] {
-        [Some(_), script] => Ok(script
-            .as_ref()
-            .map(|b| String::from_utf8_lossy(b).into_owned())),
-        _ => Err(no_backend(path)),
+    let mut paths = Vec::with_capacity(nodes.len() + 1);
+    paths.push(path.to_string());
+    paths.extend(nodes.iter().map(|n| format!("{path}/{n}")));
+    let mut v = store.read_many(store::NO_TX, &paths)?;
+    if v.first().is_none_or(Option::is_none) {
+        return Err(no_backend(path));
     }
+    v.remove(0);
+    Ok(v)
+}
+
+/// The backend check and the backend's `script` node, in one round trip.
+pub fn read_script_of_existing(store: &dyn Store, path: &str) -> Result<Option<String>> {
+    let script = read_existing(store, path, &["script"])?.pop().flatten();
+    Ok(script.map(|b| String::from_utf8_lossy(&b).into_owned()))
 }
 
 fn no_backend(path: &str) -> Error {
@@ -122,19 +127,12 @@ impl Backend {
         Ok(Backend::from_values(path, store.read_many(tx, &paths)?))
     }
 
-    /// The backend check and [`Backend::read`] in one round trip: the
-    /// directory's own node is read with its children.
+    /// The backend check and [`Backend::read`] in one round trip.
     pub fn read_existing(store: &dyn Store, path: &str) -> Result<Backend> {
-        check_backend_shape(path)?;
-        let mut paths = Vec::with_capacity(NODES.len() + 1);
-        paths.push(path.to_string());
-        paths.extend(NODES.iter().map(|n| format!("{path}/{n}")));
-        let mut v = store.read_many(store::NO_TX, &paths)?;
-        if v.first().is_none_or(Option::is_none) {
-            return Err(no_backend(path));
-        }
-        v.remove(0);
-        Ok(Backend::from_values(path, v))
+        Ok(Backend::from_values(
+            path,
+            read_existing(store, path, NODES)?,
+        ))
     }
 
     /// A backend from the values of [`NODES`], in order.

@@ -650,6 +650,15 @@ fn strip_nul(v: &[u8]) -> &[u8] {
     v.strip_suffix(&[0]).unwrap_or(v)
 }
 
+/// A WRITE's payload: the path, NUL, the value (not NUL-terminated).
+fn write_payload(path: &str, value: &[u8]) -> Vec<u8> {
+    let mut p = Vec::with_capacity(path.len() + 1 + value.len());
+    p.extend_from_slice(path.as_bytes());
+    p.push(0);
+    p.extend_from_slice(value);
+    p
+}
+
 fn path_of(payload: &[u8]) -> String {
     String::from_utf8_lossy(wire::split_nul(payload).first().copied().unwrap_or(b"")).into_owned()
 }
@@ -688,10 +697,8 @@ impl Store for XsClient {
 
     fn write(&self, tx: TxId, path: &str, value: &[u8]) -> Result<()> {
         super::validate_path(path)?;
-        let mut p = path.as_bytes().to_vec();
-        p.push(0);
-        p.extend_from_slice(value);
-        self.request(MsgType::Write, tx, p, path).map(|_| ())
+        self.request(MsgType::Write, tx, write_payload(path, value), path)
+            .map(|_| ())
     }
 
     fn remove(&self, tx: TxId, path: &str) -> Result<()> {
@@ -735,10 +742,7 @@ impl Store for XsClient {
         let mut reqs = vec![(MsgType::Read, wire::join_nul(&[check]))];
         for (p, v) in writes {
             super::validate_path(p)?;
-            let mut payload = p.as_bytes().to_vec();
-            payload.push(0);
-            payload.extend_from_slice(v);
-            reqs.push((MsgType::Write, payload));
+            reqs.push((MsgType::Write, write_payload(p, v)));
         }
         let mut replies = self.pipeline_mixed(tx, &reqs, check)?.into_iter();
         let present = not_found_is_none(replies.next().expect("one reply per request"))?.is_some();

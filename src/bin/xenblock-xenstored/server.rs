@@ -458,9 +458,19 @@ impl Daemon {
             if !read_only {
                 flush(&mut held);
             }
-            let answer = |held: &mut Vec<u8>, ty: u32, payload: &[u8]| {
+            let error = |held: &mut Vec<u8>, e: Errno| {
+                if let Ok(b) = error_msg(msg.req_id, msg.tx_id, e).encode() {
+                    held.extend_from_slice(&b);
+                }
+            };
+            // The reply, encoded straight into the batch (E2BIG when it
+            // would not fit in one message).
+            let answer = |held: &mut Vec<u8>, payload: &[u8]| {
+                if payload.len() > PAYLOAD_MAX {
+                    return error(held, libc::E2BIG);
+                }
                 let h = Header {
-                    msg_type: ty,
+                    msg_type: msg.msg_type,
                     req_id: msg.req_id,
                     tx_id: msg.tx_id,
                     len: payload.len() as u32,
@@ -468,17 +478,10 @@ impl Daemon {
                 held.extend_from_slice(&h.encode());
                 held.extend_from_slice(payload);
             };
-            let error = |held: &mut Vec<u8>, e: Errno| {
-                if let Ok(b) = error_msg(msg.req_id, msg.tx_id, e).encode() {
-                    held.extend_from_slice(&b);
-                }
-            };
             match self.dispatch(conn, &msg) {
                 Ok(Reply::Sent) => {}
-                Ok(Reply::Payload(p)) if p.len() > PAYLOAD_MAX => error(&mut held, libc::E2BIG),
-                Ok(Reply::Value(p)) if p.len() > PAYLOAD_MAX => error(&mut held, libc::E2BIG),
-                Ok(Reply::Payload(p)) => answer(&mut held, msg.msg_type, &p),
-                Ok(Reply::Value(p)) => answer(&mut held, msg.msg_type, &p),
+                Ok(Reply::Payload(p)) => answer(&mut held, &p),
+                Ok(Reply::Value(p)) => answer(&mut held, &p),
                 Err(e) => error(&mut held, e),
             }
             if !read_only || held.len() >= HELD_MAX || !next_request_buffered(stream.buffer()) {
