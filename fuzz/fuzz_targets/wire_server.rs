@@ -85,11 +85,20 @@ fn check_replies(clients: &[Client], me: usize, reqs: &[Header]) {
             continue;
         };
         let mut replies = Vec::new();
+        // A queued buffer is a batch: whole messages back to back, nothing
+        // left over.
+        let mut msgs = Vec::new();
         for bytes in queued {
-            let (m, used) = Message::decode(&bytes)
-                .expect("reply within the size limit")
-                .expect("reply is a whole message");
-            assert_eq!(used, bytes.len(), "one message per queued buffer");
+            let mut rest = &bytes[..];
+            while !rest.is_empty() {
+                let (m, used) = Message::decode(rest)
+                    .expect("reply within the size limit")
+                    .expect("a batch holds whole messages only");
+                rest = &rest[used..];
+                msgs.push(m);
+            }
+        }
+        for m in msgs {
             if m.msg_type == MsgType::WatchEvent as u32 {
                 let parts = xenblock::store::wire::split_nul(&m.payload);
                 assert_eq!(parts.len(), 2, "watch event is path + token");
