@@ -341,7 +341,10 @@ fuzz_target!(|inp: Input| {
                 assert!(first_swap.is_none(), "passed over swap {first_swap:?}");
                 assert!(first_claim.is_none(), "passed over {first_claim:?}");
                 assert!(holders.is_empty(), "wrote under {holders:?}");
-                assert!(req.mode != Mode::Write || !inp.doubt, "wrote despite a doubt");
+                assert!(
+                    req.mode != Mode::Write || !inp.doubt,
+                    "wrote despite a doubt"
+                );
             }
             Err(Refusal::Local {
                 dev,
@@ -357,7 +360,10 @@ fuzz_target!(|inp: Input| {
             }
             Err(Refusal::Swap { .. }) => {
                 assert!(first_mount.is_none(), "mounts are checked first");
-                assert!(first_swap.is_some(), "a swap refusal has swap on the target");
+                assert!(
+                    first_swap.is_some(),
+                    "a swap refusal has swap on the target"
+                );
             }
             Err(Refusal::Guest {
                 backend,
