@@ -601,6 +601,14 @@ fn read_message(conn: &mut Conn, deadline: Instant, endpoint: &Path) -> Result<M
                 conn.buf.extend_from_slice(&chunk[..n])
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            // A peer that closes with our request unread resets instead of
+            // ending the stream: the same event for the caller.
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                return Err(Error::StoreProtocol(format!(
+                    "xenstored at {} closed the connection ({e})",
+                    endpoint.display()
+                )))
+            }
             Err(e) => {
                 return Err(Error::StoreProtocol(format!(
                     "reading from xenstored at {}: {e}",
