@@ -248,7 +248,11 @@ smoke() {
         check "[$how] the guest read both disks" \
             sh -c "grep -q 'xenblock-$name-a' '$out' && grep -q 'xenblock-$name-b' '$out'"
     fi
-    xl destroy "$name" >/dev/null 2>&1
+    # The switch is per process: with only the environment variable, an
+    # `xl destroy` without it would run the script, so it gets it too. (The
+    # guest's own poweroff races this destroy: xl's monitoring child, which
+    # inherited the variable from `xl create`, destroys it as well.)
+    "${envp[@]}" xl destroy "$name" >/dev/null 2>&1
     sleep 1
     check "[$how] xl destroy left no loop device on our images" [ "$(our_loops)" = 0 ]
     check "[$how] xl destroy: the block script was never called" [ "$(calls)" = "$c0" ]
