@@ -73,13 +73,23 @@ impl Transport {
             Transport::Device(f) => f.read(b),
         }
     }
+    /// Whether a plain `read` waits at most the store timeout (a socket,
+    /// whose `SO_RCVTIMEO` is set to it), so no `poll` need come first.
+    fn read_is_bounded(&self) -> bool {
+        matches!(self, Transport::Socket(_))
+    }
 }
+
+/// Bytes asked of one `read` from xenstored.
+const READ_CHUNK: usize = 64 << 10;
 
 struct Conn {
     transport: Transport,
     /// Bytes received and not yet decoded start at `pos`.
     buf: Vec<u8>,
     pos: usize,
+    /// What each `read` fills (allocated once, not zeroed for every read).
+    chunk: Box<[u8]>,
     events: VecDeque<WatchEvent>,
     /// Events dropped because `events` was full.
     dropped: u64,
@@ -134,22 +144,24 @@ impl XsClient {
 
     /// Connect to a xenstored socket or a xenbus device node.
     pub fn connect(path: &Path, timeout: Duration) -> Result<XsClient> {
-        let transport = open_transport(path)?;
+        let timeout = if timeout.is_zero() {
+            DEFAULT_TIMEOUT
+        } else {
+            timeout
+        };
+        let transport = open_transport(path, timeout)?;
         Ok(XsClient {
             conn: Mutex::new(Conn {
                 transport,
                 buf: Vec::new(),
                 pos: 0,
+                chunk: vec![0; READ_CHUNK].into_boxed_slice(),
                 events: VecDeque::new(),
                 dropped: 0,
                 broken: None,
             }),
             endpoint: path.to_path_buf(),
-            timeout: if timeout.is_zero() {
-                DEFAULT_TIMEOUT
-            } else {
-                timeout
-            },
+            timeout,
             next_req: AtomicU32::new(1),
             home: Mutex::new(None),
             generation: AtomicU64::new(0),
@@ -251,7 +263,7 @@ impl XsClient {
         if let Some(why) = &conn.broken {
             // Reconnect once; transactions of the old connection are gone.
             let why = why.clone();
-            match open_transport(&self.endpoint) {
+            match open_transport(&self.endpoint, self.timeout) {
                 Ok(t) => {
                     conn.transport = t;
                     conn.buf.clear();
@@ -308,7 +320,7 @@ impl XsClient {
                         ))
                     })?;
                 }
-                let reply = read_message(&mut conn, deadline, &self.endpoint)?;
+                let reply = read_message(&mut conn, deadline, Wait::Reply, &self.endpoint)?;
                 if reply.msg_type == MsgType::WatchEvent as u32 {
                     let parts = wire::split_nul(&reply.payload);
                     if parts.len() >= 2 {
@@ -391,7 +403,7 @@ impl XsClient {
             if Instant::now() >= deadline {
                 return Ok(None);
             }
-            match read_message(&mut conn, deadline, &self.endpoint) {
+            match read_message(&mut conn, deadline, Wait::Event, &self.endpoint) {
                 Ok(m) if m.msg_type == MsgType::WatchEvent as u32 => {
                     let parts = wire::split_nul(&m.payload);
                     if parts.len() >= 2 {
@@ -518,18 +530,24 @@ impl XsClient {
     }
 }
 
-fn open_transport(path: &Path) -> Result<Transport> {
+/// Open the socket or device; a socket's reads wait at most `timeout`.
+fn open_transport(path: &Path, timeout: Duration) -> Result<Transport> {
     let meta = std::fs::metadata(path)
         .map_err(|e| Error::io(format!("cannot reach xenstored at {}", path.display()), e))?;
     if meta.file_type().is_socket() {
-        UnixStream::connect(path)
-            .map(Transport::Socket)
-            .map_err(|e| {
-                Error::io(
-                    format!("cannot connect to xenstored socket {}", path.display()),
-                    e,
-                )
-            })
+        let s = UnixStream::connect(path).map_err(|e| {
+            Error::io(
+                format!("cannot connect to xenstored socket {}", path.display()),
+                e,
+            )
+        })?;
+        s.set_read_timeout(Some(timeout)).map_err(|e| {
+            Error::io(
+                format!("cannot set a read timeout on xenstored socket {}", path.display()),
+                e,
+            )
+        })?;
+        Ok(Transport::Socket(s))
     } else if meta.file_type().is_char_device() {
         OpenOptions::new()
             .read(true)
@@ -545,7 +563,23 @@ fn open_transport(path: &Path) -> Result<Transport> {
     }
 }
 
-fn read_message(conn: &mut Conn, deadline: Instant, endpoint: &Path) -> Result<Message> {
+/// What [`read_message`] waits for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    /// A reply to a request in flight, within the store timeout: on a
+    /// socket a plain `read` (bounded by `SO_RCVTIMEO`) waits, one system
+    /// call per wait instead of a `poll` and a `read`.
+    Reply,
+    /// A watch event, within a deadline of the caller's: `poll` first.
+    Event,
+}
+
+fn read_message(
+    conn: &mut Conn,
+    deadline: Instant,
+    wait: Wait,
+    endpoint: &Path,
+) -> Result<Message> {
     loop {
         match Message::decode(&conn.buf[conn.pos..]) {
             Ok(Some((m, used))) => {
@@ -571,22 +605,26 @@ fn read_message(conn: &mut Conn, deadline: Instant, endpoint: &Path) -> Result<M
                 endpoint.display()
             )));
         }
-        let ms = (deadline - now).as_millis().clamp(1, i32::MAX as u128) as i32;
-        let mut fds = [nix::poll::PollFd::new(
-            conn.transport.fd(),
-            nix::poll::PollFlags::POLLIN,
-        )];
-        match nix::poll::poll(
-            &mut fds,
-            nix::poll::PollTimeout::try_from(ms).unwrap_or(nix::poll::PollTimeout::MAX),
-        ) {
-            Ok(0) => continue,
-            Ok(_) => {}
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => return Err(Error::sys("waiting for xenstored", e)),
+        if wait == Wait::Event || !conn.transport.read_is_bounded() {
+            let ms = (deadline - now).as_millis().clamp(1, i32::MAX as u128) as i32;
+            let mut fds = [nix::poll::PollFd::new(
+                conn.transport.fd(),
+                nix::poll::PollFlags::POLLIN,
+            )];
+            match nix::poll::poll(
+                &mut fds,
+                nix::poll::PollTimeout::try_from(ms).unwrap_or(nix::poll::PollTimeout::MAX),
+            ) {
+                Ok(0) => continue,
+                Ok(_) => {}
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(Error::sys("waiting for xenstored", e)),
+            }
         }
-        let mut chunk = [0u8; 32768];
-        match conn.transport.read(&mut chunk) {
+        let Conn {
+            transport, chunk, ..
+        } = &mut *conn;
+        match transport.read(chunk) {
             Ok(0) => {
                 return Err(Error::StoreProtocol(format!(
                     "xenstored at {} closed the connection",
@@ -598,9 +636,15 @@ fn read_message(conn: &mut Conn, deadline: Instant, endpoint: &Path) -> Result<M
                     conn.buf.drain(..conn.pos);
                     conn.pos = 0;
                 }
-                conn.buf.extend_from_slice(&chunk[..n])
+                conn.buf.extend_from_slice(&conn.chunk[..n])
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            // SO_RCVTIMEO passed: the deadline check above decides.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
             // A peer that closes with our request unread resets instead of
             // ending the stream: the same event for the caller.
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
