@@ -29,6 +29,7 @@
 //! - `XENBLOCK_BENCH_SCRATCH=DIR` where images go (default: the temp dir)
 //! - `XENBLOCK_BENCH_PROFILE=N` only loop in-process phy prepare at N for 10 s
 //!   (for `perf record`); `XENBLOCK_BENCH_PROFILE_SCAN=1` with the index off,
+//!   `XENBLOCK_BENCH_PROFILE_CLI=1` the CLI instead (one process per call),
 //!   `XENBLOCK_BENCH_PROFILE_SECS=S` for S seconds
 //! - `XENBLOCK_BENCH_INDEX_MEMORY=N:C` only the indexed context's RSS at N
 //!   other disks over C cycles
@@ -944,17 +945,27 @@ fn main() {
         .and_then(|v| v.parse().ok())
     {
         b.populate(n);
+        let cli = std::env::var("XENBLOCK_BENCH_PROFILE_CLI").is_ok_and(|v| v == "1");
         let cpu = |pid: u32| -> f64 {
-            // utime + stime, in clock ticks (100/s), fields 14 and 15.
+            // utime + stime, in clock ticks (100/s), fields 14 and 15 (and
+            // the waited-for children's, 16 and 17: the CLI's processes).
             let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
             let f: Vec<&str> = s.rsplit_once(") ").unwrap().1.split(' ').collect();
-            (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / 100.0
+            let t = |i: usize| f[i].parse::<f64>().unwrap();
+            let children = if cli && pid == std::process::id() {
+                t(13) + t(14)
+            } else {
+                0.0
+            };
+            (t(11) + t(12) + children) / 100.0
         };
         let xs_cpu = || b.xs.pid().map_or(0.0, cpu);
         let (c0, s0) = (cpu(std::process::id()), xs_cpu());
         let t = Instant::now();
         let mut all = Vec::new();
-        let (ctx, imp) = if std::env::var("XENBLOCK_BENCH_PROFILE_SCAN").is_ok_and(|v| v == "1") {
+        let (ctx, imp) = if cli {
+            (&b.ctx_scan, "cli")
+        } else if std::env::var("XENBLOCK_BENCH_PROFILE_SCAN").is_ok_and(|v| v == "1") {
             (&b.ctx_scan, "rust-scan")
         } else {
             (&b.ctx, "rust")
@@ -964,7 +975,11 @@ fn main() {
             .and_then(|v| v.parse().ok())
             .unwrap_or(10);
         while t.elapsed() < Duration::from_secs(secs) {
-            all.extend(b.rust_on(ctx, imp, "phy", 50).prepare);
+            if cli {
+                all.extend(b.cli("phy", 20).prepare);
+            } else {
+                all.extend(b.rust_on(ctx, imp, "phy", 50).prepare);
+            }
         }
         let (c1, s1) = (cpu(std::process::id()), xs_cpu());
         let k = all.len() as f64;
