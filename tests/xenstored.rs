@@ -439,6 +439,64 @@ fn five_hundred_concurrent_connections() {
     drop(groups);
 }
 
+/// The daemon keeps a finished connection's threads for the next one: a
+/// connection served on them starts clean (no watch, no transaction of the
+/// one before), and the parked threads stay bounded.
+#[test]
+fn connections_one_after_another_start_clean_and_threads_stay_bounded() {
+    let d = Daemon::start();
+    let threads = || -> usize {
+        let st = std::fs::read_to_string(format!("/proc/{}/status", d.pid())).unwrap();
+        st.lines()
+            .find_map(|l| l.strip_prefix("Threads:"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let mut writer = d.client();
+    for i in 0..200 {
+        let mut c = d.client();
+        // A transaction left open and a watch left registered by the
+        // connection before must not be visible here.
+        let tx = c.tx_start();
+        assert!(
+            c.read(tx, "/pool/left-by-previous").is_err(),
+            "connection {i} sees a write of an earlier connection's transaction"
+        );
+        c.write(tx, "/pool/left-by-previous", "x").unwrap();
+        c.watch(&format!("/pool/c{i}"), "mine").unwrap();
+        writer.write(0, &format!("/pool/c{i}"), "v").unwrap();
+        writer.write(0, &format!("/pool/c{}", i + 1), "v").unwrap();
+        // Its own watch fired (initial event + the write); no one else's.
+        c.read(0, "/").unwrap();
+        let paths: Vec<String> = c.events.drain(..).map(|(p, _)| p).collect();
+        assert!(
+            paths.iter().all(|p| *p == format!("/pool/c{i}")),
+            "connection {i} got events of other paths: {paths:?}"
+        );
+        assert!(
+            !paths.is_empty(),
+            "connection {i} got no event for its watch"
+        );
+    }
+    assert!(
+        writer.read(0, "/pool/left-by-previous").is_err(),
+        "a transaction never ended was committed"
+    );
+    // Many at once, then all gone: at most the parked pairs remain.
+    let many: Vec<Client> = (0..60).map(|_| d.client()).collect();
+    for mut c in many {
+        c.read(0, "/").unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let n = threads();
+    assert!(
+        n <= 2 + 2 * 16 + 2,
+        "{n} threads left after 60 connections closed"
+    );
+}
+
 #[test]
 fn sigterm_removes_socket_and_stale_socket_is_replaced() {
     let dir = xsd::temp_dir("stale");

@@ -159,19 +159,11 @@ fn run() -> Result<(), String> {
     announce_ready(&args)?;
 
     let daemon = Arc::new(server::Daemon::new(args.max_queued));
+    let pool = Pool::new(daemon);
     for conn in listener.incoming() {
         match conn {
             Ok(stream) => {
-                let d = daemon.clone();
-                let spawned = std::thread::Builder::new()
-                    .name("xs-conn".into())
-                    .stack_size(1 << 20)
-                    .spawn(move || {
-                        if let Err(e) = d.serve(stream) {
-                            eprintln!("xenblock-xenstored: connection failed: {e}");
-                        }
-                    });
-                if let Err(e) = spawned {
+                if let Err(e) = pool.hand(stream) {
                     eprintln!("xenblock-xenstored: cannot start a connection thread: {e}");
                 }
             }
@@ -182,6 +174,98 @@ fn run() -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Connection threads, kept for the next connection when a client leaves.
+///
+/// A connection is served by two threads (its reader, which runs requests,
+/// and its writer); starting both for every connection cost each short
+/// client (a `xenblock` CLI call, an `xenstore-read`) about as much
+/// daemon CPU as its requests, and some latency before its first reply.
+/// Xen's xenstored has no such cost (one thread polls every connection), so
+/// the daemon keeps finished threads parked instead: a pair waits for the
+/// next connection, and pairs are started only when none is idle. At most
+/// [`Pool::MAX_IDLE`] pairs stay parked.
+struct Pool {
+    daemon: Arc<server::Daemon>,
+    queue: Arc<Queue>,
+}
+
+#[derive(Default)]
+struct Queue {
+    streams: parking_lot::Mutex<(std::collections::VecDeque<UnixStream>, usize)>,
+    ready: parking_lot::Condvar,
+}
+
+impl Pool {
+    const MAX_IDLE: usize = 16;
+
+    fn new(daemon: Arc<server::Daemon>) -> Pool {
+        Pool {
+            daemon,
+            queue: Arc::default(),
+        }
+    }
+
+    /// Serve `stream` on a parked pair, or on a new one.
+    fn hand(&self, stream: UnixStream) -> std::io::Result<()> {
+        let mut q = self.queue.streams.lock();
+        let (waiting, idle) = &mut *q;
+        if *idle > waiting.len() {
+            waiting.push_back(stream);
+            self.queue.ready.notify_one();
+            return Ok(());
+        }
+        drop(q);
+        let (d, queue) = (self.daemon.clone(), self.queue.clone());
+        let (to_writer, writer_jobs) = std::sync::mpsc::channel::<Arc<server::Outbox>>();
+        let (flushed, wait_flushed) = std::sync::mpsc::channel::<()>();
+        std::thread::Builder::new()
+            .name("xs-out".into())
+            .stack_size(128 << 10)
+            .spawn(move || {
+                for out in writer_jobs {
+                    out.run_writer();
+                    let _ = flushed.send(());
+                }
+            })?;
+        std::thread::Builder::new()
+            .name("xs-conn".into())
+            .stack_size(1 << 20)
+            .spawn(move || {
+                let mut next = Some(stream);
+                while let Some(stream) = next.take() {
+                    let mut handed = false;
+                    let writer = |out| {
+                        handed = true;
+                        to_writer.send(out).map_err(|_| {
+                            std::io::Error::other("the connection's writer thread is gone")
+                        })
+                    };
+                    if let Err(e) = d.serve(stream, writer) {
+                        eprintln!("xenblock-xenstored: connection failed: {e}");
+                    }
+                    // The writer is free once it has flushed and closed
+                    // this connection (a client that never reads keeps it,
+                    // and this thread, as before).
+                    if handed && wait_flushed.recv().is_err() {
+                        break;
+                    }
+                    // Park for the next connection (or end: too many parked).
+                    let mut q = queue.streams.lock();
+                    if q.1 >= Pool::MAX_IDLE {
+                        break;
+                    }
+                    q.1 += 1;
+                    while q.0.is_empty() {
+                        queue.ready.wait(&mut q);
+                    }
+                    q.1 -= 1;
+                    next = q.0.pop_front();
+                }
+            })?;
+        Ok(())
+    }
 }
 
 fn main() -> ExitCode {

@@ -179,8 +179,8 @@ impl Outbox {
         self.ready.notify_all();
     }
 
-    /// The writer thread's loop.
-    fn run_writer(&self) {
+    /// The writer's loop, until the connection is closed and flushed.
+    pub fn run_writer(&self) {
         let mut stream = &self.stream;
         loop {
             let batch: Vec<Vec<u8>> = {
@@ -370,15 +370,16 @@ impl Daemon {
     }
 
     /// Serve one client until it disconnects or breaks the protocol.
-    /// Spawns the connection's writer thread.
-    pub fn serve(self: &Arc<Self>, stream: UnixStream) -> std::io::Result<()> {
+    /// `writer` runs the connection's writer ([`Outbox::run_writer`]) on
+    /// another thread (the caller's pool keeps those threads).
+    pub fn serve(
+        self: &Arc<Self>,
+        stream: UnixStream,
+        writer: impl FnOnce(Arc<Outbox>) -> std::io::Result<()>,
+    ) -> std::io::Result<()> {
         let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
         let out = Arc::new(Outbox::with_writer(stream.try_clone()?, self.outbox_limit));
-        let writer_out = out.clone();
-        std::thread::Builder::new()
-            .name(format!("xs-out-{id}"))
-            .stack_size(128 << 10)
-            .spawn(move || writer_out.run_writer())?;
+        writer(out.clone())?;
         let mut conn = self.open_with_id(id, out);
         self.read_loop(&mut conn, stream);
         self.close(conn);
