@@ -62,6 +62,11 @@ if [ "$exported" != "$listed" ]; then
   exit 1
 fi
 
+step "the fuzz targets build (fuzz/ is its own workspace; cargo check there)"
+# They include the embedded xenstored's and the client's sources, so a change
+# there can break them without breaking anything above.
+(cd fuzz && cargo check --quiet --bins)
+
 step "cargo check --target x86_64-unknown-freebsd (Linux-only code is behind cfg)"
 if rustup target list --installed | grep -q x86_64-unknown-freebsd ||
    rustup target add x86_64-unknown-freebsd; then
