@@ -6,6 +6,12 @@
 //! [`Tree`] is O(1) and the clone is a true snapshot: this is how a
 //! transaction gets "a copy of the whole database" cheaply.
 //!
+//! A lookup does not always start at the root: each tree remembers the
+//! nodes on the path of its last lookup ([`Walk`]) and resumes from the
+//! longest prefix the next path shares with it. The walk holds `Arc`s of
+//! the tree's own nodes, so every change empties it first; a clone (a
+//! snapshot) starts with an empty one.
+//!
 //! Every change stamps the changed node (and, when its child list changes,
 //! its parent) with a fresh generation number. Transactions record the
 //! generation of every node they look at ([`Accessed`]); a commit fails with
@@ -16,6 +22,7 @@
 //! Pure data structure: no I/O, no locking, no permission checks (every
 //! client of the embedded daemon is the privileged dom0).
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -313,10 +320,50 @@ pub enum Op {
 }
 
 /// The database (or a transaction's private copy of it).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Tree {
     root: Arc<Node>,
     next_gen: u64,
+    /// The nodes on the path of the last lookup (see [`Walk`]).
+    last: RefCell<Walk>,
+}
+
+/// A clone is a snapshot with an empty [`Walk`]: each tree's walk holds
+/// only nodes of that tree.
+impl Clone for Tree {
+    fn clone(&self) -> Tree {
+        Tree {
+            root: self.root.clone(),
+            next_gen: self.next_gen,
+            last: RefCell::default(),
+        }
+    }
+}
+
+/// The nodes on the path of a tree's last lookup, so that the next lookup
+/// resumes from the longest prefix the two paths share instead of walking
+/// from the root (a client's pipelined reads of `<root>/<dom>/<dev>/<node>`
+/// share all but the last one or two levels, and the levels they share
+/// include the big `/local/domain` and `backend/vbd` maps).
+///
+/// The walk holds `Arc` clones of the tree's own nodes, so it is only valid
+/// while the tree is unchanged; every change goes through [`Tree::get_mut`],
+/// which empties it first (that also keeps `Arc::make_mut` from copying a
+/// node only because the walk holds it).
+#[derive(Debug, Default)]
+struct Walk {
+    /// The path last looked up (its tail may not exist).
+    path: String,
+    /// `(end, node)`: the node at `path[..end]`, for each component of
+    /// `path` that was found, shallowest first (the root is not included).
+    nodes: Vec<(usize, Arc<Node>)>,
+}
+
+impl Walk {
+    fn clear(&mut self) {
+        self.path.clear();
+        self.nodes.clear();
+    }
 }
 
 /// Where one operation records what it touched and what changed.
@@ -456,6 +503,7 @@ impl Tree {
         let mut t = Tree {
             root: Arc::new(Node::new(perms, 0)),
             next_gen: 1,
+            last: RefCell::default(),
         };
         let mut ctx = Ctx::live();
         for p in ["/tool/xenstored", "/local/domain/0"] {
@@ -478,7 +526,10 @@ impl Tree {
         Some(cur)
     }
 
+    /// The node at an absolute path, to change it: the only way to change
+    /// the tree (it empties the [`Walk`], which the change would outdate).
     fn get_mut(&mut self, path: &str) -> Option<&mut Node> {
+        self.last.get_mut().clear();
         let mut cur = Arc::make_mut(&mut self.root);
         for c in components(path) {
             cur = Arc::make_mut(cur.child_mut(c)?);
@@ -491,26 +542,74 @@ impl Tree {
         self.get(path).map(|n| n.generation)
     }
 
-    /// Look a node up, recording the access.
-    fn lookup(&self, ctx: &mut Ctx, path: &str) -> XsResult<&Node> {
-        let node = self.get(path);
-        ctx.note(path, node.map(|n| n.generation));
-        node.ok_or(libc::ENOENT)
+    /// `f` of the node at an absolute path, if it exists: the same as
+    /// `f(self.get(path))`, but resuming from the last lookup's [`Walk`].
+    fn with_node<R>(&self, path: &str, f: impl FnOnce(Option<&Node>) -> R) -> R {
+        let Ok(mut walk) = self.last.try_borrow_mut() else {
+            return f(self.get(path));
+        };
+        let walk = &mut *walk;
+        // The cached nodes whose paths are also prefixes of `path`.
+        let common = walk
+            .path
+            .bytes()
+            .zip(path.bytes())
+            .take_while(|(a, b)| a == b)
+            .count();
+        let keep = walk
+            .nodes
+            .iter()
+            .take_while(|(end, _)| {
+                *end <= common && (*end == path.len() || path.as_bytes()[*end] == b'/')
+            })
+            .count();
+        walk.nodes.truncate(keep);
+        walk.path.clear();
+        walk.path.push_str(path);
+        let mut pos = walk.nodes.last().map_or(0, |(end, _)| *end);
+        let bytes = path.as_bytes();
+        loop {
+            while pos < bytes.len() && bytes[pos] == b'/' {
+                pos += 1;
+            }
+            if pos == bytes.len() {
+                break;
+            }
+            let end = bytes[pos..]
+                .iter()
+                .position(|&b| b == b'/')
+                .map_or(bytes.len(), |i| pos + i);
+            let cur = walk.nodes.last().map_or(&*self.root, |(_, n)| &**n);
+            let Some(child) = cur.child(&path[pos..end]).cloned() else {
+                return f(None);
+            };
+            walk.nodes.push((end, child));
+            pos = end;
+        }
+        f(Some(walk.nodes.last().map_or(&*self.root, |(_, n)| &**n)))
+    }
+
+    /// `f` of a node, recording the access.
+    fn lookup<R>(&self, ctx: &mut Ctx, path: &str, f: impl FnOnce(&Node) -> R) -> XsResult<R> {
+        self.with_node(path, |node| {
+            ctx.note(path, node.map(|n| n.generation));
+            node.map(f).ok_or(libc::ENOENT)
+        })
     }
 
     /// READ: the node's value.
     pub fn read(&self, ctx: &mut Ctx, path: &str) -> XsResult<Arc<[u8]>> {
-        Ok(self.lookup(ctx, path)?.value.clone())
+        self.lookup(ctx, path, |n| n.value.clone())
     }
 
     /// DIRECTORY: the child list, each name NUL-terminated.
     pub fn directory(&self, ctx: &mut Ctx, path: &str) -> XsResult<Vec<u8>> {
-        Ok(self.lookup(ctx, path)?.children_bytes())
+        self.lookup(ctx, path, Node::children_bytes)
     }
 
     /// GET_PERMS.
     pub fn get_perms(&self, ctx: &mut Ctx, path: &str) -> XsResult<Arc<[Perm]>> {
-        Ok(self.lookup(ctx, path)?.perms.clone())
+        self.lookup(ctx, path, |n| n.perms.clone())
     }
 
     /// DIRECTORY_PART: `<generation>\0` then the child names starting at
@@ -518,9 +617,9 @@ impl Tree {
     /// an extra empty string once the list is complete (port of
     /// xenstored's `send_directory_part`).
     pub fn directory_part(&self, ctx: &mut Ctx, path: &str, offset: usize) -> XsResult<Vec<u8>> {
-        let node = self.lookup(ctx, path)?;
-        let children = node.children_bytes();
-        let mut out = node.generation.to_string().into_bytes();
+        let (children, generation) =
+            self.lookup(ctx, path, |n| (n.children_bytes(), n.generation))?;
+        let mut out = generation.to_string().into_bytes();
         out.push(0);
         let genlen = out.len();
         if offset >= children.len() {
@@ -660,7 +759,7 @@ impl Tree {
 
     /// SET_PERMS.
     pub fn set_perms(&mut self, ctx: &mut Ctx, path: &str, perms: &[Perm]) -> XsResult<()> {
-        self.lookup(ctx, path)?;
+        self.lookup(ctx, path, |_| ())?;
         let generation = self.bump();
         let n = self.get_mut(path).ok_or(libc::ENOENT)?;
         n.perms = Arc::from(perms);
@@ -808,6 +907,151 @@ mod tests {
         assert_eq!(Perm::parse(b"n0").unwrap().to_wire(), "n0");
         assert_eq!(atoi(b"12abc"), 12);
         assert_eq!(atoi(b"junk"), 0);
+    }
+
+    /// What a lookup sees of a node: value, generation, child names.
+    fn seen(n: Option<&Node>) -> Option<(Vec<u8>, u64, Vec<u8>)> {
+        n.map(|n| (n.value.to_vec(), n.generation, n.children_bytes()))
+    }
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        Write(String, u8),
+        Rm(String),
+        Look(String),
+        /// Take a transaction-style snapshot of the live tree.
+        Snapshot,
+        SnapWrite(String, u8),
+        SnapLook(String),
+        /// Give a node enough children for a name map.
+        Fill(String),
+    }
+
+    fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+        use proptest::prelude::*;
+        // Paths from few names, so that lookups share prefixes and land on
+        // nodes just changed (`Fill` makes some child lists maps); two
+        // names longer than HEAD that differ only after it.
+        let names = vec![
+            "a",
+            "b",
+            "ab",
+            "a-name-longer-than-16",
+            "a-name-longer-than-17",
+        ];
+        let path = proptest::collection::vec(proptest::sample::select(names), 0..4)
+            .prop_map(|c| format!("/{}", c.join("/")));
+        prop_oneof![
+            1 => (path.clone(), any::<u8>()).prop_map(|(p, v)| Step::Write(p, v)),
+            1 => path.clone().prop_map(Step::Rm),
+            4 => path.clone().prop_map(Step::Look),
+            1 => Just(Step::Snapshot),
+            1 => (path.clone(), any::<u8>()).prop_map(|(p, v)| Step::SnapWrite(p, v)),
+            2 => path.clone().prop_map(Step::SnapLook),
+            1 => path.prop_map(Step::Fill),
+        ]
+    }
+
+    /// What a tree should hold: path -> (creation number, value).
+    type Model = std::collections::BTreeMap<String, (u64, Vec<u8>)>;
+
+    fn model_new() -> Model {
+        let initial = ["/", "/tool", "/tool/xenstored", "/local", "/local/domain"];
+        (initial.iter().chain(&["/local/domain/0"]))
+            .enumerate()
+            .map(|(i, p)| (p.to_string(), (i as u64, Vec::new())))
+            .collect()
+    }
+
+    fn model_write(m: &mut Model, path: &str, v: &[u8]) {
+        let mut missing = Vec::new();
+        let mut p = path;
+        while !m.contains_key(p) {
+            missing.push(p);
+            p = parent_of(p);
+        }
+        let next = m.values().map(|(c, _)| c + 1).max().unwrap_or(0);
+        for (i, p) in missing.iter().rev().enumerate() {
+            m.insert(p.to_string(), (next + i as u64, Vec::new()));
+        }
+        m.get_mut(path).expect("just made").1 = v.to_vec();
+    }
+
+    fn model_rm(m: &mut Model, path: &str) {
+        if path != "/" {
+            let below = format!("{path}/");
+            m.retain(|p, _| p != path && !p.starts_with(&below));
+        }
+    }
+
+    /// Value and child list (NUL-terminated names, creation order).
+    fn model_seen(m: &Model, path: &str) -> Option<(Vec<u8>, Vec<u8>)> {
+        let value = m.get(path)?.1.clone();
+        let mut kids: Vec<(u64, &str)> = m
+            .iter()
+            .filter(|(p, _)| p.as_str() != "/" && parent_of(p) == path)
+            .map(|(p, (c, _))| (*c, &p[p.rfind('/').map_or(0, |i| i + 1)..]))
+            .collect();
+        kids.sort();
+        let mut names = Vec::new();
+        for (_, k) in kids {
+            names.extend_from_slice(k.as_bytes());
+            names.push(0);
+        }
+        Some((value, names))
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config::with_cases(300))]
+        /// A lookup resuming from the last one's walk finds exactly what a
+        /// walk from the root finds and what a plain model of the tree
+        /// holds, whatever changed in between, in the live tree and in
+        /// snapshots of it.
+        #[test]
+        fn lookups_resuming_from_the_last_walk_see_what_a_full_walk_sees(
+            steps in proptest::collection::vec(step(), 1..80)
+        ) {
+            let (mut live, mut live_model) = (Tree::new(), model_new());
+            let (mut snap, mut snap_model) = (live.clone(), live_model.clone());
+            let look = |t: &Tree, m: &Model, p: &str| {
+                let cached = t.with_node(p, seen);
+                proptest::prop_assert_eq!(&cached, &seen(t.get(p)), "lookup of {}", p);
+                let want = model_seen(m, p);
+                proptest::prop_assert_eq!(cached.clone().map(|(v, _, c)| (v, c)), want, "lookup of {}", p);
+                // Twice: the second resumes from the whole path.
+                proptest::prop_assert_eq!(cached, t.with_node(p, seen));
+                Ok(())
+            };
+            for s in steps {
+                match s {
+                    Step::Write(p, v) => {
+                        live.write(&mut Ctx::live(), &p, &[v]).unwrap();
+                        model_write(&mut live_model, &p, &[v]);
+                    }
+                    Step::Rm(p) => {
+                        let _ = live.rm(&mut Ctx::live(), &p);
+                        model_rm(&mut live_model, &p);
+                    }
+                    Step::Look(p) => look(&live, &live_model, &p)?,
+                    Step::Snapshot => {
+                        snap = live.clone();
+                        snap_model = live_model.clone();
+                    }
+                    Step::SnapWrite(p, v) => {
+                        snap.write(&mut Ctx::live(), &p, &[v]).unwrap();
+                        model_write(&mut snap_model, &p, &[v]);
+                    }
+                    Step::SnapLook(p) => look(&snap, &snap_model, &p)?,
+                    Step::Fill(p) => {
+                        for i in 0..INDEX_FROM {
+                            let c = join(&p, &format!("f{i}"));
+                            live.write(&mut Ctx::live(), &c, b"").unwrap();
+                            model_write(&mut live_model, &c, b"");
+                        }
+                    }
+                }
+            }
+        }
     }
 
     #[test]
