@@ -74,15 +74,18 @@ impl Perm {
         })
     }
 
-    /// The wire form, `xs_perm_to_string` (domid printed as a C `int`).
-    pub fn to_wire(self) -> String {
+    /// The wire form, `xs_perm_to_string` (domid printed as a C `int`),
+    /// appended to `out`.
+    pub fn append_wire(self, out: &mut Vec<u8>) {
+        use std::io::Write;
         let c = match self.access {
             Access::None => 'n',
             Access::Read => 'r',
             Access::Write => 'w',
             Access::Both => 'b',
         };
-        format!("{c}{}", self.domid as i32)
+        // Writing to a Vec cannot fail.
+        let _ = write!(out, "{c}{}", self.domid as i32);
     }
 }
 
@@ -238,11 +241,11 @@ impl Children {
         }
     }
 
-    /// The names, in creation order.
-    pub fn names(&self) -> Vec<&Arc<str>> {
+    /// `f` of each name, in creation order.
+    pub fn each_name(&self, mut f: impl FnMut(&str)) {
         match self {
-            Children::Few(list) => list.iter().map(|(n, _)| n).collect(),
-            Children::Many { order, .. } => order.values().collect(),
+            Children::Few(list) => list.iter().for_each(|(n, _)| f(n)),
+            Children::Many { order, .. } => order.values().for_each(|n| f(n)),
         }
     }
 
@@ -290,11 +293,16 @@ impl Node {
     /// The child list as xenstored stores it: each name NUL-terminated.
     pub fn children_bytes(&self) -> Vec<u8> {
         let mut v = Vec::new();
-        for n in self.children.names() {
-            v.extend_from_slice(n.as_bytes());
-            v.push(0);
-        }
+        self.children_into(&mut v);
         v
+    }
+
+    /// [`Node::children_bytes`], appended to `out`.
+    fn children_into(&self, out: &mut Vec<u8>) {
+        self.children.each_name(|n| {
+            out.extend_from_slice(n.as_bytes());
+            out.push(0);
+        });
     }
 }
 
@@ -432,10 +440,20 @@ fn join(path: &str, name: &str) -> String {
 /// Turn a client's path into an absolute one: paths not starting with `/`
 /// or `@` are relative to dom0's home (xenstored's `canonicalize`).
 pub fn canonicalize(raw: &str) -> String {
+    canonical(raw, &mut String::new()).to_string()
+}
+
+/// [`canonicalize`] without allocating: `raw` itself when it is absolute,
+/// else its absolute form written into `scratch`.
+pub fn canonical<'a>(raw: &'a str, scratch: &'a mut String) -> &'a str {
     if raw.starts_with('/') || raw.starts_with('@') {
-        raw.to_string()
+        raw
     } else {
-        format!("{DOM0_HOME}/{raw}")
+        scratch.clear();
+        scratch.push_str(DOM0_HOME);
+        scratch.push('/');
+        scratch.push_str(raw);
+        scratch
     }
 }
 
@@ -597,14 +615,15 @@ impl Tree {
         })
     }
 
-    /// READ: the node's value.
-    pub fn read(&self, ctx: &mut Ctx, path: &str) -> XsResult<Arc<[u8]>> {
-        self.lookup(ctx, path, |n| n.value.clone())
+    /// READ: the node's value, appended to `out`.
+    pub fn read(&self, ctx: &mut Ctx, path: &str, out: &mut Vec<u8>) -> XsResult<()> {
+        self.lookup(ctx, path, |n| out.extend_from_slice(&n.value))
     }
 
-    /// DIRECTORY: the child list, each name NUL-terminated.
-    pub fn directory(&self, ctx: &mut Ctx, path: &str) -> XsResult<Vec<u8>> {
-        self.lookup(ctx, path, Node::children_bytes)
+    /// DIRECTORY: the child list, each name NUL-terminated, appended to
+    /// `out`.
+    pub fn directory(&self, ctx: &mut Ctx, path: &str, out: &mut Vec<u8>) -> XsResult<()> {
+        self.lookup(ctx, path, |n| n.children_into(out))
     }
 
     /// GET_PERMS.
@@ -789,11 +808,17 @@ mod tests {
     use super::*;
 
     fn names(t: &Tree, p: &str) -> Vec<String> {
-        let d = t.directory(&mut Ctx::live(), p).unwrap();
+        let mut d = Vec::new();
+        t.directory(&mut Ctx::live(), p, &mut d).unwrap();
         xenblock::store::wire::split_nul(&d)
             .iter()
             .map(|s| String::from_utf8_lossy(s).into_owned())
             .collect()
+    }
+
+    fn read(t: &Tree, ctx: &mut Ctx, p: &str) -> XsResult<Vec<u8>> {
+        let mut v = Vec::new();
+        t.read(ctx, p, &mut v).map(|()| v)
     }
 
     #[test]
@@ -804,8 +829,8 @@ mod tests {
         assert_eq!(names(&t, "/local/domain"), ["0"]);
         let mut ctx = Ctx::live();
         t.write(&mut ctx, "/a/b/c", b"v").unwrap();
-        assert_eq!(&*t.read(&mut ctx, "/a/b/c").unwrap(), b"v");
-        assert_eq!(&*t.read(&mut ctx, "/a/b").unwrap(), b"");
+        assert_eq!(read(&t, &mut ctx, "/a/b/c").unwrap(), b"v");
+        assert_eq!(read(&t, &mut ctx, "/a/b").unwrap(), b"");
         assert_eq!(
             ctx.events,
             [Event {
@@ -849,14 +874,14 @@ mod tests {
         live.write(&mut Ctx::live(), "/k", b"a").unwrap();
         let mut snap = live.clone();
         let mut acc = Accessed::new();
-        assert_eq!(&*snap.read(&mut Ctx::tx(&mut acc), "/k").unwrap(), b"a");
+        assert_eq!(read(&snap, &mut Ctx::tx(&mut acc), "/k").unwrap(), b"a");
         live.write(&mut Ctx::live(), "/k", b"b").unwrap();
-        assert_eq!(&*snap.read(&mut Ctx::tx(&mut acc), "/k").unwrap(), b"a");
+        assert_eq!(read(&snap, &mut Ctx::tx(&mut acc), "/k").unwrap(), b"a");
         snap.write(&mut Ctx::tx(&mut acc), "/k", b"c").unwrap();
         assert!(live.conflicts(&acc));
         let mut acc2 = Accessed::new();
         let snap2 = live.clone();
-        snap2.read(&mut Ctx::tx(&mut acc2), "/nope").unwrap_err();
+        read(&snap2, &mut Ctx::tx(&mut acc2), "/nope").unwrap_err();
         assert!(!live.conflicts(&acc2));
         live.write(&mut Ctx::live(), "/nope", b"").unwrap();
         assert!(live.conflicts(&acc2));
@@ -904,7 +929,10 @@ mod tests {
         assert!(Perm::parse(b"r0x-5").is_err());
         assert!(Perm::parse(b"r0x+5").is_err());
         assert_eq!(Perm::parse(b"r-5").unwrap().domid, -5i32 as u32);
-        assert_eq!(Perm::parse(b"n0").unwrap().to_wire(), "n0");
+        let mut wire = Vec::new();
+        Perm::parse(b"n0").unwrap().append_wire(&mut wire);
+        Perm::parse(b"b-5").unwrap().append_wire(&mut wire);
+        assert_eq!(wire, b"n0b-5");
         assert_eq!(atoi(b"12abc"), 12);
         assert_eq!(atoi(b"junk"), 0);
     }
