@@ -494,6 +494,27 @@ fn components(path: &str) -> impl Iterator<Item = &str> {
     path.split('/').filter(|c| !c.is_empty())
 }
 
+/// Length of the longest common prefix of `a` and `b`, eight bytes at a
+/// time.
+fn common_prefix(a: &[u8], b: &[u8]) -> usize {
+    let word =
+        |s: &[u8], i: usize| u64::from_le_bytes(s[i..i + 8].try_into().expect("eight bytes"));
+    let n = a.len().min(b.len());
+    let mut i = 0;
+    while i + 8 <= n {
+        let diff = word(a, i) ^ word(b, i);
+        if diff != 0 {
+            // Little-endian words: the first differing byte is the lowest.
+            return i + diff.trailing_zeros() as usize / 8;
+        }
+        i += 8;
+    }
+    while i < n && a[i] == b[i] {
+        i += 1;
+    }
+    i
+}
+
 /// The parent of an absolute path other than `/`.
 pub fn parent_of(path: &str) -> &str {
     match path.rfind('/') {
@@ -642,12 +663,7 @@ impl Tree {
         };
         let walk = &mut *walk;
         // The cached nodes whose paths are also prefixes of `path`.
-        let common = walk
-            .path
-            .bytes()
-            .zip(path.bytes())
-            .take_while(|(a, b)| a == b)
-            .count();
+        let common = common_prefix(walk.path.as_bytes(), path.as_bytes());
         let keep = walk
             .nodes
             .iter()
@@ -959,6 +975,26 @@ mod tests {
         assert!(!live.conflicts(&acc2));
         live.write(&mut Ctx::live(), "/nope", b"").unwrap();
         assert!(live.conflicts(&acc2));
+    }
+
+    #[test]
+    fn common_prefixes() {
+        let cases: [(&str, &str, usize); 6] = [
+            ("", "abc", 0),
+            ("abc", "abd", 2),
+            ("/local/domain/0/backend", "/local/domain/0/backend/vbd", 23),
+            (
+                "/local/domain/0/backend/vbd/7",
+                "/local/domain/0/backend/vbd/8",
+                28,
+            ),
+            ("0123456789abcdefX", "0123456789abcdefY", 16),
+            ("01234567", "01234567", 8),
+        ];
+        for (a, b, n) in cases {
+            assert_eq!(common_prefix(a.as_bytes(), b.as_bytes()), n, "{a} {b}");
+            assert_eq!(common_prefix(b.as_bytes(), a.as_bytes()), n, "{b} {a}");
+        }
     }
 
     #[test]
