@@ -35,8 +35,8 @@ use xenblock::store::wire::{
 };
 
 use crate::tree::{
-    atoi, canonicalize, is_child, is_valid_nodename, Accessed, Ctx, Errno, Event, Op, Perm, Tree,
-    XsResult, DOM0_HOME,
+    atoi, canonical, canonicalize, is_child, is_valid_nodename, Accessed, Ctx, Errno, Event, Op,
+    Perm, Tree, XsResult, DOM0_HOME,
 };
 
 /// Default for the bytes of unsent replies and events a connection may have
@@ -100,21 +100,24 @@ impl Outbox {
 
     /// Queue a message (dropped if the connection is closing or broken).
     fn push(&self, msg: &Message) {
-        let Ok(bytes) = msg.encode() else { return };
-        self.push_encoded(vec![bytes]);
+        let Ok(mut bytes) = msg.encode() else { return };
+        self.push_encoded(&mut bytes);
     }
 
-    /// Queue several encoded messages at once, with one wake-up of the
-    /// writer. A client whose unsent bytes would pass the limit is disconnected.
-    fn push_encoded(&self, msgs: Vec<Vec<u8>>) {
-        let len: usize = msgs.iter().map(Vec::len).sum();
+    /// Queue encoded messages, back to back in `buf`, with one wake-up of
+    /// the writer; `buf` is left empty (with its capacity when it could be
+    /// sent at once, for the caller to fill again). A client whose unsent
+    /// bytes would pass the limit is disconnected.
+    fn push_encoded(&self, buf: &mut Vec<u8>) {
         let mut q = self.queue.lock();
         if q.dead || q.closing {
+            buf.clear();
             return;
         }
-        if q.bytes + len > self.limit {
+        if q.bytes + buf.len() > self.limit {
             eprintln!("xenblock-xenstored: client not reading its replies; disconnecting it");
             q.dead = true;
+            buf.clear();
             let _ = self.stream.shutdown(Shutdown::Both);
             self.ready.notify_all();
             return;
@@ -122,11 +125,6 @@ impl Outbox {
         if self.direct && q.msgs.is_empty() && !q.writing {
             // Nothing ahead of these bytes: try to send them now, without
             // blocking, and queue only what the socket did not take.
-            let mut buf = if msgs.len() == 1 {
-                msgs.into_iter().next().unwrap_or_default()
-            } else {
-                msgs.concat()
-            };
             let mut sent = 0;
             while sent < buf.len() {
                 match send(
@@ -140,6 +138,7 @@ impl Outbox {
                     Err(_) => {
                         q.dead = true;
                         q.msgs.clear();
+                        buf.clear();
                         let _ = self.stream.shutdown(Shutdown::Both);
                         self.ready.notify_all();
                         return;
@@ -147,16 +146,13 @@ impl Outbox {
                 }
             }
             if sent == buf.len() {
+                buf.clear();
                 return;
             }
             buf.drain(..sent);
-            q.bytes += buf.len();
-            q.msgs.push_back(buf);
-            self.ready.notify_all();
-            return;
         }
-        q.bytes += len;
-        q.msgs.extend(msgs);
+        q.bytes += buf.len();
+        q.msgs.push_back(std::mem::take(buf));
         self.ready.notify_all();
     }
 
@@ -307,9 +303,8 @@ pub struct Conn {
 enum Reply {
     /// Send this payload with the request's type.
     Payload(Vec<u8>),
-    /// The same, shared with the tree (a READ's value: not copied until it
-    /// is encoded into the outgoing batch).
-    Value(Arc<[u8]>),
+    /// The same, already appended to the outgoing batch.
+    Appended,
     /// The handler queued everything itself.
     Sent,
 }
@@ -338,10 +333,11 @@ fn utf8(b: &[u8]) -> XsResult<&str> {
     std::str::from_utf8(b).map_err(|_| libc::EINVAL)
 }
 
-/// A client path made absolute and checked (`get_node_canonicalized`).
-fn node_path(raw: &[u8]) -> XsResult<String> {
-    let p = canonicalize(utf8(raw)?);
-    if is_valid_nodename(&p) {
+/// A client path made absolute (in `scratch` if it was relative) and
+/// checked (`get_node_canonicalized`).
+fn node_path<'a>(raw: &'a [u8], scratch: &'a mut String) -> XsResult<&'a str> {
+    let p = canonical(utf8(raw)?, scratch);
+    if is_valid_nodename(p) {
         Ok(p)
     } else {
         Err(libc::EINVAL)
@@ -420,10 +416,13 @@ impl Daemon {
         let mut stream = BufReader::with_capacity(READ_BUFFER, stream);
         // Replies held back for one batch, encoded back to back.
         let mut held: Vec<u8> = Vec::new();
+        // The absolute form of a relative request path.
+        let mut scratch = String::new();
+        let mut msg = Message::new(MsgType::Error, 0, 0, Vec::new());
         let out = conn.out.clone();
         let flush = |held: &mut Vec<u8>| {
             if !held.is_empty() {
-                out.push_encoded(vec![std::mem::take(held)]);
+                out.push_encoded(held);
             }
         };
         loop {
@@ -439,17 +438,13 @@ impl Daemon {
                 out.push(&error_msg(h.req_id, h.tx_id, libc::E2BIG));
                 return;
             }
-            let mut payload = vec![0u8; h.len as usize];
-            if stream.read_exact(&mut payload).is_err() {
+            msg.payload.clear();
+            msg.payload.resize(h.len as usize, 0);
+            if stream.read_exact(&mut msg.payload).is_err() {
                 flush(&mut held);
                 return;
             }
-            let msg = Message {
-                msg_type: h.msg_type,
-                req_id: h.req_id,
-                tx_id: h.tx_id,
-                payload,
-            };
+            (msg.msg_type, msg.req_id, msg.tx_id) = (h.msg_type, h.req_id, h.tx_id);
             let read_only = matches!(
                 msg.kind(),
                 Some(
@@ -459,31 +454,42 @@ impl Daemon {
             if !read_only {
                 flush(&mut held);
             }
-            let error = |held: &mut Vec<u8>, e: Errno| {
-                if let Ok(b) = error_msg(msg.req_id, msg.tx_id, e).encode() {
-                    held.extend_from_slice(&b);
+            // The reply is encoded straight into the batch: its header's
+            // place first, then the payload, then the header.
+            let start = held.len();
+            held.resize(start + HEADER_LEN, 0);
+            let reply = match self.dispatch(conn, &msg, &mut held, &mut scratch) {
+                Ok(Reply::Payload(p)) => {
+                    held.extend_from_slice(&p);
+                    Ok(true)
                 }
+                Ok(Reply::Appended) => Ok(true),
+                Ok(Reply::Sent) => Ok(false),
+                Err(e) => Err(e),
             };
-            // The reply, encoded straight into the batch (E2BIG when it
-            // would not fit in one message).
-            let answer = |held: &mut Vec<u8>, payload: &[u8]| {
-                if payload.len() > PAYLOAD_MAX {
-                    return error(held, libc::E2BIG);
+            let len = held.len() - start - HEADER_LEN;
+            // E2BIG when it would not fit in one message.
+            let reply = match reply {
+                Ok(true) if len > PAYLOAD_MAX => Err(libc::E2BIG),
+                r => r,
+            };
+            match reply {
+                Ok(true) => {
+                    let h = Header {
+                        msg_type: msg.msg_type,
+                        req_id: msg.req_id,
+                        tx_id: msg.tx_id,
+                        len: len as u32,
+                    };
+                    held[start..start + HEADER_LEN].copy_from_slice(&h.encode());
                 }
-                let h = Header {
-                    msg_type: msg.msg_type,
-                    req_id: msg.req_id,
-                    tx_id: msg.tx_id,
-                    len: payload.len() as u32,
-                };
-                held.extend_from_slice(&h.encode());
-                held.extend_from_slice(payload);
-            };
-            match self.dispatch(conn, &msg) {
-                Ok(Reply::Sent) => {}
-                Ok(Reply::Payload(p)) => answer(&mut held, &p),
-                Ok(Reply::Value(p)) => answer(&mut held, &p),
-                Err(e) => error(&mut held, e),
+                Ok(false) => held.truncate(start),
+                Err(e) => {
+                    held.truncate(start);
+                    if let Ok(b) = error_msg(msg.req_id, msg.tx_id, e).encode() {
+                        held.extend_from_slice(&b);
+                    }
+                }
             }
             if !read_only || held.len() >= HELD_MAX || !next_request_buffered(stream.buffer()) {
                 flush(&mut held);
@@ -491,7 +497,16 @@ impl Daemon {
         }
     }
 
-    fn dispatch(&self, conn: &mut Conn, msg: &Message) -> XsResult<Reply> {
+    /// Run a request. Its reply's payload is returned, or appended to
+    /// `held` (read-only requests; `held` may hold anything on error: the
+    /// caller drops what was appended).
+    fn dispatch(
+        &self,
+        conn: &mut Conn,
+        msg: &Message,
+        held: &mut Vec<u8>,
+        scratch: &mut String,
+    ) -> XsResult<Reply> {
         use MsgType::*;
         // Unknown and unsupported types: ENOSYS, as xenstored 4.17 answers.
         let kind = match msg.kind() {
@@ -507,36 +522,34 @@ impl Daemon {
         let p = &msg.payload[..];
         match kind {
             Read => {
-                let path = node_path(onearg(p)?)?;
-                let v = self.view(conn, tx, |t, c| t.read(c, &path))?;
-                Ok(Reply::Value(v))
+                let path = node_path(onearg(p)?, scratch)?;
+                self.view(conn, tx, |t, c| t.read(c, path, held))?;
+                Ok(Reply::Appended)
             }
             Directory => {
-                let path = node_path(onearg(p)?)?;
-                Ok(Reply::Payload(
-                    self.view(conn, tx, |t, c| t.directory(c, &path))?,
-                ))
+                let path = node_path(onearg(p)?, scratch)?;
+                self.view(conn, tx, |t, c| t.directory(c, path, held))?;
+                Ok(Reply::Appended)
             }
             DirectoryPart => {
                 let s = strings(p);
                 if s.len() != 2 || p.iter().filter(|&&b| b == 0).count() != 2 {
                     return Err(libc::EINVAL);
                 }
-                let path = node_path(s[0])?;
+                let path = node_path(s[0], scratch)?;
                 let off = atoi(s[1]) as u32 as usize;
                 Ok(Reply::Payload(
-                    self.view(conn, tx, |t, c| t.directory_part(c, &path, off))?,
+                    self.view(conn, tx, |t, c| t.directory_part(c, path, off))?,
                 ))
             }
             GetPerms => {
-                let path = node_path(onearg(p)?)?;
-                let perms = self.view(conn, tx, |t, c| t.get_perms(c, &path))?;
-                let mut out = Vec::new();
+                let path = node_path(onearg(p)?, scratch)?;
+                let perms = self.view(conn, tx, |t, c| t.get_perms(c, path))?;
                 for perm in perms.iter() {
-                    out.extend_from_slice(perm.to_wire().as_bytes());
-                    out.push(0);
+                    perm.append_wire(held);
+                    held.push(0);
                 }
-                Ok(Reply::Payload(out))
+                Ok(Reply::Appended)
             }
             Write => {
                 let s = strings(p);
@@ -544,21 +557,21 @@ impl Daemon {
                     return Err(libc::EINVAL);
                 };
                 let value = p[raw.len() + 1..].to_vec();
-                let path = node_path(raw)?;
+                let path = node_path(raw, scratch)?.to_string();
                 self.change(conn, tx, Op::Write(path, value))?;
                 ok()
             }
             Mkdir => {
-                let path = node_path(onearg(p)?)?;
+                let path = node_path(onearg(p)?, scratch)?.to_string();
                 self.change(conn, tx, Op::Mkdir(path))?;
                 ok()
             }
             Rm => {
-                let path = node_path(onearg(p)?)?;
+                let path = node_path(onearg(p)?, scratch)?.to_string();
                 self.change(conn, tx, Op::Rm(path))?;
                 ok()
             }
-            SetPerms => self.set_perms(conn, tx, p),
+            SetPerms => self.set_perms(conn, tx, p, scratch),
             Watch => self.watch(conn, msg),
             Unwatch => {
                 let s = strings(p);
@@ -727,7 +740,13 @@ impl Daemon {
         Ok(())
     }
 
-    fn set_perms(&self, conn: &mut Conn, tx: u32, p: &[u8]) -> XsResult<Reply> {
+    fn set_perms(
+        &self,
+        conn: &mut Conn,
+        tx: u32,
+        p: &[u8],
+        scratch: &mut String,
+    ) -> XsResult<Reply> {
         let s = strings(p);
         if s.len() < 2 {
             return Err(libc::EINVAL);
@@ -747,7 +766,7 @@ impl Daemon {
                 .insert(raw.to_string(), perms);
             return ok();
         }
-        let path = node_path(s[0])?;
+        let path = node_path(s[0], scratch)?.to_string();
         self.change(conn, tx, Op::SetPerms(path, perms))?;
         ok()
     }
