@@ -411,6 +411,46 @@ fn own_changes_are_seen_by_the_next_decision_for_another_backend() {
     assert!(st.served >= 12, "the index decided: {st:?}");
 }
 
+/// The scan reads the other backends a bounded number of domains at a time:
+/// a claim is found whichever pass its domain falls in (first, middle,
+/// last), and the index agrees.
+#[test]
+fn the_scan_finds_a_claim_in_any_of_its_passes() {
+    require_root();
+    let mut env = Env::new();
+    let tg = targets(&mut env);
+    let s: Arc<dyn Store> = env.store.clone();
+    env.domain(99, PROBE_VM);
+    // 700 other domains, one disk each, on device numbers nobody uses:
+    // three passes of the scan.
+    const MANY: u32 = 700;
+    for d in 1..=MANY {
+        let b = format!("backend/vbd/{}/51712", 1000 + d);
+        w(&*s, &format!("{b}/params"), &format!("/dev/fake{d}"));
+        w(&*s, &format!("{b}/mode"), "w");
+        w(&*s, &format!("{b}/physical-device"), &format!("fe:{d:x}"));
+    }
+    let ix = indexed(&env, Flavour::Linux);
+    let scan = scanning(&env, Flavour::Linux);
+    assert_eq!(decide(&scan, &*s, &tg, 0, "w"), "ok");
+    for d in [1, 300, MANY] {
+        let b = format!("backend/vbd/{}/51712", 1000 + d);
+        env.domain(1000 + d, &format!("vm-{d}"));
+        w(&*s, &format!("{b}/physical-device"), &tg.devs[0].1);
+        for (name, ctx) in [("scan", &scan), ("index", &ix), ("index", &ix)] {
+            let got = decide(ctx, &*s, &tg, 0, "w");
+            assert!(
+                got.starts_with("Busy") && got.contains(&b),
+                "claim in domain {}, {name}: {got}",
+                1000 + d
+            );
+        }
+        w(&*s, &format!("{b}/physical-device"), &format!("fe:{d:x}"));
+        assert_eq!(decide(&scan, &*s, &tg, 0, "w"), "ok", "domain {}", 1000 + d);
+        assert_eq!(decide(&ix, &*s, &tg, 0, "w"), "ok", "domain {}", 1000 + d);
+    }
+}
+
 /// A context on `sock` with its own connection; the lock dir is private.
 fn ctx_on(env: &Env, sock: &std::path::Path, index: bool) -> Context {
     let own = Arc::new(XsClient::connect(sock, Duration::from_secs(10)).unwrap());

@@ -543,7 +543,10 @@ fn open_transport(path: &Path, timeout: Duration) -> Result<Transport> {
         })?;
         s.set_read_timeout(Some(timeout)).map_err(|e| {
             Error::io(
-                format!("cannot set a read timeout on xenstored socket {}", path.display()),
+                format!(
+                    "cannot set a read timeout on xenstored socket {}",
+                    path.display()
+                ),
                 e,
             )
         })?;
