@@ -6,7 +6,9 @@
 //! between replies are queued for [`XsClient::read_watch`]. Reads of many
 //! nodes are pipelined ([`Store::read_many`]): all requests are written before
 //! the first reply is read, so a scan of N nodes costs one round trip, not N.
-//! Every wait is bounded by the configured timeout.
+//! Every wait is bounded by the configured timeout: on a socket, a reply is
+//! awaited with a plain `read` bounded by `SO_RCVTIMEO` (one system call per
+//! wait); watch events, and everything on the xenbus device, with `poll`.
 
 use super::wire::{self, Message, MsgType, PAYLOAD_MAX};
 use super::{Store, TxId, NO_TX};
