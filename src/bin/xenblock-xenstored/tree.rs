@@ -335,15 +335,18 @@ impl Children {
     }
 }
 
-/// A node of the tree.
+/// A node of the tree. The fields are in this order (`repr(C)`) so that
+/// what a lookup reads — the `Arc`'s counts, which the walk updates, then
+/// the value or the children — tends to share a cache line.
 #[derive(Debug, Clone)]
+#[repr(C)]
 pub struct Node {
     pub value: Arc<[u8]>,
-    pub perms: Arc<[Perm]>,
     /// Children in creation order.
     pub children: Children,
     /// Generation of the last change to this node (value, perms, child list).
     pub generation: u64,
+    pub perms: Arc<[Perm]>,
 }
 
 impl Node {
