@@ -749,6 +749,16 @@ fn rss_kb() -> u64 {
         .unwrap()
 }
 
+/// The guest's halt-polling window (`haltpoll` cpuidle driver), when it has
+/// one: with 0 an idle vCPU halts at once, and every wake-up of the other
+/// side of a round trip goes through the hypervisor; on this bench's VM
+/// that alone moves an in-process cycle by a third (BENCHMARKS.md).
+fn halt_poll_ns() -> String {
+    std::fs::read_to_string("/sys/module/haltpoll/parameters/guest_halt_poll_ns")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "n/a".into())
+}
+
 fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
@@ -932,10 +942,11 @@ fn main() {
         write_many(&b.store, &kv);
     }
     eprintln!(
-        "attach bench ({}): phy target {} , file target {}, load {load_before}",
+        "attach bench ({}): phy target {} , file target {}, load {load_before}, guest_halt_poll_ns {}",
         if quick { "quick" } else { "full" },
         b.phy_dev.display(),
-        b.file_img.display()
+        b.file_img.display(),
+        halt_poll_ns()
     );
 
     // Profiling aid: XENBLOCK_BENCH_PROFILE=N loops in-process phy
@@ -1069,6 +1080,7 @@ fn main() {
         script_failures.to_string(),
     );
     extra.insert("load_before".into(), load_before);
+    extra.insert("guest_halt_poll_ns".into(), halt_poll_ns());
     extra.insert("load_after".into(), loadavg());
     extra.insert(
         "wall_seconds".into(),
