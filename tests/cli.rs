@@ -108,7 +108,10 @@ fn exit_codes_for_missing_things_and_usage() {
     assert_eq!(rc, 2, "{err}");
     let (rc, _, err) = run(&env, &["prepare", "--lock-timeout", "soon", &b]);
     assert_eq!(rc, 2, "{err}");
-    assert!(err.contains("expected seconds"), "{err}");
+    assert!(err.contains("expected a number of seconds"), "{err}");
+    let (rc, _, err) = run(&env, &["prepare", "--store-timeout", "0", &b]);
+    assert_eq!(rc, 2, "{err}");
+    assert!(err.contains("greater than 0 and at most 86400"), "{err}");
     // The drop-in keeps the script's contract: every error exits 1.
     let (rc, _, err) = run(&env, &["hotplug", "add"]);
     assert_eq!(rc, 1, "{err}");

@@ -87,7 +87,7 @@ pub fn seconds(v: &str) -> Result<f64, String> {
     v.parse::<f64>()
         .ok()
         .filter(|s| s.is_finite() && *s > 0.0 && *s <= 86_400.0)
-        .ok_or_else(|| format!("expected seconds between 0 and 86400 (e.g. 10 or 0.5), not '{v}'"))
+        .ok_or_else(|| format!("expected a number of seconds greater than 0 and at most 86400 (e.g. 10 or 0.5), not '{v}'"))
 }
 
 /// linux, freebsd or netbsd.
