@@ -193,8 +193,15 @@ struct Pool {
 
 #[derive(Default)]
 struct Queue {
-    streams: parking_lot::Mutex<(std::collections::VecDeque<UnixStream>, usize)>,
+    parked: parking_lot::Mutex<Parked>,
     ready: parking_lot::Condvar,
+}
+
+/// Connections handed over and not yet taken, and the readers waiting for one.
+#[derive(Default)]
+struct Parked {
+    streams: std::collections::VecDeque<UnixStream>,
+    idle: usize,
 }
 
 impl Pool {
@@ -209,10 +216,9 @@ impl Pool {
 
     /// Serve `stream` on a parked pair, or on a new one.
     fn hand(&self, stream: UnixStream) -> std::io::Result<()> {
-        let mut q = self.queue.streams.lock();
-        let (waiting, idle) = &mut *q;
-        if *idle > waiting.len() {
-            waiting.push_back(stream);
+        let mut q = self.queue.parked.lock();
+        if q.idle > q.streams.len() {
+            q.streams.push_back(stream);
             self.queue.ready.notify_one();
             return Ok(());
         }
@@ -252,16 +258,16 @@ impl Pool {
                         break;
                     }
                     // Park for the next connection (or end: too many parked).
-                    let mut q = queue.streams.lock();
-                    if q.1 >= Pool::MAX_IDLE {
+                    let mut q = queue.parked.lock();
+                    if q.idle >= Pool::MAX_IDLE {
                         break;
                     }
-                    q.1 += 1;
-                    while q.0.is_empty() {
+                    q.idle += 1;
+                    while q.streams.is_empty() {
                         queue.ready.wait(&mut q);
                     }
-                    q.1 -= 1;
-                    next = q.0.pop_front();
+                    q.idle -= 1;
+                    next = q.streams.pop_front();
                 }
             })?;
         Ok(())
