@@ -221,3 +221,59 @@ fn plan_says_in_process_or_the_script_to_run() {
         "{out}"
     );
 }
+
+/// The program skips Rust's runtime start-up (`#![no_main]`) but keeps
+/// what of it changes behaviour: a closed standard descriptor is reopened
+/// on /dev/null, so that neither the store connection nor the lock file
+/// becomes the program's stdin, stdout or stderr (where a printed line
+/// would land in them).
+#[test]
+fn closed_standard_descriptors_are_reopened_on_dev_null() {
+    common::require_root();
+    let mut env = Env::new();
+    env.domain(4, "/vm/four");
+    let img = env.image("disk.img", 8 << 20);
+    let b = env.backend(4, 51712, &img.display().to_string(), "w");
+    let lock_dir = env.dir.join("lock");
+    // Hold the lock, so that the program waits with its connection open.
+    let lock = xenblock::lock::HotplugLock::new(&lock_dir, std::time::Duration::from_secs(5));
+    let held = lock.acquire().unwrap();
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(r#"exec "$0" "$@" <&- >&- 2>&-"#)
+        .arg(env!("CARGO_BIN_EXE_xenblock"))
+        .args(["prepare", "--lock-timeout", "10", "--lock-dir"])
+        .arg(&lock_dir)
+        .arg(&b)
+        .env("XENSTORED_PATH", &env.sock)
+        .spawn()
+        .expect("run sh");
+    let fd = |n: u32| std::fs::read_link(format!("/proc/{}/fd/{n}", child.id()));
+    let t = std::time::Instant::now();
+    // Its socket: the first descriptor it opens itself.
+    while !fd(3).is_ok_and(|l| l.to_string_lossy().starts_with("socket:")) {
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(5),
+            "no connection at fd 3 (fds 0-2: {:?}): it took a closed standard descriptor, or never came",
+            (0..3).map(fd).collect::<Vec<_>>()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let std_fds: Vec<_> = (0..3).map(fd).collect();
+    drop(held);
+    let status = child.wait().unwrap();
+    for (n, l) in std_fds.iter().enumerate() {
+        assert_eq!(
+            l.as_ref().map(|l| l.to_string_lossy().into_owned()).ok(),
+            Some("/dev/null".to_string()),
+            "fd {n}"
+        );
+    }
+    assert!(status.success(), "{status}");
+    assert!(
+        env.read(&format!("{b}/physical-device")).is_some(),
+        "prepare with closed descriptors did not connect"
+    );
+    let (rc, out, err) = run(&env, &["release", &b]);
+    assert_eq!(rc, 0, "{out}{err}");
+}

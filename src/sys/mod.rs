@@ -7,4 +7,5 @@ pub mod child;
 #[cfg(target_os = "linux")]
 pub mod loopdev;
 pub mod mountinfo;
+pub mod start;
 pub mod stat;
