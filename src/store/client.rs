@@ -82,7 +82,11 @@ impl Transport {
     }
 }
 
-/// Bytes asked of one `read` from xenstored.
+/// Bytes asked of one `read` from xenstored: at first, and at most. The
+/// buffer doubles whenever a read fills it, so a connection that only ever
+/// gets short replies (a one-shot command) never touches the pages of a
+/// large one: on a VM every first touch of a page is a dear page fault.
+const READ_CHUNK_FIRST: usize = 4 << 10;
 const READ_CHUNK: usize = 64 << 10;
 
 struct Conn {
@@ -90,8 +94,9 @@ struct Conn {
     /// Bytes received and not yet decoded start at `pos`.
     buf: Vec<u8>,
     pos: usize,
-    /// What each `read` fills (allocated once, not zeroed for every read).
-    chunk: Box<[u8]>,
+    /// What each `read` fills (not zeroed for every read; grows from
+    /// [`READ_CHUNK_FIRST`] to [`READ_CHUNK`]).
+    chunk: Vec<u8>,
     events: VecDeque<WatchEvent>,
     /// Events dropped because `events` was full.
     dropped: u64,
@@ -157,7 +162,7 @@ impl XsClient {
                 transport,
                 buf: Vec::new(),
                 pos: 0,
-                chunk: vec![0; READ_CHUNK].into_boxed_slice(),
+                chunk: vec![0; READ_CHUNK_FIRST],
                 events: VecDeque::new(),
                 dropped: 0,
                 broken: None,
@@ -641,7 +646,10 @@ fn read_message(
                     conn.buf.drain(..conn.pos);
                     conn.pos = 0;
                 }
-                conn.buf.extend_from_slice(&conn.chunk[..n])
+                conn.buf.extend_from_slice(&conn.chunk[..n]);
+                if n == conn.chunk.len() && n < READ_CHUNK {
+                    conn.chunk.resize(2 * n, 0);
+                }
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             // SO_RCVTIMEO passed: the deadline check above decides.
