@@ -24,8 +24,8 @@ with open(src) as f:
             (int(r["n"]), float(r["prepare_median_us"]), float(r["prepare_p99_us"]))
         )
 
-names = {"rust": "xenblock in-process, long-lived (claims index)", "rust-scan": "xenblock in-process, full scan", "cli": "xenblock CLI (process per call)", "script": "Xen block script"}
-colors = {"rust": "tab:blue", "rust-scan": "tab:purple", "cli": "tab:green", "script": "tab:red"}
+names = {"rust": "xenblock in-process, long-lived (claims index)", "rust-scan": "xenblock in-process, full scan", "cli": "xenblock CLI (process per call)", "dropin": "xenblock drop-in (as libxl runs the script)", "script": "Xen block script"}
+colors = {"rust": "tab:blue", "rust-scan": "tab:purple", "cli": "tab:green", "dropin": "tab:olive", "script": "tab:red"}
 styles = {"phy": "-o", "file": "--s"}
 
 fig, ax = plt.subplots(figsize=(8, 5.5))

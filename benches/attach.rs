@@ -2,9 +2,12 @@
 //! phy target (a loop device the bench makes) and of a file target (loop
 //! attach included), with N other disks already in xenstore, through
 //!
-//! - `rust`:   the library in-process (one shared `Context`),
+//! - `rust`:   the library in-process (one shared `Context`, claims index
+//!   on), and `rust-scan` the same with the index off,
 //! - `cli`:    the `xenblock` binary, one process per call (as a toolstack
-//!   that forks would see it),
+//!   that forks would see it): `xenblock prepare|release BACKEND`,
+//! - `dropin`: the same binary as Xen's script is run: `xenblock hotplug
+//!   add|remove` with libxl's environment (what `xenblock enable` installs),
 //! - `script`: Xen's own Linux `block` script (Debian's Xen 4.17 packages via
 //!   `scripts/xen-debs.sh`), run as libxl runs it,
 //!
@@ -29,7 +32,8 @@
 //! - `XENBLOCK_BENCH_SCRATCH=DIR` where images go (default: the temp dir)
 //! - `XENBLOCK_BENCH_PROFILE=N` only loop in-process phy prepare at N for 10 s
 //!   (for `perf record`); `XENBLOCK_BENCH_PROFILE_SCAN=1` with the index off,
-//!   `XENBLOCK_BENCH_PROFILE_CLI=1` the CLI instead (one process per call),
+//!   `XENBLOCK_BENCH_PROFILE_CLI=1` the CLI instead (one process per call;
+//!   `=dropin` the drop-in),
 //!   `XENBLOCK_BENCH_PROFILE_SECS=S` for S seconds
 //! - `XENBLOCK_BENCH_INDEX_MEMORY=N:C` only the indexed context's RSS at N
 //!   other disks over C cycles
@@ -568,10 +572,13 @@ impl Bench {
         row
     }
 
-    fn cli(&self, target: &'static str, iters: usize) -> Row {
+    /// `imp` "cli": `xenblock prepare|release --lock-dir DIR BACKEND`;
+    /// "dropin": `xenblock hotplug add|remove --lock-dir DIR` with the
+    /// environment libxl gives Xen's script (the script row's invocation).
+    fn cli(&self, imp: &'static str, target: &'static str, iters: usize) -> Row {
         let be = Self::be_of(target);
         let mut row = Row {
-            imp: "cli",
+            imp,
             target,
             n: self.others,
             prepare: vec![],
@@ -581,26 +588,33 @@ impl Bench {
         };
         let cmd = |op: &str| {
             let mut c = Command::new(cli_path());
-            c.arg(op)
-                .arg("--lock-dir")
-                .arg(&self.lock_dir)
-                .arg(be)
-                .env("XENSTORED_PATH", &self.xs.socket);
+            if imp == "dropin" {
+                c.arg("hotplug")
+                    .arg(if op == "prepare" { "add" } else { "remove" })
+                    .arg("--lock-dir")
+                    .arg(&self.lock_dir)
+                    .env("XENBUS_TYPE", "vbd")
+                    .env("XENBUS_PATH", be)
+                    .env("XENBUS_BASE_PATH", "backend");
+            } else {
+                c.arg(op).arg("--lock-dir").arg(&self.lock_dir).arg(be);
+            }
+            c.env("XENSTORED_PATH", &self.xs.socket);
             c
         };
         for _ in 0..iters {
             let (dp, _, ok, err) = run_child(cmd("prepare"));
-            assert!(ok, "xenblock prepare {be}: {err}");
-            self.check_connected(be, "cli");
+            assert!(ok, "xenblock ({imp}) prepare {be}: {err}");
+            self.check_connected(be, imp);
             let (dr, _, ok, err) = run_child(cmd("release"));
-            assert!(ok, "xenblock release {be}: {err}");
+            assert!(ok, "xenblock ({imp}) release {be}: {err}");
             row.prepare.push(dp);
             row.release.push(dr);
             self.reset(be);
         }
         // Peak memory: one more prepare and release, each under `time`.
         if let Some(p) = peak_rss_kb(&cmd("prepare")) {
-            self.check_connected(be, "cli");
+            self.check_connected(be, imp);
             let r = peak_rss_kb(&cmd("release"));
             row.max_rss_kb = r.map(|r| p.max(r));
         }
@@ -956,7 +970,12 @@ fn main() {
         .and_then(|v| v.parse().ok())
     {
         b.populate(n);
-        let cli = std::env::var("XENBLOCK_BENCH_PROFILE_CLI").is_ok_and(|v| v == "1");
+        let cli_imp = match std::env::var("XENBLOCK_BENCH_PROFILE_CLI").as_deref() {
+            Ok("1") | Ok("cli") => Some("cli"),
+            Ok("dropin") => Some("dropin"),
+            _ => None,
+        };
+        let cli = cli_imp.is_some();
         let cpu = |pid: u32| -> f64 {
             // utime + stime, in clock ticks (100/s), fields 14 and 15 (and
             // the waited-for children's, 16 and 17: the CLI's processes).
@@ -974,8 +993,8 @@ fn main() {
         let (c0, s0) = (cpu(std::process::id()), xs_cpu());
         let t = Instant::now();
         let mut all = Vec::new();
-        let (ctx, imp) = if cli {
-            (&b.ctx_scan, "cli")
+        let (ctx, imp) = if let Some(imp) = cli_imp {
+            (&b.ctx_scan, imp)
         } else if std::env::var("XENBLOCK_BENCH_PROFILE_SCAN").is_ok_and(|v| v == "1") {
             (&b.ctx_scan, "rust-scan")
         } else {
@@ -987,7 +1006,7 @@ fn main() {
             .unwrap_or(10);
         while t.elapsed() < Duration::from_secs(secs) {
             if cli {
-                all.extend(b.cli("phy", 20).prepare);
+                all.extend(b.cli(imp, "phy", 20).prepare);
             } else {
                 all.extend(b.rust_on(ctx, imp, "phy", 50).prepare);
             }
@@ -1046,8 +1065,10 @@ fn main() {
         );
         rows.push(b.rust_on(&b.ctx_scan, "rust-scan", "phy", (plan.rust_phy)(n)));
         rows.push(b.rust("file", plan.rust_file));
-        rows.push(b.cli("phy", plan.cli_phy));
-        rows.push(b.cli("file", plan.cli_file));
+        for imp in ["cli", "dropin"] {
+            rows.push(b.cli(imp, "phy", plan.cli_phy));
+            rows.push(b.cli(imp, "file", plan.cli_file));
+        }
         if n <= plan.script_max_n {
             if let Some(r) = b.script("phy", (plan.script_phy)(n)) {
                 rows.push(r);
@@ -1399,24 +1420,23 @@ fn report(rows: &[Row], extra: &BTreeMap<String, String>, quick: bool) {
             None,
         ),
     }
-    match (find("cli", "phy", 400), find("script", "phy", 400)) {
-        (Some(c), Some(s)) => {
-            let ratio = s.prep_med() / c.prep_med();
-            target(
-                "CLI phy prepare at N=400 ≥ 500× faster than the script",
-                format!(
-                    "{ratio:.0}× ({} vs {})",
-                    fmt(s.prep_med()),
-                    fmt(c.prep_med())
-                ),
-                Some(ratio >= 500.0),
-            )
+    for (imp, what) in [("cli", "CLI"), ("dropin", "drop-in")] {
+        let name = format!("{what} phy prepare at N=400 ≥ 500× faster than the script");
+        match (find(imp, "phy", 400), find("script", "phy", 400)) {
+            (Some(c), Some(s)) => {
+                let ratio = s.prep_med() / c.prep_med();
+                target(
+                    &name,
+                    format!(
+                        "{ratio:.0}× ({} vs {})",
+                        fmt(s.prep_med()),
+                        fmt(c.prep_med())
+                    ),
+                    Some(ratio >= 500.0),
+                )
+            }
+            _ => target(&name, "-".into(), None),
         }
-        _ => target(
-            "CLI phy prepare at N=400 ≥ 500× faster than the script",
-            "-".into(),
-            None,
-        ),
     }
     // Issue 15: the long-lived context (claims index) and the one-shot CLI.
     let cyc = |r: &Row| us(percentile(&r.cycles(), 50.0));
@@ -1439,20 +1459,15 @@ fn report(rows: &[Row], extra: &BTreeMap<String, String>, quick: bool) {
             None,
         ),
     }
-    match (find("cli", "phy", 1000), find("cli", "phy", 10_000)) {
-        (Some(a), Some(b)) => {
-            let slope = (b.prep_med() - a.prep_med()) / 9000.0;
-            target(
-                "one-shot (CLI) ≤ 1 µs per other disk (N=1000→10000)",
-                format!("{slope:.3} µs"),
-                Some(slope <= 1.0),
-            )
+    for (imp, what) in [("cli", "CLI"), ("dropin", "drop-in")] {
+        let name = format!("one-shot ({what}) ≤ 1 µs per other disk (N=1000→10000)");
+        match (find(imp, "phy", 1000), find(imp, "phy", 10_000)) {
+            (Some(a), Some(b)) => {
+                let slope = (b.prep_med() - a.prep_med()) / 9000.0;
+                target(&name, format!("{slope:.3} µs"), Some(slope <= 1.0))
+            }
+            _ => target(&name, "-".into(), None),
         }
-        _ => target(
-            "one-shot (CLI) ≤ 1 µs per other disk (N=1000→10000)",
-            "-".into(),
-            None,
-        ),
     }
     if let (Some(a), Some(b)) = (
         extra.get("index_rss_built_kb"),
