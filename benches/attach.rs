@@ -33,7 +33,8 @@
 //! - `XENBLOCK_BENCH_PROFILE=N` only loop in-process phy prepare at N for 10 s
 //!   (for `perf record`); `XENBLOCK_BENCH_PROFILE_SCAN=1` with the index off,
 //!   `XENBLOCK_BENCH_PROFILE_CLI=1` the CLI instead (one process per call;
-//!   `=dropin` the drop-in),
+//!   `=dropin` the drop-in; with `XENBLOCK_BENCH_CLI_B=PATH` alternating
+//!   blocks of the CLI and that one, compared block by block),
 //!   `XENBLOCK_BENCH_PROFILE_SECS=S` for S seconds
 //! - `XENBLOCK_BENCH_INDEX_MEMORY=N:C` only the indexed context's RSS at N
 //!   other disks over C cycles
@@ -1004,6 +1005,33 @@ fn main() {
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(10);
+        // XENBLOCK_BENCH_CLI_B=PATH: alternate short blocks of two CLIs,
+        // so that both see the same host (whose speed drifts by tens of
+        // per cent within minutes here), and compare them block by block.
+        if let (true, Some(cli_b)) = (cli, std::env::var_os("XENBLOCK_BENCH_CLI_B")) {
+            let cli_a = cli_path();
+            let (mut a, mut bb, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+            while t.elapsed() < Duration::from_secs(secs) {
+                std::env::set_var("XENBLOCK_BENCH_CLI", &cli_a);
+                let ra = b.cli(imp, "phy", 5).prepare;
+                std::env::set_var("XENBLOCK_BENCH_CLI", &cli_b);
+                let rb = b.cli(imp, "phy", 5).prepare;
+                ratios.push(us(percentile(&rb, 50.0)) / us(percentile(&ra, 50.0)));
+                a.extend(ra);
+                bb.extend(rb);
+            }
+            ratios.sort_by(f64::total_cmp);
+            eprintln!(
+                "profile ({imp}) A/B at N={n}: {} blocks; prepare median A {:.1} us, B {:.1} us; B/A per block: median {:.3}, quartiles {:.3}..{:.3}",
+                ratios.len(),
+                us(percentile(&a, 50.0)),
+                us(percentile(&bb, 50.0)),
+                ratios[ratios.len() / 2],
+                ratios[ratios.len() / 4],
+                ratios[ratios.len() * 3 / 4]
+            );
+            return;
+        }
         while t.elapsed() < Duration::from_secs(secs) {
             if cli {
                 all.extend(b.cli(imp, "phy", 20).prepare);
