@@ -1,7 +1,7 @@
 //! The prepare and release flows (docs/contract.md): what Xen's `block` script
 //! does for `add` and `remove`, done in-process.
 
-use crate::context::{Context, Flavour, LogLevel};
+use crate::context::{Context, EarlyTx, Flavour, LogLevel};
 use crate::error::{Error, ErrorKind, Result};
 use crate::hotplug::{self, Invocation, ScriptFlavour};
 use crate::sharing::{self, Claim, DevNum, Facts, Key, Mode, Mount, Request, Swap, VmIdentity};
@@ -170,6 +170,7 @@ impl Context {
         use crate::sys::loopdev;
         let shown = file_path.display().to_string();
         let _lock = self.lock.acquire()?;
+        let _early = EarlyTx(self);
         // Under the lock, as upstream: the backend may have been closed meanwhile.
         let state = read_string(&*self.store, NO_TX, &format!("{}/state", b.path))?;
         if state.as_deref() != Some("2") {
@@ -251,6 +252,7 @@ impl Context {
         };
         let shown = resolved.display().to_string();
         let _lock = self.lock.acquire()?;
+        let _early = EarlyTx(self);
         self.check_sharing(b, domid, &shown, mode, vec![key])?;
         self.write_connected(&b.path, None, &shown, None)?;
         Ok(Prepared::Connected {
@@ -286,6 +288,7 @@ impl Context {
         let dev = DevNum::from_dev_t(st.rdev);
         let shown = resolved.display().to_string();
         let _lock = self.lock.acquire()?;
+        let _early = EarlyTx(self);
         self.check_sharing(b, domid, &shown, mode, vec![Key::Dev(dev)])?;
         self.write_connected(&b.path, Some(&dev.to_string()), &shown, None)?;
         Ok(Prepared::Connected {
@@ -335,9 +338,17 @@ impl Context {
                 Key::Dev(d) => Some(*d),
                 Key::File { .. } => None,
             });
-            ix.candidates(&b.path, &mut devs, &wanted, &claim_key, &|m| {
-                self.log(LogLevel::Warn, m)
-            })
+            let mut tx = None;
+            let c = ix.candidates(
+                &b.path,
+                &mut devs,
+                &wanted,
+                &claim_key,
+                &|m| self.log(LogLevel::Warn, m),
+                self.wants_early_tx().then_some(&mut tx),
+            );
+            self.set_early_tx(tx);
+            c
         });
         let mut claims = match from_index {
             Some(candidates) => self.candidate_claims(&b.path, candidates, &wanted)?,
@@ -440,7 +451,16 @@ impl Context {
             }
         }
         let root_paths: Vec<String> = roots.iter().map(|(r, _)| r.clone()).collect();
-        let doms = s.directory_many(NO_TX, &root_paths)?;
+        // The outcome's transaction starts in this round trip (under the
+        // lock, like the whole decision): one round trip less.
+        let doms = match s.xs_client().filter(|_| self.wants_early_tx()) {
+            Some(xs) => {
+                let (doms, tx) = xs.directory_many_starting_tx(&root_paths)?;
+                self.set_early_tx(tx);
+                doms
+            }
+            None => s.directory_many(NO_TX, &root_paths)?,
+        };
         let mut dom_paths = Vec::new();
         let mut dom_of = Vec::new(); // (root index, domid)
         for (ri, list) in doms.into_iter().enumerate() {
@@ -630,7 +650,10 @@ impl Context {
         writes.push((format!("{path}/hotplug-status"), b"connected".to_vec()));
         // One round trip for the check and the writes; when the backend is
         // gone the transaction is aborted, so none of them is applied.
-        store::with_transaction(s, DEFAULT_TX_ATTEMPTS, |tx: TxId| {
+        // In the transaction the decision started, if it did (see
+        // `Context::wants_early_tx`).
+        let first = self.take_early_tx();
+        store::with_transaction_from(s, DEFAULT_TX_ATTEMPTS, first, |tx: TxId| {
             if s.write_if_present(tx, path, &writes)? {
                 Ok(())
             } else {

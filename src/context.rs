@@ -123,6 +123,24 @@ pub struct Context {
     pub(crate) config: Config,
     pub(crate) lock: HotplugLock,
     pub(crate) index: Option<ClaimsIndex>,
+    /// A transaction started, under the hotplug lock, in the round trip of
+    /// the decision's first request (with the connection generation it
+    /// belongs to), for the outcome's writes: one round trip less per
+    /// prepare. See [`EarlyTx`].
+    pub(crate) early_tx: parking_lot::Mutex<Option<(crate::store::TxId, u64)>>,
+}
+
+/// Ends, unused, the transaction a prepare started early and did not
+/// commit (a refusal, a failure): made right after the hotplug lock is
+/// taken and dropped before it, so what it aborts is this prepare's own.
+pub(crate) struct EarlyTx<'a>(pub(crate) &'a Context);
+
+impl Drop for EarlyTx<'_> {
+    fn drop(&mut self) {
+        if let Some(tx) = self.0.take_early_tx() {
+            let _ = self.0.store.transaction_end(tx, false);
+        }
+    }
 }
 
 impl Context {
@@ -152,9 +170,32 @@ impl Context {
         Ok(Context {
             lock: HotplugLock::new(&config.lock_dir, config.lock_timeout),
             index,
+            early_tx: parking_lot::Mutex::new(None),
             store,
             config,
         })
+    }
+
+    /// Whether the decision's first request should start the outcome's
+    /// transaction: the built-in client (it pipelines) and none started yet.
+    pub(crate) fn wants_early_tx(&self) -> bool {
+        self.store.xs_client().is_some() && self.early_tx.lock().is_none()
+    }
+
+    /// Keep a transaction started early (see [`Self::wants_early_tx`]).
+    pub(crate) fn set_early_tx(&self, tx: Option<crate::store::TxId>) {
+        if let (Some(tx), Some(xs)) = (tx, self.store.xs_client()) {
+            *self.early_tx.lock() = Some((tx, xs.generation()));
+        }
+    }
+
+    /// The transaction started early, if it is still on the connection it
+    /// was started on (after a reconnection its id means nothing, or
+    /// another transaction).
+    pub(crate) fn take_early_tx(&self) -> Option<crate::store::TxId> {
+        let (tx, generation) = self.early_tx.lock().take()?;
+        let xs = self.store.xs_client()?;
+        (xs.generation() == generation).then_some(tx)
     }
 
     /// [`Context::prepare`], but never waiting for the hotplug lock: when

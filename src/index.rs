@@ -36,7 +36,7 @@
 
 use crate::sharing::{DevNum, Key};
 use crate::store::client::{WatchEvent, XsClient};
-use crate::store::{Store, NO_TX};
+use crate::store::{Store, TxId, NO_TX};
 use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -168,6 +168,7 @@ impl ClaimsIndex {
         wanted: &dyn Fn(&Key) -> bool,
         key_of: &dyn Fn(&str, &str) -> Option<Key>,
         log: &dyn Fn(&str),
+        early_tx: Option<&mut Option<TxId>>,
     ) -> Option<Vec<String>> {
         let xs = self.store.xs_client()?;
         let mut inner = self.inner.lock();
@@ -209,7 +210,9 @@ impl ClaimsIndex {
         if idle {
             live.dirty_all = true;
         }
-        let r = live.sync(xs).and_then(|()| live.refresh(xs, self, own));
+        let r = live
+            .sync(xs, early_tx)
+            .and_then(|()| live.refresh(xs, self, own));
         // Idleness counts from here, not from the sentinel: a reload that
         // itself takes longer than IDLE_LIMIT (10 000 disks on a slow
         // xenstored) must not make every following decision reload again.
@@ -378,12 +381,23 @@ impl Live {
         Ok(())
     }
 
-    /// Write the sentinel and apply every event up to its own.
-    fn sync(&mut self, xs: &XsClient) -> Result<(), String> {
+    /// Write the sentinel and apply every event up to its own. With
+    /// `early_tx`, a transaction is started in the sentinel write's round
+    /// trip, for the caller's outcome (see `Context::wants_early_tx`).
+    fn sync(&mut self, xs: &XsClient, early_tx: Option<&mut Option<TxId>>) -> Result<(), String> {
         self.current(xs)?;
         self.seq += 1;
-        xs.write(NO_TX, &self.sentinel, self.seq.to_string().as_bytes())
-            .map_err(|e| e.to_string())?;
+        let value = self.seq.to_string();
+        match early_tx {
+            Some(tx) => {
+                *tx = xs
+                    .write_starting_tx(&self.sentinel, value.as_bytes())
+                    .map_err(|e| e.to_string())?
+            }
+            None => xs
+                .write(NO_TX, &self.sentinel, value.as_bytes())
+                .map_err(|e| e.to_string())?,
+        }
         self.pending += 1;
         self.current(xs)?;
         self.wait_sentinel(xs)?;

@@ -288,3 +288,61 @@ fn thousands_of_connections_are_served() {
         21
     );
 }
+
+/// A transaction started early (in the round trip of an earlier request)
+/// is used for the outcome's writes; when the backend is removed between
+/// its start and those writes, the writes must not bring the backend back:
+/// the early attempt conflicts or sees it gone, and the fresh attempt sees
+/// it gone. And when the early id means nothing to xenstored, a fresh
+/// transaction does the work.
+#[test]
+fn an_early_transaction_never_brings_back_a_removed_backend() {
+    let d = Daemon::start();
+    let c = client(&d);
+    let other = client(&d);
+    let be = "/local/domain/0/backend/vbd/9/51712";
+    let writes = vec![(format!("{be}/hotplug-status"), b"connected".to_vec())];
+    let outcome = |tx| {
+        store::with_transaction_from(&c, 3, tx, |t| {
+            if c.write_if_present(t, be, &writes)? {
+                Ok(())
+            } else {
+                Err(xenblock::Error::BadState(format!("{be} is gone")))
+            }
+        })
+    };
+    // Removed after the early start, before the writes.
+    c.write(NO_TX, &format!("{be}/state"), b"2").unwrap();
+    let tx = c
+        .write_starting_tx("/tool/xenblock-sentinel", b"1")
+        .unwrap();
+    assert!(tx.is_some(), "no transaction started with the write");
+    other.remove(NO_TX, be).unwrap();
+    let e = outcome(tx).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::BadState, "{e}");
+    assert_eq!(c.read(NO_TX, be).unwrap(), None, "the backend came back");
+    // Present all along: the early transaction commits the writes.
+    c.write(NO_TX, &format!("{be}/state"), b"2").unwrap();
+    let (lists, tx) = c
+        .directory_many_starting_tx(&["/local/domain/0/backend/vbd".to_string()])
+        .unwrap();
+    assert_eq!(lists, vec![Some(vec!["9".to_string()])]);
+    outcome(tx).unwrap();
+    assert_eq!(
+        c.read(NO_TX, &format!("{be}/hotplug-status"))
+            .unwrap()
+            .as_deref(),
+        Some(&b"connected"[..])
+    );
+    // An id xenstored does not know: a fresh transaction writes.
+    other
+        .remove(NO_TX, &format!("{be}/hotplug-status"))
+        .unwrap();
+    outcome(Some(987_654)).unwrap();
+    assert_eq!(
+        c.read(NO_TX, &format!("{be}/hotplug-status"))
+            .unwrap()
+            .as_deref(),
+        Some(&b"connected"[..])
+    );
+}

@@ -472,6 +472,75 @@ impl XsClient {
     }
 }
 
+/// Each request's answer of a pipeline, or its own error.
+type Answers = Vec<Result<Vec<u8>>>;
+/// Each node's children (`None`: no such node).
+type Listings = Vec<Option<Vec<String>>>;
+
+impl XsClient {
+    /// `requests` (outside any transaction) and a `TRANSACTION_START`, in
+    /// one round trip: the requests' answers, and the new transaction's id
+    /// (`None` when xenstored would not start one; the caller then starts
+    /// its transaction later, as usual).
+    fn with_tx_start(
+        &self,
+        mut requests: Vec<(MsgType, Vec<u8>)>,
+        what: &str,
+    ) -> Result<(Answers, Option<TxId>)> {
+        requests.push((MsgType::TransactionStart, vec![0]));
+        let mut answers = self.pipeline_mixed(NO_TX, &requests, what)?;
+        let tx = answers
+            .pop()
+            .and_then(|a| a.ok())
+            .and_then(|v| String::from_utf8_lossy(strip_nul(&v)).trim().parse().ok());
+        Ok((answers, tx))
+    }
+
+    /// [`Store::write`] outside a transaction, with a transaction started in
+    /// the same round trip (see [`Self::with_tx_start`]).
+    pub fn write_starting_tx(&self, path: &str, value: &[u8]) -> Result<Option<TxId>> {
+        super::validate_path(path)?;
+        let (mut answers, tx) =
+            self.with_tx_start(vec![(MsgType::Write, write_payload(path, value))], path)?;
+        match answers.pop() {
+            Some(Err(e)) => {
+                if let Some(tx) = tx {
+                    let _ = self.transaction_end(tx, false);
+                }
+                Err(e)
+            }
+            _ => Ok(tx),
+        }
+    }
+
+    /// [`Store::directory_many`] outside a transaction, with a transaction
+    /// started in the same round trip (see [`Self::with_tx_start`]).
+    pub fn directory_many_starting_tx(&self, paths: &[String]) -> Result<(Listings, Option<TxId>)> {
+        for p in paths {
+            super::validate_path(p)?;
+        }
+        let requests = paths
+            .iter()
+            .map(|p| (MsgType::Directory, wire::join_nul(&[p])))
+            .collect();
+        let (answers, tx) = self.with_tx_start(requests, "")?;
+        let lists: Result<Vec<_>> = answers
+            .into_iter()
+            .zip(paths)
+            .map(|(r, p)| self.directory_reply(NO_TX, p, r))
+            .collect();
+        match lists {
+            Ok(l) => Ok((l, tx)),
+            Err(e) => {
+                if let Some(tx) = tx {
+                    let _ = self.transaction_end(tx, false);
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
 impl XsClient {
     /// Turn a DIRECTORY answer into names; a list too long for one message
     /// (E2BIG) is fetched again in parts with DIRECTORY_PART.

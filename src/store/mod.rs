@@ -135,6 +135,33 @@ pub fn with_transaction<T>(
     })
 }
 
+/// [`with_transaction`], trying first in `first`, a transaction already
+/// started (in the round trip of an earlier request, to save one). Whatever
+/// goes wrong in `first` (a conflict, an error, a transaction the store no
+/// longer knows), it is aborted and `f` runs again in fresh transactions as
+/// [`with_transaction`] runs it: `f` must be harmless to repeat, as it is
+/// for any transaction that may conflict.
+pub fn with_transaction_from<T>(
+    store: &dyn Store,
+    attempts: u32,
+    first: Option<TxId>,
+    mut f: impl FnMut(TxId) -> Result<T>,
+) -> Result<T> {
+    if let Some(tx) = first {
+        match f(tx) {
+            Ok(v) => {
+                if let Ok(true) = store.transaction_end(tx, true) {
+                    return Ok(v);
+                }
+            }
+            Err(_) => {
+                let _ = store.transaction_end(tx, false);
+            }
+        }
+    }
+    with_transaction(store, attempts, f)
+}
+
 /// Check a path given by a caller: not empty, no NUL, no `//`, not too long,
 /// no trailing `/` (other than the root).
 pub fn validate_path(path: &str) -> Result<()> {
