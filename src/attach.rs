@@ -403,8 +403,11 @@ impl Context {
             use crate::sys::blockdev;
             let src = blockdev::Sources::system();
             let (topo, o) = blockdev::gather(&src, keys, names);
-            let mounts = blockdev::mounts(&src)?;
-            let (swaps, unknown) = blockdev::swaps(&src);
+            // Read again only after a change (see `sys::procfile`).
+            let mut proc_files = self.proc_files.lock();
+            let mounts = proc_files.mounts()?;
+            let (swaps, unknown) = proc_files.swaps();
+            drop(proc_files);
             for u in unknown {
                 // Not a doubt about this target: an unidentifiable swap area
                 // (a deleted swap file) cannot be reached through a path.

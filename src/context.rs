@@ -128,6 +128,10 @@ pub struct Context {
     /// belongs to), for the outcome's writes: one round trip less per
     /// prepare. See [`EarlyTx`].
     pub(crate) early_tx: parking_lot::Mutex<Option<(crate::store::TxId, u64)>>,
+    /// The mount table and active swap, read again only after a change
+    /// (two descriptors, close-on-exec, for the context's life).
+    #[cfg(target_os = "linux")]
+    pub(crate) proc_files: parking_lot::Mutex<crate::sys::blockdev::ProcFiles>,
 }
 
 /// Ends, unused, the transaction a prepare started early and did not
@@ -171,6 +175,10 @@ impl Context {
             lock: HotplugLock::new(&config.lock_dir, config.lock_timeout),
             index,
             early_tx: parking_lot::Mutex::new(None),
+            #[cfg(target_os = "linux")]
+            proc_files: parking_lot::Mutex::new(crate::sys::blockdev::ProcFiles::new(
+                &crate::sys::blockdev::Sources::system(),
+            )),
             store,
             config,
         })

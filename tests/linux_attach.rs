@@ -5,6 +5,7 @@ mod common;
 use common::{require_root, Env};
 use std::os::unix::fs::PermissionsExt;
 use std::sync::{Arc, Mutex};
+use xenblock::store::{Store, NO_TX};
 use xenblock::{Config, Context, ErrorKind, LogLevel, Prepared, Released};
 
 fn hex(path: &std::path::Path) -> String {
@@ -455,6 +456,105 @@ fn local_mounts_refuse_conflicting_modes() {
     let w = env.backend(1, 4, &dev.display().to_string(), "w");
     assert_eq!(ctx.prepare(&w).unwrap_err().kind(), ErrorKind::Busy);
     drop(guard);
+}
+
+/// A context keeps the mount table and the swap list between decisions
+/// and reads them again only when the kernel reports a change: a device
+/// mounted, or made swap, after a decision is refused by the next one, and
+/// allowed again once unmounted (or swapped off).
+#[test]
+fn a_long_lived_context_sees_mounts_and_swap_made_after_its_last_decision() {
+    require_root();
+    let mut env = Env::new();
+    let dev = env.block_device("later.img");
+    let swap = env.block_device("later-swap.img");
+    let ok = std::process::Command::new("mkfs.ext4")
+        .args(["-q", "-F"])
+        .arg(&dev)
+        .status()
+        .expect("mkfs.ext4 (e2fsprogs) must be installed");
+    assert!(ok.success());
+    env.domain(1, "/vm/one");
+    let ctx = env.ctx();
+    let be = env.backend(1, 1, &dev.display().to_string(), "w");
+    let reset = |be: &str| {
+        for n in [
+            "physical-device",
+            "physical-device-path",
+            "hotplug-status",
+            "hotplug-error",
+        ] {
+            env.store.remove(NO_TX, &format!("{be}/{n}")).unwrap();
+        }
+    };
+    // Decisions that read (and keep) the tables.
+    for _ in 0..2 {
+        ctx.prepare(&be).unwrap();
+        ctx.release(&be).unwrap();
+        reset(&be);
+    }
+    let mnt = env.dir.join("mnt-later");
+    std::fs::create_dir(&mnt).unwrap();
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = nix::mount::umount(&self.0);
+        }
+    }
+    nix::mount::mount(
+        Some(&dev),
+        &mnt,
+        Some("ext4"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .unwrap();
+    let guard = Unmount(mnt.clone());
+    let e = ctx.prepare(&be).unwrap_err();
+    assert_eq!(
+        e.kind(),
+        ErrorKind::Busy,
+        "mounted after the last decision: {e}"
+    );
+    assert!(e.to_string().contains("mounted"), "{e}");
+    reset(&be);
+    drop(guard);
+    ctx.prepare(&be).unwrap();
+    ctx.release(&be).unwrap();
+    reset(&be);
+    // The same for swap.
+    let ok = std::process::Command::new("mkswap")
+        .arg(&swap)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("mkswap (util-linux) must be installed");
+    assert!(ok.success());
+    let sbe = env.backend(1, 2, &swap.display().to_string(), "w");
+    ctx.prepare(&sbe).unwrap();
+    ctx.release(&sbe).unwrap();
+    reset(&sbe);
+    struct SwapOff(std::path::PathBuf);
+    impl Drop for SwapOff {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("swapoff").arg(&self.0).status();
+        }
+    }
+    let ok = std::process::Command::new("swapon")
+        .arg(&swap)
+        .status()
+        .expect("swapon (util-linux) must be installed");
+    assert!(ok.success());
+    let guard = SwapOff(swap.clone());
+    let e = ctx.prepare(&sbe).unwrap_err();
+    assert_eq!(
+        e.kind(),
+        ErrorKind::Busy,
+        "swap after the last decision: {e}"
+    );
+    reset(&sbe);
+    drop(guard);
+    ctx.prepare(&sbe).unwrap();
+    ctx.release(&sbe).unwrap();
 }
 
 #[test]

@@ -80,16 +80,49 @@ pub fn gather(src: &Sources, targets: &[Key], names: bool) -> (Topology, Overlap
 
 /// The mounts of the backend domain (`Sources::mountinfo`).
 pub fn mounts(src: &Sources) -> crate::error::Result<Vec<crate::sharing::Mount>> {
-    let text = read_proc(&src.mountinfo).map_err(|e| {
-        crate::error::Error::io(
-            format!(
-                "cannot read {} to check which devices are mounted (is /proc mounted?)",
-                src.mountinfo.display()
-            ),
-            e,
-        )
-    })?;
+    let text = read_proc(&src.mountinfo).map_err(|e| mounts_error(&src.mountinfo, e))?;
     Ok(crate::sys::mountinfo::parse(&text))
+}
+
+fn mounts_error(p: &Path, e: io::Error) -> crate::error::Error {
+    crate::error::Error::io(
+        format!(
+            "cannot read {} to check which devices are mounted (is /proc mounted?)",
+            p.display()
+        ),
+        e,
+    )
+}
+
+/// The backend domain's mount table and active swap, for a context that
+/// makes many decisions: each file is read again only after the kernel
+/// reports a change ([`crate::sys::procfile`]).
+pub struct ProcFiles {
+    mountinfo: crate::sys::procfile::Watched,
+    swaps: crate::sys::procfile::Watched,
+}
+
+impl ProcFiles {
+    /// The files of `src`.
+    pub fn new(src: &Sources) -> ProcFiles {
+        ProcFiles {
+            mountinfo: crate::sys::procfile::Watched::new(&src.mountinfo),
+            swaps: crate::sys::procfile::Watched::new(&src.swaps),
+        }
+    }
+
+    /// As [`mounts`].
+    pub fn mounts(&mut self) -> crate::error::Result<Vec<crate::sharing::Mount>> {
+        let path = self.mountinfo.path().to_path_buf();
+        let text = self.mountinfo.text().map_err(|e| mounts_error(&path, e))?;
+        Ok(crate::sys::mountinfo::parse(text))
+    }
+
+    /// As [`swaps`].
+    pub fn swaps(&mut self) -> (Vec<Swap>, Vec<String>) {
+        let path = self.swaps.path().to_path_buf();
+        swaps_of(&path, self.swaps.text().map(str::to_string))
+    }
 }
 
 /// The swap areas in `/proc/swaps` text: their paths, unescaped.
@@ -108,13 +141,18 @@ pub fn parse_swaps(text: &str) -> Vec<String> {
 /// swap file by (st_dev, st_ino)); what could not be identified is
 /// returned as doubts.
 pub fn swaps(src: &Sources) -> (Vec<Swap>, Vec<String>) {
-    let text = match read_proc(&src.swaps) {
+    swaps_of(&src.swaps, read_proc(&src.swaps))
+}
+
+/// [`swaps`] of the text read from `path` (or the error reading it).
+fn swaps_of(path: &Path, text: io::Result<String>) -> (Vec<Swap>, Vec<String>) {
+    let text = match text {
         Ok(t) => t,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return (Vec::new(), Vec::new()),
         Err(e) => {
             return (
                 Vec::new(),
-                vec![format!("cannot read {}: {e}", src.swaps.display())],
+                vec![format!("cannot read {}: {e}", path.display())],
             )
         }
     };
@@ -142,29 +180,9 @@ pub fn swaps(src: &Sources) -> (Vec<Swap>, Vec<String>) {
     (out, doubts)
 }
 
-/// A `/proc` file, whose size `stat` does not tell: read into a buffer
-/// large enough for a dom0's mount table in one `read`, not grown from 32
-/// bytes as `read_to_string` would.
+/// A `/proc` file, whose size `stat` does not tell, read whole.
 pub(crate) fn read_proc(p: &Path) -> io::Result<String> {
-    use std::io::Read;
-    let mut f = std::fs::File::open(p)?;
-    // A plain read loop: `read_to_end` would first stat and seek for a size
-    // hint that /proc files do not give.
-    let mut buf = vec![0u8; 16 << 10];
-    let mut len = 0;
-    loop {
-        if len == buf.len() {
-            buf.resize(buf.len() * 2, 0);
-        }
-        match f.read(&mut buf[len..]) {
-            Ok(0) => break,
-            Ok(n) => len += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    buf.truncate(len);
-    String::from_utf8(buf).map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "not UTF-8"))
+    crate::sys::procfile::read_all(&mut std::fs::File::open(p)?)
 }
 
 /// What one listing of a device's sysfs directory tells.

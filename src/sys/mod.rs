@@ -7,5 +7,7 @@ pub mod child;
 #[cfg(target_os = "linux")]
 pub mod loopdev;
 pub mod mountinfo;
+#[cfg(target_os = "linux")]
+pub mod procfile;
 pub mod start;
 pub mod stat;
