@@ -1,7 +1,7 @@
 //! The prepare and release flows (docs/contract.md): what Xen's `block` script
 //! does for `add` and `remove`, done in-process.
 
-use crate::context::{Context, EarlyTx, Flavour, LogLevel};
+use crate::context::{Context, Flavour, Held, LogLevel};
 use crate::error::{Error, ErrorKind, Result};
 use crate::hotplug::{self, Invocation, ScriptFlavour};
 use crate::sharing::{self, Claim, DevNum, Facts, Key, Mode, Mount, Request, Swap, VmIdentity};
@@ -55,26 +55,83 @@ impl Context {
     /// `hotplug-status error`, with `hotplug-error` set to the returned message.
     pub fn prepare(&self, backend_path: &str) -> Result<Prepared> {
         let path = spec::normalise_path(backend_path)?;
-        let b = Backend::read_existing(&*self.store, &path)?;
+        // When the hotplug lock is free (the usual case) it is taken first,
+        // and the backend is read in the round trip that also starts the
+        // decision and its transaction (`read_backend_held`). When it is
+        // held, the backend is read first and the lock waited for after,
+        // as Xen's script does, so that a custom script or a backend
+        // already prepared never waits for it.
+        let (b, held) = match self.hold_now() {
+            Some(held) => (self.read_backend_held(&path)?, Some(held)),
+            None => (Backend::read_existing(&*self.store, &path)?, None),
+        };
         if let Handler::Script(script) = spec::handler(b.script.as_deref()) {
+            drop(held);
             return self
                 .run_custom_script(&b, &script, true)
                 .map(|_| Prepared::Script);
         }
         if b.physical_device.is_some() {
+            drop(held);
             self.log(LogLevel::Debug, &format!("{path}: already prepared"));
             return Ok(Prepared::AlreadyPrepared);
         }
         let r = match self.config.flavour {
-            Flavour::Linux => self.prepare_linux(&b),
-            Flavour::FreeBsd => self.prepare_freebsd(&b),
-            Flavour::NetBsd => self.prepare_netbsd(&b),
+            Flavour::Linux => self.prepare_linux(&b, held),
+            Flavour::FreeBsd => self.prepare_freebsd(&b, held),
+            Flavour::NetBsd => self.prepare_netbsd(&b, held),
         };
         match &r {
             Ok(p) => self.log(LogLevel::Debug, &format!("{path}: prepared: {p}")),
             Err(e) => self.report_failure(&path, e),
         }
         r
+    }
+
+    /// The backend, read under the hotplug lock (held by the caller) in one
+    /// round trip with what the decision will need first: the claims
+    /// index's sentinel write when the index is live, else the listing of
+    /// the disk roots for the scan; and the `TRANSACTION_START` of the
+    /// outcome. What the prepare does not use is ended by its [`Held`].
+    fn read_backend_held(&self, path: &str) -> Result<Backend> {
+        let Some(xs) = self.store.xs_client() else {
+            return Backend::read_existing(&*self.store, path);
+        };
+        let reads = Backend::existing_reads(path)?;
+        let sentinel = self.index.as_ref().and_then(|ix| ix.presync(path));
+        let roots = match &sentinel {
+            Some(_) => Vec::new(),
+            None => self.scan_roots(path).unwrap_or_default(),
+        };
+        let first = xs.first_round_trip(
+            &reads,
+            sentinel.as_ref().map(|(p, v)| (p.as_str(), v.as_slice())),
+            &roots,
+        );
+        if let (Some(ix), Some(_)) = (&self.index, &sentinel) {
+            ix.presynced(first.as_ref().is_ok_and(|f| f.written));
+        }
+        let first = first?;
+        self.set_early_tx(first.tx);
+        if let Some(lists) = first.lists.filter(|_| !roots.is_empty()) {
+            *self.prefetched_roots.lock() = Some((roots, lists));
+        }
+        Backend::from_existing(path, first.reads)
+    }
+
+    /// The disk roots a scan for `own` lists: its own root first, then the
+    /// sibling roots (`vbd3`, `qdisk`).
+    fn scan_roots(&self, own: &str) -> Result<Vec<String>> {
+        let root = spec::backend_root(own)?;
+        let mut roots = vec![root.to_string()];
+        if let Some((parent, kind)) = root.rsplit_once('/') {
+            for k in OTHER_DISK_ROOTS {
+                if *k != kind {
+                    roots.push(format!("{parent}/{k}"));
+                }
+            }
+        }
+        Ok(roots)
     }
 
     /// Release the disk of the backend at `backend_path`. Idempotent.
@@ -150,11 +207,11 @@ impl Context {
         Ok((mode, domid, resolved, st))
     }
 
-    fn prepare_linux(&self, b: &Backend) -> Result<Prepared> {
+    fn prepare_linux(&self, b: &Backend, held: Option<Held>) -> Result<Prepared> {
         let (mode, domid, resolved, st) = self.common_inputs(b)?;
         match st.kind {
-            FileKind::Block => self.prepare_device(b, mode, domid, &resolved, &st),
-            FileKind::Regular => self.prepare_linux_file(b, mode, domid, &resolved),
+            FileKind::Block => self.prepare_device(b, mode, domid, &resolved, &st, held),
+            FileKind::Regular => self.prepare_linux_file(b, mode, domid, &resolved, held),
             _ => Err(not_file_or_device(&b.path, &resolved)),
         }
     }
@@ -166,13 +223,24 @@ impl Context {
         mode: Mode,
         domid: u32,
         file_path: &Path,
+        held: Option<Held>,
     ) -> Result<Prepared> {
         use crate::sys::loopdev;
         let shown = file_path.display().to_string();
-        let _lock = self.lock.acquire()?;
-        let _early = EarlyTx(self);
-        // Under the lock, as upstream: the backend may have been closed meanwhile.
-        let state = read_string(&*self.store, NO_TX, &format!("{}/state", b.path))?;
+        // Under the lock, as upstream: the backend may have been closed
+        // meanwhile (unless it was read under the lock).
+        let state = match held {
+            Some(_) => b.state.clone(),
+            None => None,
+        };
+        let _held = match held {
+            Some(h) => h,
+            None => self.hold()?,
+        };
+        let state = match state {
+            Some(s) => Some(s),
+            None => read_string(&*self.store, NO_TX, &format!("{}/state", b.path))?,
+        };
         if state.as_deref() != Some("2") {
             return Err(Error::BadState(format!(
                 "{}: path closed or removed during hotplug add: state is {}, expected 2 (InitWait)",
@@ -237,6 +305,7 @@ impl Context {
         _mode: Mode,
         _domid: u32,
         _file_path: &Path,
+        _held: Option<Held>,
     ) -> Result<Prepared> {
         Err(Error::Unsupported(format!(
             "{}: the Linux flavour's loop devices exist only on Linux",
@@ -245,14 +314,16 @@ impl Context {
     }
 
     /// FreeBSD: blkback opens the target itself; no loop device.
-    fn prepare_freebsd(&self, b: &Backend) -> Result<Prepared> {
+    fn prepare_freebsd(&self, b: &Backend, held: Option<Held>) -> Result<Prepared> {
         let (mode, domid, resolved, st) = self.common_inputs(b)?;
         let Some(key) = key_of(&st) else {
             return Err(not_file_or_device(&b.path, &resolved));
         };
         let shown = resolved.display().to_string();
-        let _lock = self.lock.acquire()?;
-        let _early = EarlyTx(self);
+        let _held = match held {
+            Some(h) => h,
+            None => self.hold()?,
+        };
         self.check_sharing(b, domid, &shown, mode, vec![key])?;
         self.write_connected(&b.path, None, &shown, None)?;
         Ok(Prepared::Connected {
@@ -263,7 +334,7 @@ impl Context {
     }
 
     /// NetBSD: block devices in-process; files need vnd(4), not done here.
-    fn prepare_netbsd(&self, b: &Backend) -> Result<Prepared> {
+    fn prepare_netbsd(&self, b: &Backend, held: Option<Held>) -> Result<Prepared> {
         let (mode, domid, resolved, st) = self.common_inputs(b)?;
         if st.kind != FileKind::Block {
             return Err(Error::Unsupported(format!(
@@ -273,7 +344,7 @@ impl Context {
                 resolved.display()
             )));
         }
-        self.prepare_device(b, mode, domid, &resolved, &st)
+        self.prepare_device(b, mode, domid, &resolved, &st, held)
     }
 
     /// A block device (Linux and NetBSD): check, then record its number.
@@ -284,11 +355,14 @@ impl Context {
         domid: u32,
         resolved: &Path,
         st: &FileStat,
+        held: Option<Held>,
     ) -> Result<Prepared> {
         let dev = DevNum::from_dev_t(st.rdev);
         let shown = resolved.display().to_string();
-        let _lock = self.lock.acquire()?;
-        let _early = EarlyTx(self);
+        let _held = match held {
+            Some(h) => h,
+            None => self.hold()?,
+        };
         self.check_sharing(b, domid, &shown, mode, vec![Key::Dev(dev)])?;
         self.write_connected(&b.path, Some(&dev.to_string()), &shown, None)?;
         Ok(Prepared::Connected {
@@ -454,15 +528,24 @@ impl Context {
             }
         }
         let root_paths: Vec<String> = roots.iter().map(|(r, _)| r.clone()).collect();
-        // The outcome's transaction starts in this round trip (under the
-        // lock, like the whole decision): one round trip less.
-        let doms = match s.xs_client().filter(|_| self.wants_early_tx()) {
-            Some(xs) => {
-                let (doms, tx) = xs.directory_many_starting_tx(&root_paths)?;
-                self.set_early_tx(tx);
-                doms
-            }
-            None => s.directory_many(NO_TX, &root_paths)?,
+        // Listed in the backend's read (under the lock: `read_backend_held`),
+        // or here with the outcome's transaction started in the same round
+        // trip (under the lock, like the whole decision).
+        let prefetched = self
+            .prefetched_roots
+            .lock()
+            .take()
+            .filter(|(paths, _)| *paths == root_paths);
+        let doms = match prefetched.map(|(_, lists)| lists) {
+            Some(lists) => lists,
+            None => match s.xs_client().filter(|_| self.wants_early_tx()) {
+                Some(xs) => {
+                    let (doms, tx) = xs.directory_many_starting_tx(&root_paths)?;
+                    self.set_early_tx(tx);
+                    doms
+                }
+                None => s.directory_many(NO_TX, &root_paths)?,
+            },
         };
         let mut dom_paths = Vec::new();
         let mut dom_of = Vec::new(); // (root index, domid)

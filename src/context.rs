@@ -132,11 +132,19 @@ pub struct Context {
     /// (two descriptors, close-on-exec, for the context's life).
     #[cfg(target_os = "linux")]
     pub(crate) proc_files: parking_lot::Mutex<crate::sys::blockdev::ProcFiles>,
+    /// The disk roots (paths) and their child lists, listed under the
+    /// hotplug lock in the backend's read, for the decision's scan.
+    pub(crate) prefetched_roots: parking_lot::Mutex<Option<RootLists>>,
 }
 
-/// Ends, unused, the transaction a prepare started early and did not
-/// commit (a refusal, a failure): made right after the hotplug lock is
-/// taken and dropped before it, so what it aborts is this prepare's own.
+/// Paths of the disk roots and their child lists (`None`: no such root).
+pub(crate) type RootLists = (Vec<String>, Vec<Option<Vec<String>>>);
+
+/// Ends what a prepare started under the hotplug lock for its decision and
+/// did not use: the outcome's transaction started early (a refusal, a
+/// failure: it is aborted), the roots' listing, the index's sentinel.
+/// Made right after the lock is taken and dropped before it, so what it
+/// ends is this prepare's own.
 pub(crate) struct EarlyTx<'a>(pub(crate) &'a Context);
 
 impl Drop for EarlyTx<'_> {
@@ -144,6 +152,38 @@ impl Drop for EarlyTx<'_> {
         if let Some(tx) = self.0.take_early_tx() {
             let _ = self.0.store.transaction_end(tx, false);
         }
+        self.0.prefetched_roots.lock().take();
+        if let Some(ix) = &self.0.index {
+            ix.presync_unused();
+        }
+    }
+}
+
+/// The hotplug lock held for a prepare, with what the prepare starts under
+/// it ([`EarlyTx`]); the fields drop in order: that first, then the lock.
+pub(crate) struct Held<'a> {
+    _early: EarlyTx<'a>,
+    _lock: crate::lock::LockGuard<'a>,
+}
+
+impl Context {
+    /// Take the hotplug lock (waiting as configured) for a prepare.
+    pub(crate) fn hold(&self) -> Result<Held<'_>> {
+        let lock = self.lock.acquire()?;
+        Ok(Held {
+            _early: EarlyTx(self),
+            _lock: lock,
+        })
+    }
+
+    /// The hotplug lock for a prepare if it is free now, else `None`
+    /// (nothing waited for).
+    pub(crate) fn hold_now(&self) -> Option<Held<'_>> {
+        let lock = crate::lock::no_wait(|| self.lock.acquire()).ok()?;
+        Some(Held {
+            _early: EarlyTx(self),
+            _lock: lock,
+        })
     }
 }
 
@@ -175,6 +215,7 @@ impl Context {
             lock: HotplugLock::new(&config.lock_dir, config.lock_timeout),
             index,
             early_tx: parking_lot::Mutex::new(None),
+            prefetched_roots: parking_lot::Mutex::new(None),
             #[cfg(target_os = "linux")]
             proc_files: parking_lot::Mutex::new(crate::sys::blockdev::ProcFiles::new(
                 &crate::sys::blockdev::Sources::system(),

@@ -119,6 +119,9 @@ struct Live {
     /// Sentinel events still to come (the watch's initial one, then one per write).
     pending: u64,
     seq: u64,
+    /// The sentinel of the decision under way went out with the backend's
+    /// read ([`ClaimsIndex::presync`]): its sync only waits for the event.
+    presynced: bool,
     /// When the index last finished reading xenstore (its sentinel's events
     /// and the re-reads they called for): from then on, events wait unread
     /// in xenstored until the next decision.
@@ -154,6 +157,46 @@ impl ClaimsIndex {
             ("vbd", false) => &["physical-device"],
             ("vbd", true) => &["physical-device-path"],
             _ => &["params", "physical-device"],
+        }
+    }
+
+    /// Under the hotplug lock, before the decision for `own`: the sentinel
+    /// write that will prove the index current (path, value), for the caller
+    /// to send in its own round trip (the backend's read), so that the
+    /// decision's sync only waits for its event. `None` when the index is
+    /// not live for `own`'s root or a sentinel is still outstanding: the
+    /// decision then syncs as usual. Say what became of the write with
+    /// [`Self::presynced`].
+    pub(crate) fn presync(&self, own: &str) -> Option<(String, Vec<u8>)> {
+        let xs = self.store.xs_client()?;
+        let parent = own_parent(own)?;
+        let mut inner = self.inner.lock();
+        let live = inner.live.as_mut()?;
+        if live.parent != parent || live.pending != 0 || live.presynced || live.current(xs).is_err()
+        {
+            return None;
+        }
+        live.seq += 1;
+        Some((live.sentinel.clone(), live.seq.to_string().into_bytes()))
+    }
+
+    /// Whether the write [`Self::presync`] gave was made (xenstored
+    /// answered it). Its event is then awaited by the decision's sync.
+    pub(crate) fn presynced(&self, sent: bool) {
+        if let Some(live) = self.inner.lock().live.as_mut() {
+            if sent {
+                live.pending += 1;
+                live.presynced = true;
+            }
+        }
+    }
+
+    /// The prepare that sent a sentinel made no decision (a custom script,
+    /// a backend already prepared, an error before the sharing rule): the
+    /// next decision must not take that older sentinel for its own.
+    pub(crate) fn presync_unused(&self) {
+        if let Some(live) = self.inner.lock().live.as_mut() {
+            live.presynced = false;
         }
     }
 
@@ -294,6 +337,7 @@ impl ClaimsIndex {
             dropped: xs.events_dropped(),
             pending: 0,
             seq: 0,
+            presynced: false,
             last_sync: None,
             backends: HashMap::new(),
             by_dev: HashMap::new(),
@@ -386,19 +430,27 @@ impl Live {
     /// trip, for the caller's outcome (see `Context::wants_early_tx`).
     fn sync(&mut self, xs: &XsClient, early_tx: Option<&mut Option<TxId>>) -> Result<(), String> {
         self.current(xs)?;
-        self.seq += 1;
-        let value = self.seq.to_string();
-        match early_tx {
-            Some(tx) => {
-                *tx = xs
-                    .write_starting_tx(&self.sentinel, value.as_bytes())
-                    .map_err(|e| e.to_string())?
+        if !std::mem::take(&mut self.presynced) {
+            // A sentinel sent for a prepare that made no decision: its
+            // event first (xenstored may drop an event identical to one
+            // still queued, so no second write while one is pending).
+            if self.pending > 0 {
+                self.wait_sentinel(xs)?;
             }
-            None => xs
-                .write(NO_TX, &self.sentinel, value.as_bytes())
-                .map_err(|e| e.to_string())?,
+            self.seq += 1;
+            let value = self.seq.to_string();
+            match early_tx {
+                Some(tx) => {
+                    *tx = xs
+                        .write_starting_tx(&self.sentinel, value.as_bytes())
+                        .map_err(|e| e.to_string())?
+                }
+                None => xs
+                    .write(NO_TX, &self.sentinel, value.as_bytes())
+                    .map_err(|e| e.to_string())?,
+            }
+            self.pending += 1;
         }
-        self.pending += 1;
         self.current(xs)?;
         self.wait_sentinel(xs)?;
         self.current(xs)?;

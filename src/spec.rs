@@ -75,11 +75,22 @@ pub fn normalise_path(path: &str) -> Result<String> {
 /// own node is read in the same round trip as its `nodes`, whose values
 /// come back in order.
 fn read_existing(store: &dyn Store, path: &str, nodes: &[&str]) -> Result<Vec<Option<Vec<u8>>>> {
+    let paths = existing_reads(path, nodes)?;
+    existing_values(path, store.read_many(store::NO_TX, &paths)?)
+}
+
+/// The reads of [`read_existing`]: the directory itself, then `nodes`.
+fn existing_reads(path: &str, nodes: &[&str]) -> Result<Vec<String>> {
     check_backend_shape(path)?;
     let mut paths = Vec::with_capacity(nodes.len() + 1);
     paths.push(path.to_string());
     paths.extend(nodes.iter().map(|n| format!("{path}/{n}")));
-    let mut v = store.read_many(store::NO_TX, &paths)?;
+    Ok(paths)
+}
+
+/// The values of `nodes` from the answers to [`existing_reads`], or the
+/// error for a missing backend.
+fn existing_values(path: &str, mut v: Vec<Option<Vec<u8>>>) -> Result<Vec<Option<Vec<u8>>>> {
     if v.first().is_none_or(Option::is_none) {
         return Err(no_backend(path));
     }
@@ -125,6 +136,19 @@ impl Backend {
     pub fn read(store: &dyn Store, tx: TxId, path: &str) -> Result<Backend> {
         let paths: Vec<String> = NODES.iter().map(|n| format!("{path}/{n}")).collect();
         Ok(Backend::from_values(path, store.read_many(tx, &paths)?))
+    }
+
+    /// The reads of [`Backend::read_existing`], for a caller that sends
+    /// them with requests of its own; [`Backend::from_existing`] takes their
+    /// answers, in order.
+    pub fn existing_reads(path: &str) -> Result<Vec<String>> {
+        existing_reads(path, NODES)
+    }
+
+    /// [`Backend::read_existing`] from the answers to
+    /// [`Backend::existing_reads`].
+    pub fn from_existing(path: &str, answers: Vec<Option<Vec<u8>>>) -> Result<Backend> {
+        Ok(Backend::from_values(path, existing_values(path, answers)?))
     }
 
     /// The backend check and [`Backend::read`] in one round trip.

@@ -541,6 +541,75 @@ impl XsClient {
     }
 }
 
+/// What [`XsClient::first_round_trip`] got back.
+pub struct FirstRoundTrip {
+    /// The values read, in order (`None`: no such node).
+    pub reads: Vec<Option<Vec<u8>>>,
+    /// Whether the write was made (`false` also when there was none).
+    pub written: bool,
+    /// The child lists, in order, when every listing succeeded.
+    pub lists: Option<Listings>,
+    /// The transaction started, if xenstored started one.
+    pub tx: Option<TxId>,
+}
+
+impl XsClient {
+    /// In one round trip, outside any transaction: READs of `reads`, an
+    /// optional WRITE, DIRECTORYs of `dirs`, and a `TRANSACTION_START`. A
+    /// read that fails other than for a missing node fails the whole; a
+    /// failed write or listing is only reported (`written`, `lists`), for
+    /// the caller to do again its usual way.
+    pub fn first_round_trip(
+        &self,
+        reads: &[String],
+        write: Option<(&str, &[u8])>,
+        dirs: &[String],
+    ) -> Result<FirstRoundTrip> {
+        let mut requests = Vec::with_capacity(reads.len() + dirs.len() + 1);
+        for p in reads {
+            super::validate_path(p)?;
+            requests.push((MsgType::Read, wire::join_nul(&[p])));
+        }
+        if let Some((p, v)) = write {
+            super::validate_path(p)?;
+            requests.push((MsgType::Write, write_payload(p, v)));
+        }
+        for p in dirs {
+            super::validate_path(p)?;
+            requests.push((MsgType::Directory, wire::join_nul(&[p])));
+        }
+        let what = reads.first().map(String::as_str).unwrap_or("");
+        let (answers, tx) = self.with_tx_start(requests, what)?;
+        let mut answers = answers.into_iter();
+        let end_tx = |tx: Option<TxId>| {
+            if let Some(tx) = tx {
+                let _ = self.transaction_end(tx, false);
+            }
+        };
+        let mut values = Vec::with_capacity(reads.len());
+        for a in answers.by_ref().take(reads.len()) {
+            match not_found_is_none(a) {
+                Ok(v) => values.push(v),
+                Err(e) => {
+                    end_tx(tx);
+                    return Err(e);
+                }
+            }
+        }
+        let written = write.is_some() && answers.next().is_some_and(|a| a.is_ok());
+        let lists: Result<Listings> = answers
+            .zip(dirs)
+            .map(|(r, p)| self.directory_reply(NO_TX, p, r))
+            .collect();
+        Ok(FirstRoundTrip {
+            reads: values,
+            written,
+            lists: lists.ok(),
+            tx,
+        })
+    }
+}
+
 impl XsClient {
     /// Turn a DIRECTORY answer into names; a list too long for one message
     /// (E2BIG) is fetched again in parts with DIRECTORY_PART.
