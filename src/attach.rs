@@ -511,23 +511,19 @@ impl Context {
     /// for the backends that matter.
     fn gather_claims(&self, own: &str, wanted: &dyn Fn(&Key) -> bool) -> Result<Vec<Claim>> {
         let s = &*self.store;
-        let root = spec::backend_root(own)?;
         let by_path = self.config.flavour == Flavour::FreeBsd;
         let vbd_node = if by_path {
             "physical-device-path"
         } else {
             "physical-device"
         };
-        // (root, whether it is the request's own kind)
-        let mut roots: Vec<(String, bool)> = vec![(root.to_string(), true)];
-        if let Some((parent, kind)) = root.rsplit_once('/') {
-            for k in OTHER_DISK_ROOTS {
-                if *k != kind {
-                    roots.push((format!("{parent}/{k}"), false));
-                }
-            }
-        }
-        let root_paths: Vec<String> = roots.iter().map(|(r, _)| r.clone()).collect();
+        let root_paths = self.scan_roots(own)?;
+        // (root, whether it is the request's own kind: the first)
+        let roots: Vec<(String, bool)> = root_paths
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.clone(), i == 0))
+            .collect();
         // Listed in the backend's read (under the lock: `read_backend_held`),
         // or here with the outcome's transaction started in the same round
         // trip (under the lock, like the whole decision).

@@ -406,34 +406,47 @@ fn release_leaves_a_reused_loop_device_alone() {
     );
 }
 
-#[test]
-fn local_mounts_refuse_conflicting_modes() {
-    require_root();
-    let mut env = Env::new();
-    let dev = env.block_device("fs.img");
+/// Unmounts on drop (panics included).
+struct Unmount(std::path::PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount(&self.0);
+    }
+}
+
+/// An ext4 filesystem made on `dev`.
+fn mkfs(dev: &std::path::Path) {
     let status = std::process::Command::new("mkfs.ext4")
         .args(["-q", "-F"])
-        .arg(&dev)
+        .arg(dev)
         .status()
         .expect("mkfs.ext4 (e2fsprogs) must be installed");
     assert!(status.success());
-    let mnt = env.dir.join("mnt");
+}
+
+/// `dev`'s filesystem mounted on a new directory `mnt`, until the guard drops.
+fn mount(dev: &std::path::Path, mnt: std::path::PathBuf) -> Unmount {
     std::fs::create_dir(&mnt).unwrap();
-    struct Unmount(std::path::PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = nix::mount::umount(&self.0);
-        }
-    }
     nix::mount::mount(
-        Some(&dev),
+        Some(dev),
         &mnt,
         Some("ext4"),
         nix::mount::MsFlags::empty(),
         None::<&str>,
     )
     .unwrap();
-    let guard = Unmount(mnt.clone());
+    Unmount(mnt)
+}
+
+#[test]
+fn local_mounts_refuse_conflicting_modes() {
+    require_root();
+    let mut env = Env::new();
+    let dev = env.block_device("fs.img");
+    mkfs(&dev);
+    let mnt = env.dir.join("mnt");
+    let guard = mount(&dev, mnt.clone());
     env.domain(1, "/vm/one");
     let ctx = env.ctx();
     for (devid, mode) in [(1, "r"), (2, "w")] {
@@ -468,12 +481,7 @@ fn a_long_lived_context_sees_mounts_and_swap_made_after_its_last_decision() {
     let mut env = Env::new();
     let dev = env.block_device("later.img");
     let swap = env.block_device("later-swap.img");
-    let ok = std::process::Command::new("mkfs.ext4")
-        .args(["-q", "-F"])
-        .arg(&dev)
-        .status()
-        .expect("mkfs.ext4 (e2fsprogs) must be installed");
-    assert!(ok.success());
+    mkfs(&dev);
     env.domain(1, "/vm/one");
     let ctx = env.ctx();
     let be = env.backend(1, 1, &dev.display().to_string(), "w");
@@ -493,23 +501,7 @@ fn a_long_lived_context_sees_mounts_and_swap_made_after_its_last_decision() {
         ctx.release(&be).unwrap();
         reset(&be);
     }
-    let mnt = env.dir.join("mnt-later");
-    std::fs::create_dir(&mnt).unwrap();
-    struct Unmount(std::path::PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = nix::mount::umount(&self.0);
-        }
-    }
-    nix::mount::mount(
-        Some(&dev),
-        &mnt,
-        Some("ext4"),
-        nix::mount::MsFlags::empty(),
-        None::<&str>,
-    )
-    .unwrap();
-    let guard = Unmount(mnt.clone());
+    let guard = mount(&dev, env.dir.join("mnt-later"));
     let e = ctx.prepare(&be).unwrap_err();
     assert_eq!(
         e.kind(),

@@ -132,6 +132,29 @@ fn measure(counts: &Counts, f: impl FnOnce()) -> (usize, usize, usize) {
     (r1 - r0, s1 - s0, e1 - e0)
 }
 
+/// The nodes a prepare writes, removed as if the toolstack had made the
+/// backend again.
+fn reset(env: &Env, be: &str) {
+    for n in [
+        "physical-device",
+        "physical-device-path",
+        "node",
+        "hotplug-status",
+    ] {
+        env.store.remove(NO_TX, &format!("{be}/{n}")).unwrap();
+    }
+}
+
+/// Prepare and release `be` twice: the claims index is built on a
+/// context's second decision, so the next one is served by it.
+fn warm_up(ctx: &Context, env: &Env, be: &str) {
+    for _ in 0..2 {
+        ctx.prepare(be).unwrap();
+        ctx.release(be).unwrap();
+        reset(env, be);
+    }
+}
+
 /// Other guests, so that a scan has domains and backends to read.
 fn others(env: &mut Env) {
     for d in 20..23 {
@@ -142,23 +165,25 @@ fn others(env: &mut Env) {
     }
 }
 
+/// A host with other guests' disks and guest 5's phy backend, and a
+/// context (with the claims index or without) whose connection goes
+/// through the counting proxy.
+fn phy_host(env: &mut Env, claims_index: bool) -> (String, Context, Arc<Counts>) {
+    others(env);
+    env.domain(5, "/vm/five");
+    let dev = env.block_device("phy.img");
+    let be = env.backend(5, 51712, &dev.display().to_string(), "w");
+    let (ctx, counts) = proxied(env, claims_index);
+    (be, ctx, counts)
+}
+
 #[test]
 fn an_indexed_phy_prepare_takes_three_round_trips() {
     common::require_root();
     let mut env = Env::new();
-    others(&mut env);
-    env.domain(5, "/vm/five");
-    let dev = env.block_device("phy.img");
-    let be = env.backend(5, 51712, &dev.display().to_string(), "w");
-    let (ctx, counts) = proxied(&env, true);
+    let (be, ctx, counts) = phy_host(&mut env, true);
     // The index is built on the second decision; measure the third.
-    for _ in 0..2 {
-        ctx.prepare(&be).unwrap();
-        ctx.release(&be).unwrap();
-        for n in ["physical-device", "physical-device-path", "hotplug-status"] {
-            env.store.remove(NO_TX, &format!("{be}/{n}")).unwrap();
-        }
-    }
+    warm_up(&ctx, &env, &be);
     let (rts, starts, ends) = measure(&counts, || {
         ctx.prepare(&be).unwrap();
     });
@@ -181,11 +206,7 @@ fn an_indexed_phy_prepare_takes_three_round_trips() {
 fn a_scanning_phy_prepare_takes_five_round_trips() {
     common::require_root();
     let mut env = Env::new();
-    others(&mut env);
-    env.domain(5, "/vm/five");
-    let dev = env.block_device("phy.img");
-    let be = env.backend(5, 51712, &dev.display().to_string(), "w");
-    let (ctx, counts) = proxied(&env, false);
+    let (be, ctx, counts) = phy_host(&mut env, false);
     let (rts, starts, ends) = measure(&counts, || {
         ctx.prepare(&be).unwrap();
     });
@@ -248,18 +269,7 @@ fn an_indexed_file_prepare_takes_three_round_trips() {
     let img = env.image("file.img", 8 << 20);
     let be = env.backend(5, 51712, &img.display().to_string(), "w");
     let (ctx, counts) = proxied(&env, true);
-    for _ in 0..2 {
-        ctx.prepare(&be).unwrap();
-        ctx.release(&be).unwrap();
-        for n in [
-            "physical-device",
-            "physical-device-path",
-            "node",
-            "hotplug-status",
-        ] {
-            env.store.remove(NO_TX, &format!("{be}/{n}")).unwrap();
-        }
-    }
+    warm_up(&ctx, &env, &be);
     let (rts, starts, ends) = measure(&counts, || {
         ctx.prepare(&be).unwrap();
     });
@@ -277,11 +287,7 @@ fn an_indexed_file_prepare_takes_three_round_trips() {
 fn a_prepare_that_finds_the_lock_held_reads_first_then_waits() {
     common::require_root();
     let mut env = Env::new();
-    others(&mut env);
-    env.domain(5, "/vm/five");
-    let dev = env.block_device("phy.img");
-    let be = env.backend(5, 51712, &dev.display().to_string(), "w");
-    let (ctx, counts) = proxied(&env, false);
+    let (be, ctx, counts) = phy_host(&mut env, false);
     let lock = xenblock::lock::HotplugLock::new(&env.dir.join("lock"), Duration::from_secs(5));
     let held = lock.acquire().unwrap();
     let (rts, starts, ends) = measure(&counts, || {
@@ -317,13 +323,7 @@ fn a_prepare_without_a_decision_ends_what_it_started() {
     let custom = env.backend(6, 51712, &dev.display().to_string(), "w");
     env.write(&format!("{custom}/script"), &script.display().to_string());
     let (ctx, counts) = proxied(&env, true);
-    for _ in 0..2 {
-        ctx.prepare(&be).unwrap();
-        ctx.release(&be).unwrap();
-        for n in ["physical-device", "physical-device-path", "hotplug-status"] {
-            env.store.remove(NO_TX, &format!("{be}/{n}")).unwrap();
-        }
-    }
+    warm_up(&ctx, &env, &be);
     let (_, starts, ends) = measure(&counts, || {
         ctx.prepare(&be).unwrap();
         assert_eq!(
@@ -334,9 +334,7 @@ fn a_prepare_without_a_decision_ends_what_it_started() {
     });
     assert_eq!(starts, ends, "every transaction started is ended");
     ctx.release(&be).unwrap();
-    for n in ["physical-device", "physical-device-path", "hotplug-status"] {
-        env.store.remove(NO_TX, &format!("{be}/{n}")).unwrap();
-    }
+    reset(&env, &be);
     // The sentinels of the two prepares that decided nothing are not taken
     // for the next decision's: another guest's read-write claim written
     // (without the lock) after them is seen.
