@@ -472,72 +472,33 @@ impl XsClient {
     }
 }
 
-/// Each request's answer of a pipeline, or its own error.
-type Answers = Vec<Result<Vec<u8>>>;
 /// Each node's children (`None`: no such node).
 type Listings = Vec<Option<Vec<String>>>;
 
 impl XsClient {
-    /// `requests` (outside any transaction) and a `TRANSACTION_START`, in
-    /// one round trip: the requests' answers, and the new transaction's id
-    /// (`None` when xenstored would not start one; the caller then starts
-    /// its transaction later, as usual).
-    fn with_tx_start(
-        &self,
-        mut requests: Vec<(MsgType, Vec<u8>)>,
-        what: &str,
-    ) -> Result<(Answers, Option<TxId>)> {
-        requests.push((MsgType::TransactionStart, vec![0]));
-        let mut answers = self.pipeline_mixed(NO_TX, &requests, what)?;
-        let tx = answers
-            .pop()
-            .and_then(|a| a.ok())
-            .and_then(|v| String::from_utf8_lossy(strip_nul(&v)).trim().parse().ok());
-        Ok((answers, tx))
-    }
-
     /// [`Store::write`] outside a transaction, with a transaction started in
-    /// the same round trip (see [`Self::with_tx_start`]).
+    /// the same round trip (see [`Self::first_round_trip`]).
     pub fn write_starting_tx(&self, path: &str, value: &[u8]) -> Result<Option<TxId>> {
-        super::validate_path(path)?;
-        let (mut answers, tx) =
-            self.with_tx_start(vec![(MsgType::Write, write_payload(path, value))], path)?;
-        match answers.pop() {
-            Some(Err(e)) => {
-                if let Some(tx) = tx {
-                    let _ = self.transaction_end(tx, false);
-                }
-                Err(e)
-            }
-            _ => Ok(tx),
-        }
+        let f = self.first_round_trip(&[], Some((path, value)), &[])?;
+        let tx = f.tx;
+        self.ending_tx_on_error(tx, f.write.unwrap_or(Ok(())))
+            .map(|()| tx)
     }
 
     /// [`Store::directory_many`] outside a transaction, with a transaction
-    /// started in the same round trip (see [`Self::with_tx_start`]).
+    /// started in the same round trip (see [`Self::first_round_trip`]).
     pub fn directory_many_starting_tx(&self, paths: &[String]) -> Result<(Listings, Option<TxId>)> {
-        for p in paths {
-            super::validate_path(p)?;
+        let f = self.first_round_trip(&[], None, paths)?;
+        let tx = f.tx;
+        self.ending_tx_on_error(tx, f.lists).map(|l| (l, tx))
+    }
+
+    /// `r`, after ending `tx` unused when `r` is an error.
+    fn ending_tx_on_error<T>(&self, tx: Option<TxId>, r: Result<T>) -> Result<T> {
+        if let (Err(_), Some(tx)) = (&r, tx) {
+            let _ = self.transaction_end(tx, false);
         }
-        let requests = paths
-            .iter()
-            .map(|p| (MsgType::Directory, wire::join_nul(&[p])))
-            .collect();
-        let (answers, tx) = self.with_tx_start(requests, "")?;
-        let lists: Result<Vec<_>> = answers
-            .into_iter()
-            .zip(paths)
-            .map(|(r, p)| self.directory_reply(NO_TX, p, r))
-            .collect();
-        match lists {
-            Ok(l) => Ok((l, tx)),
-            Err(e) => {
-                if let Some(tx) = tx {
-                    let _ = self.transaction_end(tx, false);
-                }
-                Err(e)
-            }
-        }
+        r
     }
 }
 
@@ -545,27 +506,28 @@ impl XsClient {
 pub struct FirstRoundTrip {
     /// The values read, in order (`None`: no such node).
     pub reads: Vec<Option<Vec<u8>>>,
-    /// Whether the write was made (`false` also when there was none).
-    pub written: bool,
-    /// The child lists, in order, when every listing succeeded.
-    pub lists: Option<Listings>,
-    /// The transaction started, if xenstored started one.
+    /// The write's answer, if there was one.
+    pub write: Option<Result<()>>,
+    /// The child lists, in order, or the first listing's error.
+    pub lists: Result<Listings>,
+    /// The transaction started (`None` when xenstored would not start one;
+    /// the caller then starts its transaction later, as usual).
     pub tx: Option<TxId>,
 }
 
 impl XsClient {
     /// In one round trip, outside any transaction: READs of `reads`, an
     /// optional WRITE, DIRECTORYs of `dirs`, and a `TRANSACTION_START`. A
-    /// read that fails other than for a missing node fails the whole; a
-    /// failed write or listing is only reported (`written`, `lists`), for
-    /// the caller to do again its usual way.
+    /// read that fails other than for a missing node fails the whole (and
+    /// ends the transaction); the write's and the listings' failures are
+    /// returned, for the caller to decide.
     pub fn first_round_trip(
         &self,
         reads: &[String],
         write: Option<(&str, &[u8])>,
         dirs: &[String],
     ) -> Result<FirstRoundTrip> {
-        let mut requests = Vec::with_capacity(reads.len() + dirs.len() + 1);
+        let mut requests = Vec::with_capacity(reads.len() + dirs.len() + 2);
         for p in reads {
             super::validate_path(p)?;
             requests.push((MsgType::Read, wire::join_nul(&[p])));
@@ -578,33 +540,34 @@ impl XsClient {
             super::validate_path(p)?;
             requests.push((MsgType::Directory, wire::join_nul(&[p])));
         }
-        let what = reads.first().map(String::as_str).unwrap_or("");
-        let (answers, tx) = self.with_tx_start(requests, what)?;
+        requests.push((MsgType::TransactionStart, vec![0]));
+        let what = reads
+            .first()
+            .or(dirs.first())
+            .map(String::as_str)
+            .or(write.map(|(p, _)| p))
+            .unwrap_or("");
+        let mut answers = self.pipeline_mixed(NO_TX, &requests, what)?;
+        let tx = answers
+            .pop()
+            .and_then(|a| a.ok())
+            .and_then(|v| String::from_utf8_lossy(strip_nul(&v)).trim().parse().ok());
         let mut answers = answers.into_iter();
-        let end_tx = |tx: Option<TxId>| {
-            if let Some(tx) = tx {
-                let _ = self.transaction_end(tx, false);
-            }
-        };
-        let mut values = Vec::with_capacity(reads.len());
-        for a in answers.by_ref().take(reads.len()) {
-            match not_found_is_none(a) {
-                Ok(v) => values.push(v),
-                Err(e) => {
-                    end_tx(tx);
-                    return Err(e);
-                }
-            }
-        }
-        let written = write.is_some() && answers.next().is_some_and(|a| a.is_ok());
-        let lists: Result<Listings> = answers
+        let values: Result<Vec<_>> = answers
+            .by_ref()
+            .take(reads.len())
+            .map(not_found_is_none)
+            .collect();
+        let values = self.ending_tx_on_error(tx, values)?;
+        let write = write.and_then(|_| answers.next()).map(|a| a.map(|_| ()));
+        let lists = answers
             .zip(dirs)
             .map(|(r, p)| self.directory_reply(NO_TX, p, r))
             .collect();
         Ok(FirstRoundTrip {
             reads: values,
-            written,
-            lists: lists.ok(),
+            write,
+            lists,
             tx,
         })
     }
