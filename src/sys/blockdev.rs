@@ -78,25 +78,9 @@ pub fn gather(src: &Sources, targets: &[Key], names: bool) -> (Topology, Overlap
     (g.topo, o)
 }
 
-/// The mounts of the backend domain (`Sources::mountinfo`).
-pub fn mounts(src: &Sources) -> crate::error::Result<Vec<crate::sharing::Mount>> {
-    let text = read_proc(&src.mountinfo).map_err(|e| mounts_error(&src.mountinfo, e))?;
-    Ok(crate::sys::mountinfo::parse(&text))
-}
-
-fn mounts_error(p: &Path, e: io::Error) -> crate::error::Error {
-    crate::error::Error::io(
-        format!(
-            "cannot read {} to check which devices are mounted (is /proc mounted?)",
-            p.display()
-        ),
-        e,
-    )
-}
-
-/// The backend domain's mount table and active swap, for a context that
-/// makes many decisions: each file is read again only after the kernel
-/// reports a change ([`crate::sys::procfile`]).
+/// The backend domain's mount table (`Sources::mountinfo`) and active swap
+/// (`Sources::swaps`). A context keeps them for its life: each file is read
+/// again only after the kernel reports a change ([`crate::sys::procfile`]).
 pub struct ProcFiles {
     mountinfo: crate::sys::procfile::Watched,
     swaps: crate::sys::procfile::Watched,
@@ -111,17 +95,35 @@ impl ProcFiles {
         }
     }
 
-    /// As [`mounts`].
+    /// The mounts.
     pub fn mounts(&mut self) -> crate::error::Result<Vec<crate::sharing::Mount>> {
-        let path = self.mountinfo.path().to_path_buf();
-        let text = self.mountinfo.text().map_err(|e| mounts_error(&path, e))?;
-        Ok(crate::sys::mountinfo::parse(text))
+        match self.mountinfo.text() {
+            Ok(text) => Ok(crate::sys::mountinfo::parse(text)),
+            Err(e) => Err(crate::error::Error::io(
+                format!(
+                    "cannot read {} to check which devices are mounted (is /proc mounted?)",
+                    self.mountinfo.path().display()
+                ),
+                e,
+            )),
+        }
     }
 
-    /// As [`swaps`].
+    /// Active swap as keys (a block device by number, a swap file by
+    /// (st_dev, st_ino)); what could not be identified is returned as
+    /// doubts.
     pub fn swaps(&mut self) -> (Vec<Swap>, Vec<String>) {
-        let path = self.swaps.path().to_path_buf();
-        swaps_of(&path, self.swaps.text().map(str::to_string))
+        let text = match self.swaps.text() {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return (Vec::new(), Vec::new()),
+            Err(e) => {
+                return (
+                    Vec::new(),
+                    vec![format!("cannot read {}: {e}", self.swaps.path().display())],
+                )
+            }
+        };
+        swaps_in(text)
     }
 }
 
@@ -137,28 +139,11 @@ pub fn parse_swaps(text: &str) -> Vec<String> {
         .collect()
 }
 
-/// Active swap of the backend domain as keys (a block device by number, a
-/// swap file by (st_dev, st_ino)); what could not be identified is
-/// returned as doubts.
-pub fn swaps(src: &Sources) -> (Vec<Swap>, Vec<String>) {
-    swaps_of(&src.swaps, read_proc(&src.swaps))
-}
-
-/// [`swaps`] of the text read from `path` (or the error reading it).
-fn swaps_of(path: &Path, text: io::Result<String>) -> (Vec<Swap>, Vec<String>) {
-    let text = match text {
-        Ok(t) => t,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return (Vec::new(), Vec::new()),
-        Err(e) => {
-            return (
-                Vec::new(),
-                vec![format!("cannot read {}: {e}", path.display())],
-            )
-        }
-    };
+/// [`ProcFiles::swaps`] of the `/proc/swaps` text.
+fn swaps_in(text: &str) -> (Vec<Swap>, Vec<String>) {
     let mut out = Vec::new();
     let mut doubts = Vec::new();
-    for p in parse_swaps(&text) {
+    for p in parse_swaps(text) {
         match crate::sys::stat::stat(Path::new(&p)) {
             Ok(st) => match st.kind {
                 FileKind::Block => out.push(Swap {
@@ -1065,7 +1050,7 @@ mod tests {
             ),
         )
         .unwrap();
-        let (s, unknown) = swaps(&t.sources(vec![]));
+        let (s, unknown) = ProcFiles::new(&t.sources(vec![])).swaps();
         let st = crate::sys::stat::stat(&f).unwrap();
         assert_eq!(
             s,
