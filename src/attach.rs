@@ -109,12 +109,16 @@ impl Context {
             &roots,
         );
         if let (Some(ix), Some(_)) = (&self.index, &sentinel) {
-            ix.presynced(first.as_ref().is_ok_and(|f| f.written));
+            ix.presynced(
+                first
+                    .as_ref()
+                    .is_ok_and(|f| matches!(f.write, Some(Ok(())))),
+            );
         }
         let first = first?;
         self.set_early_tx(first.tx);
-        if let Some(lists) = first.lists.filter(|_| !roots.is_empty()) {
-            *self.prefetched_roots.lock() = Some((roots, lists));
+        if let Some(lists) = first.lists.ok().filter(|_| !roots.is_empty()) {
+            *self.prefetched_roots.lock() = Some(lists);
         }
         Backend::from_existing(path, first.reads)
     }
@@ -229,17 +233,12 @@ impl Context {
         let shown = file_path.display().to_string();
         // Under the lock, as upstream: the backend may have been closed
         // meanwhile (unless it was read under the lock).
-        let state = match held {
-            Some(_) => b.state.clone(),
-            None => None,
-        };
-        let _held = match held {
-            Some(h) => h,
-            None => self.hold()?,
-        };
-        let state = match state {
-            Some(s) => Some(s),
-            None => read_string(&*self.store, NO_TX, &format!("{}/state", b.path))?,
+        let read_under_lock = held.is_some();
+        let _held = held.map_or_else(|| self.hold(), Ok)?;
+        let state = if read_under_lock {
+            b.state.clone()
+        } else {
+            read_string(&*self.store, NO_TX, &format!("{}/state", b.path))?
         };
         if state.as_deref() != Some("2") {
             return Err(Error::BadState(format!(
@@ -320,10 +319,7 @@ impl Context {
             return Err(not_file_or_device(&b.path, &resolved));
         };
         let shown = resolved.display().to_string();
-        let _held = match held {
-            Some(h) => h,
-            None => self.hold()?,
-        };
+        let _held = held.map_or_else(|| self.hold(), Ok)?;
         self.check_sharing(b, domid, &shown, mode, vec![key])?;
         self.write_connected(&b.path, None, &shown, None)?;
         Ok(Prepared::Connected {
@@ -359,10 +355,7 @@ impl Context {
     ) -> Result<Prepared> {
         let dev = DevNum::from_dev_t(st.rdev);
         let shown = resolved.display().to_string();
-        let _held = match held {
-            Some(h) => h,
-            None => self.hold()?,
-        };
+        let _held = held.map_or_else(|| self.hold(), Ok)?;
         self.check_sharing(b, domid, &shown, mode, vec![Key::Dev(dev)])?;
         self.write_connected(&b.path, Some(&dev.to_string()), &shown, None)?;
         Ok(Prepared::Connected {
@@ -527,12 +520,8 @@ impl Context {
         // Listed in the backend's read (under the lock: `read_backend_held`),
         // or here with the outcome's transaction started in the same round
         // trip (under the lock, like the whole decision).
-        let prefetched = self
-            .prefetched_roots
-            .lock()
-            .take()
-            .filter(|(paths, _)| *paths == root_paths);
-        let doms = match prefetched.map(|(_, lists)| lists) {
+        let prefetched = self.prefetched_roots.lock().take();
+        let doms = match prefetched {
             Some(lists) => lists,
             None => match s.xs_client().filter(|_| self.wants_early_tx()) {
                 Some(xs) => {

@@ -132,13 +132,11 @@ pub struct Context {
     /// (two descriptors, close-on-exec, for the context's life).
     #[cfg(target_os = "linux")]
     pub(crate) proc_files: parking_lot::Mutex<crate::sys::blockdev::ProcFiles>,
-    /// The disk roots (paths) and their child lists, listed under the
-    /// hotplug lock in the backend's read, for the decision's scan.
-    pub(crate) prefetched_roots: parking_lot::Mutex<Option<RootLists>>,
+    /// The child lists of the disk roots a scan for this prepare lists
+    /// (`None`: no such root), listed under the hotplug lock in the
+    /// backend's read, for the decision's scan.
+    pub(crate) prefetched_roots: parking_lot::Mutex<Option<Vec<Option<Vec<String>>>>>,
 }
-
-/// Paths of the disk roots and their child lists (`None`: no such root).
-pub(crate) type RootLists = (Vec<String>, Vec<Option<Vec<String>>>);
 
 /// Ends what a prepare started under the hotplug lock for its decision and
 /// did not use: the outcome's transaction started early (a refusal, a
@@ -169,8 +167,7 @@ pub(crate) struct Held<'a> {
 impl Context {
     /// Take the hotplug lock (waiting as configured) for a prepare.
     pub(crate) fn hold(&self) -> Result<Held<'_>> {
-        let lock = self.lock.acquire()?;
-        Ok(Held {
+        self.lock.acquire().map(|lock| Held {
             _early: EarlyTx(self),
             _lock: lock,
         })
@@ -179,11 +176,7 @@ impl Context {
     /// The hotplug lock for a prepare if it is free now, else `None`
     /// (nothing waited for).
     pub(crate) fn hold_now(&self) -> Option<Held<'_>> {
-        let lock = crate::lock::no_wait(|| self.lock.acquire()).ok()?;
-        Some(Held {
-            _early: EarlyTx(self),
-            _lock: lock,
-        })
+        crate::lock::no_wait(|| self.hold()).ok()
     }
 }
 
