@@ -5,7 +5,6 @@ mod common;
 use common::{require_root, Env};
 use std::os::unix::fs::PermissionsExt;
 use std::sync::{Arc, Mutex};
-use xenblock::store::{Store, NO_TX};
 use xenblock::{Config, Context, ErrorKind, LogLevel, Prepared, Released};
 
 fn hex(path: &std::path::Path) -> String {
@@ -485,21 +484,11 @@ fn a_long_lived_context_sees_mounts_and_swap_made_after_its_last_decision() {
     env.domain(1, "/vm/one");
     let ctx = env.ctx();
     let be = env.backend(1, 1, &dev.display().to_string(), "w");
-    let reset = |be: &str| {
-        for n in [
-            "physical-device",
-            "physical-device-path",
-            "hotplug-status",
-            "hotplug-error",
-        ] {
-            env.store.remove(NO_TX, &format!("{be}/{n}")).unwrap();
-        }
-    };
     // Decisions that read (and keep) the tables.
     for _ in 0..2 {
         ctx.prepare(&be).unwrap();
         ctx.release(&be).unwrap();
-        reset(&be);
+        env.unprepare(&be);
     }
     let guard = mount(&dev, env.dir.join("mnt-later"));
     let e = ctx.prepare(&be).unwrap_err();
@@ -509,11 +498,11 @@ fn a_long_lived_context_sees_mounts_and_swap_made_after_its_last_decision() {
         "mounted after the last decision: {e}"
     );
     assert!(e.to_string().contains("mounted"), "{e}");
-    reset(&be);
+    env.unprepare(&be);
     drop(guard);
     ctx.prepare(&be).unwrap();
     ctx.release(&be).unwrap();
-    reset(&be);
+    env.unprepare(&be);
     // The same for swap.
     let ok = std::process::Command::new("mkswap")
         .arg(&swap)
@@ -524,7 +513,7 @@ fn a_long_lived_context_sees_mounts_and_swap_made_after_its_last_decision() {
     let sbe = env.backend(1, 2, &swap.display().to_string(), "w");
     ctx.prepare(&sbe).unwrap();
     ctx.release(&sbe).unwrap();
-    reset(&sbe);
+    env.unprepare(&sbe);
     struct SwapOff(std::path::PathBuf);
     impl Drop for SwapOff {
         fn drop(&mut self) {
@@ -543,7 +532,7 @@ fn a_long_lived_context_sees_mounts_and_swap_made_after_its_last_decision() {
         ErrorKind::Busy,
         "swap after the last decision: {e}"
     );
-    reset(&sbe);
+    env.unprepare(&sbe);
     drop(guard);
     ctx.prepare(&sbe).unwrap();
     ctx.release(&sbe).unwrap();

@@ -132,26 +132,13 @@ fn measure(counts: &Counts, f: impl FnOnce()) -> (usize, usize, usize) {
     (r1 - r0, s1 - s0, e1 - e0)
 }
 
-/// The nodes a prepare writes, removed as if the toolstack had made the
-/// backend again.
-fn reset(env: &Env, be: &str) {
-    for n in [
-        "physical-device",
-        "physical-device-path",
-        "node",
-        "hotplug-status",
-    ] {
-        env.store.remove(NO_TX, &format!("{be}/{n}")).unwrap();
-    }
-}
-
 /// Prepare and release `be` twice: the claims index is built on a
 /// context's second decision, so the next one is served by it.
 fn warm_up(ctx: &Context, env: &Env, be: &str) {
     for _ in 0..2 {
         ctx.prepare(be).unwrap();
         ctx.release(be).unwrap();
-        reset(env, be);
+        env.unprepare(be);
     }
 }
 
@@ -334,7 +321,7 @@ fn a_prepare_without_a_decision_ends_what_it_started() {
     });
     assert_eq!(starts, ends, "every transaction started is ended");
     ctx.release(&be).unwrap();
-    reset(&env, &be);
+    env.unprepare(&be);
     // The sentinels of the two prepares that decided nothing are not taken
     // for the next decision's: another guest's read-write claim written
     // (without the lock) after them is seen.

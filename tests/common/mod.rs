@@ -108,6 +108,20 @@ impl Env {
         self.store.write(NO_TX, p, v.as_bytes()).unwrap();
     }
 
+    /// Remove what a prepare writes (and a failure's `hotplug-error`), as
+    /// if the toolstack had made the backend again.
+    pub fn unprepare(&self, be: &str) {
+        for n in [
+            "physical-device",
+            "physical-device-path",
+            "node",
+            "hotplug-status",
+            "hotplug-error",
+        ] {
+            self.store.remove(NO_TX, &format!("{be}/{n}")).unwrap();
+        }
+    }
+
     /// A guest domain with its `vm` node.
     pub fn domain(&self, domid: u32, vm: &str) {
         self.write(&format!("/local/domain/{domid}/vm"), vm);
