@@ -214,15 +214,7 @@ fn reset_probe(s: &dyn Store, tg: &Targets, t: usize, mode: &str) {
     } else {
         tg.files[t - tg.devs.len()].clone()
     };
-    for n in [
-        "physical-device",
-        "physical-device-path",
-        "node",
-        "hotplug-status",
-        "hotplug-error",
-    ] {
-        s.remove(NO_TX, &format!("{PROBE}/{n}")).unwrap();
-    }
+    common::unprepare(s, PROBE);
     w(s, &format!("{PROBE}/params"), &target.display().to_string());
     w(s, &format!("{PROBE}/mode"), mode);
     w(s, &format!("{PROBE}/frontend-id"), "99");

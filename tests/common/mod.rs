@@ -21,6 +21,20 @@ pub fn require_root() {
     );
 }
 
+/// Remove what a prepare writes (and a failure's `hotplug-error`) from
+/// backend `be`, as if the toolstack had made the backend again.
+pub fn unprepare(store: &dyn Store, be: &str) {
+    for n in [
+        "physical-device",
+        "physical-device-path",
+        "node",
+        "hotplug-status",
+        "hotplug-error",
+    ] {
+        store.remove(NO_TX, &format!("{be}/{n}")).unwrap();
+    }
+}
+
 /// An embedded xenstored on a private socket, plus a scratch directory.
 pub struct Env {
     pub dir: PathBuf,
@@ -108,18 +122,9 @@ impl Env {
         self.store.write(NO_TX, p, v.as_bytes()).unwrap();
     }
 
-    /// Remove what a prepare writes (and a failure's `hotplug-error`), as
-    /// if the toolstack had made the backend again.
+    /// [`unprepare`] in this environment's store.
     pub fn unprepare(&self, be: &str) {
-        for n in [
-            "physical-device",
-            "physical-device-path",
-            "node",
-            "hotplug-status",
-            "hotplug-error",
-        ] {
-            self.store.remove(NO_TX, &format!("{be}/{n}")).unwrap();
-        }
+        unprepare(&*self.store, be);
     }
 
     /// A guest domain with its `vm` node.
