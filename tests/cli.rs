@@ -277,3 +277,30 @@ fn closed_standard_descriptors_are_reopened_on_dev_null() {
     let (rc, out, err) = run(&env, &["release", &b]);
     assert_eq!(rc, 0, "{out}{err}");
 }
+
+/// The program carries GCC's unwinder instead of loading `libgcc_s.so.1`
+/// (build.rs): one shared library fewer for every disk event. glibc stays
+/// shared, so its security updates reach the program without a rebuild.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[test]
+fn the_program_loads_glibc_and_no_other_library() {
+    let o = Command::new("readelf")
+        .args(["--dynamic", "--wide"])
+        .arg(env!("CARGO_BIN_EXE_xenblock"))
+        .output()
+        .expect("run readelf (binutils, which the Rust toolchain's linker needs)");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = String::from_utf8_lossy(&o.stdout);
+    let needed: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("(NEEDED)"))
+        .filter_map(|l| l.split('[').nth(1)?.split(']').next())
+        .collect();
+    assert!(needed.contains(&"libc.so.6"), "{text}");
+    assert!(
+        needed
+            .iter()
+            .all(|n| *n == "libc.so.6" || n.starts_with("ld-linux")),
+        "libraries besides glibc's: {needed:?}"
+    );
+}
