@@ -60,7 +60,7 @@ pub struct Cli {
 }
 
 /// Options every subcommand that talks to xenstored accepts.
-#[derive(Args, Debug, Clone)]
+#[derive(Args, Debug, Clone, Default)]
 pub struct Common {
     /// OS calling convention to follow: linux, freebsd or netbsd [default: this OS]
     #[arg(long, visible_alias = "flavor", value_name = "OS", value_parser = flavour, global = true)]
@@ -115,7 +115,9 @@ pub enum ActionArg {
     Remove,
 }
 
+// Each subcommand's arguments are built only when it is the one run.
 #[derive(Subcommand, Debug)]
+#[command(defer = true)]
 pub enum Command {
     /// Prepare the disk of a backend (what `block add` does)
     #[command(after_help = EXIT_CODES)]

@@ -23,6 +23,7 @@ mod cli;
 #[cfg(target_os = "linux")]
 mod demo;
 mod divert;
+mod fastpath;
 mod json;
 
 use cli::{exit, Cli, Command, Common, FlavourArg};
@@ -91,7 +92,11 @@ fn real_main() -> u8 {
     if rest.first().is_some_and(|a| a == "hotplug") {
         return hotplug_main(&rest[1..], None);
     }
-    let cli = match Cli::try_parse_from(std::iter::once(OsString::from("xenblock")).chain(rest)) {
+    let parsed = match fastpath::per_disk(&rest) {
+        Some(c) => Ok(c),
+        None => Cli::try_parse_from(std::iter::once(OsString::from("xenblock")).chain(rest)),
+    };
+    let cli = match parsed {
         Ok(c) => c,
         Err(e) => {
             // --help and --version print to stdout and exit 0; usage errors exit 2.
@@ -380,14 +385,7 @@ fn hotplug(args: &[OsString], common: Option<&Common>) -> Result<(), String> {
             }
         }
     }
-    let mut c = common.cloned().unwrap_or(Common {
-        flavour: None,
-        lock_dir: None,
-        script_dir: None,
-        script_timeout: None,
-        store_timeout: None,
-        lock_timeout: None,
-    });
+    let mut c = common.cloned().unwrap_or_default();
     let mut positional = Vec::new();
     let mut it = args_s.iter();
     while let Some(a) = it.next() {
@@ -397,14 +395,13 @@ fn hotplug(args: &[OsString], common: Option<&Common>) -> Result<(), String> {
                 .ok_or_else(|| format!("{name} needs a value"))
         };
         match a.as_str() {
-            "--flavour" | "--flavor" => c.flavour = Some(cli::flavour(&value(a)?)?),
-            "--lock-dir" => c.lock_dir = Some(value(a)?.into()),
-            "--script-dir" => c.script_dir = Some(value(a)?.into()),
-            "--script-timeout" => c.script_timeout = Some(cli::seconds(&value(a)?)?),
-            "--store-timeout" => c.store_timeout = Some(cli::seconds(&value(a)?)?),
-            "--lock-timeout" => c.lock_timeout = Some(cli::seconds(&value(a)?)?),
             s if s.starts_with("--") => {
-                return Err(format!("unknown option {s} (see xenblock hotplug --help)"))
+                if !fastpath::COMMON_OPTIONS.contains(&s) {
+                    return Err(format!("unknown option {s} (see xenblock hotplug --help)"));
+                }
+                if let Some(r) = fastpath::common_option(&mut c, s, &value(s)?) {
+                    r?
+                }
             }
             s => positional.push(s.to_string()),
         }
