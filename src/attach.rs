@@ -536,7 +536,7 @@ impl Context {
         let mut dom_of = Vec::new(); // (root index, domid)
         for (ri, list) in doms.into_iter().enumerate() {
             for d in list.unwrap_or_default() {
-                dom_paths.push(format!("{}/{d}", roots[ri].0));
+                dom_paths.push(join_path(&[&roots[ri].0, &d]));
                 dom_of.push((ri, d));
             }
         }
@@ -571,7 +571,7 @@ impl Context {
                         &["params", "physical-device"]
                     };
                     for n in wanted_nodes {
-                        reads.push(format!("{dom_path}/{dev}/{n}"));
+                        reads.push(join_path(&[dom_path, &dev, n]));
                         nodes.push((di, n));
                     }
                 }
@@ -1101,6 +1101,18 @@ fn resolve_target(backend: &str, target: &Path) -> Result<(PathBuf, FileStat)> {
     Ok((resolved, st))
 }
 
+/// `parts` joined with `/`, built without the formatting machinery: a scan
+/// builds one such path per disk on the host.
+fn join_path(parts: &[&str]) -> String {
+    let mut p = String::with_capacity(parts.iter().map(|s| s.len() + 1).sum());
+    for (i, s) in parts.iter().enumerate() {
+        if i > 0 {
+            p.push('/');
+        }
+        p.push_str(s);
+    }
+    p
+}
 #[cfg(test)]
 mod tests {
     use super::*;

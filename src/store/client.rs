@@ -237,10 +237,20 @@ impl XsClient {
         reqs: &[(MsgType, Vec<u8>)],
         what: &str,
     ) -> Result<Vec<Result<Vec<u8>>>> {
+        self.pipeline_batch(tx, reqs, what)
+    }
+
+    /// [`Self::pipeline_mixed`] for any [`Batch`].
+    fn pipeline_batch<B: Batch + ?Sized>(
+        &self,
+        tx: TxId,
+        reqs: &B,
+        what: &str,
+    ) -> Result<Vec<Result<Vec<u8>>>> {
         match self.pipeline_once(tx, reqs, what) {
             Err(e)
                 if tx == NO_TX
-                    && reqs.iter().all(|(ty, _)| repeatable(*ty))
+                    && (0..reqs.len()).all(|i| repeatable(reqs.msg_type(i)))
                     && e.kind() != crate::ErrorKind::Timeout
                     && self.conn.lock().broken.is_some() =>
             {
@@ -250,19 +260,19 @@ impl XsClient {
         }
     }
 
-    fn pipeline_once(
+    fn pipeline_once<B: Batch + ?Sized>(
         &self,
         tx: TxId,
-        reqs: &[(MsgType, Vec<u8>)],
+        reqs: &B,
         what: &str,
     ) -> Result<Vec<Result<Vec<u8>>>> {
-        for (ty, p) in reqs {
-            if p.len() > PAYLOAD_MAX {
+        for i in 0..reqs.len() {
+            let len = reqs.payload_len(i);
+            if len > PAYLOAD_MAX {
                 return Err(Error::InvalidArgument(format!(
-                    "xenstore {} {}: request of {} bytes exceeds the protocol limit of {PAYLOAD_MAX} bytes",
-                    op_name(*ty),
+                    "xenstore {} {}: request of {len} bytes exceeds the protocol limit of {PAYLOAD_MAX} bytes",
+                    op_name(reqs.msg_type(i)),
                     super::truncate_for_message(what),
-                    p.len()
                 )));
             }
         }
@@ -306,15 +316,14 @@ impl XsClient {
                 {
                     let id = self.req_id();
                     // Lengths were checked above; encode straight into the batch.
-                    let (ty, payload) = &reqs[next];
                     let h = wire::Header {
-                        msg_type: *ty as u32,
+                        msg_type: reqs.msg_type(next) as u32,
                         req_id: id,
                         tx_id: tx,
-                        len: payload.len() as u32,
+                        len: reqs.payload_len(next) as u32,
                     };
                     out.extend_from_slice(&h.encode());
-                    out.extend_from_slice(payload);
+                    reqs.put_payload(next, &mut out);
                     debug_assert_eq!(id, base.wrapping_add(next as u32));
                     in_flight += 1;
                     next += 1;
@@ -347,8 +356,8 @@ impl XsClient {
                     )));
                 }
                 in_flight -= 1;
-                let (ty, payload) = &reqs[idx];
-                let op = op_name(*ty);
+                let ty = reqs.msg_type(idx);
+                let op = op_name(ty);
                 results[idx] = Some(if reply.msg_type == MsgType::Error as u32 {
                     let name = wire::split_nul(&reply.payload)
                         .first()
@@ -357,10 +366,10 @@ impl XsClient {
                     let what_i = if reqs.len() == 1 {
                         what.to_string()
                     } else {
-                        path_of(payload)
+                        reqs.path(idx)
                     };
                     Err(Error::store(op, &what_i, XsErrno::from_name(&name)))
-                } else if reply.msg_type != *ty as u32 {
+                } else if reply.msg_type != ty as u32 {
                     return Err(Error::StoreProtocol(format!(
                         "xenstored answered a {op} request with message type {}",
                         reply.msg_type
@@ -829,6 +838,63 @@ fn path_of(payload: &[u8]) -> String {
     String::from_utf8_lossy(wire::split_nul(payload).first().copied().unwrap_or(b"")).into_owned()
 }
 
+/// The requests of one pipeline: each one's type and payload, encoded
+/// straight into the bytes sent, so a batch of thousands of reads (a scan)
+/// builds no payload of its own per request.
+trait Batch {
+    fn len(&self) -> usize;
+    fn msg_type(&self, i: usize) -> MsgType;
+    fn payload_len(&self, i: usize) -> usize;
+    /// Append request `i`'s payload to `out`.
+    fn put_payload(&self, i: usize, out: &mut Vec<u8>);
+    /// The path request `i` is about, for an error message.
+    fn path(&self, i: usize) -> String;
+}
+
+impl Batch for [(MsgType, Vec<u8>)] {
+    fn len(&self) -> usize {
+        <[_]>::len(self)
+    }
+    fn msg_type(&self, i: usize) -> MsgType {
+        self[i].0
+    }
+    fn payload_len(&self, i: usize) -> usize {
+        self[i].1.len()
+    }
+    fn put_payload(&self, i: usize, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self[i].1);
+    }
+    fn path(&self, i: usize) -> String {
+        path_of(&self[i].1)
+    }
+}
+
+/// One request of type `ty` per path, whose payload is the path and a NUL
+/// (a read, a directory listing).
+struct OnePerPath<'a> {
+    ty: MsgType,
+    paths: &'a [String],
+}
+
+impl Batch for OnePerPath<'_> {
+    fn len(&self) -> usize {
+        self.paths.len()
+    }
+    fn msg_type(&self, _: usize) -> MsgType {
+        self.ty
+    }
+    fn payload_len(&self, i: usize) -> usize {
+        self.paths[i].len() + 1
+    }
+    fn put_payload(&self, i: usize, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.paths[i].as_bytes());
+        out.push(0);
+    }
+    fn path(&self, i: usize) -> String {
+        self.paths[i].clone()
+    }
+}
+
 fn op_name(ty: MsgType) -> &'static str {
     match ty {
         MsgType::Read => "read",
@@ -927,8 +993,11 @@ impl Store for XsClient {
         for p in paths {
             super::validate_path(p)?;
         }
-        let payloads = paths.iter().map(|p| wire::join_nul(&[p])).collect();
-        self.pipeline(MsgType::Read, tx, payloads, "")?
+        let reqs = OnePerPath {
+            ty: MsgType::Read,
+            paths,
+        };
+        self.pipeline_batch(tx, &reqs, "")?
             .into_iter()
             .map(not_found_is_none)
             .collect()
@@ -938,8 +1007,11 @@ impl Store for XsClient {
         for p in paths {
             super::validate_path(p)?;
         }
-        let payloads = paths.iter().map(|p| wire::join_nul(&[p])).collect();
-        self.pipeline(MsgType::Directory, tx, payloads, "")?
+        let reqs = OnePerPath {
+            ty: MsgType::Directory,
+            paths,
+        };
+        self.pipeline_batch(tx, &reqs, "")?
             .into_iter()
             .zip(paths)
             .map(|(r, p)| self.directory_reply(tx, p, r))
