@@ -6,7 +6,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::hotplug::{self, Invocation, ScriptFlavour};
 use crate::sharing::{self, Claim, DevNum, Facts, Key, Mode, Mount, Request, Swap, VmIdentity};
 use crate::spec::{self, Backend, Handler};
-use crate::store::{self, read_string, TxId, DEFAULT_TX_ATTEMPTS, NO_TX};
+use crate::store::{self, read_string, Each, TxId, DEFAULT_TX_ATTEMPTS, NO_TX};
 use crate::sys::stat::{FileKind, FileStat};
 use crate::topology::{self, Overlap, Topology};
 use std::path::{Component, Path, PathBuf};
@@ -576,17 +576,23 @@ impl Context {
                     }
                 }
             }
-            let values = s.read_many(NO_TX, &reads)?;
-            for ((path, (di, node)), v) in reads.iter().zip(&nodes).zip(values) {
-                let Some(v) = v else { continue };
-                let text = String::from_utf8_lossy(&v);
+            // The values are looked at as they arrive, not kept.
+            let hits_before = hits.len();
+            s.read_each(NO_TX, &reads, &mut |e| {
+                let (i, v) = match e {
+                    Each::Value(i, Some(v)) => (i, v),
+                    Each::Value(_, None) => return,
+                    Each::Again => return hits.truncate(hits_before),
+                };
+                let (path, (di, node)) = (&reads[i], nodes[i]);
+                let text = String::from_utf8_lossy(v);
                 if let Some(k) = claim_key(node, &text).filter(|k| wanted(k)) {
                     let backend = &path[..path.len() - node.len() - 1];
                     if !hits.iter().any(|(b, _, hk)| b == backend && *hk == k) {
-                        hits.push((backend.to_string(), *di, k));
+                        hits.push((backend.to_string(), di, k));
                     }
                 }
-            }
+            })?;
         }
         let mode_paths: Vec<String> = hits.iter().map(|(b, _, _)| format!("{b}/mode")).collect();
         let modes = s.read_many(NO_TX, &mode_paths)?;

@@ -346,3 +346,62 @@ fn an_early_transaction_never_brings_back_a_removed_backend() {
         Some(&b"connected"[..])
     );
 }
+
+/// A `read_each` whose connection breaks half-way is sent again on a fresh
+/// connection (outside a transaction, reads are harmless to repeat): the
+/// caller hears the values that came, then `Again`, then every value; a
+/// missing node comes as `None`.
+#[test]
+fn read_each_starts_again_when_the_connection_breaks() {
+    let dir = tmp("again");
+    let sock = dir.join("again.sock");
+    let l = UnixListener::bind(&sock).unwrap();
+    std::thread::spawn(move || {
+        // The first connection answers two requests and closes; the
+        // second answers everything.
+        for (n, answers) in [(1, 2usize), (2, usize::MAX)] {
+            let Ok((mut s, _)) = l.accept() else { return };
+            let (mut buf, mut chunk, mut answered) = (Vec::new(), [0u8; 4096], 0);
+            'conn: loop {
+                match s.read(&mut chunk) {
+                    Ok(0) | Err(_) => break,
+                    Ok(k) => buf.extend_from_slice(&chunk[..k]),
+                }
+                while let Ok(Some((m, used))) = Message::decode(&buf) {
+                    buf.drain(..used);
+                    if answered == answers {
+                        break 'conn;
+                    }
+                    let path = String::from_utf8_lossy(&m.payload)
+                        .trim_end_matches('\0')
+                        .to_string();
+                    let reply = if path.ends_with("/3") {
+                        frame(MsgType::Error as u32, m.req_id, 7, b"ENOENT\0")
+                    } else {
+                        let v = format!("{path}@{n}");
+                        frame(MsgType::Read as u32, m.req_id, v.len() as u32, v.as_bytes())
+                    };
+                    s.write_all(&reply).unwrap();
+                    answered += 1;
+                }
+            }
+        }
+    });
+    let c = XsClient::connect(&sock, Duration::from_secs(5)).unwrap();
+    let paths: Vec<String> = (0..5).map(|i| format!("/p/{i}")).collect();
+    let mut heard = Vec::new();
+    c.read_each(NO_TX, &paths, &mut |e| {
+        heard.push(match e {
+            store::Each::Value(i, v) => format!(
+                "{i}={}",
+                v.map_or("-".into(), |v| String::from_utf8_lossy(v).into_owned())
+            ),
+            store::Each::Again => "again".into(),
+        })
+    })
+    .unwrap();
+    assert_eq!(
+        heard,
+        ["0=/p/0@1", "1=/p/1@1", "again", "0=/p/0@2", "1=/p/1@2", "2=/p/2@2", "3=-", "4=/p/4@2"]
+    );
+}

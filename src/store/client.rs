@@ -247,25 +247,45 @@ impl XsClient {
         reqs: &B,
         what: &str,
     ) -> Result<Vec<Result<Vec<u8>>>> {
-        match self.pipeline_once(tx, reqs, what) {
+        let mut results = Collect((0..reqs.len()).map(|_| None).collect());
+        self.pipeline_into(tx, reqs, what, &mut results)?;
+        Ok(results
+            .0
+            .into_iter()
+            .map(|r| r.expect("every request answered"))
+            .collect())
+    }
+
+    /// Send `reqs` and hand each answer to `answers` as it arrives; see
+    /// [`Self::pipeline`] for when they are sent a second time.
+    fn pipeline_into<B: Batch + ?Sized, A: Answers + ?Sized>(
+        &self,
+        tx: TxId,
+        reqs: &B,
+        what: &str,
+        answers: &mut A,
+    ) -> Result<()> {
+        match self.pipeline_once(tx, reqs, what, answers) {
             Err(e)
                 if tx == NO_TX
                     && (0..reqs.len()).all(|i| repeatable(reqs.msg_type(i)))
                     && e.kind() != crate::ErrorKind::Timeout
                     && self.conn.lock().broken.is_some() =>
             {
-                self.pipeline_once(tx, reqs, what)
+                answers.again();
+                self.pipeline_once(tx, reqs, what, answers)
             }
             r => r,
         }
     }
 
-    fn pipeline_once<B: Batch + ?Sized>(
+    fn pipeline_once<B: Batch + ?Sized, A: Answers + ?Sized>(
         &self,
         tx: TxId,
         reqs: &B,
         what: &str,
-    ) -> Result<Vec<Result<Vec<u8>>>> {
+        answers: &mut A,
+    ) -> Result<()> {
         for i in 0..reqs.len() {
             let len = reqs.payload_len(i);
             if len > PAYLOAD_MAX {
@@ -297,7 +317,7 @@ impl XsClient {
             }
         }
         let deadline = Instant::now() + self.timeout;
-        let mut results: Vec<Option<Result<Vec<u8>>>> = (0..reqs.len()).map(|_| None).collect();
+        let mut answered = vec![false; reqs.len()];
         // Request ids are handed out only under the connection lock, so the
         // ids of this pipeline are consecutive from `base`.
         let base = self.next_req.load(Ordering::Relaxed);
@@ -336,19 +356,23 @@ impl XsClient {
                         ))
                     })?;
                 }
-                let reply = read_message(&mut conn, deadline, Wait::Reply, &self.endpoint)?;
+                let (reply, at) = next_message(&mut conn, deadline, Wait::Reply, &self.endpoint)?;
                 if reply.msg_type == MsgType::WatchEvent as u32 {
-                    let parts = wire::split_nul(&reply.payload);
-                    if parts.len() >= 2 {
-                        conn.queue_event(WatchEvent {
+                    let event = {
+                        let parts = wire::split_nul(&conn.buf[at]);
+                        (parts.len() >= 2).then(|| WatchEvent {
                             path: String::from_utf8_lossy(parts[0]).into_owned(),
                             token: String::from_utf8_lossy(parts[1]).into_owned(),
-                        });
+                        })
+                    };
+                    if let Some(ev) = event {
+                        conn.queue_event(ev);
                     }
                     continue;
                 }
+                let payload = &conn.buf[at];
                 let idx = reply.req_id.wrapping_sub(base) as usize;
-                if idx >= next || results[idx].is_some() {
+                if idx >= next || answered[idx] {
                     return Err(Error::StoreProtocol(format!(
                         "xenstored sent a reply with request id {} that matches no request in flight \
                          (type {}); the connection is out of step",
@@ -358,8 +382,8 @@ impl XsClient {
                 in_flight -= 1;
                 let ty = reqs.msg_type(idx);
                 let op = op_name(ty);
-                results[idx] = Some(if reply.msg_type == MsgType::Error as u32 {
-                    let name = wire::split_nul(&reply.payload)
+                if reply.msg_type == MsgType::Error as u32 {
+                    let name = wire::split_nul(payload)
                         .first()
                         .map(|n| String::from_utf8_lossy(n).into_owned())
                         .unwrap_or_else(|| "EINVAL".into());
@@ -368,15 +392,19 @@ impl XsClient {
                     } else {
                         reqs.path(idx)
                     };
-                    Err(Error::store(op, &what_i, XsErrno::from_name(&name)))
+                    answers.answer(
+                        idx,
+                        Err(Error::store(op, &what_i, XsErrno::from_name(&name))),
+                    );
                 } else if reply.msg_type != ty as u32 {
                     return Err(Error::StoreProtocol(format!(
                         "xenstored answered a {op} request with message type {}",
                         reply.msg_type
                     )));
                 } else {
-                    Ok(reply.payload)
-                });
+                    answers.answer(idx, Ok(payload));
+                }
+                answered[idx] = true;
                 done += 1;
             }
             Ok(())
@@ -385,10 +413,7 @@ impl XsClient {
             conn.broken = Some(e.to_string());
             return Err(e);
         }
-        Ok(results
-            .into_iter()
-            .map(|r| r.expect("every request answered"))
-            .collect())
+        Ok(())
     }
 
     /// Register a watch. xenstored sends an initial event at once.
@@ -700,15 +725,33 @@ fn read_message(
     wait: Wait,
     endpoint: &Path,
 ) -> Result<Message> {
+    let (h, payload) = next_message(conn, deadline, wait, endpoint)?;
+    Ok(Message {
+        msg_type: h.msg_type,
+        req_id: h.req_id,
+        tx_id: h.tx_id,
+        payload: conn.buf[payload].to_vec(),
+    })
+}
+
+/// The next message's header and where its payload lies in `conn.buf`
+/// (until the next call), reading from xenstored as needed.
+fn next_message(
+    conn: &mut Conn,
+    deadline: Instant,
+    wait: Wait,
+    endpoint: &Path,
+) -> Result<(wire::Header, std::ops::Range<usize>)> {
+    if conn.pos > 0 && conn.pos == conn.buf.len() {
+        conn.buf.clear();
+        conn.pos = 0;
+    }
     loop {
-        match Message::decode(&conn.buf[conn.pos..]) {
-            Ok(Some((m, used))) => {
+        match Message::frame(&conn.buf[conn.pos..]) {
+            Ok(Some((h, used))) => {
+                let start = conn.pos + wire::HEADER_LEN;
                 conn.pos += used;
-                if conn.pos == conn.buf.len() {
-                    conn.buf.clear();
-                    conn.pos = 0;
-                }
-                return Ok(m);
+                return Ok((h, start..conn.pos));
             }
             Ok(None) => {}
             Err(e) => {
@@ -895,6 +938,49 @@ impl Batch for OnePerPath<'_> {
     }
 }
 
+/// Where a pipeline's answers go, each as it arrives.
+trait Answers {
+    /// Request `i` was answered: its reply's payload, or its error.
+    fn answer(&mut self, i: usize, r: Result<&[u8]>);
+    /// Every request is being sent again (the connection broke): answers
+    /// given so far are void, and each request will be answered again.
+    fn again(&mut self) {}
+}
+
+/// Answers kept, in request order.
+struct Collect(Vec<Option<Result<Vec<u8>>>>);
+
+impl Answers for Collect {
+    fn answer(&mut self, i: usize, r: Result<&[u8]>) {
+        self.0[i] = Some(r.map(<[u8]>::to_vec));
+    }
+}
+
+/// Values of reads handed to the caller's function as they arrive (a
+/// missing node as `None`); the first other error is kept.
+struct EachValue<'f> {
+    each: &'f mut dyn FnMut(super::Each<'_>),
+    error: Option<Error>,
+}
+
+impl Answers for EachValue<'_> {
+    fn answer(&mut self, i: usize, r: Result<&[u8]>) {
+        match r {
+            Ok(v) => (self.each)(super::Each::Value(i, Some(v))),
+            Err(e) if e.xs_errno() == Some(libc::ENOENT) => {
+                (self.each)(super::Each::Value(i, None))
+            }
+            Err(e) => {
+                self.error.get_or_insert(e);
+            }
+        }
+    }
+    fn again(&mut self) {
+        self.error = None;
+        (self.each)(super::Each::Again);
+    }
+}
+
 fn op_name(ty: MsgType) -> &'static str {
     match ty {
         MsgType::Read => "read",
@@ -1001,6 +1087,24 @@ impl Store for XsClient {
             .into_iter()
             .map(not_found_is_none)
             .collect()
+    }
+
+    fn read_each(
+        &self,
+        tx: TxId,
+        paths: &[String],
+        each: &mut dyn FnMut(super::Each<'_>),
+    ) -> Result<()> {
+        for p in paths {
+            super::validate_path(p)?;
+        }
+        let reqs = OnePerPath {
+            ty: MsgType::Read,
+            paths,
+        };
+        let mut values = EachValue { each, error: None };
+        self.pipeline_into(tx, &reqs, "", &mut values)?;
+        values.error.map_or(Ok(()), Err)
     }
 
     fn directory_many(&self, tx: TxId, paths: &[String]) -> Result<Vec<Option<Vec<String>>>> {

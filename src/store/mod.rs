@@ -65,6 +65,19 @@ pub trait Store: Send + Sync {
         paths.iter().map(|p| self.read(tx, p)).collect()
     }
 
+    /// Read many nodes, handing each value to `each` as it comes (in any
+    /// order; a missing node as `None`) instead of keeping them all: a scan
+    /// reads one node per disk on the host. Should the reads have to be
+    /// sent again, `each` is told ([`Each::Again`]) before the values come
+    /// again. An error other than a missing node fails the whole call.
+    /// Pipelining implementations override this.
+    fn read_each(&self, tx: TxId, paths: &[String], each: &mut dyn FnMut(Each<'_>)) -> Result<()> {
+        for (i, v) in self.read_many(tx, paths)?.iter().enumerate() {
+            each(Each::Value(i, v.as_deref()));
+        }
+        Ok(())
+    }
+
     /// List the children of many nodes. Pipelining implementations override this.
     fn directory_many(&self, tx: TxId, paths: &[String]) -> Result<Vec<Option<Vec<String>>>> {
         paths.iter().map(|p| self.directory(tx, p)).collect()
@@ -82,6 +95,14 @@ pub trait Store: Send + Sync {
     fn home(&self) -> Result<String> {
         Ok("/local/domain/0".to_string())
     }
+}
+
+/// What [`Store::read_each`] hands its function.
+pub enum Each<'a> {
+    /// The value of the node at this index of the paths (`None`: missing).
+    Value(usize, Option<&'a [u8]>),
+    /// Every value handed so far is void; they all come again.
+    Again,
 }
 
 /// [`Store::write_if_present`] outside a transaction would leave the

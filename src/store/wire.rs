@@ -172,6 +172,23 @@ impl Message {
     /// Try to take one whole message off the front of `buf`.
     /// `Ok(None)` means more bytes are needed; `Ok(Some((msg, used)))`.
     pub fn decode(buf: &[u8]) -> Result<Option<(Message, usize)>, FrameError> {
+        Ok(Message::frame(buf)?.map(|(h, total)| {
+            (
+                Message {
+                    msg_type: h.msg_type,
+                    req_id: h.req_id,
+                    tx_id: h.tx_id,
+                    payload: buf[HEADER_LEN..total].to_vec(),
+                },
+                total,
+            )
+        }))
+    }
+
+    /// [`Message::decode`] without copying: the header of the whole message
+    /// at the front of `buf` and the message's length (its payload is
+    /// `buf[HEADER_LEN..total]`); `Ok(None)` means more bytes are needed.
+    pub fn frame(buf: &[u8]) -> Result<Option<(Header, usize)>, FrameError> {
         if buf.len() < HEADER_LEN {
             return Ok(None);
         }
@@ -185,15 +202,7 @@ impl Message {
         if buf.len() < total {
             return Ok(None);
         }
-        Ok(Some((
-            Message {
-                msg_type: h.msg_type,
-                req_id: h.req_id,
-                tx_id: h.tx_id,
-                payload: buf[HEADER_LEN..total].to_vec(),
-            },
-            total,
-        )))
+        Ok(Some((h, total)))
     }
 
     /// The type, if known.
