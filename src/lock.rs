@@ -96,37 +96,45 @@ impl HotplugLock {
                 ))
             }
         };
-        if !self.dir.is_dir() {
-            DirBuilder::new()
-                .recursive(true)
-                .mode(0o755)
-                .create(&self.dir)
-                .map_err(|e| {
-                    Error::io(
-                        format!(
-                            "cannot create the hotplug lock directory {}",
-                            self.dir.display()
-                        ),
-                        e,
-                    )
-                })?;
-        }
         let mut pause = Duration::from_micros(20);
+        let mut dir_made = false;
         loop {
-            let file = OpenOptions::new()
+            let opened = OpenOptions::new()
                 .read(true)
                 .write(true)
                 .create(true)
                 .truncate(false)
                 .mode(0o600)
                 .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-                .open(&self.path)
-                .map_err(|e| {
-                    Error::io(
+                .open(&self.path);
+            let file = match opened {
+                Ok(f) => f,
+                // The directory is made when the lock file cannot be
+                // opened for its want (once), not looked for every time.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && !dir_made => {
+                    dir_made = true;
+                    DirBuilder::new()
+                        .recursive(true)
+                        .mode(0o755)
+                        .create(&self.dir)
+                        .map_err(|e| {
+                            Error::io(
+                                format!(
+                                    "cannot create the hotplug lock directory {}",
+                                    self.dir.display()
+                                ),
+                                e,
+                            )
+                        })?;
+                    continue;
+                }
+                Err(e) => {
+                    return Err(Error::io(
                         format!("cannot open the hotplug lock {}", self.path.display()),
                         e,
-                    )
-                })?;
+                    ))
+                }
+            };
             let locked = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
                 Ok(l) => l,
                 Err((_, nix::errno::Errno::EWOULDBLOCK)) | Err((_, nix::errno::Errno::EINTR)) => {
@@ -366,6 +374,30 @@ mod tests {
         }
         assert!(!lock.path().exists(), "release unlinks the lock file");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_missing_lock_directory_is_made_and_an_impossible_one_is_named() {
+        let base = std::env::temp_dir().join(format!("xenblock-lockdir-{}", std::process::id()));
+        let dir = base.join("run/xen-hotplug");
+        let lock = HotplugLock::new(&dir, Duration::from_secs(1));
+        drop(lock.acquire().unwrap());
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(&dir).unwrap().permissions(),
+        ) & 0o777;
+        assert_eq!(mode & !0o022, 0o755 & !0o022, "{mode:o}");
+        // A file where a directory should be: a sentence, not a loop.
+        std::fs::write(base.join("file"), b"").unwrap();
+        let lock = HotplugLock::new(&base.join("file/sub"), Duration::from_secs(1));
+        let e = match lock.acquire() {
+            Ok(_) => panic!("locked under a file"),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            e.contains("hotplug lock") && e.contains("file/sub") && !e.contains("os error"),
+            "{e}"
+        );
+        std::fs::remove_dir_all(&base).unwrap();
     }
 
     #[test]
