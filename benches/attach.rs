@@ -1300,11 +1300,16 @@ fn memory_index(b: &Bench, cycles: usize, extra: &mut BTreeMap<String, String>) 
     let after = rss_kb();
     let st = ctx.claims_index_stats();
     let line = format!(
-        "index at N={}: VmRSS {before_ctx} kB before the context, {built} kB with the index built ({:+} kB), {after} kB after {cycles} cycles ({:+} kB) in {:.1} s; {st:?}",
+        "index at N={}: VmRSS {before_ctx} kB before the context, {built} kB with the index built ({:+} kB), {after} kB after {cycles} cycles ({:+} kB) in {:.1} s; {} decisions served by the index, {} scanned, {} builds, {} invalidations, {} idle reloads",
         b.others,
         built as i64 - before_ctx as i64,
         after as i64 - built as i64,
-        t.elapsed().as_secs_f64()
+        t.elapsed().as_secs_f64(),
+        st.served,
+        st.scanned,
+        st.builds,
+        st.invalidations,
+        st.reloads
     );
     eprintln!("  memory: {line}");
     extra.insert("memory_index".into(), line);
