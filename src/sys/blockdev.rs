@@ -67,6 +67,7 @@ pub fn gather(src: &Sources, targets: &[Key], names: bool) -> (Topology, Overlap
         dirs: HashMap::new(),
         seen_edges: HashSet::new(),
         topo: Topology::default(),
+        loops_read: Vec::new(),
     };
     let o = topology::walk(targets, &mut g);
     if g.dirs.values().all(Option::is_none) && !src.sys.join("dev/block").is_dir() {
@@ -191,6 +192,9 @@ struct SysGraph<'a> {
     dirs: HashMap<DevNum, Option<DevDir>>,
     seen_edges: HashSet<Edge>,
     topo: Topology,
+    /// The loop devices whose status this walk has asked the kernel for,
+    /// so that finding the other loops over a file does not ask again.
+    loops_read: Vec<crate::sys::loopdev::LoopInfo>,
 }
 
 /// `base` joined with the relative link target `rel`, `..` taken lexically.
@@ -401,10 +405,14 @@ impl SysGraph<'_> {
             Loops::Kernel => {
                 let node = PathBuf::from("/dev").join(dir.file_name()?);
                 match crate::sys::loopdev::status(&node) {
-                    Ok(Some(i)) => Some(Key::File {
-                        dev: i.backing_dev,
-                        ino: i.backing_ino,
-                    }),
+                    Ok(Some(i)) => {
+                        let key = Key::File {
+                            dev: i.backing_dev,
+                            ino: i.backing_ino,
+                        };
+                        self.loops_read.push(i);
+                        Some(key)
+                    }
                     Ok(None) => None,
                     Err(e) => {
                         self.doubt(format!("cannot read loop device {}: {e}", node.display()));
@@ -422,20 +430,22 @@ impl SysGraph<'_> {
                 .filter(|(_, d, i)| (*d, *i) == (dev, ino))
                 .map(|(l, _, _)| *l)
                 .collect(),
-            Loops::Kernel => match crate::sys::loopdev::with_blocks_backed_by(dev, ino) {
-                Ok(v) => {
-                    for l in v.iter().filter(|_| self.names) {
-                        self.topo
-                            .names
-                            .insert(Key::Dev(l.dev), l.path.display().to_string());
+            Loops::Kernel => {
+                match crate::sys::loopdev::with_blocks_backed_by(dev, ino, &self.loops_read) {
+                    Ok(v) => {
+                        for l in v.iter().filter(|_| self.names) {
+                            self.topo
+                                .names
+                                .insert(Key::Dev(l.dev), l.path.display().to_string());
+                        }
+                        v.into_iter().map(|l| l.dev).collect()
                     }
-                    v.into_iter().map(|l| l.dev).collect()
+                    Err(e) => {
+                        self.doubt(format!("cannot list the loop devices: {e}"));
+                        Vec::new()
+                    }
                 }
-                Err(e) => {
-                    self.doubt(format!("cannot list the loop devices: {e}"));
-                    Vec::new()
-                }
-            },
+            }
         }
     }
 }

@@ -254,9 +254,10 @@ pub fn backed_by(dev: u64, ino: u64) -> Result<Vec<LoopInfo>> {
 /// of zero sectors hands nobody a block. Read from `/proc/partitions`, which
 /// lists exactly the block devices with a capacity, so a host's many unbound
 /// loop devices cost nothing (where [`list`] stats each one); then one
-/// `LOOP_GET_STATUS64` per listed loop device. Not for finding devices to
+/// `LOOP_GET_STATUS64` per listed loop device, except those in `known`
+/// (statuses the caller has just read). Not for finding devices to
 /// detach: a device bound to an empty file is not listed.
-pub fn with_blocks_backed_by(dev: u64, ino: u64) -> Result<Vec<LoopInfo>> {
+pub fn with_blocks_backed_by(dev: u64, ino: u64, known: &[LoopInfo]) -> Result<Vec<LoopInfo>> {
     let text = crate::sys::blockdev::read_proc(Path::new("/proc/partitions")).map_err(|e| {
         Error::io(
             "cannot read /proc/partitions to find the loop devices (is /proc mounted?)",
@@ -265,10 +266,12 @@ pub fn with_blocks_backed_by(dev: u64, ino: u64) -> Result<Vec<LoopInfo>> {
     })?;
     let mut out = Vec::new();
     for n in loops_in_partitions(&text) {
-        if let Some(info) = status(&dev_path(n))? {
-            if info.is_backed_by(dev, ino) {
-                out.push(info);
-            }
+        let info = match known.iter().find(|k| k.number == n) {
+            Some(k) => Some(k.clone()),
+            None => status(&dev_path(n))?,
+        };
+        if let Some(info) = info.filter(|i| i.is_backed_by(dev, ino)) {
+            out.push(info);
         }
     }
     Ok(out)
@@ -610,13 +613,23 @@ mod tests {
         assert_eq!(paths, want);
         assert!(list().unwrap().iter().any(|l| l.path == rw.info.path));
         // The sharing rule's faster listing finds the same two.
-        let mut fast: Vec<_> = with_blocks_backed_by(dev, ino)
-            .unwrap()
-            .into_iter()
-            .map(|l| l.path)
-            .collect();
-        fast.sort();
-        assert_eq!(fast, want);
+        let fast = |known: &[LoopInfo]| {
+            let mut v: Vec<_> = with_blocks_backed_by(dev, ino, known)
+                .unwrap()
+                .into_iter()
+                .map(|l| l.path)
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(fast(&[]), want);
+        // A status the caller has just read is used, not asked for again.
+        assert_eq!(fast(std::slice::from_ref(&rw.info)), want);
+        let elsewhere = LoopInfo {
+            backing_ino: ino + 1,
+            ..rw.info.clone()
+        };
+        assert_eq!(fast(&[elsewhere]), vec![ro.info.path.clone()]);
 
         // Wrong inode: refused, still bound.
         assert!(!detach_if_backed_by(&rw.info.path, dev, ino + 1).unwrap());
@@ -655,7 +668,7 @@ mod tests {
             .unwrap()
             .iter()
             .any(|l| l.path == a.info.path));
-        assert!(with_blocks_backed_by(dev, ino).unwrap().is_empty());
+        assert!(with_blocks_backed_by(dev, ino, &[]).unwrap().is_empty());
     }
 
     #[test]
