@@ -115,9 +115,7 @@ pub enum ActionArg {
     Remove,
 }
 
-// Each subcommand's arguments are built only when it is the one run.
 #[derive(Subcommand, Debug)]
-#[command(defer = true)]
 pub enum Command {
     /// Prepare the disk of a backend (what `block add` does)
     #[command(after_help = EXIT_CODES)]
