@@ -1119,6 +1119,7 @@ fn join_path(parts: &[&str]) -> String {
     }
     p
 }
+
 #[cfg(test)]
 mod tests {
     use super::*;
