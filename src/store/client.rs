@@ -120,6 +120,18 @@ pub struct WatchEvent {
     pub token: String,
 }
 
+impl WatchEvent {
+    /// The event in a `WATCH_EVENT` message's payload (path, token), if it
+    /// has both.
+    fn parse(payload: &[u8]) -> Option<WatchEvent> {
+        let parts = wire::split_nul(payload);
+        (parts.len() >= 2).then(|| WatchEvent {
+            path: String::from_utf8_lossy(parts[0]).into_owned(),
+            token: String::from_utf8_lossy(parts[1]).into_owned(),
+        })
+    }
+}
+
 /// A connection to xenstored.
 pub struct XsClient {
     conn: Mutex<Conn>,
@@ -358,14 +370,7 @@ impl XsClient {
                 }
                 let (reply, at) = next_message(&mut conn, deadline, Wait::Reply, &self.endpoint)?;
                 if reply.msg_type == MsgType::WatchEvent as u32 {
-                    let event = {
-                        let parts = wire::split_nul(&conn.buf[at]);
-                        (parts.len() >= 2).then(|| WatchEvent {
-                            path: String::from_utf8_lossy(parts[0]).into_owned(),
-                            token: String::from_utf8_lossy(parts[1]).into_owned(),
-                        })
-                    };
-                    if let Some(ev) = event {
+                    if let Some(ev) = WatchEvent::parse(&conn.buf[at]) {
                         conn.queue_event(ev);
                     }
                     continue;
@@ -444,18 +449,14 @@ impl XsClient {
             if Instant::now() >= deadline {
                 return Ok(None);
             }
-            match read_message(&mut conn, deadline, Wait::Event, &self.endpoint) {
-                Ok(m) if m.msg_type == MsgType::WatchEvent as u32 => {
-                    let parts = wire::split_nul(&m.payload);
-                    if parts.len() >= 2 {
-                        return Ok(Some(WatchEvent {
-                            path: String::from_utf8_lossy(parts[0]).into_owned(),
-                            token: String::from_utf8_lossy(parts[1]).into_owned(),
-                        }));
+            match next_message(&mut conn, deadline, Wait::Event, &self.endpoint) {
+                Ok((h, at)) if h.msg_type == MsgType::WatchEvent as u32 => {
+                    if let Some(ev) = WatchEvent::parse(&conn.buf[at]) {
+                        return Ok(Some(ev));
                     }
                 }
-                Ok(m) => {
-                    let e = format!("xenstored sent an unsolicited reply (type {})", m.msg_type);
+                Ok((h, _)) => {
+                    let e = format!("xenstored sent an unsolicited reply (type {})", h.msg_type);
                     conn.broken = Some(e.clone());
                     return Err(Error::StoreProtocol(e));
                 }
@@ -719,21 +720,6 @@ enum Wait {
     Event,
 }
 
-fn read_message(
-    conn: &mut Conn,
-    deadline: Instant,
-    wait: Wait,
-    endpoint: &Path,
-) -> Result<Message> {
-    let (h, payload) = next_message(conn, deadline, wait, endpoint)?;
-    Ok(Message {
-        msg_type: h.msg_type,
-        req_id: h.req_id,
-        tx_id: h.tx_id,
-        payload: conn.buf[payload].to_vec(),
-    })
-}
-
 /// The next message's header and where its payload lies in `conn.buf`
 /// (until the next call), reading from xenstored as needed.
 fn next_message(
@@ -919,6 +905,16 @@ struct OnePerPath<'a> {
     paths: &'a [String],
 }
 
+impl<'a> OnePerPath<'a> {
+    /// The requests of type `ty` for `paths`, once every path is valid.
+    fn checked(ty: MsgType, paths: &'a [String]) -> Result<OnePerPath<'a>> {
+        for p in paths {
+            super::validate_path(p)?;
+        }
+        Ok(OnePerPath { ty, paths })
+    }
+}
+
 impl Batch for OnePerPath<'_> {
     fn len(&self) -> usize {
         self.paths.len()
@@ -965,11 +961,8 @@ struct EachValue<'f> {
 
 impl Answers for EachValue<'_> {
     fn answer(&mut self, i: usize, r: Result<&[u8]>) {
-        match r {
-            Ok(v) => (self.each)(super::Each::Value(i, Some(v))),
-            Err(e) if e.xs_errno() == Some(libc::ENOENT) => {
-                (self.each)(super::Each::Value(i, None))
-            }
+        match not_found_is_none(r) {
+            Ok(v) => (self.each)(super::Each::Value(i, v)),
             Err(e) => {
                 self.error.get_or_insert(e);
             }
@@ -1076,13 +1069,7 @@ impl Store for XsClient {
     }
 
     fn read_many(&self, tx: TxId, paths: &[String]) -> Result<Vec<Option<Vec<u8>>>> {
-        for p in paths {
-            super::validate_path(p)?;
-        }
-        let reqs = OnePerPath {
-            ty: MsgType::Read,
-            paths,
-        };
+        let reqs = OnePerPath::checked(MsgType::Read, paths)?;
         self.pipeline_batch(tx, &reqs, "")?
             .into_iter()
             .map(not_found_is_none)
@@ -1095,26 +1082,14 @@ impl Store for XsClient {
         paths: &[String],
         each: &mut dyn FnMut(super::Each<'_>),
     ) -> Result<()> {
-        for p in paths {
-            super::validate_path(p)?;
-        }
-        let reqs = OnePerPath {
-            ty: MsgType::Read,
-            paths,
-        };
+        let reqs = OnePerPath::checked(MsgType::Read, paths)?;
         let mut values = EachValue { each, error: None };
         self.pipeline_into(tx, &reqs, "", &mut values)?;
         values.error.map_or(Ok(()), Err)
     }
 
     fn directory_many(&self, tx: TxId, paths: &[String]) -> Result<Vec<Option<Vec<String>>>> {
-        for p in paths {
-            super::validate_path(p)?;
-        }
-        let reqs = OnePerPath {
-            ty: MsgType::Directory,
-            paths,
-        };
+        let reqs = OnePerPath::checked(MsgType::Directory, paths)?;
         self.pipeline_batch(tx, &reqs, "")?
             .into_iter()
             .zip(paths)
