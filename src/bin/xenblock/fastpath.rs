@@ -15,37 +15,29 @@
 use crate::cli::{self, Cli, Command, Common};
 use std::ffi::OsString;
 
-/// The long names of the common options, aliases included.
-pub const COMMON_OPTIONS: &[&str] = &[
-    "--flavour",
-    "--flavor",
-    "--lock-dir",
-    "--script-dir",
-    "--script-timeout",
-    "--store-timeout",
-    "--lock-timeout",
-];
+/// Sets one common option of a [`Common`] from its value; an invalid value
+/// is a sentence saying why.
+pub type SetOption = fn(&mut Common, &str) -> Result<(), String>;
 
-/// Set the common option `name` (long form, `--flavor` included) to `value`.
-/// `None`: `name` is not a common option; `Some(Err)`: the value is invalid
-/// (the sentence says why).
-pub fn common_option(c: &mut Common, name: &str, value: &str) -> Option<Result<(), String>> {
-    let r = match name {
-        "--flavour" | "--flavor" => cli::flavour(value).map(|f| c.flavour = Some(f)),
-        "--lock-dir" => {
-            c.lock_dir = Some(value.into());
+/// The setter of the common option `name` (long form, `--flavor`
+/// included), or `None` when `name` is not a common option.
+pub fn common_option(name: &str) -> Option<SetOption> {
+    let set: SetOption = match name {
+        "--flavour" | "--flavor" => |c, v| cli::flavour(v).map(|f| c.flavour = Some(f)),
+        "--lock-dir" => |c, v| {
+            c.lock_dir = Some(v.into());
             Ok(())
-        }
-        "--script-dir" => {
-            c.script_dir = Some(value.into());
+        },
+        "--script-dir" => |c, v| {
+            c.script_dir = Some(v.into());
             Ok(())
-        }
-        "--script-timeout" => cli::seconds(value).map(|s| c.script_timeout = Some(s)),
-        "--store-timeout" => cli::seconds(value).map(|s| c.store_timeout = Some(s)),
-        "--lock-timeout" => cli::seconds(value).map(|s| c.lock_timeout = Some(s)),
+        },
+        "--script-timeout" => |c, v| cli::seconds(v).map(|s| c.script_timeout = Some(s)),
+        "--store-timeout" => |c, v| cli::seconds(v).map(|s| c.store_timeout = Some(s)),
+        "--lock-timeout" => |c, v| cli::seconds(v).map(|s| c.lock_timeout = Some(s)),
         _ => return None,
     };
-    Some(r)
+    Some(set)
 }
 
 /// `args` (without the program name) as clap would parse them, when they
@@ -62,11 +54,12 @@ pub fn per_disk(args: &[OsString]) -> Option<Cli> {
             json = true;
         } else if a.starts_with('-') {
             let name = if a == "--flavor" { "--flavour" } else { a };
+            let set = common_option(name)?;
             let value = it.next()?.to_str()?;
             if seen.contains(&name) || value.is_empty() || value.starts_with('-') {
                 return None;
             }
-            common_option(&mut common, name, value)?.ok()?;
+            set(&mut common, value).ok()?;
             seen.push(name);
         } else if !command_seen {
             release = match a {

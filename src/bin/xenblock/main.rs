@@ -396,12 +396,10 @@ fn hotplug(args: &[OsString], common: Option<&Common>) -> Result<(), String> {
         };
         match a.as_str() {
             s if s.starts_with("--") => {
-                if !fastpath::COMMON_OPTIONS.contains(&s) {
+                let Some(set) = fastpath::common_option(s) else {
                     return Err(format!("unknown option {s} (see xenblock hotplug --help)"));
-                }
-                if let Some(r) = fastpath::common_option(&mut c, s, &value(s)?) {
-                    r?
-                }
+                };
+                set(&mut c, &value(s)?)?
             }
             s => positional.push(s.to_string()),
         }
