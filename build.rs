@@ -7,15 +7,13 @@ fn main() {
     let dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
     println!("cargo:rerun-if-changed=src/ffi");
     println!("cargo:rerun-if-changed=cbindgen.toml");
-    // The SONAME carries the ABI major version (src/ffi/mod.rs XENBLOCK_ABI_MAJOR).
     if std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux") {
+        // The SONAME carries the ABI major version (src/ffi/mod.rs XENBLOCK_ABI_MAJOR).
         println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libxenblock.so.1");
-    }
-    if std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux")
-        && std::env::var("CARGO_CFG_TARGET_ENV").as_deref() == Ok("gnu")
-    {
-        let out = PathBuf::from(std::env::var("OUT_DIR").unwrap());
-        static_unwinder_for_the_program(&out);
+        if std::env::var("CARGO_CFG_TARGET_ENV").as_deref() == Ok("gnu") {
+            let out = PathBuf::from(std::env::var("OUT_DIR").unwrap());
+            static_unwinder_for_the_program(&out);
+        }
     }
     let config = cbindgen::Config::from_file(dir.join("cbindgen.toml")).expect("cbindgen.toml");
     match cbindgen::Builder::new()

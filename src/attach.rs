@@ -510,13 +510,9 @@ impl Context {
         } else {
             "physical-device"
         };
+        // The request's own root first (its disks name their storage by
+        // `vbd_node`), then the siblings.
         let root_paths = self.scan_roots(own)?;
-        // (root, whether it is the request's own kind: the first)
-        let roots: Vec<(String, bool)> = root_paths
-            .iter()
-            .enumerate()
-            .map(|(i, r)| (r.clone(), i == 0))
-            .collect();
         // Listed in the backend's read (under the lock: `read_backend_held`),
         // or here with the outcome's transaction started in the same round
         // trip (under the lock, like the whole decision).
@@ -536,7 +532,7 @@ impl Context {
         let mut dom_of = Vec::new(); // (root index, domid)
         for (ri, list) in doms.into_iter().enumerate() {
             for d in list.unwrap_or_default() {
-                dom_paths.push(join_path(&[&roots[ri].0, &d]));
+                dom_paths.push(join_path(&[&root_paths[ri], &d]));
                 dom_of.push((ri, d));
             }
         }
@@ -565,7 +561,7 @@ impl Context {
                     if is_own {
                         continue;
                     }
-                    let wanted_nodes: &[&str] = if roots[dom_of[di].0].1 {
+                    let wanted_nodes: &[&str] = if dom_of[di].0 == 0 {
                         std::slice::from_ref(&vbd_node)
                     } else {
                         &["params", "physical-device"]
