@@ -87,7 +87,7 @@ install_build_deps() {
     say "installing build dependencies: ${missing[*]}"
     if ! DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=900 install -y --no-install-recommends \
         "${missing[@]}" >&2; then
-        apt-get update >&2
+        apt-get -o DPkg::Lock::Timeout=900 update >&2
         DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=900 install -y --no-install-recommends \
             "${missing[@]}" >&2
     fi

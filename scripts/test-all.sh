@@ -15,8 +15,8 @@ for pkg in pkg-config valgrind e2fsprogs util-linux; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 if [ "${#need_apt[@]}" -gt 0 ]; then
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
+  apt-get -o DPkg::Lock::Timeout=900 update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=900 install -y -qq "${need_apt[@]}"
 fi
 # The real-Xen suite's in-process mode builds Debian's libxenlight with
 # integrations/libxl (scripts/build-libxl.sh, cached): its build dependencies.

@@ -51,10 +51,10 @@ done
 if [ "${#missing[@]}" -gt 0 ]; then
     cd "$DEBS"
     # apt-get download needs package lists; refresh them once if it fails.
-    if ! apt-get download "${missing[@]}" >&2; then
+    if ! apt-get -o DPkg::Lock::Timeout=900 download "${missing[@]}" >&2; then
         echo "xen-debs: apt-get download failed; running apt-get update once" >&2
-        apt-get update >&2
-        apt-get download "${missing[@]}" >&2
+        apt-get -o DPkg::Lock::Timeout=900 update >&2
+        apt-get -o DPkg::Lock::Timeout=900 download "${missing[@]}" >&2
     fi
     for p in "${missing[@]}"; do
         deb=$(ls -t "$DEBS"/"${p}"_*.deb 2>/dev/null | head -n1 || true)

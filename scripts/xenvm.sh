@@ -99,8 +99,8 @@ need_host_tools() {
     command -v flock >/dev/null || missing+=(util-linux)
     if [ "${#missing[@]}" -gt 0 ]; then
         log "installing ${missing[*]}"
-        apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+        apt-get -o DPkg::Lock::Timeout=900 update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=900 install -y -qq --no-install-recommends "${missing[@]}" >&2
     fi
 }
 
@@ -130,7 +130,7 @@ build_images() {
     local kpkg
     kpkg=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-6/ {print $2; exit}')
     if [ -z "$kpkg" ]; then
-        apt-get update -qq
+        apt-get -o DPkg::Lock::Timeout=900 update -qq
         kpkg=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-6/ {print $2; exit}')
     fi
     [ -n "$kpkg" ] || die "cannot find Debian 12's linux-image-6.1 package (apt-cache depends linux-image-amd64)"
