@@ -18,6 +18,7 @@
 #   run-suite.sh --prep   only the scenarios' host_prep (run-one.sh), e.g. the
 #                         packages' build, so that it runs before the VM boots
 #
+# tests/realxen/selftest-summary.sh checks the summary against a stub VM.
 # Knobs: XENVM_SCENARIOS="01 20" runs only the scenarios (and steps) whose
 # names start so; XENVM_MODES; XENVM_ATTACH_CYCLES (default here 5: the
 # bench, not the suite, measures long runs); XENVM_SCENARIO_TIMEOUT (420 s,
@@ -34,6 +35,8 @@ KEEP=$CACHE/realxen/last-run   # kept after the VM goes: every log of the last r
 read -r -a modes <<<"${XENVM_MODES:-stock dropin inprocess}"
 export XENVM_ATTACH_CYCLES=${XENVM_ATTACH_CYCLES:-5}
 SCEN_T=${XENVM_SCENARIO_TIMEOUT:-420}
+# The VM's command (tests/realxen/selftest-summary.sh puts a stub here).
+VMSH=${XENVM_SH:-scripts/xenvm.sh}
 
 selected() {
     local name=$1 p
@@ -90,7 +93,7 @@ run_case() {
     fi
     [ -e "$prep_dir/$name" ] && prep=$(cat "$prep_dir/$name")
     out=$(XENVM_PREP=$prep XENVM_EXEC_TIMEOUT=$((SCEN_T + 120)) \
-        scripts/xenvm.sh exec tests/realxen/run-one.sh "$name.sh" "$mode" 2>&1)
+        "$VMSH" exec tests/realxen/run-one.sh "$name.sh" "$mode" 2>&1)
     rc=$?
     echo "$out" | grep -v '^RESULT	' | sed 's/^/   /'
     # The scenario's own log as dom0 wrote it (also when the exec was cut off).
@@ -104,7 +107,7 @@ run_case() {
         record "$name" "$mode" FAIL "no result: the VM step ended with exit $rc${why:+ ($why)}" \
             "$(bash -c 'source "$1"; v=EXPECT_$2; echo "${!v:-${EXPECT_dropin:-?}}"' _ "tests/realxen/$name.sh" "$mode" 2>/dev/null)" \
             "$((SECONDS - ts))" "$log"
-        if ! XENVM_EXEC_TIMEOUT=20 scripts/xenvm.sh exec /bin/true >/dev/null 2>&1; then
+        if ! XENVM_EXEC_TIMEOUT=20 "$VMSH" exec /bin/true >/dev/null 2>&1; then
             vm_gone="the VM stopped answering during $name [$mode]"
         fi
     fi
@@ -142,7 +145,7 @@ if [ $inprocess = 1 ] && { [ -z "${XENVM_SCENARIOS:-}" ] || [ -n "${XENVM_INPROC
         printf '\n== in-process checks: tests/realxen/inprocess.sh %s (in dom0)\n' "$steps_ip"
         ts=$SECONDS log=$KEEP/inprocess-checks.log
         # shellcheck disable=SC2086 # one word per step
-        out=$(XENVM_EXEC_TIMEOUT=1800 scripts/xenvm.sh exec tests/realxen/inprocess.sh $steps_ip 2>&1)
+        out=$(XENVM_EXEC_TIMEOUT=1800 "$VMSH" exec tests/realxen/inprocess.sh $steps_ip 2>&1)
         rc=$?
         echo "$out" >"$log"
         echo "$out" | sed 's/^/   /'
