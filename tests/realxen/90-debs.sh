@@ -36,7 +36,7 @@ debs_divert_of() { dpkg-divert --listpackage /etc/xen/scripts/block; }
 # Whatever step failed: no package, diversion or guest of ours left.
 debs_undo() {
     exists gdebs && xl destroy gdebs
-    apt-get purge -y -q xenblock libxenblock-dev libxenblock1 >/dev/null 2>&1
+    DEBIAN_FRONTEND=noninteractive apt-get purge -y -q xenblock libxenblock-dev libxenblock1 >/dev/null 2>&1
     if [ -n "$(debs_divert_of)" ]; then
         [ -L /etc/xen/scripts/block ] && rm -f /etc/xen/scripts/block
         dpkg-divert --package "$(debs_divert_of)" --rename --remove /etc/xen/scripts/block
@@ -66,7 +66,7 @@ scenario() {
     xen_sum=$(sha256sum <"$script")
 
     echo "== apt install the packages ($debs)"
-    apt-get install -y -q "$debs"/libxenblock1_*.deb "$debs"/libxenblock-dev_*.deb "$debs"/xenblock_*.deb ||
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$debs"/libxenblock1_*.deb "$debs"/libxenblock-dev_*.deb "$debs"/xenblock_*.deb ||
         { fail install "apt-get install failed"; return; }
     /usr/sbin/xenblock --version || { fail install "/usr/sbin/xenblock does not run"; return; }
 
@@ -86,7 +86,7 @@ scenario() {
     [ "$(nloops_of "$img")" = 0 ] || { fail guest "a loop device is left over the image after the guest went"; return; }
 
     echo "== reinstall Xen's xen-utils-common ($xen_deb) while enabled"
-    dpkg -i "$xen_deb" || { fail reinstall "dpkg -i $xen_deb failed"; return; }
+    DEBIAN_FRONTEND=noninteractive dpkg -i "$xen_deb" || { fail reinstall "dpkg -i $xen_deb failed"; return; }
     [ "$(debs_divert_of)" = xenblock ] && [ "$(readlink "$script")" = /usr/sbin/xenblock ] ||
         { fail reinstall "the reinstall undid enable"; return; }
     [ "$(sha256sum <"$orig")" = "$xen_sum" ] || { fail reinstall "Xen's script did not land on $orig"; return; }
@@ -98,7 +98,7 @@ scenario() {
 
     echo "== enable again, then purge"
     /usr/sbin/xenblock enable || { fail purge "xenblock enable (again) failed"; return; }
-    apt-get purge -y -q xenblock libxenblock-dev libxenblock1 || { fail purge "apt-get purge failed"; return; }
+    DEBIAN_FRONTEND=noninteractive apt-get purge -y -q xenblock libxenblock-dev libxenblock1 || { fail purge "apt-get purge failed"; return; }
     [ -z "$(debs_divert_of)" ] || { fail purge "the diversion by '$(debs_divert_of)' is left after purge"; return; }
     [ ! -L "$script" ] && [ "$(sha256sum <"$script")" = "$xen_sum" ] ||
         { fail purge "$script is not Xen's script after purge"; return; }
