@@ -25,8 +25,11 @@ host_prep() {
             return 1
         fi
         mv "$dir.tmp" "$dir"
-        # Keep the three newest builds.
-        ls -dt "$cache"/xenblock-debs/*/ | tail -n +4 | xargs -r rm -rf
+        # Keep the three newest builds (and their logs).
+        ls -dt "$cache"/xenblock-debs/*/ | tail -n +4 | while read -r old; do
+            old=${old%/}
+            rm -rf "$old" "$cache/xenblock-debs/build-${old##*/}.log"
+        done
     fi
     echo "/xenblock/cache/xenblock-debs/$key"
 }
