@@ -11,7 +11,9 @@ step() { printf '\n== %s\n' "$*"; }
 
 step "installing test dependencies"
 need_apt=()
-for pkg in pkg-config valgrind e2fsprogs util-linux; do
+# debhelper, dpkg-dev, scdoc, lintian: the real-Xen suite's 90-debs builds the
+# packages (scripts/build-debs.sh) to install them in dom0.
+for pkg in pkg-config valgrind e2fsprogs util-linux debhelper dpkg-dev scdoc lintian; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 if [ "${#need_apt[@]}" -gt 0 ]; then
@@ -83,6 +85,9 @@ if [ -x c-tests/run ]; then
   step "C harness"
   c-tests/run
 fi
+
+step "the real-Xen suite's summary against a stub VM (tests/realxen/selftest-summary.sh)"
+tests/realxen/selftest-summary.sh
 
 step "real Xen: a Xen 4.17 host in QEMU (TCG), the suite through xl (scripts/xenvm.sh test)"
 # Installs QEMU and debootstrap if missing, fetches Debian 12's Xen, kernel and

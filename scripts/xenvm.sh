@@ -5,8 +5,9 @@
 #   scripts/xenvm.sh exec FILE [ARGS..]  copy FILE into dom0, run it as root;
 #                                        stdout, stderr, exit code are its own
 #   scripts/xenvm.sh down                stop the VM, remove its run state
-#   scripts/xenvm.sh test                up, the real-Xen suite (tests/realxen; modes
-#                                        XENVM_MODES, default stock dropin inprocess), down
+#   scripts/xenvm.sh test                up, the real-Xen suite (tests/realxen/run-suite.sh:
+#                                        scenarios x XENVM_MODES, default stock dropin
+#                                        inprocess; then the 9N steps, e.g. 90-debs), down
 #   scripts/xenvm.sh bench               up, the real-Xen benchmarks (stock, drop-in,
 #                                        in-process), down
 #   scripts/xenvm.sh console [N]         last N lines of the VM's serial console
@@ -489,6 +490,9 @@ cmd_down() {
 
 cmd_test() {
     local started=0 rc=0 t0=$SECONDS
+    # What the scenarios need built on the host (e.g. 90-debs' packages),
+    # before QEMU takes the CPUs; cached, so the suite's own call is quick.
+    "$SRC/tests/realxen/run-suite.sh" --prep >&2 || true
     if ! running; then started=1; fi
     cmd_up
     exec 8>&-

@@ -1,4 +1,4 @@
-TITLE="xl block-attach / block-detach on a running guest, N cycles (XENVM_ATTACH_CYCLES, default 20)"
+TITLE="xl block-attach / block-detach on a running guest, N cycles (XENVM_ATTACH_CYCLES: the suite runs 5, the bench more; default 20)"
 EXPECT_stock="${XENVM_ATTACH_CYCLES:-20} cycles: the guest saw the disk each time; no leak"
 EXPECT_dropin="${XENVM_ATTACH_CYCLES:-20} cycles: the guest saw the disk each time; no leak"
 scenario() {

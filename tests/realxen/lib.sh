@@ -60,3 +60,55 @@ image() { rm -f "$S/$1"; truncate -s "${2:-64M}" "$S/$1"; echo "$S/$1"; }
 xl_err() { grep -vE '^(Parsing config|libxl: info)' "$1" | head -n 3 | tr '\n' ' '; }
 
 outcome() { echo "=> $*"; }
+
+# ---- overlap scenarios (20-29): a guest asks for a block device that overlaps
+# one in use, and the answer is read from xl's own error output.
+
+# overlap_try NAME TARGET ACCESS REGEX LABEL: `xl create -p` a guest with
+# TARGET as xvdb; prints "CREATED", "refused (LABEL)" when xl's error
+# matches REGEX, else "refused (other: <xl's first error lines>)". xl's
+# output goes to stderr (the scenario's log). Destroys the guest.
+overlap_try() {
+    local name=$1 target=$2 access=$3 want=$4 label=$5
+    guest_cfg "$name" 'true' "format=raw,vdev=xvdb,access=$access,target=$target"
+    xl create -p "/tmp/$name.cfg" >"/tmp/$name.err" 2>&1
+    local rc=$?
+    sed "s/^/  $name: /" "/tmp/$name.err" >&2
+    if [ $rc -eq 0 ] && exists "$name"; then
+        xl destroy "$name" >/dev/null 2>&1
+        echo "CREATED"
+        return
+    fi
+    exists "$name" && xl destroy "$name" >/dev/null 2>&1
+    # libxl logs the failed backend's hotplug-error (or the library's refusal).
+    if grep -qE -- "$want" "/tmp/$name.err"; then
+        echo "refused ($label)"
+    else
+        echo "refused (other: $(xl_err "/tmp/$name.err"))"
+    fi
+}
+
+# overlap_hold NAME TARGET: a first guest (paused) that has TARGET read-write.
+overlap_hold() {
+    guest_cfg "$1" 'true' "format=raw,vdev=xvda,access=rw,target=$2"
+    xl create -p "/tmp/$1.cfg" >"/tmp/$1.err" 2>&1 ||
+        { echo "holder $1 on $2 failed: $(xl_err "/tmp/$1.err")" >&2; return 1; }
+}
+
+# partitioned_loop IMAGE: a loop device with partition nodes (losetup -P)
+# over IMAGE, which holds a DOS table of two 24 MiB partitions. Prints the
+# device; fails (with a reason on stderr) when the partitions do not appear.
+partitioned_loop() {
+    local dev i
+    printf 'label: dos\n,24M\n,24M\n' | sfdisk -q "$1" || { echo "sfdisk on $1 failed" >&2; return 1; }
+    dev=$(losetup -P -f --show "$1") || { echo "losetup -P $1 failed" >&2; return 1; }
+    for i in $(seq 20); do [ -b "${dev}p2" ] && break; sleep 0.2; done
+    [ -b "${dev}p1" ] && [ -b "${dev}p2" ] || { losetup -d "$dev"; echo "no partition nodes on $dev" >&2; return 1; }
+    echo "$dev"
+}
+
+# need_tools TOOL...: prints the first missing one.
+need_tools() {
+    local t
+    for t in "$@"; do command -v "$t" >/dev/null || { echo "$t"; return; }; done
+}

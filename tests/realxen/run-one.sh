@@ -3,16 +3,30 @@
 # Runs one scenario of tests/realxen under each mode (default: stock dropin),
 # checks after each that no domain, loop device, backend or lock is left,
 # cleans up, and prints one line per mode:
-#   RESULT<TAB>scenario<TAB>mode<TAB>PASS|FAIL<TAB>outcome<TAB>expected
-# Exit status: the number of failed modes.
+#   RESULT<TAB>scenario<TAB>mode<TAB>PASS|FAIL<TAB>outcome<TAB>expected<TAB>seconds
+# Exit status: the number of failed modes. The suite (run-suite.sh) calls it
+# once per scenario and mode; it switches the mode only when dom0 is in
+# another one, and leaves dom0 in the last mode it ran.
+#
+# Each run's output is also written, as it goes, to
+# $XENVM_LOG_DIR/SCENARIO.MODE.log (default /xenblock/chan/logs, the host's
+# ~/.cache/xenblock/vm/run/chan/logs), so that the host can show its tail
+# even when the run is killed at its timeout (dom0's kernel messages are on
+# the VM's console, whose tail the host shows next to it).
 #
 # A scenario (tests/realxen/NN-name.sh) is sourced with lib.sh and defines
 #   TITLE="..."                 one line
 #   EXPECT_<mode>="..."         the exact expected outcome per mode; where Xen's
 #                               script is known wrong, EXPECT_stock says so in
 #                               a comment (never skipped). A mode without its
-#                               own EXPECT (e.g. a future `inprocess`) is held
-#                               to EXPECT_dropin.
+#                               own EXPECT (e.g. `inprocess`) is held to
+#                               EXPECT_dropin.
+#   MODES="..."                 (optional) the only modes it applies to, e.g.
+#                               the package lifecycle (90-debs), which starts
+#                               from Xen's stock script; run-suite.sh reads it
+#   host_prep()                 (optional) run ON THE HOST by run-suite.sh
+#                               before the VM steps; its last output line
+#                               reaches the scenario as $XENVM_PREP
 #   scenario()                  runs under $MODE, destroys its own guests,
 #                               prints `=> OUTCOME` (lib.sh: outcome) last.
 #
@@ -28,6 +42,8 @@ sc=$1; shift
 modes=("$@"); [ ${#modes[@]} -gt 0 ] || modes=(stock dropin)
 name=$(basename "$sc" .sh)
 SCEN_TIMEOUT=${XENVM_SCENARIO_TIMEOUT:-420}
+LOGS=${XENVM_LOG_DIR:-/xenblock/chan/logs}
+mkdir -p "$LOGS"
 
 others() { xl list 2>/dev/null | awk 'NR>2 {print $1}'; }
 cleanup() {
@@ -65,19 +81,24 @@ failed=0
 rm -rf /scratch/s* /tmp/*.cfg /var/log/xen/console/guest-*.log
 losetup -n -O NAME | sed 's/ //g' >/tmp/loops.baseline
 for mode in "${modes[@]}"; do
-    xenblock-mode "$mode" || { printf 'RESULT\t%s\t%s\tFAIL\t%s\t%s\n' "$name" "$mode" "cannot switch to mode $mode" "-"; failed=$((failed + 1)); continue; }
+    log=$LOGS/$name.$mode.log
+    : >"$log"
+    if [ "$(xenblock-mode)" != "$mode" ] && ! xenblock-mode "$mode" >>"$log" 2>&1; then
+        printf 'RESULT\t%s\t%s\tFAIL\t%s\t%s\t0\n' "$name" "$mode" "cannot switch dom0 to mode $mode: $(tail -n 1 "$log")" "-"
+        failed=$((failed + 1)); continue
+    fi
     echo "---- $name [$mode]"
     calls0=$(cat /run/xenblock-block-calls 2>/dev/null | wc -l)
     t0=$(date +%s%N)
-    out=$(timeout -k 5 "$SCEN_TIMEOUT" bash -c '
+    timeout -k 5 "$SCEN_TIMEOUT" bash -c '
         set -u
         source "$1/lib.sh"; source "$2"
         export MODE=$3
-        scenario' _ "$D" "$D/$sc" "$mode" 2>&1)
+        scenario' _ "$D" "$D/$sc" "$mode" >"$log" 2>&1
     rc=$?
     ms=$((($(date +%s%N) - t0) / 1000000))
-    echo "$out" | sed 's/^/    /'
-    got=$(echo "$out" | sed -n 's/^=> //p' | tail -n 1)
+    sed 's/^/    /' "$log"
+    got=$(sed -n 's/^=> //p' "$log" | tail -n 1)
     [ $rc -eq 124 ] || [ $rc -eq 137 ] && got="TIMEOUT after ${SCEN_TIMEOUT}s (${got:-no outcome})"
     [ -n "$got" ] || got="no outcome (scenario exit $rc)"
     exp=$(bash -c 'source "$1"; v=EXPECT_$2; echo "${!v:-${EXPECT_dropin:-?}}"' _ "$D/$sc" "$mode")
@@ -99,9 +120,8 @@ for mode in "${modes[@]}"; do
     [ -n "$lk" ] && { verdict=FAIL; got="$got; LEAK:$lk"; }
     [ "$verdict" = FAIL ] && failed=$((failed + 1))
     echo "    ($((ms / 1000)).$((ms % 1000 / 100)) s)"
-    printf 'RESULT\t%s\t%s\t%s\t%s\t%s\n' "$name" "$mode" "$verdict" "$got" "$exp"
+    printf 'RESULT\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$mode" "$verdict" "$got" "$exp" "$((ms / 1000)).$((ms % 1000 / 100))"
     [ -n "$lk" ] && cleanup
     rm -rf /scratch/s* /tmp/*.cfg /tmp/site.log /etc/xen/scripts/block-site /var/log/xen/console/guest-*.log
 done
-xenblock-mode stock >/dev/null
 exit $failed
