@@ -281,7 +281,8 @@ impl Context {
         let lo = loopdev::attach(&file, mode == Mode::Read, tag.as_bytes())?;
         let node = lo.path.display().to_string();
         let physical = lo.dev.to_string();
-        if let Err(e) = self.write_connected(&b.path, Some(&physical), &node, Some(&node)) {
+        let written = self.write_connected(&b.path, Some(&physical), &node, Some(&node), lo.diskseq);
+        if let Err(e) = written {
             if let Err(d) = loopdev::detach_if_backed_by(&lo.path, fst.dev, fst.ino) {
                 self.log(
                     LogLevel::Error,
@@ -321,7 +322,7 @@ impl Context {
         let shown = resolved.display().to_string();
         let _held = held.map_or_else(|| self.hold(), Ok)?;
         self.check_sharing(b, domid, &shown, mode, vec![key])?;
-        self.write_connected(&b.path, None, &shown, None)?;
+        self.write_connected(&b.path, None, &shown, None, None)?;
         Ok(Prepared::Connected {
             physical_device: None,
             physical_device_path: shown,
@@ -357,7 +358,11 @@ impl Context {
         let shown = resolved.display().to_string();
         let _held = held.map_or_else(|| self.hold(), Ok)?;
         self.check_sharing(b, domid, &shown, mode, vec![Key::Dev(dev)])?;
-        self.write_connected(&b.path, Some(&dev.to_string()), &shown, None)?;
+        #[cfg(target_os = "linux")]
+        let diskseq = crate::sys::diskseq::of_device(resolved, st.rdev)?;
+        #[cfg(not(target_os = "linux"))]
+        let diskseq = None;
+        self.write_connected(&b.path, Some(&dev.to_string()), &shown, None, diskseq)?;
         Ok(Prepared::Connected {
             physical_device: Some(dev.to_string()),
             physical_device_path: shown,
@@ -701,15 +706,21 @@ impl Context {
 
     /// Write the result nodes in one transaction, after checking the backend
     /// still exists (never recreate a directory the toolstack removed).
+    /// `diskseq` (the kernel's, of the device handed over) goes before
+    /// `physical-device`, in the same transaction.
     fn write_connected(
         &self,
         path: &str,
         physical_device: Option<&str>,
         physical_path: &str,
         node: Option<&str>,
+        diskseq: Option<u64>,
     ) -> Result<()> {
         let s = &*self.store;
-        let mut writes = Vec::with_capacity(4);
+        let mut writes = Vec::with_capacity(5);
+        if let Some(seq) = diskseq {
+            writes.push((format!("{path}/diskseq"), format!("{seq:x}").into_bytes()));
+        }
         if let Some(n) = node {
             writes.push((format!("{path}/node"), n.as_bytes().to_vec()));
         }
@@ -770,23 +781,29 @@ impl Context {
         }
         let tag = self.loop_tag(&b.path)?;
         // The file the backend names, if it still exists: a loop device that
-        // upstream's script attached carries no tag but is backed by it.
+        // upstream's script attached carries no xenblock tag but is backed by it.
         let file_id = b
             .target()
             .ok()
             .and_then(|t| crate::sys::stat::stat(&t).ok())
             .filter(|st| st.kind == FileKind::Regular)
             .map(|st| (st.dev, st.ino));
+        // The binding prepare handed over, if it recorded one: a device
+        // with another diskseq was detached and bound again since (its
+        // number reused), and is someone else's.
+        let recorded = match b.diskseq.as_deref() {
+            None => None,
+            Some(text) => Some(crate::sys::diskseq::parse(text).ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "{}: 'diskseq' is {text:?}, not a disk sequence number in hex; not \
+                     touching {node} (detach it by hand if it is this backend's)",
+                    b.path
+                ))
+            })?),
+        };
         let _lock = self.lock.acquire()?;
-        // Still backed by the backend's file: ours. If the file is gone (it
-        // can be unlinked while attached), only our own tag can tell.
-        // Ours when it carries this backend's own tag (whatever file the
-        // path names now: the image may have been replaced), or, untagged by
-        // us (upstream's script attached it), when it is backed by the file
-        // the backend names.
         let detached = loopdev::detach_if(Path::new(node), |info| {
-            info.file_name == tag.as_bytes()
-                || file_id.is_some_and(|id| id == (info.backing_dev, info.backing_ino))
+            owned_by_backend(info, tag.as_bytes(), file_id, recorded)
         })?;
         if detached {
             return Ok(Released::Detached(node.to_string()));
@@ -977,6 +994,33 @@ fn check_tag_fits(backend: &str, tag: &str) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// Whether release may detach the loop device `info` for the backend
+/// whose tag is `tag`, whose file (if it still exists) is `file_id` and
+/// which recorded the diskseq `recorded`:
+/// - the diskseq, when both the backend and the kernel have one, must be
+///   the recorded one (the same binding, not a later one on the same number);
+/// - and the device carries this backend's own tag, or, attached by another
+///   tool (upstream's script: no xenblock tag at all), is backed by the
+///   backend's file. A device tagged for another backend is never its.
+#[cfg(target_os = "linux")]
+fn owned_by_backend(
+    info: &crate::sys::loopdev::LoopInfo,
+    tag: &[u8],
+    file_id: Option<(u64, u64)>,
+    recorded: Option<u64>,
+) -> bool {
+    if let (Some(want), Some(now)) = (recorded, info.diskseq) {
+        if want != now {
+            return false;
+        }
+    }
+    if info.file_name == tag {
+        return true;
+    }
+    !info.file_name.starts_with(LOOP_TAG_PREFIX.as_bytes())
+        && file_id.is_some_and(|id| id == (info.backing_dev, info.backing_ino))
 }
 
 #[cfg_attr(not(target_os = "linux"), allow(dead_code))]

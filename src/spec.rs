@@ -36,6 +36,9 @@ pub struct Backend {
     pub physical_device_path: Option<String>,
     /// `node` (the loop device of a file target).
     pub node: Option<String>,
+    /// `diskseq`: the kernel's disk sequence number of the device handed
+    /// to the guest, in hex, as prepare recorded it (see `sys::diskseq`).
+    pub diskseq: Option<String>,
 }
 
 const NODES: &[&str] = &[
@@ -48,6 +51,7 @@ const NODES: &[&str] = &[
     "physical-device",
     "physical-device-path",
     "node",
+    "diskseq",
 ];
 
 /// Check and normalise a backend path given by a caller.
@@ -179,6 +183,7 @@ impl Backend {
             physical_device: text(),
             physical_device_path: text(),
             node: text(),
+            diskseq: text(),
         }
     }
 
