@@ -65,7 +65,7 @@ impl Context {
             Some(held) => (self.read_backend_held(&path)?, Some(held)),
             None => (Backend::read_existing(&*self.store, &path)?, None),
         };
-        if let Handler::Script(script) = spec::handler(b.script.as_deref()) {
+        if let Handler::Script(script) = self.handler(b.script.as_deref()) {
             drop(held);
             return self
                 .run_custom_script(&b, &script, true)
@@ -143,7 +143,7 @@ impl Context {
         let path = spec::normalise_path(backend_path)?;
         spec::check_backend_shape(&path)?;
         let b = Backend::read(&*self.store, NO_TX, &path)?;
-        if let Handler::Script(script) = spec::handler(b.script.as_deref()) {
+        if let Handler::Script(script) = self.handler(b.script.as_deref()) {
             return self
                 .run_custom_script(&b, &script, false)
                 .map(|_| Released::Script);
@@ -885,7 +885,7 @@ impl Context {
     pub fn plan(&self, backend_path: &str, add: bool) -> Result<Plan> {
         let path = spec::normalise_path(backend_path)?;
         let script = spec::read_script_of_existing(&*self.store, &path)?;
-        match spec::handler(script.as_deref()) {
+        match self.handler(script.as_deref()) {
             Handler::InProcess => Ok(Plan::InProcess),
             Handler::Script(s) => Ok(Plan::Script(hotplug::invocation(
                 self.script_flavour(),
@@ -895,6 +895,16 @@ impl Context {
                 add,
             )?)),
         }
+    }
+
+    /// In-process or a custom script, for this context's script directory
+    /// and drop-in path ([`spec::handler`]).
+    pub(crate) fn handler(&self, script: Option<&str>) -> Handler {
+        spec::handler(
+            script,
+            &self.config.script_dir,
+            self.config.drop_in.as_deref(),
+        )
     }
 
     fn script_flavour(&self) -> ScriptFlavour {

@@ -16,6 +16,7 @@
 
 use clap::{CommandFactory, Parser};
 use std::ffi::OsString;
+use std::path::PathBuf;
 use std::time::Duration;
 use xenblock::{Config, Context, ErrorKind, Flavour};
 
@@ -87,10 +88,13 @@ fn real_main() -> u8 {
         .file_name()
         .is_some_and(|n| n == "block");
     if invoked_as_block {
-        return hotplug_main(&rest, None);
+        // Run by its path (libxl execs the absolute `script` it wrote): a
+        // backend naming that path is this drop-in's, wherever it lives.
+        let me = Some(PathBuf::from(&argv0)).filter(|p| p.is_absolute());
+        return hotplug_main(&rest, None, me);
     }
     if rest.first().is_some_and(|a| a == "hotplug") {
-        return hotplug_main(&rest[1..], None);
+        return hotplug_main(&rest[1..], None, None);
     }
     let parsed = match fastpath::per_disk(&rest) {
         Some(c) => Ok(c),
@@ -319,7 +323,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             )
         }
         Command::Hotplug { args } => {
-            let code = hotplug_main(&args, Some(common));
+            let code = hotplug_main(&args, Some(common), None);
             if code == 0 {
                 Ok(())
             } else {
@@ -348,7 +352,7 @@ fn reconcile(_: &Context, _: Option<&str>) -> Result<xenblock::Reconciled, Failu
 
 /// The drop-in: Xen's `block` script contract. Every error, usage included,
 /// exits 1, as the script does.
-fn hotplug_main(args: &[OsString], common: Option<&Common>) -> u8 {
+fn hotplug_main(args: &[OsString], common: Option<&Common>, drop_in: Option<PathBuf>) -> u8 {
     if args.iter().any(|a| a == "--help" || a == "-h") {
         let mut cmd = Cli::command();
         if let Some(h) = cmd.find_subcommand_mut("hotplug") {
@@ -360,7 +364,7 @@ fn hotplug_main(args: &[OsString], common: Option<&Common>) -> u8 {
         println!("xenblock {}", env!("CARGO_PKG_VERSION"));
         return 0;
     }
-    match hotplug(args, common) {
+    match hotplug(args, common, drop_in) {
         Ok(()) => 0,
         Err(m) => {
             eprintln!("xenblock hotplug: {m}");
@@ -372,7 +376,11 @@ fn hotplug_main(args: &[OsString], common: Option<&Common>) -> u8 {
 /// Default lock wait of the drop-in (`hotplug`, or run as `block`), in seconds.
 const HOTPLUG_LOCK_TIMEOUT_SECS: f64 = 30.0;
 
-fn hotplug(args: &[OsString], common: Option<&Common>) -> Result<(), String> {
+fn hotplug(
+    args: &[OsString],
+    common: Option<&Common>,
+    drop_in: Option<PathBuf>,
+) -> Result<(), String> {
     let mut args_s = Vec::with_capacity(args.len());
     for a in args {
         match a.to_str() {
@@ -410,7 +418,8 @@ fn hotplug(args: &[OsString], common: Option<&Common>) -> Result<(), String> {
     if c.lock_timeout.is_none() {
         c.lock_timeout = Some(HOTPLUG_LOCK_TIMEOUT_SECS);
     }
-    let config = config(&c);
+    let mut config = config(&c);
+    config.drop_in = drop_in;
     // Upstream's findCommand: the first argument without '=' is the command.
     let pos: Vec<&String> = positional.iter().filter(|a| !a.contains('=')).collect();
     let (path, add) = match config.flavour {
