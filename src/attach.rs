@@ -465,7 +465,7 @@ impl Context {
     /// The block stack around `keys` (Linux flavour: from sysfs, with dom0's
     /// active swap), which nodes overlap them, and dom0's mounts. Other
     /// flavours compare identities only.
-    fn gather_stack(
+    pub(crate) fn gather_stack(
         &self,
         keys: &[Key],
         names: bool,
@@ -507,7 +507,7 @@ impl Context {
     /// storage is `wanted`, with its mode and frontend identity. Reads are
     /// pipelined: one round trip per level of the tree, then identities only
     /// for the backends that matter.
-    fn gather_claims(&self, own: &str, wanted: &dyn Fn(&Key) -> bool) -> Result<Vec<Claim>> {
+    pub(crate) fn gather_claims(&self, own: &str, wanted: &dyn Fn(&Key) -> bool) -> Result<Vec<Claim>> {
         let s = &*self.store;
         let by_path = self.config.flavour == Flavour::FreeBsd;
         let vbd_node = if by_path {
@@ -680,7 +680,7 @@ impl Context {
     }
 
     /// `/local/domain/<d>/vm`, and the vm of the domain it is a stub for.
-    fn identity(&self, domid: &str) -> Result<VmIdentity> {
+    pub(crate) fn identity(&self, domid: &str) -> Result<VmIdentity> {
         let s = &*self.store;
         let v = s.read_many(
             NO_TX,

@@ -270,6 +270,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 },
             )
         }
+        Command::Audit { json } => audit(common, json),
         Command::Plan { path, action, json } => {
             let add = action == cli::ActionArg::Add;
             let r = context(common).and_then(|ctx| Ok(ctx.plan(&path, add)?));
@@ -334,6 +335,96 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Disable => divert::disable(),
         Command::Status => divert::status(),
         Command::Demo => demo::run().map_err(|m| Failure::new(exit::FAILED, m)),
+    }
+}
+
+/// `xenblock audit`: the report on stdout (text or one JSON object),
+/// whatever it found; the exit status says what (cli::AUDIT_HELP).
+fn audit(common: &Common, json: bool) -> Result<(), Failure> {
+    if !nix::unistd::geteuid().is_root() {
+        let f = Failure::new(
+            exit::PERMISSION,
+            "audit needs root to identify loop devices and block devices; run it as root. \
+             Nothing was checked.",
+        );
+        return report(json, Err::<(), _>(f), |_| String::new(), |_| json::Object::new());
+    }
+    let mut config = config(common);
+    // Read-only: no claims index (it writes a sentinel node).
+    config.claims_index = false;
+    let r = Context::new(config)
+        .map_err(|e| Failure::new(exit::STORE, e.to_string()))
+        .and_then(|ctx| Ok(ctx.audit()?));
+    let a = match r {
+        Ok(a) => a,
+        Err(f) => return report(json, Err::<(), _>(f), |_| String::new(), |_| json::Object::new()),
+    };
+    let code = if !a.conflicts.is_empty() {
+        exit::BUSY
+    } else if !a.unsure.is_empty() {
+        exit::FAILED
+    } else {
+        0
+    };
+    let finding = |f: &xenblock::Finding| {
+        json::Object::new()
+            .field("backend", f.backend.as_str())
+            .field("domid", f.domid.as_str())
+            .field("mode", f.mode.describe())
+            .field("message", f.message.as_str())
+            .value()
+    };
+    if json {
+        let list = |v: &[xenblock::Finding]| v.iter().map(finding).collect::<Vec<_>>();
+        println!(
+            "{}",
+            json::Object::new()
+                .field("checked", a.checked as u64)
+                .field("conflicts", list(&a.conflicts))
+                .field("unsure", list(&a.unsure))
+                .field("skipped", a.skipped.as_slice())
+                .field("ok", code == 0)
+                .field("exit_code", code as u64)
+                .finish()
+        );
+    } else {
+        for f in &a.conflicts {
+            println!(
+                "conflict: {} (domain {}, {}): {}",
+                f.backend,
+                f.domid,
+                f.mode.describe(),
+                f.message
+            );
+        }
+        for f in &a.unsure {
+            println!(
+                "cannot tell: {} (domain {}, {}): {}",
+                f.backend,
+                f.domid,
+                f.mode.describe(),
+                f.message
+            );
+        }
+        for s in &a.skipped {
+            println!("skipped: {s}");
+        }
+        let n = a.checked;
+        let disks = if n == 1 { "disk" } else { "disks" };
+        if code == 0 {
+            println!("no conflict found among {n} {disks} handed out");
+        } else {
+            println!(
+                "{} of {n} {disks} handed out in conflict, {} undecided",
+                a.conflicts.len(),
+                a.unsure.len()
+            );
+        }
+    }
+    if code == 0 {
+        Ok(())
+    } else {
+        Err(Failure::new(code, ""))
     }
 }
 
