@@ -281,7 +281,8 @@ impl Context {
         let lo = loopdev::attach(&file, mode == Mode::Read, tag.as_bytes())?;
         let node = lo.path.display().to_string();
         let physical = lo.dev.to_string();
-        let written = self.write_connected(&b.path, Some(&physical), &node, Some(&node), lo.diskseq);
+        let written =
+            self.write_connected(&b.path, Some(&physical), &node, Some(&node), lo.diskseq);
         if let Err(e) = written {
             if let Err(d) = loopdev::detach_if_backed_by(&lo.path, fst.dev, fst.ino) {
                 self.log(
@@ -507,7 +508,11 @@ impl Context {
     /// storage is `wanted`, with its mode and frontend identity. Reads are
     /// pipelined: one round trip per level of the tree, then identities only
     /// for the backends that matter.
-    pub(crate) fn gather_claims(&self, own: &str, wanted: &dyn Fn(&Key) -> bool) -> Result<Vec<Claim>> {
+    pub(crate) fn gather_claims(
+        &self,
+        own: &str,
+        wanted: &dyn Fn(&Key) -> bool,
+    ) -> Result<Vec<Claim>> {
         let s = &*self.store;
         let by_path = self.config.flavour == Flavour::FreeBsd;
         let vbd_node = if by_path {

@@ -348,7 +348,10 @@ fn audit_finds_an_image_xens_script_gave_read_write_to_two_guests() {
     }
     let (rc, out, err) = run(&env, &["audit"]);
     assert_eq!(rc, 3, "{out}{err}");
-    let conflicts: Vec<&str> = out.lines().filter(|l| l.starts_with("conflict: ")).collect();
+    let conflicts: Vec<&str> = out
+        .lines()
+        .filter(|l| l.starts_with("conflict: "))
+        .collect();
     assert_eq!(conflicts.len(), 2, "{out}");
     assert!(
         conflicts[0].contains(&bes[0]) && conflicts[0].contains(&bes[1]),
@@ -359,7 +362,10 @@ fn audit_finds_an_image_xens_script_gave_read_write_to_two_guests() {
         "{out}"
     );
     assert!(!out.contains(&alone), "the lone disk is fine: {out}");
-    assert!(out.ends_with("2 of 3 disks handed out in conflict, 0 undecided\n"), "{out}");
+    assert!(
+        out.ends_with("2 of 3 disks handed out in conflict, 0 undecided\n"),
+        "{out}"
+    );
     let (rc, out, _) = run(&env, &["audit", "--json"]);
     assert_eq!(rc, 3);
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();

@@ -280,7 +280,10 @@ fn a_sites_own_script_called_block_is_run() {
     let lines: Vec<&str> = got.lines().collect();
     assert_eq!(lines.len(), 2, "{got}");
     assert!(lines[0].starts_with("add ") && want_be(lines[0]), "{got}");
-    assert!(lines[1].starts_with("remove ") && want_be(lines[1]), "{got}");
+    assert!(
+        lines[1].starts_with("remove ") && want_be(lines[1]),
+        "{got}"
+    );
     assert!(env.loops_of(&img).is_empty(), "nothing attached in-process");
     // Xen's own, in the configured directory, is still done in-process.
     env.write(&format!("{be}/script"), "/etc/xen/scripts/block");

@@ -154,8 +154,7 @@ impl FakeDivert {
         );
         let p = bin.join("dpkg-divert");
         std::fs::write(&p, script).unwrap();
-        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-            .unwrap();
+        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
         FakeDivert { bin, fail }
     }
     fn failing(&self, on: bool) {
@@ -294,7 +293,9 @@ fn the_script_is_never_missing_while_enable_and_disable_run() {
 /// root (its paths moved there, dpkg-divert given --root).
 fn maintainer_undo(script: &str, root: &Path, fake: &FakeDivert) -> (i32, String) {
     let text = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("debian").join(script),
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("debian")
+            .join(script),
     )
     .unwrap();
     let body: String = text
@@ -351,13 +352,21 @@ fn the_maintainer_scripts_undo_enable_keeping_a_script_in_place() {
         fake.failing(true);
         let (rc, out) = maintainer_undo(script, &r.0, &fake);
         assert_ne!(rc, 0, "{script}: {out}");
-        assert_eq!(std::fs::read(dir.join("block")).unwrap(), original, "{script}");
+        assert_eq!(
+            std::fs::read(dir.join("block")).unwrap(),
+            original,
+            "{script}"
+        );
         assert!(diversions(&r.0).contains("by xenblock"), "{script}");
         // Run again once it works: done.
         fake.failing(false);
         let (rc, out) = maintainer_undo(script, &r.0, &fake);
         assert_eq!(rc, 0, "{script}: {out}");
-        assert_eq!(std::fs::read(dir.join("block")).unwrap(), original, "{script}");
+        assert_eq!(
+            std::fs::read(dir.join("block")).unwrap(),
+            original,
+            "{script}"
+        );
         assert!(std::fs::read_link(dir.join("block")).is_err(), "{script}");
         assert!(!dir.join("block.xen-orig").exists(), "{script}");
         assert_eq!(diversions(&r.0), "", "{script}");

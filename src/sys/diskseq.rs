@@ -27,7 +27,10 @@ pub fn of_file(dev: &File, shown: &Path) -> Result<Option<u64>> {
         Ok(_) if seq != 0 => Ok(Some(seq)),
         Ok(_) | Err(Errno::ENOTTY) | Err(Errno::EINVAL) => Ok(None),
         Err(e) => Err(Error::sys(
-            format!("cannot read the disk sequence number of {}", shown.display()),
+            format!(
+                "cannot read the disk sequence number of {}",
+                shown.display()
+            ),
             e,
         )),
     }

@@ -236,14 +236,7 @@ pub fn enable(target: Option<&Path>) -> Result<(), Failure> {
             ))
         }
     };
-    if let Err(f) = dpkg_divert(&[
-        "--package",
-        PACKAGE,
-        "--divert",
-        DIVERTED,
-        "--add",
-        SCRIPT,
-    ]) {
+    if let Err(f) = dpkg_divert(&["--package", PACKAGE, "--divert", DIVERTED, "--add", SCRIPT]) {
         if made_copy {
             let _ = std::fs::remove_file(&diverted);
         }

@@ -347,7 +347,12 @@ fn audit(common: &Common, json: bool) -> Result<(), Failure> {
             "audit needs root to identify loop devices and block devices; run it as root. \
              Nothing was checked.",
         );
-        return report(json, Err::<(), _>(f), |_| String::new(), |_| json::Object::new());
+        return report(
+            json,
+            Err::<(), _>(f),
+            |_| String::new(),
+            |_| json::Object::new(),
+        );
     }
     let mut config = config(common);
     // Read-only: no claims index (it writes a sentinel node).
@@ -357,7 +362,14 @@ fn audit(common: &Common, json: bool) -> Result<(), Failure> {
         .and_then(|ctx| Ok(ctx.audit()?));
     let a = match r {
         Ok(a) => a,
-        Err(f) => return report(json, Err::<(), _>(f), |_| String::new(), |_| json::Object::new()),
+        Err(f) => {
+            return report(
+                json,
+                Err::<(), _>(f),
+                |_| String::new(),
+                |_| json::Object::new(),
+            )
+        }
     };
     let code = if !a.conflicts.is_empty() {
         exit::BUSY
