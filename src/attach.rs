@@ -600,10 +600,18 @@ impl Context {
                 }
             })?;
         }
-        let mode_paths: Vec<String> = hits.iter().map(|(b, _, _)| format!("{b}/mode")).collect();
-        let modes = s.read_many(NO_TX, &mode_paths)?;
+        // Each hit's mode and recorded diskseq, in one round trip.
+        let paths: Vec<String> = hits
+            .iter()
+            .flat_map(|(b, _, _)| [format!("{b}/mode"), format!("{b}/diskseq")])
+            .collect();
+        let mut values = s.read_many(NO_TX, &paths)?.into_iter();
         let mut claims = Vec::with_capacity(hits.len());
-        for ((backend, di, key), m) in hits.into_iter().zip(modes) {
+        for (backend, di, key) in hits {
+            let (m, seq) = (values.next().flatten(), values.next().flatten());
+            if self.stale_claim(&backend, &key, seq.as_deref()) {
+                continue;
+            }
             let m = m
                 .map(|m| String::from_utf8_lossy(&m).into_owned())
                 .unwrap_or_default();
@@ -644,18 +652,23 @@ impl Context {
             } else {
                 &["params", "physical-device"]
             };
-            for n in nodes.iter().chain(&["mode"]) {
+            for n in nodes.iter().chain(&["mode", "diskseq"]) {
                 reads.push(format!("{c}/{n}"));
                 who.push((i, n));
             }
         }
         let values = self.store.read_many(NO_TX, &reads)?;
         let mut modes: Vec<Option<Vec<u8>>> = vec![None; candidates.len()];
+        let mut seqs: Vec<Option<Vec<u8>>> = vec![None; candidates.len()];
         let mut hits: Vec<(usize, Key)> = Vec::new();
         for ((i, node), v) in who.into_iter().zip(values) {
             let Some(v) = v else { continue };
             if node == "mode" {
                 modes[i] = Some(v);
+                continue;
+            }
+            if node == "diskseq" {
+                seqs[i] = Some(v);
                 continue;
             }
             let text = String::from_utf8_lossy(&v);
@@ -668,6 +681,9 @@ impl Context {
         let mut claims = Vec::with_capacity(hits.len());
         for (i, key) in hits {
             let backend = &candidates[i];
+            if self.stale_claim(backend, &key, seqs[i].as_deref()) {
+                continue;
+            }
             let dom = backend.rsplit('/').nth(1).unwrap_or("").to_string();
             let m = modes[i]
                 .as_ref()
@@ -682,6 +698,33 @@ impl Context {
             });
         }
         Ok(claims)
+    }
+
+    /// Whether `backend`'s claim on `key` is stale: it recorded the
+    /// diskseq `recorded` (see `sys::diskseq`) and the device with that
+    /// number now has another (detached and bound again since: another
+    /// disk). A claim without a recorded diskseq, or on a kernel without
+    /// diskseq, stands.
+    fn stale_claim(&self, backend: &str, key: &Key, recorded: Option<&[u8]>) -> bool {
+        #[cfg(target_os = "linux")]
+        if let (Key::Dev(d), Some(text)) = (key, recorded) {
+            let rec = crate::sys::diskseq::parse(&String::from_utf8_lossy(text));
+            if let (Some(rec), Some(now)) = (rec, crate::sys::diskseq::of_number(*d)) {
+                if rec != now {
+                    self.log(
+                        LogLevel::Debug,
+                        &format!(
+                            "{backend}: device {d} has diskseq {now:x}, not the {rec:x} it \
+                             recorded; not its claim any more"
+                        ),
+                    );
+                    return true;
+                }
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = (backend, key, recorded);
+        false
     }
 
     /// `/local/domain/<d>/vm`, and the vm of the domain it is a stub for.

@@ -511,6 +511,47 @@ fn release_detaches_only_the_binding_it_recorded() {
     assert_eq!(env.loops_of(&img).len(), 1, "the new binding stays");
 }
 
+#[test]
+fn a_claim_on_a_number_bound_again_since_is_not_a_claim() {
+    require_root();
+    let mut env = Env::new();
+    let img = env.image("first.img", 1 << 20);
+    let next = env.image("next.img", 1 << 20);
+    env.domain(37, "/vm/thirty-seven");
+    env.domain(39, "/vm/thirty-nine");
+    let a = env.backend(37, 51712, &img.display().to_string(), "w");
+    let ctx = env.ctx();
+    ctx.prepare(&a).unwrap();
+    // A's device goes away behind its back and its number (here: a number)
+    // is bound again, to another file; A's nodes still name it.
+    let lo = env.loops_of(&img).remove(0);
+    xenblock::sys::loopdev::detach(&lo.path).unwrap();
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&next)
+        .unwrap();
+    let again = xenblock::sys::loopdev::attach(&f, false, b"someone-else").unwrap();
+    env.write(&format!("{a}/physical-device"), &again.dev.to_string());
+    env.write(&format!("{a}/node"), &again.path.display().to_string());
+    // A guest wanting that other file: A's diskseq says its claim is gone.
+    let d = env.backend(39, 51712, &next.display().to_string(), "w");
+    // Through the scan (a context's first decision)...
+    let fresh = env.ctx();
+    fresh.prepare(&d).unwrap();
+    fresh.release(&d).unwrap();
+    env.unprepare(&d);
+    // ...and through the claims index (`ctx` decided before).
+    ctx.prepare(&d).unwrap();
+    ctx.release(&d).unwrap();
+    env.unprepare(&d);
+    // Without a recorded diskseq (Xen's script), the number is a claim.
+    xenblock::store::Store::remove(&*env.store, 0, &format!("{a}/diskseq")).unwrap();
+    let e = ctx.prepare(&d).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Busy, "{e}");
+    assert!(e.to_string().contains(&a), "{e}");
+}
+
 /// Unmounts on drop (panics included).
 struct Unmount(std::path::PathBuf);
 

@@ -61,6 +61,16 @@ pub fn of_device(path: &Path, rdev: u64) -> Result<Option<u64>> {
     of_file(&dev, path)
 }
 
+/// The diskseq of the device numbered `d` now, from sysfs
+/// (`/sys/dev/block/M:m/diskseq`, decimal); `None` when there is no such
+/// device or the kernel shows none.
+pub fn of_number(d: crate::sharing::DevNum) -> Option<u64> {
+    let p = format!("/sys/dev/block/{}:{}/diskseq", d.major, d.minor);
+    let mut buf = [0u8; 32];
+    let n = std::io::Read::read(&mut File::open(p).ok()?, &mut buf).ok()?;
+    std::str::from_utf8(&buf[..n]).ok()?.trim().parse().ok()
+}
+
 /// The form of a diskseq in a backend's `diskseq` node.
 pub fn format(seq: u64) -> String {
     format!("{seq:x}")
