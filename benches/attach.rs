@@ -509,6 +509,7 @@ impl Bench {
             "physical-device",
             "physical-device-path",
             "node",
+            "diskseq",
             "hotplug-status",
             "hotplug-error",
         ] {

@@ -107,6 +107,14 @@ fn main() -> std::io::Result<()> {
             .unwrap_or_default();
         let extra = if after == cli::EXIT_CODES {
             exit_status.clone()
+        } else if after == cli::AUDIT_HELP {
+            // What it checks, then its own exit status list.
+            let (what, codes) = after.split_once("\n\n").unwrap_or((&after, ""));
+            format!(
+                ".SH NOTES\n{}\n{}",
+                esc(what),
+                tagged_section("EXIT STATUS", codes)
+            )
         } else if after.is_empty() {
             String::new()
         } else {

@@ -451,8 +451,9 @@ xenblock_status xenblock_prepare_ex(struct xenblock_ctx *ctx,
 
 /**
  * Release the disk of a backend: what `block remove` does (detach the loop
- * device of a file target when it still serves that file or carries this
- * backend's tag). Idempotent. Transactions and blocking as
+ * device of a file target only when it carries this backend's tag, or no
+ * xenblock tag and serves that file, and, where the kernel has diskseq, is
+ * the binding prepare recorded in `diskseq`). Idempotent. Transactions and blocking as
  * `xenblock_prepare` (release writes nothing to the backend).
  *
  * # Safety

@@ -65,7 +65,7 @@ impl Context {
             Some(held) => (self.read_backend_held(&path)?, Some(held)),
             None => (Backend::read_existing(&*self.store, &path)?, None),
         };
-        if let Handler::Script(script) = spec::handler(b.script.as_deref()) {
+        if let Handler::Script(script) = self.handler(b.script.as_deref()) {
             drop(held);
             return self
                 .run_custom_script(&b, &script, true)
@@ -143,7 +143,7 @@ impl Context {
         let path = spec::normalise_path(backend_path)?;
         spec::check_backend_shape(&path)?;
         let b = Backend::read(&*self.store, NO_TX, &path)?;
-        if let Handler::Script(script) = spec::handler(b.script.as_deref()) {
+        if let Handler::Script(script) = self.handler(b.script.as_deref()) {
             return self
                 .run_custom_script(&b, &script, false)
                 .map(|_| Released::Script);
@@ -281,7 +281,9 @@ impl Context {
         let lo = loopdev::attach(&file, mode == Mode::Read, tag.as_bytes())?;
         let node = lo.path.display().to_string();
         let physical = lo.dev.to_string();
-        if let Err(e) = self.write_connected(&b.path, Some(&physical), &node, Some(&node)) {
+        let written =
+            self.write_connected(&b.path, Some(&physical), &node, Some(&node), lo.diskseq);
+        if let Err(e) = written {
             if let Err(d) = loopdev::detach_if_backed_by(&lo.path, fst.dev, fst.ino) {
                 self.log(
                     LogLevel::Error,
@@ -321,7 +323,7 @@ impl Context {
         let shown = resolved.display().to_string();
         let _held = held.map_or_else(|| self.hold(), Ok)?;
         self.check_sharing(b, domid, &shown, mode, vec![key])?;
-        self.write_connected(&b.path, None, &shown, None)?;
+        self.write_connected(&b.path, None, &shown, None, None)?;
         Ok(Prepared::Connected {
             physical_device: None,
             physical_device_path: shown,
@@ -357,7 +359,11 @@ impl Context {
         let shown = resolved.display().to_string();
         let _held = held.map_or_else(|| self.hold(), Ok)?;
         self.check_sharing(b, domid, &shown, mode, vec![Key::Dev(dev)])?;
-        self.write_connected(&b.path, Some(&dev.to_string()), &shown, None)?;
+        #[cfg(target_os = "linux")]
+        let diskseq = crate::sys::diskseq::of_device(resolved, st.rdev)?;
+        #[cfg(not(target_os = "linux"))]
+        let diskseq = None;
+        self.write_connected(&b.path, Some(&dev.to_string()), &shown, None, diskseq)?;
         Ok(Prepared::Connected {
             physical_device: Some(dev.to_string()),
             physical_device_path: shown,
@@ -460,7 +466,7 @@ impl Context {
     /// The block stack around `keys` (Linux flavour: from sysfs, with dom0's
     /// active swap), which nodes overlap them, and dom0's mounts. Other
     /// flavours compare identities only.
-    fn gather_stack(
+    pub(crate) fn gather_stack(
         &self,
         keys: &[Key],
         names: bool,
@@ -502,7 +508,11 @@ impl Context {
     /// storage is `wanted`, with its mode and frontend identity. Reads are
     /// pipelined: one round trip per level of the tree, then identities only
     /// for the backends that matter.
-    fn gather_claims(&self, own: &str, wanted: &dyn Fn(&Key) -> bool) -> Result<Vec<Claim>> {
+    pub(crate) fn gather_claims(
+        &self,
+        own: &str,
+        wanted: &dyn Fn(&Key) -> bool,
+    ) -> Result<Vec<Claim>> {
         let s = &*self.store;
         let by_path = self.config.flavour == Flavour::FreeBsd;
         let vbd_node = if by_path {
@@ -590,10 +600,18 @@ impl Context {
                 }
             })?;
         }
-        let mode_paths: Vec<String> = hits.iter().map(|(b, _, _)| format!("{b}/mode")).collect();
-        let modes = s.read_many(NO_TX, &mode_paths)?;
+        // Each hit's mode and recorded diskseq, in one round trip.
+        let paths: Vec<String> = hits
+            .iter()
+            .flat_map(|(b, _, _)| [format!("{b}/mode"), format!("{b}/diskseq")])
+            .collect();
+        let mut values = s.read_many(NO_TX, &paths)?.into_iter();
         let mut claims = Vec::with_capacity(hits.len());
-        for ((backend, di, key), m) in hits.into_iter().zip(modes) {
+        for (backend, di, key) in hits {
+            let (m, seq) = (values.next().flatten(), values.next().flatten());
+            if self.stale_claim(&backend, &key, seq.as_deref()) {
+                continue;
+            }
             let m = m
                 .map(|m| String::from_utf8_lossy(&m).into_owned())
                 .unwrap_or_default();
@@ -634,18 +652,23 @@ impl Context {
             } else {
                 &["params", "physical-device"]
             };
-            for n in nodes.iter().chain(&["mode"]) {
+            for n in nodes.iter().chain(&["mode", "diskseq"]) {
                 reads.push(format!("{c}/{n}"));
                 who.push((i, n));
             }
         }
         let values = self.store.read_many(NO_TX, &reads)?;
         let mut modes: Vec<Option<Vec<u8>>> = vec![None; candidates.len()];
+        let mut seqs: Vec<Option<Vec<u8>>> = vec![None; candidates.len()];
         let mut hits: Vec<(usize, Key)> = Vec::new();
         for ((i, node), v) in who.into_iter().zip(values) {
             let Some(v) = v else { continue };
             if node == "mode" {
                 modes[i] = Some(v);
+                continue;
+            }
+            if node == "diskseq" {
+                seqs[i] = Some(v);
                 continue;
             }
             let text = String::from_utf8_lossy(&v);
@@ -658,6 +681,9 @@ impl Context {
         let mut claims = Vec::with_capacity(hits.len());
         for (i, key) in hits {
             let backend = &candidates[i];
+            if self.stale_claim(backend, &key, seqs[i].as_deref()) {
+                continue;
+            }
             let dom = backend.rsplit('/').nth(1).unwrap_or("").to_string();
             let m = modes[i]
                 .as_ref()
@@ -674,8 +700,35 @@ impl Context {
         Ok(claims)
     }
 
+    /// Whether `backend`'s claim on `key` is stale: it recorded the
+    /// diskseq `recorded` (see `sys::diskseq`) and the device with that
+    /// number now has another (detached and bound again since: another
+    /// disk). A claim without a recorded diskseq, or on a kernel without
+    /// diskseq, stands.
+    fn stale_claim(&self, backend: &str, key: &Key, recorded: Option<&[u8]>) -> bool {
+        #[cfg(target_os = "linux")]
+        if let (Key::Dev(d), Some(text)) = (key, recorded) {
+            let rec = crate::sys::diskseq::parse(&String::from_utf8_lossy(text));
+            if let (Some(rec), Some(now)) = (rec, crate::sys::diskseq::of_number(*d)) {
+                if rec != now {
+                    self.log(
+                        LogLevel::Debug,
+                        &format!(
+                            "{backend}: device {d} has diskseq {now:x}, not the {rec:x} it \
+                             recorded; not its claim any more"
+                        ),
+                    );
+                    return true;
+                }
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = (backend, key, recorded);
+        false
+    }
+
     /// `/local/domain/<d>/vm`, and the vm of the domain it is a stub for.
-    fn identity(&self, domid: &str) -> Result<VmIdentity> {
+    pub(crate) fn identity(&self, domid: &str) -> Result<VmIdentity> {
         let s = &*self.store;
         let v = s.read_many(
             NO_TX,
@@ -701,15 +754,21 @@ impl Context {
 
     /// Write the result nodes in one transaction, after checking the backend
     /// still exists (never recreate a directory the toolstack removed).
+    /// `diskseq` (the kernel's, of the device handed over) goes before
+    /// `physical-device`, in the same transaction.
     fn write_connected(
         &self,
         path: &str,
         physical_device: Option<&str>,
         physical_path: &str,
         node: Option<&str>,
+        diskseq: Option<u64>,
     ) -> Result<()> {
         let s = &*self.store;
-        let mut writes = Vec::with_capacity(4);
+        let mut writes = Vec::with_capacity(5);
+        if let Some(seq) = diskseq {
+            writes.push((format!("{path}/diskseq"), format!("{seq:x}").into_bytes()));
+        }
         if let Some(n) = node {
             writes.push((format!("{path}/node"), n.as_bytes().to_vec()));
         }
@@ -770,23 +829,29 @@ impl Context {
         }
         let tag = self.loop_tag(&b.path)?;
         // The file the backend names, if it still exists: a loop device that
-        // upstream's script attached carries no tag but is backed by it.
+        // upstream's script attached carries no xenblock tag but is backed by it.
         let file_id = b
             .target()
             .ok()
             .and_then(|t| crate::sys::stat::stat(&t).ok())
             .filter(|st| st.kind == FileKind::Regular)
             .map(|st| (st.dev, st.ino));
+        // The binding prepare handed over, if it recorded one: a device
+        // with another diskseq was detached and bound again since (its
+        // number reused), and is someone else's.
+        let recorded = match b.diskseq.as_deref() {
+            None => None,
+            Some(text) => Some(crate::sys::diskseq::parse(text).ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "{}: 'diskseq' is {text:?}, not a disk sequence number in hex; not \
+                     touching {node} (detach it by hand if it is this backend's)",
+                    b.path
+                ))
+            })?),
+        };
         let _lock = self.lock.acquire()?;
-        // Still backed by the backend's file: ours. If the file is gone (it
-        // can be unlinked while attached), only our own tag can tell.
-        // Ours when it carries this backend's own tag (whatever file the
-        // path names now: the image may have been replaced), or, untagged by
-        // us (upstream's script attached it), when it is backed by the file
-        // the backend names.
         let detached = loopdev::detach_if(Path::new(node), |info| {
-            info.file_name == tag.as_bytes()
-                || file_id.is_some_and(|id| id == (info.backing_dev, info.backing_ino))
+            owned_by_backend(info, tag.as_bytes(), file_id, recorded)
         })?;
         if detached {
             return Ok(Released::Detached(node.to_string()));
@@ -868,7 +933,7 @@ impl Context {
     pub fn plan(&self, backend_path: &str, add: bool) -> Result<Plan> {
         let path = spec::normalise_path(backend_path)?;
         let script = spec::read_script_of_existing(&*self.store, &path)?;
-        match spec::handler(script.as_deref()) {
+        match self.handler(script.as_deref()) {
             Handler::InProcess => Ok(Plan::InProcess),
             Handler::Script(s) => Ok(Plan::Script(hotplug::invocation(
                 self.script_flavour(),
@@ -878,6 +943,16 @@ impl Context {
                 add,
             )?)),
         }
+    }
+
+    /// In-process or a custom script, for this context's script directory
+    /// and drop-in path ([`spec::handler`]).
+    pub(crate) fn handler(&self, script: Option<&str>) -> Handler {
+        spec::handler(
+            script,
+            &self.config.script_dir,
+            self.config.drop_in.as_deref(),
+        )
     }
 
     fn script_flavour(&self) -> ScriptFlavour {
@@ -977,6 +1052,33 @@ fn check_tag_fits(backend: &str, tag: &str) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// Whether release may detach the loop device `info` for the backend
+/// whose tag is `tag`, whose file (if it still exists) is `file_id` and
+/// which recorded the diskseq `recorded`:
+/// - the diskseq, when both the backend and the kernel have one, must be
+///   the recorded one (the same binding, not a later one on the same number);
+/// - and the device carries this backend's own tag, or, attached by another
+///   tool (upstream's script: no xenblock tag at all), is backed by the
+///   backend's file. A device tagged for another backend is never its.
+#[cfg(target_os = "linux")]
+fn owned_by_backend(
+    info: &crate::sys::loopdev::LoopInfo,
+    tag: &[u8],
+    file_id: Option<(u64, u64)>,
+    recorded: Option<u64>,
+) -> bool {
+    if let (Some(want), Some(now)) = (recorded, info.diskseq) {
+        if want != now {
+            return false;
+        }
+    }
+    if info.file_name == tag {
+        return true;
+    }
+    !info.file_name.starts_with(LOOP_TAG_PREFIX.as_bytes())
+        && file_id.is_some_and(|id| id == (info.backing_dev, info.backing_ino))
 }
 
 #[cfg_attr(not(target_os = "linux"), allow(dead_code))]

@@ -82,6 +82,11 @@ pub struct Config {
     /// the client's watch events: turn it off when sharing a client whose
     /// watches the caller reads itself.
     pub claims_index: bool,
+    /// The path this program was run as when it is installed as the
+    /// drop-in `block` script (the CLI sets it): a backend whose `script`
+    /// names it is done in-process, like one naming `<script_dir>/block`.
+    /// Any other script whose name is `block` is a site's own, and is run.
+    pub drop_in: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -96,6 +101,7 @@ impl Default for Config {
             flavour: Flavour::native(),
             logger: None,
             claims_index: true,
+            drop_in: None,
         }
     }
 }
@@ -111,6 +117,7 @@ impl std::fmt::Debug for Config {
             .field("lock_timeout", &self.lock_timeout)
             .field("flavour", &self.flavour)
             .field("claims_index", &self.claims_index)
+            .field("drop_in", &self.drop_in)
             .finish()
     }
 }

@@ -13,6 +13,7 @@
 //! ```
 
 pub mod attach;
+pub mod audit;
 pub mod context;
 mod describe;
 pub mod error;
@@ -29,5 +30,6 @@ mod test_rng;
 pub mod topology;
 
 pub use attach::{Plan, Prepared, Reconciled, Released};
+pub use audit::{Audit, Finding};
 pub use context::{Config, Context, Flavour, LogLevel, Logger};
 pub use error::{Error, ErrorKind, Result};

@@ -36,6 +36,9 @@ pub struct Backend {
     pub physical_device_path: Option<String>,
     /// `node` (the loop device of a file target).
     pub node: Option<String>,
+    /// `diskseq`: the kernel's disk sequence number of the device handed
+    /// to the guest, in hex, as prepare recorded it (see `sys::diskseq`).
+    pub diskseq: Option<String>,
 }
 
 const NODES: &[&str] = &[
@@ -48,6 +51,7 @@ const NODES: &[&str] = &[
     "physical-device",
     "physical-device-path",
     "node",
+    "diskseq",
 ];
 
 /// Check and normalise a backend path given by a caller.
@@ -179,6 +183,7 @@ impl Backend {
             physical_device: text(),
             physical_device_path: text(),
             node: text(),
+            diskseq: text(),
         }
     }
 
@@ -238,20 +243,33 @@ impl Backend {
 /// Who handles a backend: xenblock itself, or a custom hotplug script.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Handler {
-    /// `script` absent or the standard `block`: done in-process.
+    /// `script` absent, or Xen's standard `block` script: done in-process.
     InProcess,
     /// A custom script: its name as written in `script`.
     Script(String),
 }
 
-/// Decide from the `script` node.
-pub fn handler(script: Option<&str>) -> Handler {
-    match script.map(str::trim) {
-        None | Some("") => Handler::InProcess,
-        Some(s) if Path::new(s).file_name() == Some(OsStr::new(STANDARD_SCRIPT)) => {
-            Handler::InProcess
-        }
-        Some(s) => Handler::Script(s.to_string()),
+/// Decide from the `script` node. Only Xen's own script is done
+/// in-process: `block` in the configured `script_dir` (named bare, relative,
+/// or by its full path), or the drop-in's own path (`drop_in`, when this
+/// program runs as `block` from somewhere else). A site's own script that
+/// happens to be called `block` elsewhere (`/srv/hooks/block`) is run.
+/// Paths compare by their components, so `//` and a trailing `/.` do not
+/// matter; `..` and symbolic links are not resolved (such a name is run).
+pub fn handler(script: Option<&str>, script_dir: &Path, drop_in: Option<&Path>) -> Handler {
+    let Some(s) = script.map(str::trim).filter(|s| !s.is_empty()) else {
+        return Handler::InProcess;
+    };
+    let named = Path::new(s);
+    let full = if named.is_absolute() {
+        named.to_path_buf()
+    } else {
+        script_dir.join(named)
+    };
+    if full == script_dir.join(STANDARD_SCRIPT) || drop_in.is_some_and(|d| full == d) {
+        Handler::InProcess
+    } else {
+        Handler::Script(s.to_string())
     }
 }
 
@@ -274,12 +292,37 @@ mod tests {
 
     #[test]
     fn handler_choice() {
-        assert_eq!(handler(None), Handler::InProcess);
-        assert_eq!(handler(Some("/etc/xen/scripts/block")), Handler::InProcess);
-        assert_eq!(handler(Some("block")), Handler::InProcess);
+        let dir = Path::new("/etc/xen/scripts");
+        let h = |s| handler(s, dir, None);
+        assert_eq!(h(None), Handler::InProcess);
+        assert_eq!(h(Some("")), Handler::InProcess);
+        assert_eq!(h(Some("/etc/xen/scripts/block")), Handler::InProcess);
+        assert_eq!(h(Some("/etc/xen//scripts/block")), Handler::InProcess);
+        assert_eq!(h(Some("block")), Handler::InProcess);
+        assert_eq!(h(Some("./block")), Handler::InProcess);
         assert_eq!(
-            handler(Some("/etc/xen/scripts/block-iscsi")),
+            h(Some("/etc/xen/scripts/block-iscsi")),
             Handler::Script("/etc/xen/scripts/block-iscsi".into())
+        );
+        // A site's own script called `block`, elsewhere, is run.
+        for own in ["/srv/hooks/block", "/etc/xen/block", "hooks/block"] {
+            assert_eq!(h(Some(own)), Handler::Script(own.into()), "{own}");
+        }
+        // Under another configured directory, that one's `block` is Xen's.
+        let other = Path::new("/opt/xen/scripts");
+        assert_eq!(
+            handler(Some("/opt/xen/scripts/block"), other, None),
+            Handler::InProcess
+        );
+        assert_eq!(
+            handler(Some("/etc/xen/scripts/block"), other, None),
+            Handler::Script("/etc/xen/scripts/block".into())
+        );
+        // The drop-in's own path.
+        let me = Path::new("/usr/lib/xen/scripts/block");
+        assert_eq!(
+            handler(Some("/usr/lib/xen/scripts/block"), dir, Some(me)),
+            Handler::InProcess
         );
     }
 

@@ -304,3 +304,121 @@ fn the_program_loads_glibc_and_no_other_library() {
         "libraries besides glibc's: {needed:?}"
     );
 }
+
+#[test]
+fn audit_finds_an_image_xens_script_gave_read_write_to_two_guests() {
+    common::require_root();
+    let mut env = Env::new();
+    env.domain(41, "/vm/forty-one");
+    env.domain(42, "/vm/forty-two");
+    let img = env.image("twice.img", 4 << 20);
+    let other = env.image("alone.img", 4 << 20);
+
+    // A clean host: one disk, handed out by xenblock.
+    let alone = env.backend(41, 51728, &other.display().to_string(), "w");
+    let (rc, out, err) = run(&env, &["prepare", &alone]);
+    assert_eq!(rc, 0, "{out}{err}");
+    let (rc, out, err) = run(&env, &["audit"]);
+    assert_eq!(rc, 0, "{out}{err}");
+    assert_eq!(out.trim(), "no conflict found among 1 disk handed out");
+    let (rc, out, _) = run(&env, &["audit", "--json"]);
+    assert_eq!(rc, 0);
+    assert_eq!(
+        out.trim(),
+        r#"{"checked":1,"conflicts":[],"unsure":[],"skipped":[],"ok":true,"exit_code":0}"#
+    );
+
+    // What Xen's script can leave: two loop devices read-write over one
+    // image, each named by a backend of another guest.
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&img)
+        .unwrap();
+    let mut bes = Vec::new();
+    for (dom, tag) in [(41u32, "stock-a"), (42, "stock-b")] {
+        let lo = xenblock::sys::loopdev::attach(&f, false, tag.as_bytes()).unwrap();
+        let be = env.backend(dom, 51712, &img.display().to_string(), "w");
+        let node = lo.path.display().to_string();
+        env.write(&format!("{be}/physical-device"), &lo.dev.to_string());
+        env.write(&format!("{be}/physical-device-path"), &node);
+        env.write(&format!("{be}/node"), &node);
+        env.write(&format!("{be}/hotplug-status"), "connected");
+        bes.push(be);
+    }
+    let (rc, out, err) = run(&env, &["audit"]);
+    assert_eq!(rc, 3, "{out}{err}");
+    let conflicts: Vec<&str> = out
+        .lines()
+        .filter(|l| l.starts_with("conflict: "))
+        .collect();
+    assert_eq!(conflicts.len(), 2, "{out}");
+    assert!(
+        conflicts[0].contains(&bes[0]) && conflicts[0].contains(&bes[1]),
+        "{out}"
+    );
+    assert!(
+        conflicts[1].contains(&bes[1]) && conflicts[1].contains(&bes[0]),
+        "{out}"
+    );
+    assert!(!out.contains(&alone), "the lone disk is fine: {out}");
+    assert!(
+        out.ends_with("2 of 3 disks handed out in conflict, 0 undecided\n"),
+        "{out}"
+    );
+    let (rc, out, _) = run(&env, &["audit", "--json"]);
+    assert_eq!(rc, 3);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["checked"], 3);
+    assert_eq!(v["conflicts"].as_array().unwrap().len(), 2);
+    assert_eq!(v["conflicts"][0]["backend"], bes[0].as_str());
+    assert_eq!(v["conflicts"][0]["mode"], "read-write");
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["exit_code"], 3);
+    // Read-only: nothing was written to the backends.
+    for be in &bes {
+        assert_eq!(env.read(&format!("{be}/hotplug-error")), None);
+        assert_eq!(
+            env.read(&format!("{be}/hotplug-status")).as_deref(),
+            Some("connected")
+        );
+    }
+}
+
+#[test]
+fn audit_finds_a_guests_disk_that_dom0_has_mounted() {
+    common::require_root();
+    let mut env = Env::new();
+    env.domain(43, "/vm/forty-three");
+    let dev = env.block_device("mounted-later.img");
+    let be = env.backend(43, 51712, &dev.display().to_string(), "w");
+    let (rc, out, err) = run(&env, &["prepare", &be]);
+    assert_eq!(rc, 0, "{out}{err}");
+    assert_eq!(run(&env, &["audit"]).0, 0);
+    // dom0 then mounts the guest's disk read-write.
+    let mkfs = Command::new("mkfs.ext4")
+        .args(["-q", "-F"])
+        .arg(&dev)
+        .status()
+        .expect("mkfs.ext4 (e2fsprogs)");
+    assert!(mkfs.success());
+    let mnt = env.dir.join("mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+    nix::mount::mount(
+        Some(&dev),
+        &mnt,
+        Some("ext4"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .unwrap();
+    let (rc, out, err) = run(&env, &["audit"]);
+    let _ = nix::mount::umount(&mnt);
+    assert_eq!(rc, 3, "{out}{err}");
+    assert!(
+        out.starts_with(&format!("conflict: {be} (domain 43, read-write): "))
+            && out.contains("mounted")
+            && out.contains(&mnt.display().to_string()),
+        "{out}"
+    );
+}

@@ -250,8 +250,11 @@ fn scripts_inherit_no_descriptor_of_xenblock() {
         })
         .unwrap(),
     );
-    ctx.prepare(&env.backend(3, 51712, &img.display().to_string(), "w"))
-        .unwrap();
+    let file_be = env.backend(3, 51712, &img.display().to_string(), "w");
+    // Xen's script as named under this context's scripts directory (a
+    // `block` anywhere else is a site's own script, and would be run).
+    env.write(&format!("{file_be}/script"), "block");
+    ctx.prepare(&file_be).unwrap();
     let be = env.backend(3, 51728, "whatever", "w");
     env.write(&format!("{be}/script"), "block-fds");
     let runner = {

@@ -245,3 +245,79 @@ fn drop_in_hotplug_binary_gives_upstreams_nodes() {
         }
     }
 }
+
+#[test]
+fn a_sites_own_script_called_block_is_run() {
+    let _s = SERIAL.lock();
+    require_root();
+    let mut env = Env::new();
+    let img = env.image("own-block.img", 1 << 20);
+    // A site's hook that happens to be called `block`, outside the
+    // configured scripts directory: it is not Xen's, so it must run.
+    let hooks = env.dir.join("hooks");
+    std::fs::create_dir_all(&hooks).unwrap();
+    let own = hooks.join("block");
+    let calls = env.dir.join("calls");
+    std::fs::write(
+        &own,
+        format!(
+            "#!/bin/sh\necho \"$1 $XENBUS_PATH\" >> {}\nexit 0\n",
+            calls.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&own, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    env.domain(8, "/vm/eight");
+    let be = env.backend(8, 51712, &img.display().to_string(), "w");
+    env.write(&format!("{be}/script"), &own.display().to_string());
+    let ctx = ctx(&env, Path::new("/etc/xen/scripts"));
+    assert!(matches!(ctx.plan(&be, true).unwrap(), Plan::Script(_)));
+    assert_eq!(ctx.prepare(&be).unwrap(), Prepared::Script);
+    assert_eq!(ctx.release(&be).unwrap(), Released::Script);
+    let got = std::fs::read_to_string(&calls).unwrap_or_default();
+    let abs = format!("/local/domain/0/{be}");
+    let want_be = |l: &str| l.ends_with(&be) || l.ends_with(&abs);
+    let lines: Vec<&str> = got.lines().collect();
+    assert_eq!(lines.len(), 2, "{got}");
+    assert!(lines[0].starts_with("add ") && want_be(lines[0]), "{got}");
+    assert!(
+        lines[1].starts_with("remove ") && want_be(lines[1]),
+        "{got}"
+    );
+    assert!(env.loops_of(&img).is_empty(), "nothing attached in-process");
+    // Xen's own, in the configured directory, is still done in-process.
+    env.write(&format!("{be}/script"), "/etc/xen/scripts/block");
+    assert_eq!(ctx.plan(&be, true).unwrap(), Plan::InProcess);
+}
+
+#[test]
+fn the_drop_in_run_from_its_own_path_is_done_in_process() {
+    let _s = SERIAL.lock();
+    require_root();
+    let mut env = Env::new();
+    let img = env.image("dropin-elsewhere.img", 1 << 20);
+    // xenblock installed as `block` outside /etc/xen/scripts, and named by
+    // that path in the backend: it is the drop-in itself, not a site's
+    // script (which it would run, again and again).
+    let dir = env.dir.join("elsewhere");
+    std::fs::create_dir_all(&dir).unwrap();
+    let me = dir.join("block");
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_xenblock"), &me).unwrap();
+    env.domain(9, "/vm/nine");
+    let be = env.backend(9, 51712, &img.display().to_string(), "r");
+    env.write(&format!("{be}/script"), &me.display().to_string());
+    std::env::set_var("XENSTORED_PATH", &env.sock);
+    std::env::set_var("XENBLOCK_LOCK_DIR", env.dir.join("lock"));
+    let added = hotplug(&me, "add", &be);
+    let loops = env.loops_of(&img);
+    let removed = hotplug(&me, "remove", &be);
+    std::env::remove_var("XENBLOCK_LOCK_DIR");
+    assert!(added.success());
+    assert_eq!(
+        env.read(&format!("{be}/hotplug-status")).as_deref(),
+        Some("connected")
+    );
+    assert_eq!(loops.len(), 1, "attached in-process");
+    assert!(removed.success());
+    assert!(env.loops_of(&img).is_empty());
+}

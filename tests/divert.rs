@@ -131,3 +131,244 @@ fn a_hand_made_link_or_a_foreign_file_is_not_touched() {
     assert!(out.contains("Nothing was changed"), "{out}");
     assert_eq!(std::fs::read(dir.join("block.xen-orig")).unwrap(), b"xen");
 }
+
+/// A dpkg-divert that fails (as with dpkg's database unwritable) to add or
+/// remove a diversion while `fail` exists, and is the real one otherwise.
+struct FakeDivert {
+    bin: PathBuf,
+    fail: PathBuf,
+}
+
+impl FakeDivert {
+    fn new(root: &Path) -> FakeDivert {
+        let bin = root.join("fake-bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        let fail = root.join("dpkg-fails");
+        let real = which("dpkg-divert");
+        let script = format!(
+            "#!/bin/sh\nfor a in \"$@\"; do case \"$a\" in --add|--remove)\n  \
+             if [ -e '{}' ]; then echo 'dpkg-divert: error: unable to write the database \
+             (simulated)' >&2; exit 2; fi;; esac; done\nexec '{}' \"$@\"\n",
+            fail.display(),
+            real.display()
+        );
+        let p = bin.join("dpkg-divert");
+        std::fs::write(&p, script).unwrap();
+        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        FakeDivert { bin, fail }
+    }
+    fn failing(&self, on: bool) {
+        if on {
+            std::fs::write(&self.fail, "").unwrap();
+        } else {
+            let _ = std::fs::remove_file(&self.fail);
+        }
+    }
+    fn run(&self, root: &Path, args: &[&str]) -> (i32, String) {
+        let path = format!(
+            "{}:{}",
+            self.bin.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let o = Command::new(env!("CARGO_BIN_EXE_xenblock"))
+            .args(args)
+            .env("XENBLOCK_DIVERT_ROOT", root)
+            .env("PATH", path)
+            .output()
+            .expect("run xenblock");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        (o.status.code().unwrap_or(-1), text)
+    }
+}
+
+fn which(name: &str) -> PathBuf {
+    std::env::var("PATH")
+        .unwrap_or_default()
+        .split(':')
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("{name} (Debian's dpkg) must be installed"))
+}
+
+fn with_xens_script(name: &str) -> (Root, PathBuf, Vec<u8>) {
+    let r = scratch(name);
+    let dir = r.0.join("etc/xen/scripts");
+    std::fs::create_dir_all(&dir).unwrap();
+    let original = b"#!/bin/sh\n# Xen's block script\n".to_vec();
+    std::fs::write(dir.join("block"), &original).unwrap();
+    (r, dir, original)
+}
+
+#[test]
+fn a_failed_enable_changes_nothing_and_is_retried() {
+    let (r, dir, original) = with_xens_script("enable-fails");
+    let fake = FakeDivert::new(&r.0);
+    fake.failing(true);
+    let (rc, out) = fake.run(&r.0, T);
+    assert_eq!(rc, 1, "{out}");
+    assert!(out.contains("simulated") && out.contains("enable"), "{out}");
+    assert_eq!(std::fs::read(dir.join("block")).unwrap(), original);
+    assert!(std::fs::read_link(dir.join("block")).is_err());
+    assert!(!dir.join("block.xen-orig").exists());
+    assert_eq!(diversions(&r.0), "");
+    fake.failing(false);
+    let (rc, out) = fake.run(&r.0, T);
+    assert_eq!(rc, 0, "{out}");
+    assert!(is_our_link(&dir));
+    assert_eq!(std::fs::read(dir.join("block.xen-orig")).unwrap(), original);
+}
+
+fn is_our_link(dir: &Path) -> bool {
+    std::fs::read_link(dir.join("block")).ok().as_deref() == Some(Path::new("/usr/sbin/xenblock"))
+}
+
+#[test]
+fn a_failed_disable_keeps_xens_script_and_both_commands_recover() {
+    let (r, dir, original) = with_xens_script("disable-fails");
+    let fake = FakeDivert::new(&r.0);
+    assert_eq!(fake.run(&r.0, T).0, 0);
+    fake.failing(true);
+    let (rc, out) = fake.run(&r.0, &["disable"]);
+    assert_eq!(rc, 1, "{out}");
+    assert!(out.contains("disable` again"), "{out}");
+    // Xen's script is in place (not absent, not the link).
+    assert_eq!(std::fs::read(dir.join("block")).unwrap(), original);
+    assert!(std::fs::read_link(dir.join("block")).is_err());
+    assert!(diversions(&r.0).contains("by xenblock"));
+    // `enable` picks it up from there...
+    let (rc, out) = fake.run(&r.0, T);
+    assert_eq!(rc, 0, "{out}");
+    assert!(is_our_link(&dir));
+    // ...and so does `disable`, once dpkg-divert works again.
+    assert_eq!(fake.run(&r.0, &["disable"]).0, 1);
+    fake.failing(false);
+    let (rc, out) = fake.run(&r.0, &["disable"]);
+    assert_eq!(rc, 0, "{out}");
+    assert!(out.starts_with("disabled:"), "{out}");
+    assert_eq!(std::fs::read(dir.join("block")).unwrap(), original);
+    assert!(!dir.join("block.xen-orig").exists());
+    assert_eq!(diversions(&r.0), "");
+}
+
+#[test]
+fn the_script_is_never_missing_while_enable_and_disable_run() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let (r, dir, _) = with_xens_script("never-missing");
+    let block = dir.join("block");
+    let stop = AtomicBool::new(false);
+    let missing = AtomicUsize::new(0);
+    let looks = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            while !stop.load(Ordering::Relaxed) {
+                // What libxl's exec needs: something at the path.
+                if block.symlink_metadata().is_err() {
+                    missing.fetch_add(1, Ordering::Relaxed);
+                }
+                looks.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        for _ in 0..5 {
+            let (rc, out) = xenblock(&r.0, T);
+            assert_eq!(rc, 0, "{out}");
+            let (rc, out) = xenblock(&r.0, &["disable"]);
+            assert_eq!(rc, 0, "{out}");
+        }
+        stop.store(true, Ordering::Relaxed);
+    });
+    assert!(looks.load(Ordering::Relaxed) > 1000);
+    assert_eq!(
+        missing.load(Ordering::Relaxed),
+        0,
+        "{} was absent during a switch",
+        block.display()
+    );
+}
+
+/// `undo_enable` of a maintainer script in debian/, run against the scratch
+/// root (its paths moved there, dpkg-divert given --root).
+fn maintainer_undo(script: &str, root: &Path, fake: &FakeDivert) -> (i32, String) {
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("debian")
+            .join(script),
+    )
+    .unwrap();
+    let body: String = text
+        .lines()
+        .skip_while(|l| !l.starts_with("same_file()"))
+        .take_while(|l| !l.starts_with("case "))
+        .collect::<Vec<_>>()
+        .join("\n");
+    // The scripts' paths are moved under `root`; dpkg-divert gets them
+    // back relative to it.
+    let shim = root.join("shim-bin");
+    std::fs::create_dir_all(&shim).unwrap();
+    let p = shim.join("dpkg-divert");
+    std::fs::write(
+        &p,
+        format!(
+            "#!/bin/sh\nR='{1}'\nfor a do\n  shift\n  case \"$a\" in \"$R\"/*) a=\"${{a#\"$R\"}}\";; esac\n  \
+             set -- \"$@\" \"$a\"\ndone\nexec '{0}' --root \"$R\" \"$@\"\n",
+            fake.bin.join("dpkg-divert").display(),
+            root.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let dir = root.join("etc/xen/scripts");
+    let prog = format!(
+        "set -e\nSCRIPT='{0}/block'\nDIVERTED='{0}/block.xen-orig'\n{body}\nundo_enable\n",
+        dir.display()
+    );
+    let o = Command::new("sh")
+        .arg("-c")
+        .arg(prog)
+        .env(
+            "PATH",
+            format!("{}:{}", shim.display(), std::env::var("PATH").unwrap()),
+        )
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    (o.status.code().unwrap_or(-1), text)
+}
+
+#[test]
+fn the_maintainer_scripts_undo_enable_keeping_a_script_in_place() {
+    for script in ["xenblock.prerm", "xenblock.postrm"] {
+        let (r, dir, original) = with_xens_script(&format!("maint-{script}"));
+        let fake = FakeDivert::new(&r.0);
+        assert_eq!(fake.run(&r.0, T).0, 0);
+        // dpkg's database unwritable: the script fails, Xen's is in place.
+        fake.failing(true);
+        let (rc, out) = maintainer_undo(script, &r.0, &fake);
+        assert_ne!(rc, 0, "{script}: {out}");
+        assert_eq!(
+            std::fs::read(dir.join("block")).unwrap(),
+            original,
+            "{script}"
+        );
+        assert!(diversions(&r.0).contains("by xenblock"), "{script}");
+        // Run again once it works: done.
+        fake.failing(false);
+        let (rc, out) = maintainer_undo(script, &r.0, &fake);
+        assert_eq!(rc, 0, "{script}: {out}");
+        assert_eq!(
+            std::fs::read(dir.join("block")).unwrap(),
+            original,
+            "{script}"
+        );
+        assert!(std::fs::read_link(dir.join("block")).is_err(), "{script}");
+        assert!(!dir.join("block.xen-orig").exists(), "{script}");
+        assert_eq!(diversions(&r.0), "", "{script}");
+    }
+}

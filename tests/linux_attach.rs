@@ -405,6 +405,153 @@ fn release_leaves_a_reused_loop_device_alone() {
     );
 }
 
+#[test]
+fn an_empty_file_given_read_write_is_not_given_read_write_again() {
+    require_root();
+    let mut env = Env::new();
+    // Empty now; its first writer may make it grow.
+    let img = env.image("empty.img", 0);
+    env.domain(31, "/vm/thirty-one");
+    env.domain(32, "/vm/thirty-two");
+    let a = env.backend(31, 51712, &img.display().to_string(), "w");
+    let b = env.backend(32, 51712, &img.display().to_string(), "w");
+    let ctx = env.ctx();
+    ctx.prepare(&a).unwrap();
+    let e = ctx.prepare(&b).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Busy, "{e}");
+    assert!(e.to_string().contains("backend/vbd/31/51712"), "{e}");
+    assert_eq!(env.loops_of(&img).len(), 1, "a refusal attaches nothing");
+}
+
+/// The diskseq the kernel reports for a device node, from sysfs (decimal).
+fn sysfs_diskseq(node: &std::path::Path) -> u64 {
+    let name = node.file_name().unwrap().to_str().unwrap();
+    std::fs::read_to_string(format!("/sys/block/{name}/diskseq"))
+        .expect("this kernel reports diskseq")
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn the_devices_diskseq_is_recorded_in_hex() {
+    require_root();
+    let mut env = Env::new();
+    let img = env.image("seq.img", 1 << 20);
+    let dev = env.block_device("seqdev.img");
+    env.domain(33, "/vm/thirty-three");
+    let f = env.backend(33, 51712, &img.display().to_string(), "w");
+    let d = env.backend(33, 51728, &dev.display().to_string(), "w");
+    let ctx = env.ctx();
+    ctx.prepare(&f).unwrap();
+    ctx.prepare(&d).unwrap();
+    let lo = env.loops_of(&img).remove(0);
+    let want = format!("{:x}", sysfs_diskseq(&lo.path));
+    assert_eq!(env.read(&format!("{f}/diskseq")), Some(want));
+    let want = format!("{:x}", sysfs_diskseq(&dev));
+    assert_eq!(env.read(&format!("{d}/diskseq")), Some(want));
+    ctx.release(&f).unwrap();
+}
+
+#[test]
+fn a_second_release_leaves_the_next_backends_device_alone() {
+    require_root();
+    let mut env = Env::new();
+    let img = env.image("shared-in-turn.img", 1 << 20);
+    env.domain(34, "/vm/thirty-four");
+    env.domain(35, "/vm/thirty-five");
+    let a = env.backend(34, 51712, &img.display().to_string(), "w");
+    let b = env.backend(35, 51712, &img.display().to_string(), "w");
+    let ctx = env.ctx();
+    ctx.prepare(&a).unwrap();
+    let a_node = env.read(&format!("{a}/node")).unwrap();
+    assert_eq!(ctx.release(&a).unwrap(), Released::Detached(a_node.clone()));
+    // A's nodes stay (the toolstack removes the directory later); B now
+    // gets the file, and (usually) the same loop number.
+    ctx.prepare(&b).unwrap();
+    let b_node = env.read(&format!("{b}/node")).unwrap();
+    // Tests run alongside may have taken A's number: point A at B's
+    // device, which is what a reused number means.
+    env.write(&format!("{a}/node"), &b_node);
+    let again = ctx.release(&a).unwrap();
+    assert_eq!(again, Released::LeftAlone(b_node.clone()));
+    let loops = env.loops_of(&img);
+    assert_eq!(loops.len(), 1, "B's device is still attached");
+    assert_eq!(loops[0].path.display().to_string(), b_node);
+    assert_eq!(ctx.release(&b).unwrap(), Released::Detached(b_node));
+}
+
+#[test]
+fn release_detaches_only_the_binding_it_recorded() {
+    require_root();
+    let mut env = Env::new();
+    let img = env.image("rebound.img", 1 << 20);
+    env.domain(36, "/vm/thirty-six");
+    let a = env.backend(36, 51712, &img.display().to_string(), "w");
+    let ctx = env.ctx();
+    ctx.prepare(&a).unwrap();
+    let lo = env.loops_of(&img).remove(0);
+    // The device is detached behind the backend's back and the file bound
+    // again with the very same tag (another xenstored on this host, a
+    // restored backend...): same number possible, another binding.
+    xenblock::sys::loopdev::detach(&lo.path).unwrap();
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&img)
+        .unwrap();
+    let again = xenblock::sys::loopdev::attach(&file, false, &lo.file_name).unwrap();
+    assert_ne!(
+        Some(format!("{:x}", sysfs_diskseq(&again.path))),
+        env.read(&format!("{a}/diskseq"))
+    );
+    let node = again.path.display().to_string();
+    env.write(&format!("{a}/node"), &node);
+    assert_eq!(ctx.release(&a).unwrap(), Released::LeftAlone(node));
+    assert_eq!(env.loops_of(&img).len(), 1, "the new binding stays");
+}
+
+#[test]
+fn a_claim_on_a_number_bound_again_since_is_not_a_claim() {
+    require_root();
+    let mut env = Env::new();
+    let img = env.image("first.img", 1 << 20);
+    let next = env.image("next.img", 1 << 20);
+    env.domain(37, "/vm/thirty-seven");
+    env.domain(39, "/vm/thirty-nine");
+    let a = env.backend(37, 51712, &img.display().to_string(), "w");
+    let ctx = env.ctx();
+    ctx.prepare(&a).unwrap();
+    // A's device goes away behind its back and its number (here: a number)
+    // is bound again, to another file; A's nodes still name it.
+    let lo = env.loops_of(&img).remove(0);
+    xenblock::sys::loopdev::detach(&lo.path).unwrap();
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&next)
+        .unwrap();
+    let again = xenblock::sys::loopdev::attach(&f, false, b"someone-else").unwrap();
+    env.write(&format!("{a}/physical-device"), &again.dev.to_string());
+    env.write(&format!("{a}/node"), &again.path.display().to_string());
+    // A guest wanting that other file: A's diskseq says its claim is gone.
+    let d = env.backend(39, 51712, &next.display().to_string(), "w");
+    // Through the scan (a context's first decision)...
+    let fresh = env.ctx();
+    fresh.prepare(&d).unwrap();
+    fresh.release(&d).unwrap();
+    env.unprepare(&d);
+    // ...and through the claims index (`ctx` decided before).
+    ctx.prepare(&d).unwrap();
+    ctx.release(&d).unwrap();
+    env.unprepare(&d);
+    // Without a recorded diskseq (Xen's script), the number is a claim.
+    xenblock::store::Store::remove(&*env.store, 0, &format!("{a}/diskseq")).unwrap();
+    let e = ctx.prepare(&d).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Busy, "{e}");
+    assert!(e.to_string().contains(&a), "{e}");
+}
+
 /// Unmounts on drop (panics included).
 struct Unmount(std::path::PathBuf);
 

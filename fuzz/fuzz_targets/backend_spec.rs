@@ -315,7 +315,7 @@ fn check_spec(path: &str, fake: &FakeStore) -> Option<Backend> {
         Err(e) => assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}"),
     }
 
-    match spec::handler(b.script.as_deref()) {
+    match spec::handler(b.script.as_deref(), Path::new(SCRIPT_DIR), None) {
         Handler::InProcess => {
             let s = b.script.as_deref().map(str::trim).unwrap_or("");
             assert!(
@@ -331,8 +331,11 @@ fn check_spec(path: &str, fake: &FakeStore) -> Option<Backend> {
     Some(b)
 }
 
+/// The scripts directory of the contexts made here (`Config`'s default).
+const SCRIPT_DIR: &str = "/etc/xen/scripts";
+
 fn run_prepare(path: &str, norm: &str, b: &Backend, fake: &Arc<FakeStore>, netbsd: bool) {
-    if spec::handler(b.script.as_deref()) != Handler::InProcess {
+    if spec::handler(b.script.as_deref(), Path::new(SCRIPT_DIR), None) != Handler::InProcess {
         // Never let fuzzed input choose a program to run.
         return;
     }

@@ -166,11 +166,6 @@ fn swaps_in(text: &str) -> (Vec<Swap>, Vec<String>) {
     (out, doubts)
 }
 
-/// A `/proc` file, whose size `stat` does not tell, read whole.
-pub(crate) fn read_proc(p: &Path) -> io::Result<String> {
-    crate::sys::procfile::read_all(&mut std::fs::File::open(p)?)
-}
-
 /// What one listing of a device's sysfs directory tells.
 #[derive(Debug, Clone)]
 struct DevDir {
@@ -431,7 +426,7 @@ impl SysGraph<'_> {
                 .map(|(l, _, _)| *l)
                 .collect(),
             Loops::Kernel => {
-                match crate::sys::loopdev::with_blocks_backed_by(dev, ino, &self.loops_read) {
+                match crate::sys::loopdev::backed_by_reusing(dev, ino, &self.loops_read) {
                     Ok(v) => {
                         for l in v.iter().filter(|_| self.names) {
                             self.topo

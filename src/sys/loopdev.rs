@@ -110,6 +110,9 @@ pub struct LoopInfo {
     pub file_name: Vec<u8>,
     /// True when the device is read-only.
     pub read_only: bool,
+    /// The kernel's disk sequence number of this binding (`None` on kernels
+    /// without diskseq): a detached and re-attached `/dev/loopN` gets a new one.
+    pub diskseq: Option<u64>,
 }
 
 impl LoopInfo {
@@ -199,6 +202,7 @@ fn query(path: &Path, dev: &File) -> Result<Option<LoopInfo>> {
         backing_ino: raw.lo_inode,
         file_name: name[..len].to_vec(),
         read_only: raw.lo_flags & LO_FLAGS_READ_ONLY != 0,
+        diskseq: super::diskseq::of_file(dev, path)?,
     }))
 }
 
@@ -215,83 +219,121 @@ pub fn status(path: &Path) -> Result<Option<LoopInfo>> {
     }
 }
 
-/// Every bound loop device. Only bound devices have a `loop/` directory in
-/// `/sys/block/loopN/`, so unbound ones cost one `stat` each.
-pub fn list() -> Result<Vec<LoopInfo>> {
-    let dir = std::fs::read_dir("/sys/block").map_err(|e| {
+/// Where the kernel keeps every loop device's sysfs directory (they are
+/// virtual devices); `/sys/block` holds links to them.
+const LOOP_SYSFS: &str = "/sys/devices/virtual/block";
+
+/// The numbers of the bound loop devices: those with a `loop/` directory
+/// in their sysfs directory (it exists exactly while the device is bound,
+/// whatever the size of its backing file), in order. One directory listing,
+/// then one `fstatat` relative to it per loop device (no path walk through
+/// `/sys/block`'s links): a few microseconds per loop device, bound or not,
+/// which is why [`bound_numbers`] keeps the result.
+fn scan_bound() -> Result<Vec<u32>> {
+    let listing = || {
         Error::io(
-            "cannot list /sys/block to find the loop devices (is sysfs mounted?)",
-            e,
+            format!("cannot list {LOOP_SYSFS} to find the loop devices (is sysfs mounted?)"),
+            io::Error::last_os_error(),
         )
-    })?;
-    let mut numbers: Vec<u32> = dir
+    };
+    let dir = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open(LOOP_SYSFS)
+        .map_err(|e| {
+            Error::io(
+                format!("cannot open {LOOP_SYSFS} to find the loop devices (is sysfs mounted?)"),
+                e,
+            )
+        })?;
+    let entries = std::fs::read_dir(LOOP_SYSFS).map_err(|_| listing())?;
+    let mut numbers: Vec<u32> = entries
         .filter_map(|entry| {
             let entry = entry.ok()?;
-            let n = loop_number(&entry.file_name())?;
-            entry.path().join("loop").exists().then_some(n)
+            let name = entry.file_name();
+            let n = loop_number(&name)?;
+            let mut sub = std::os::unix::ffi::OsStringExt::into_vec(name);
+            sub.extend_from_slice(b"/loop");
+            let bound = nix::sys::stat::fstatat(
+                Some(dir.as_raw_fd()),
+                sub.as_slice(),
+                nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+            )
+            .is_ok();
+            bound.then_some(n)
         })
         .collect();
     numbers.sort_unstable();
+    Ok(numbers)
+}
+
+/// The kernel's count of the uevents it has sent (`/sys/kernel/uevent_seqnum`).
+fn uevent_seqnum() -> Option<u64> {
+    let mut buf = [0u8; 32];
+    let n = io::Read::read(&mut File::open("/sys/kernel/uevent_seqnum").ok()?, &mut buf).ok()?;
+    std::str::from_utf8(&buf[..n]).ok()?.trim().parse().ok()
+}
+
+/// The last scan of the bound loop devices, and the uevent count read just
+/// before it.
+static BOUND: std::sync::Mutex<Option<(u64, Vec<u32>)>> = std::sync::Mutex::new(None);
+
+/// [`scan_bound`], reused while the kernel has sent no uevent since: binding
+/// a loop device sends one (`change`, once its `loop/` directory exists),
+/// so an unchanged count means no device was bound since the scan. Devices
+/// unbound since are found out by their status. Without the count (no
+/// sysfs), every call scans.
+fn bound_numbers() -> Result<Vec<u32>> {
+    let seq = uevent_seqnum();
+    if let (Some(s), Ok(cache)) = (seq, BOUND.lock()) {
+        if let Some((_, numbers)) = cache.as_ref().filter(|(at, _)| *at == s) {
+            return Ok(numbers.clone());
+        }
+    }
+    let numbers = scan_bound()?;
+    if let (Some(s), Ok(mut cache)) = (seq, BOUND.lock()) {
+        *cache = Some((s, numbers.clone()));
+    }
+    Ok(numbers)
+}
+
+/// Every bound loop device: found by what it is (a `loop/` directory in
+/// sysfs, then `LOOP_GET_STATUS64`), never through the partition list,
+/// which leaves out a device whose backing file is empty. Unbound devices
+/// cost one `stat` each.
+pub fn list() -> Result<Vec<LoopInfo>> {
+    list_reusing(&[])
+}
+
+/// [`list`], taking the status of the devices in `known` (statuses the
+/// caller has just read) as given instead of asking the kernel again.
+fn list_reusing(known: &[LoopInfo]) -> Result<Vec<LoopInfo>> {
+    let numbers = bound_numbers()?;
     let mut out = Vec::with_capacity(numbers.len());
     for n in numbers {
-        // A device unbound since the directory was read answers `None`.
-        if let Some(info) = status(&dev_path(n))? {
-            out.push(info);
-        }
-    }
-    Ok(out)
-}
-
-/// Every bound loop device whose backing file has this (st_dev, st_ino).
-pub fn backed_by(dev: u64, ino: u64) -> Result<Vec<LoopInfo>> {
-    let mut all = list()?;
-    all.retain(|l| l.is_backed_by(dev, ino));
-    Ok(all)
-}
-
-/// Every loop device with blocks (a capacity above zero) whose backing file
-/// has this (st_dev, st_ino): what the sharing rule needs, as a loop device
-/// of zero sectors hands nobody a block. Read from `/proc/partitions`, which
-/// lists exactly the block devices with a capacity, so a host's many unbound
-/// loop devices cost nothing (where [`list`] stats each one); then one
-/// `LOOP_GET_STATUS64` per listed loop device, except those in `known`
-/// (statuses the caller has just read). Not for finding devices to
-/// detach: a device bound to an empty file is not listed.
-pub fn with_blocks_backed_by(dev: u64, ino: u64, known: &[LoopInfo]) -> Result<Vec<LoopInfo>> {
-    let text = crate::sys::blockdev::read_proc(Path::new("/proc/partitions")).map_err(|e| {
-        Error::io(
-            "cannot read /proc/partitions to find the loop devices (is /proc mounted?)",
-            e,
-        )
-    })?;
-    let mut out = Vec::new();
-    for n in loops_in_partitions(&text) {
         let info = match known.iter().find(|k| k.number == n) {
             Some(k) => Some(k.clone()),
+            // A device unbound since the directory was read answers `None`.
             None => status(&dev_path(n))?,
         };
-        if let Some(info) = info.filter(|i| i.is_backed_by(dev, ino)) {
-            out.push(info);
-        }
+        out.extend(info);
     }
     Ok(out)
 }
 
-/// The loop device numbers (major 7) listed in `/proc/partitions` text.
-fn loops_in_partitions(text: &str) -> Vec<u32> {
-    text.lines()
-        .filter_map(|l| {
-            let mut f = l.split_whitespace();
-            let major = f.next()?;
-            let _minor = f.next()?;
-            let _blocks = f.next()?;
-            let name = f.next()?;
-            if major != "7" {
-                return None;
-            }
-            loop_number(OsStr::new(name))
-        })
-        .collect()
+/// Every bound loop device whose backing file has this (st_dev, st_ino),
+/// empty ones included: a file attached while empty may grow, and its
+/// first writer must still be seen.
+pub fn backed_by(dev: u64, ino: u64) -> Result<Vec<LoopInfo>> {
+    backed_by_reusing(dev, ino, &[])
+}
+
+/// [`backed_by`], reusing the statuses in `known` (see [`list`]); what the
+/// sharing rule calls while it walks the block stack.
+pub fn backed_by_reusing(dev: u64, ino: u64, known: &[LoopInfo]) -> Result<Vec<LoopInfo>> {
+    let mut all = list_reusing(known)?;
+    all.retain(|l| l.is_backed_by(dev, ino));
+    Ok(all)
 }
 
 /// A person-readable name for an open file: its path if /proc knows it.
@@ -612,9 +654,9 @@ mod tests {
         want.sort();
         assert_eq!(paths, want);
         assert!(list().unwrap().iter().any(|l| l.path == rw.info.path));
-        // The sharing rule's faster listing finds the same two.
+        // The listing that reuses known statuses finds the same two.
         let fast = |known: &[LoopInfo]| {
-            let mut v: Vec<_> = with_blocks_backed_by(dev, ino, known)
+            let mut v: Vec<_> = backed_by_reusing(dev, ino, known)
                 .unwrap()
                 .into_iter()
                 .map(|l| l.path)
@@ -647,28 +689,36 @@ mod tests {
     }
 
     #[test]
-    fn loop_devices_in_proc_partitions() {
-        let text = "major minor  #blocks  name\n\n   7        0      65536 loop0\n \
-                    259        0      1024 loop0p1\n 254        0  268435456 vda\n \
-                    7       12          0 loop12\n   7        3       512 loopy\n";
-        assert_eq!(loops_in_partitions(text), vec![0, 12]);
-        assert!(loops_in_partitions("").is_empty());
-    }
-
-    #[test]
-    fn empty_backing_file_has_no_blocks() {
+    fn empty_backing_file_is_found() {
         require_root();
         let img = TempImage::new();
         img.file.set_len(0).unwrap();
         let (dev, ino) = img.id();
+        // A listing just before: the binding must not be hidden by it.
+        assert!(backed_by(dev, ino).unwrap().is_empty());
         let a = Attached::new(&img, &img.file, false, b"xenblock-test empty");
-        // Bound (so `list` must see it, for detaching), but with no sector
-        // to share (so the sharing rule's listing may leave it out).
+        // Bound with no sector yet: absent from /proc/partitions, found all
+        // the same (the file may grow under its writer).
         assert!(backed_by(dev, ino)
             .unwrap()
             .iter()
             .any(|l| l.path == a.info.path));
-        assert!(with_blocks_backed_by(dev, ino, &[]).unwrap().is_empty());
+        assert!(backed_by_reusing(dev, ino, &[])
+            .unwrap()
+            .iter()
+            .any(|l| l.path == a.info.path));
+    }
+
+    #[test]
+    fn a_rebound_device_gets_a_new_diskseq() {
+        require_root();
+        let img = TempImage::new();
+        let a = Attached::new(&img, &img.file, true, b"xenblock-test seq");
+        let first = a.info.diskseq.expect("this kernel reports diskseq");
+        assert_eq!(status(&a.info.path).unwrap().unwrap().diskseq, Some(first));
+        assert!(detach(&a.info.path).is_ok());
+        let b = Attached::new(&img, &img.file, true, b"xenblock-test seq");
+        assert_ne!(b.info.diskseq, Some(first), "{:?}", b.info);
     }
 
     #[test]

@@ -28,6 +28,7 @@ pub fn unprepare(store: &dyn Store, be: &str) {
         "physical-device",
         "physical-device-path",
         "node",
+        "diskseq",
         "hotplug-status",
         "hotplug-error",
     ] {

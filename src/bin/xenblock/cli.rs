@@ -30,6 +30,22 @@ pub mod exit {
     pub const PERMISSION: u8 = 7;
 }
 
+/// What `xenblock audit` checks, and its exit status.
+pub const AUDIT_HELP: &str = "\
+Checks every backend under backend/vbd, vbd3 and qdisk that names a disk,
+as if it asked for its disk now: the same rule as prepare, against every
+other backend (a pair of writers on one disk shows from both sides) and
+dom0's mounts and swap. A loop device counts as the file it serves. Writes
+nothing and takes no lock. For hosts switching from Xen's script, which may
+already have given one image read-write to two guests.
+
+Exit status:
+  0  no conflict found
+  3  conflicts found (each listed, with what holds the disk)
+  1  the audit could not tell for some backends (listed), or failed
+  6  xenstored cannot be reached
+  7  not root: nothing was checked";
+
 pub const AFTER_HELP: &str = "\
 Environment:
   XENSTORED_PATH       xenstored socket or xenbus device (default: the usual ones)
@@ -143,6 +159,13 @@ pub enum Command {
         /// Only look at loop devices of backends under this path
         #[arg(value_name = "BACKEND_PREFIX")]
         prefix: Option<String>,
+        /// Print the result as one JSON object on stdout
+        #[arg(long)]
+        json: bool,
+    },
+    /// Report every current conflict: disks given to two VMs with a writer, or held by dom0 (read-only)
+    #[command(after_help = AUDIT_HELP)]
+    Audit {
         /// Print the result as one JSON object on stdout
         #[arg(long)]
         json: bool,

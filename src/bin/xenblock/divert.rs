@@ -46,7 +46,8 @@ fn dpkg_divert(args: &[&str]) -> Result<String, Failure> {
             exit::FAILED,
             format!(
                 "cannot run dpkg-divert ({e}). enable/disable need Debian's dpkg; elsewhere \
-                 link by hand: mv {SCRIPT} {DIVERTED} && ln -s /usr/sbin/xenblock {SCRIPT}"
+                 link by hand, keeping a script in place: ln {SCRIPT} {DIVERTED} && \
+                 ln -s /usr/sbin/xenblock {SCRIPT}.new && mv -T {SCRIPT}.new {SCRIPT}"
             ),
         )
     })?;
@@ -82,6 +83,37 @@ fn is_xenblock_link(p: &Path) -> bool {
     link_target(p).is_some_and(|t| t.file_name().is_some_and(|n| n == "xenblock"))
 }
 
+/// Whether `a` and `b` are one file under two names (a hard link): the
+/// state in which Xen's script is both at its path and kept as the
+/// diverted copy, which every step below passes through.
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (a.symlink_metadata(), b.symlink_metadata()) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => false,
+    }
+}
+
+/// Put the file `from` at `script` too (a hard link), replacing what is
+/// there in one rename: `script` never goes missing.
+fn put_back(from: &Path, script: &Path) -> Result<(), Failure> {
+    let tmp = script.with_file_name(".block.xenblock-new");
+    let _ = std::fs::remove_file(&tmp);
+    std::fs::hard_link(from, &tmp)
+        .and_then(|()| std::fs::rename(&tmp, script))
+        .map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            Failure::new(
+                exit::FAILED,
+                format!(
+                    "cannot put {} back at {}: {e}",
+                    from.display(),
+                    script.display()
+                ),
+            )
+        })
+}
+
 pub fn enable(target: Option<&Path>) -> Result<(), Failure> {
     need_root()?;
     let target = match target {
@@ -115,7 +147,11 @@ pub fn enable(target: Option<&Path>) -> Result<(), Failure> {
                 );
                 return Ok(());
             }
-            if script.symlink_metadata().is_ok() && !is_xenblock_link(&script) {
+            let diverted = under_root(DIVERTED);
+            if script.symlink_metadata().is_ok()
+                && !is_xenblock_link(&script)
+                && !same_file(&script, &diverted)
+            {
                 return Err(Failure::new(
                     exit::FAILED,
                     format!(
@@ -173,27 +209,53 @@ pub fn enable(target: Option<&Path>) -> Result<(), Failure> {
         }
         Ok(_) => {}
     }
-    dpkg_divert(&[
-        "--package",
-        PACKAGE,
-        "--divert",
-        DIVERTED,
-        "--rename",
-        "--add",
-        SCRIPT,
-    ])?;
-    if let Err(f) = link(&target, &script) {
-        // Put Xen's script back: never leave the path empty.
-        let undo = dpkg_divert(&["--package", PACKAGE, "--rename", "--remove", SCRIPT]);
+    // Xen's script stays at its path throughout: it is first kept under
+    // the diverted name too (a hard link), the diversion is registered
+    // without moving anything, and only then does the link to xenblock
+    // replace it, in one rename. A failure at any step leaves a state
+    // that `enable` and `disable` both pick up again.
+    let diverted = under_root(DIVERTED);
+    let made_copy = match diverted.symlink_metadata() {
+        Err(_) => {
+            std::fs::hard_link(&script, &diverted).map_err(|e| {
+                Failure::new(
+                    exit::FAILED,
+                    format!("cannot keep Xen's script as {DIVERTED}: {e}. Nothing was changed."),
+                )
+            })?;
+            true
+        }
+        Ok(_) if same_file(&script, &diverted) => false,
+        Ok(_) => {
+            return Err(Failure::new(
+                exit::FAILED,
+                format!(
+                    "{DIVERTED} exists already and is not Xen's script at {SCRIPT}; move it \
+                     away and run `xenblock enable` again. Nothing was changed."
+                ),
+            ))
+        }
+    };
+    if let Err(f) = dpkg_divert(&["--package", PACKAGE, "--divert", DIVERTED, "--add", SCRIPT]) {
+        if made_copy {
+            let _ = std::fs::remove_file(&diverted);
+        }
         return Err(Failure::new(
             f.code,
             format!(
-                "{}; {}",
-                f.message,
-                match undo {
-                    Ok(_) => "Xen's script was put back".to_string(),
-                    Err(u) => format!("putting Xen's script back failed too: {}", u.message),
-                }
+                "{}; {SCRIPT} is still Xen's script. Run `xenblock enable` again once \
+                 dpkg-divert works.",
+                f.message
+            ),
+        ));
+    }
+    if let Err(f) = link(&target, &script) {
+        return Err(Failure::new(
+            f.code,
+            format!(
+                "{}; {SCRIPT} is still Xen's script (the diversion is registered). Run \
+                 `xenblock enable` again to finish, or `xenblock disable` to undo.",
+                f.message
             ),
         ));
     }
@@ -240,29 +302,61 @@ pub fn disable() -> Result<(), Failure> {
                     ),
                 ));
             }
+            let diverted = under_root(DIVERTED);
+            if same_file(&script, &diverted) {
+                // The extra name a failed `enable` could not take back.
+                let _ = std::fs::remove_file(&diverted);
+            }
             println!("not enabled: {SCRIPT} is Xen's own script; nothing changed");
             Ok(())
         }
         Some(PACKAGE) => {
-            if script.symlink_metadata().is_ok() {
-                if !is_xenblock_link(&script) {
-                    return Err(Failure::new(
-                        exit::FAILED,
-                        format!(
-                            "{SCRIPT} is not the link to xenblock that `enable` made \
-                             (something replaced it); move it away and run `xenblock \
-                             disable` again. Nothing was changed."
-                        ),
-                    ));
-                }
-                std::fs::remove_file(&script).map_err(|e| {
-                    Failure::new(exit::FAILED, format!("cannot remove {SCRIPT}: {e}"))
-                })?;
+            // Xen's script goes back first (a hard link of the diverted
+            // copy, renamed over the link: the path never goes missing),
+            // then the diversion is dropped without moving anything, then
+            // the extra name is removed. A failure at any step leaves a
+            // state that `disable` and `enable` both pick up again.
+            let diverted = under_root(DIVERTED);
+            let have_xen = diverted.symlink_metadata().is_ok();
+            let present = script.symlink_metadata().is_ok();
+            if present && !is_xenblock_link(&script) && !same_file(&script, &diverted) {
+                return Err(Failure::new(
+                    exit::FAILED,
+                    format!(
+                        "{SCRIPT} is not the link to xenblock that `enable` made \
+                         (something replaced it); move it away and run `xenblock \
+                         disable` again. Nothing was changed."
+                    ),
+                ));
             }
-            dpkg_divert(&["--package", PACKAGE, "--rename", "--remove", SCRIPT])?;
-            if under_root(SCRIPT).exists() {
+            if have_xen && !same_file(&script, &diverted) {
+                put_back(&diverted, &script)?;
+            }
+            dpkg_divert(&["--package", PACKAGE, "--remove", SCRIPT]).map_err(|f| {
+                let now = if have_xen {
+                    "Xen's script is back in place"
+                } else {
+                    "nothing else was changed"
+                };
+                Failure::new(
+                    f.code,
+                    format!(
+                        "{}; {now}, but the diversion is still registered. Run `xenblock \
+                         disable` again once dpkg-divert works.",
+                        f.message
+                    ),
+                )
+            })?;
+            if have_xen {
+                // Only the extra name of the same file.
+                if same_file(&script, &diverted) {
+                    let _ = std::fs::remove_file(&diverted);
+                }
                 println!("disabled: {SCRIPT} is Xen's own script again");
             } else {
+                if is_xenblock_link(&script) {
+                    let _ = std::fs::remove_file(&script);
+                }
                 println!(
                     "disabled: the diversion is gone; {SCRIPT} is absent because Xen's \
                      script was not installed (it returns with xen-utils-common)"
@@ -287,6 +381,10 @@ pub fn status() -> Result<(), Failure> {
         (Some(PACKAGE), true) => println!(
             "enabled: {SCRIPT} runs {} (Xen's script is {DIVERTED})",
             link_target(&script).unwrap_or_default().display()
+        ),
+        (Some(PACKAGE), false) if same_file(&script, &under_root(DIVERTED)) => println!(
+            "half-switched: {SCRIPT} is Xen's script but the diversion for xenblock is still \
+             registered; run `xenblock enable` or `xenblock disable` to finish"
         ),
         (Some(PACKAGE), false) => println!(
             "half-enabled: {SCRIPT} is diverted for xenblock but is not a link to it; \

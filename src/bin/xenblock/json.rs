@@ -25,6 +25,11 @@ impl Object {
         self
     }
 
+    /// The object as a JSON value (to put in an array).
+    pub fn value(self) -> Value {
+        Value::Object(self.0)
+    }
+
     pub fn finish(self) -> String {
         Value::Object(self.0).to_string()
     }

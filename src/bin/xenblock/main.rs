@@ -16,6 +16,7 @@
 
 use clap::{CommandFactory, Parser};
 use std::ffi::OsString;
+use std::path::PathBuf;
 use std::time::Duration;
 use xenblock::{Config, Context, ErrorKind, Flavour};
 
@@ -87,10 +88,13 @@ fn real_main() -> u8 {
         .file_name()
         .is_some_and(|n| n == "block");
     if invoked_as_block {
-        return hotplug_main(&rest, None);
+        // Run by its path (libxl execs the absolute `script` it wrote): a
+        // backend naming that path is this drop-in's, wherever it lives.
+        let me = Some(PathBuf::from(&argv0)).filter(|p| p.is_absolute());
+        return hotplug_main(&rest, None, me);
     }
     if rest.first().is_some_and(|a| a == "hotplug") {
-        return hotplug_main(&rest[1..], None);
+        return hotplug_main(&rest[1..], None, None);
     }
     let parsed = match fastpath::per_disk(&rest) {
         Some(c) => Ok(c),
@@ -266,6 +270,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 },
             )
         }
+        Command::Audit { json } => audit(common, json),
         Command::Plan { path, action, json } => {
             let add = action == cli::ActionArg::Add;
             let r = context(common).and_then(|ctx| Ok(ctx.plan(&path, add)?));
@@ -319,7 +324,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             )
         }
         Command::Hotplug { args } => {
-            let code = hotplug_main(&args, Some(common));
+            let code = hotplug_main(&args, Some(common), None);
             if code == 0 {
                 Ok(())
             } else {
@@ -330,6 +335,108 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Disable => divert::disable(),
         Command::Status => divert::status(),
         Command::Demo => demo::run().map_err(|m| Failure::new(exit::FAILED, m)),
+    }
+}
+
+/// `xenblock audit`: the report on stdout (text or one JSON object),
+/// whatever it found; the exit status says what (cli::AUDIT_HELP).
+fn audit(common: &Common, json: bool) -> Result<(), Failure> {
+    if !nix::unistd::geteuid().is_root() {
+        let f = Failure::new(
+            exit::PERMISSION,
+            "audit needs root to identify loop devices and block devices; run it as root. \
+             Nothing was checked.",
+        );
+        return report(
+            json,
+            Err::<(), _>(f),
+            |_| String::new(),
+            |_| json::Object::new(),
+        );
+    }
+    let mut config = config(common);
+    // Read-only: no claims index (it writes a sentinel node).
+    config.claims_index = false;
+    let r = Context::new(config)
+        .map_err(|e| Failure::new(exit::STORE, e.to_string()))
+        .and_then(|ctx| Ok(ctx.audit()?));
+    let a = match r {
+        Ok(a) => a,
+        Err(f) => {
+            return report(
+                json,
+                Err::<(), _>(f),
+                |_| String::new(),
+                |_| json::Object::new(),
+            )
+        }
+    };
+    let code = if !a.conflicts.is_empty() {
+        exit::BUSY
+    } else if !a.unsure.is_empty() {
+        exit::FAILED
+    } else {
+        0
+    };
+    let finding = |f: &xenblock::Finding| {
+        json::Object::new()
+            .field("backend", f.backend.as_str())
+            .field("domid", f.domid.as_str())
+            .field("mode", f.mode.describe())
+            .field("message", f.message.as_str())
+            .value()
+    };
+    if json {
+        let list = |v: &[xenblock::Finding]| v.iter().map(finding).collect::<Vec<_>>();
+        println!(
+            "{}",
+            json::Object::new()
+                .field("checked", a.checked as u64)
+                .field("conflicts", list(&a.conflicts))
+                .field("unsure", list(&a.unsure))
+                .field("skipped", a.skipped.as_slice())
+                .field("ok", code == 0)
+                .field("exit_code", code as u64)
+                .finish()
+        );
+    } else {
+        for f in &a.conflicts {
+            println!(
+                "conflict: {} (domain {}, {}): {}",
+                f.backend,
+                f.domid,
+                f.mode.describe(),
+                f.message
+            );
+        }
+        for f in &a.unsure {
+            println!(
+                "cannot tell: {} (domain {}, {}): {}",
+                f.backend,
+                f.domid,
+                f.mode.describe(),
+                f.message
+            );
+        }
+        for s in &a.skipped {
+            println!("skipped: {s}");
+        }
+        let n = a.checked;
+        let disks = if n == 1 { "disk" } else { "disks" };
+        if code == 0 {
+            println!("no conflict found among {n} {disks} handed out");
+        } else {
+            println!(
+                "{} of {n} {disks} handed out in conflict, {} undecided",
+                a.conflicts.len(),
+                a.unsure.len()
+            );
+        }
+    }
+    if code == 0 {
+        Ok(())
+    } else {
+        Err(Failure::new(code, ""))
     }
 }
 
@@ -348,7 +455,7 @@ fn reconcile(_: &Context, _: Option<&str>) -> Result<xenblock::Reconciled, Failu
 
 /// The drop-in: Xen's `block` script contract. Every error, usage included,
 /// exits 1, as the script does.
-fn hotplug_main(args: &[OsString], common: Option<&Common>) -> u8 {
+fn hotplug_main(args: &[OsString], common: Option<&Common>, drop_in: Option<PathBuf>) -> u8 {
     if args.iter().any(|a| a == "--help" || a == "-h") {
         let mut cmd = Cli::command();
         if let Some(h) = cmd.find_subcommand_mut("hotplug") {
@@ -360,7 +467,7 @@ fn hotplug_main(args: &[OsString], common: Option<&Common>) -> u8 {
         println!("xenblock {}", env!("CARGO_PKG_VERSION"));
         return 0;
     }
-    match hotplug(args, common) {
+    match hotplug(args, common, drop_in) {
         Ok(()) => 0,
         Err(m) => {
             eprintln!("xenblock hotplug: {m}");
@@ -372,7 +479,11 @@ fn hotplug_main(args: &[OsString], common: Option<&Common>) -> u8 {
 /// Default lock wait of the drop-in (`hotplug`, or run as `block`), in seconds.
 const HOTPLUG_LOCK_TIMEOUT_SECS: f64 = 30.0;
 
-fn hotplug(args: &[OsString], common: Option<&Common>) -> Result<(), String> {
+fn hotplug(
+    args: &[OsString],
+    common: Option<&Common>,
+    drop_in: Option<PathBuf>,
+) -> Result<(), String> {
     let mut args_s = Vec::with_capacity(args.len());
     for a in args {
         match a.to_str() {
@@ -410,7 +521,8 @@ fn hotplug(args: &[OsString], common: Option<&Common>) -> Result<(), String> {
     if c.lock_timeout.is_none() {
         c.lock_timeout = Some(HOTPLUG_LOCK_TIMEOUT_SECS);
     }
-    let config = config(&c);
+    let mut config = config(&c);
+    config.drop_in = drop_in;
     // Upstream's findCommand: the first argument without '=' is the command.
     let pos: Vec<&String> = positional.iter().filter(|a| !a.contains('=')).collect();
     let (path, add) = match config.flavour {
