@@ -398,7 +398,13 @@ impl Context {
         keys: &[Key],
         names: bool,
     ) -> Result<()> {
-        let (topology, overlap, mounts, swaps) = self.gather_stack(keys, names)?;
+        let (mut topology, overlap, mounts, swaps) = self.gather_stack(keys, names)?;
+        #[cfg(target_os = "linux")]
+        if mode == Mode::Write && self.config.flavour == Flavour::Linux {
+            // Ask the kernel too: it knows holders mountinfo does not show.
+            let src = crate::sys::blockdev::Sources::system();
+            crate::sys::blockdev::probe_exclusive(&src, &mut topology, &overlap, names);
+        }
         let wanted = |k: &Key| overlap.contains(k);
         let from_index = self.index.as_ref().and_then(|ix| {
             let mut devs = overlap.nodes().iter().filter_map(|k| match k {

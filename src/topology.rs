@@ -148,6 +148,11 @@ impl Overlap {
         self.reached.contains_key(k)
     }
 
+    /// Whether a target is built on `k` (and `k` is not itself a target).
+    pub fn is_below(&self, k: &Key) -> bool {
+        self.below.contains(k)
+    }
+
     /// Whether a target is built on `k` (or `k` is a target).
     pub fn is_below_or_target(&self, k: &Key) -> bool {
         self.below.contains(k) || matches!(self.reached.get(k), Some((None, _)))
@@ -297,6 +302,12 @@ pub struct Topology {
     /// What could not be read (a device vanished, an entry unreadable, too
     /// many devices): reasons to refuse a read-write request.
     pub doubts: Vec<String>,
+    /// Devices the kernel refused to open exclusively (`O_EXCL`: `EBUSY`)
+    /// while the decision was made: a mount (in any mount namespace), a
+    /// multi-device filesystem, an external journal, dm, md, swap or any
+    /// other exclusive opener holds them. With what holds each, when it
+    /// could be told (empty otherwise). Read for read-write requests only.
+    pub exclusive: Vec<(Key, String)>,
 }
 
 impl Topology {

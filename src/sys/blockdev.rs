@@ -99,7 +99,11 @@ impl ProcFiles {
     /// The mounts.
     pub fn mounts(&mut self) -> crate::error::Result<Vec<crate::sharing::Mount>> {
         match self.mountinfo.text() {
-            Ok(text) => Ok(crate::sys::mountinfo::parse(text)),
+            Ok(text) => {
+                let mut mounts = crate::sys::mountinfo::parse(text);
+                mounts.extend(by_source(text));
+                Ok(mounts)
+            }
             Err(e) => Err(crate::error::Error::io(
                 format!(
                     "cannot read {} to check which devices are mounted (is /proc mounted?)",
@@ -126,6 +130,149 @@ impl ProcFiles {
         };
         swaps_in(text)
     }
+}
+
+/// The mounts mountinfo lists under an anonymous device number (btrfs)
+/// whose source is a block device: that device, as mounted there (what
+/// Xen's script compares). A source that cannot be identified is left out:
+/// for read-write requests the kernel is asked ([`probe_exclusive`]).
+fn by_source(text: &str) -> Vec<crate::sharing::Mount> {
+    crate::sys::mountinfo::named_sources(text)
+        .into_iter()
+        .filter_map(|f| {
+            let st = crate::sys::stat::stat(Path::new(&f.source)).ok()?;
+            (st.kind == FileKind::Block).then(|| crate::sharing::Mount {
+                dev: DevNum::from_dev_t(st.rdev),
+                ..f.mount
+            })
+        })
+        .collect()
+}
+
+/// Ask the kernel which devices that meet the targets are held
+/// exclusively: the targets and what meets them from beside or above
+/// (never what they are built on, which their own stack holds). An
+/// `O_EXCL` open of a block device fails with `EBUSY` while a mount (in any
+/// mount namespace), a multi-device filesystem, an external journal or log,
+/// dm, md, swap or any other exclusive opener holds it; a partition's open
+/// also fails while its whole disk is held, and the disk's while a
+/// partition is. The first such device found is recorded in
+/// `topo.exclusive`, with what holds it when `names` (read only to explain
+/// a refusal). A device without a node in `/dev` is not asked.
+pub fn probe_exclusive(src: &Sources, topo: &mut Topology, o: &Overlap, names: bool) {
+    for k in o.nodes() {
+        let Key::Dev(d) = *k else { continue };
+        if o.is_below(k) {
+            continue;
+        }
+        let Some(node) = dev_node(src, d) else {
+            continue;
+        };
+        if held_exclusively(&node, d) {
+            let by = if names {
+                what_holds(src, d, &node)
+            } else {
+                String::new()
+            };
+            topo.exclusive.push((*k, by));
+            return;
+        }
+    }
+}
+
+/// A loop device's backing file when it is a block device node (`losetup
+/// /dev/X`): X, as a device. The node is named by sysfs `loop/backing_file`
+/// and must be the file the kernel reports (`lo_device`, `lo_inode`).
+fn backing_device(loop_dir: &Path, dev: u64, ino: u64) -> Option<Key> {
+    let p = read_trim(&loop_dir.join("loop/backing_file")).ok()?;
+    let st = crate::sys::stat::stat(Path::new(&p)).ok()?;
+    (st.kind == FileKind::Block && st.dev == dev && st.ino == ino)
+        .then(|| Key::Dev(DevNum::from_dev_t(st.rdev)))
+}
+
+/// `/dev/<name>` of device `d`, by its sysfs name (`!` for `/`).
+fn dev_node(src: &Sources, d: DevNum) -> Option<PathBuf> {
+    let link = src.sys.join(format!("dev/block/{}:{}", d.major, d.minor));
+    let rel = std::fs::read_link(link).ok()?;
+    let name = rel.file_name()?.to_str()?.replace('!', "/");
+    Some(PathBuf::from("/dev").join(name))
+}
+
+/// Whether the block device node `node`, which must be device `d`, cannot
+/// be opened exclusively (`EBUSY`). Any other outcome (no such node, a
+/// node of another device, no medium) says nothing and answers false.
+fn held_exclusively(node: &Path, d: DevNum) -> bool {
+    use std::os::unix::fs::OpenOptionsExt;
+    match crate::sys::stat::stat(node) {
+        Ok(st) if st.kind == FileKind::Block && DevNum::from_dev_t(st.rdev) == d => {}
+        _ => return false,
+    }
+    // Read-only, non-blocking (no medium wait), closed at once: the claim
+    // lasts only this open.
+    let r = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_EXCL | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(node);
+    matches!(r, Err(e) if e.raw_os_error() == Some(libc::EBUSY))
+}
+
+/// What holds device `d` (node `node`) exclusively, for people; empty when
+/// it cannot be told (a mount in another mount namespace, an opener with
+/// `O_EXCL`).
+fn what_holds(src: &Sources, d: DevNum, node: &Path) -> String {
+    let is_d = |p: &str| {
+        crate::sys::stat::stat(Path::new(p))
+            .is_ok_and(|st| st.kind == FileKind::Block && DevNum::from_dev_t(st.rdev) == d)
+    };
+    if let Ok(text) = read_proc(&src.mountinfo) {
+        for f in crate::sys::mountinfo::parse_full(&text) {
+            let how = if f.mount.read_only {
+                "read-only"
+            } else {
+                "read-write"
+            };
+            let mp = &f.mount.mount_point;
+            if f.source.starts_with('/') && is_d(&f.source) {
+                return format!("mounted {how} at {mp} ({}) in dom0", f.fstype);
+            }
+            // XFS `logdev=`/`rtdev=`, and any other device named in the
+            // superblock options.
+            for o in f.super_options.split(',') {
+                if let Some((opt, v)) = o.split_once('=') {
+                    if v.starts_with('/') && is_d(v) {
+                        return format!(
+                            "the {opt} device of the {} filesystem mounted {how} at {mp} in dom0",
+                            f.fstype
+                        );
+                    }
+                }
+            }
+        }
+    }
+    let name = node
+        .strip_prefix("/dev")
+        .map(|p| p.to_string_lossy().replace('/', "!"))
+        .unwrap_or_default();
+    if name.is_empty() {
+        return String::new();
+    }
+    // ext3/ext4 (jbd2) name an external journal after its device alone; an
+    // internal one is `<device>-<inode>`.
+    let proc = src.swaps.parent().unwrap_or(Path::new("/proc"));
+    if proc.join("fs/jbd2").join(&name).is_dir() {
+        return "the external journal of a mounted ext3/ext4 filesystem in dom0".into();
+    }
+    if let Ok(rd) = std::fs::read_dir(src.sys.join("fs/btrfs")) {
+        for e in rd.flatten() {
+            if e.path().join("devices").join(&name).exists() {
+                return format!(
+                    "a device of the mounted btrfs filesystem {} in dom0",
+                    e.file_name().to_string_lossy()
+                );
+            }
+        }
+    }
+    String::new()
 }
 
 /// The swap areas in `/proc/swaps` text: their paths, unescaped.
@@ -406,10 +553,12 @@ impl SysGraph<'_> {
                 let node = PathBuf::from("/dev").join(dir.file_name()?);
                 match crate::sys::loopdev::status(&node) {
                     Ok(Some(i)) => {
-                        let key = Key::File {
-                            dev: i.backing_dev,
-                            ino: i.backing_ino,
-                        };
+                        let key = backing_device(dir, i.backing_dev, i.backing_ino).unwrap_or(
+                            Key::File {
+                                dev: i.backing_dev,
+                                ino: i.backing_ino,
+                            },
+                        );
                         self.loops_read.push(i);
                         Some(key)
                     }
@@ -420,6 +569,24 @@ impl SysGraph<'_> {
                     }
                 }
             }
+        }
+    }
+
+    /// The loop devices over block device `d` (`losetup /dev/X`): those
+    /// whose backing file is `d`'s node in `/dev` (any name of it: udev's
+    /// symlinks lead there).
+    fn loops_over_device(&mut self, d: DevNum) -> Vec<DevNum> {
+        if !matches!(self.src.loops, Loops::Kernel) {
+            return Vec::new();
+        }
+        let Some(node) = dev_node(self.src, d) else {
+            return Vec::new();
+        };
+        match crate::sys::stat::stat(&node) {
+            Ok(st) if st.kind == FileKind::Block && DevNum::from_dev_t(st.rdev) == d => {
+                self.loops_over(st.dev, st.ino)
+            }
+            _ => Vec::new(),
         }
     }
 
@@ -537,6 +704,16 @@ impl Graph for SysGraph<'_> {
                     );
                 }
             }
+        }
+        for l in self.loops_over_device(d) {
+            self.edge(
+                Edge {
+                    upper: Key::Dev(l),
+                    lower: k,
+                    layer: Layer::Whole,
+                },
+                &mut out,
+            );
         }
         for name in self.list(dir, "holders") {
             if let Some(h) = self.class_dev(&name) {
