@@ -474,10 +474,11 @@ impl Context {
         #[cfg(target_os = "linux")]
         if self.config.flavour == Flavour::Linux {
             use crate::sys::blockdev;
-            let src = blockdev::Sources::system();
-            let (topo, o) = blockdev::gather(&src, keys, names);
+            let mut src = blockdev::Sources::system();
             // Read again only after a change (see `sys::procfile`).
             let mut proc_files = self.proc_files.lock();
+            src.overlays = Some(proc_files.overlays());
+            let (topo, o) = blockdev::gather(&src, keys, names);
             let mounts = proc_files.mounts()?;
             let (swaps, unknown) = proc_files.swaps();
             drop(proc_files);

@@ -375,3 +375,64 @@ fn a_loop_device_over_a_block_device_is_stacked_on_it() {
     ctx.prepare(&be).expect("read-only once unmounted");
     ctx.release(&be).unwrap();
 }
+
+#[test]
+fn one_image_through_overlayfs_and_its_lower_directory() {
+    require_root();
+    let mut env = Env::new();
+    for d in ["lower", "upper", "work", "merged"] {
+        std::fs::create_dir_all(env.dir.join(d)).unwrap();
+    }
+    let lower = env.image("lower/img", 8 << 20);
+    let opts = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        shown(&env.dir.join("lower")),
+        shown(&env.dir.join("upper")),
+        shown(&env.dir.join("work"))
+    );
+    // `Mounted` mounts its first argument on a directory of its own name.
+    let m = Mounted::new(
+        &env,
+        Path::new("overlay"),
+        "merged",
+        &["-t", "overlay", "-o", &opts],
+    );
+    let merged = m.0.join("img");
+    let (a, b) = (
+        std::fs::metadata(&lower).unwrap(),
+        std::fs::metadata(&merged).unwrap(),
+    );
+    {
+        use std::os::unix::fs::MetadataExt;
+        assert_ne!((a.dev(), a.ino()), (b.dev(), b.ino()), "two identities");
+    }
+    env.domain(5, "/vm/a");
+    env.domain(9, "/vm/b");
+    let ctx = env.ctx();
+    // The lower file read-write to one guest: the merged path is refused
+    // to another, even read-only.
+    let bl = env.backend(5, DEVID, &shown(&lower), "w");
+    ctx.prepare(&bl).expect("the lower file alone");
+    let be = env.backend(9, DEVID, &shown(&merged), "r");
+    refused(&env, &ctx, &be, &["domain 5", "overlayfs"]);
+    ctx.release(&bl).unwrap();
+    env.unprepare(&bl);
+    // The merged path (read-only: no copy-up) to one guest: the lower file
+    // is refused read-write to another.
+    let bm = env.backend(5, DEVID + 1, &shown(&merged), "r");
+    ctx.prepare(&bm).expect("the merged path alone");
+    let be = env.backend(9, DEVID + 1, &shown(&lower), "w");
+    refused(&env, &ctx, &be, &["domain 5"]);
+    // Read-only on both sides stays shared.
+    let be = env.backend(9, DEVID + 2, &shown(&lower), "r");
+    ctx.prepare(&be).expect("read-only sharing");
+    ctx.release(&be).unwrap();
+    env.unprepare(&be);
+    ctx.release(&bm).unwrap();
+    env.unprepare(&bm);
+    assert!(
+        !env.dir.join("upper/img").exists(),
+        "no copy-up happened: the two paths stayed one file"
+    );
+    drop(m);
+}

@@ -33,6 +33,95 @@ pub struct Sources {
     pub mountinfo: PathBuf,
     /// How loop devices' backing files are found.
     pub loops: Loops,
+    /// The overlayfs mounts, when the caller has them at hand (`None`:
+    /// read from `mountinfo` when a file is first met).
+    pub overlays: Option<Vec<Overlay>>,
+}
+
+/// An overlayfs mount: what a file's identity through it says about the
+/// file its blocks live on. All its layers on one filesystem (the usual
+/// case): a non-directory's `st_ino` is its layer file's, and `st_dev` the
+/// overlay's own; layers on several filesystems without `xino`: `stat`
+/// already gives the layer file's identity; with `xino` (or when the
+/// layers cannot be read), the layer file cannot be told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Overlay {
+    /// The overlay's `st_dev` (a `dev_t`).
+    pub dev: u64,
+    /// Where it is mounted, for people.
+    pub mount_point: String,
+    pub layers: Layers,
+}
+
+/// See [`Overlay`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layers {
+    /// All on the filesystem with this `st_dev`.
+    Same(u64),
+    /// `stat` through the overlay gives the layer file.
+    Real,
+    /// Cannot be told.
+    Unknown,
+}
+
+/// Split overlayfs' option value or list on unescaped `sep`, dropping the
+/// backslashes that escape.
+fn split_escaped(s: &str, sep: char) -> Vec<String> {
+    let mut out = vec![String::new()];
+    let mut esc = false;
+    for c in s.chars() {
+        if esc {
+            out.last_mut().unwrap_or(&mut String::new()).push(c);
+            esc = false;
+        } else if c == '\\' {
+            esc = true;
+        } else if c == sep {
+            out.push(String::new());
+        } else if let Some(l) = out.last_mut() {
+            l.push(c);
+        }
+    }
+    out
+}
+
+/// The overlayfs mounts in a mountinfo text, their layers examined
+/// (`stat`). Costs nothing on a host without overlayfs.
+pub fn overlays_in(text: &str) -> Vec<Overlay> {
+    if !text.contains(" - overlay ") {
+        return Vec::new();
+    }
+    crate::sys::mountinfo::parse_full(text)
+        .into_iter()
+        .filter(|f| f.fstype == "overlay")
+        .map(|f| {
+            let mut dirs = Vec::new();
+            let mut xino = true; // `auto` unless shown off
+            let opts = split_escaped(&f.super_options, ',');
+            for o in &opts {
+                match o.split_once('=') {
+                    Some(("lowerdir", v)) => dirs.extend(split_escaped(v, ':')),
+                    Some(("lowerdir+" | "datadir+" | "upperdir", v)) => dirs.push(v.to_string()),
+                    Some(("xino", "off")) => xino = false,
+                    _ => {}
+                }
+            }
+            let devs: Option<Vec<u64>> = dirs
+                .iter()
+                .filter(|d| !d.is_empty())
+                .map(|d| crate::sys::stat::stat(Path::new(d)).ok().map(|st| st.dev))
+                .collect();
+            let layers = match devs {
+                Some(v) if !v.is_empty() && v.iter().all(|d| *d == v[0]) => Layers::Same(v[0]),
+                Some(v) if !v.is_empty() && !xino => Layers::Real,
+                _ => Layers::Unknown,
+            };
+            Overlay {
+                dev: f.mount.dev.to_dev_t(),
+                mount_point: f.mount.mount_point,
+                layers,
+            }
+        })
+        .collect()
 }
 
 /// The loop devices' backing files.
@@ -52,6 +141,7 @@ impl Sources {
             swaps: PathBuf::from("/proc/swaps"),
             mountinfo: PathBuf::from("/proc/self/mountinfo"),
             loops: Loops::Kernel,
+            overlays: None,
         }
     }
 }
@@ -68,6 +158,7 @@ pub fn gather(src: &Sources, targets: &[Key], names: bool) -> (Topology, Overlap
         seen_edges: HashSet::new(),
         topo: Topology::default(),
         loops_read: Vec::new(),
+        overlays: src.overlays.clone(),
     };
     let o = topology::walk(targets, &mut g);
     if g.dirs.values().all(Option::is_none) && !src.sys.join("dev/block").is_dir() {
@@ -112,6 +203,11 @@ impl ProcFiles {
                 e,
             )),
         }
+    }
+
+    /// The overlayfs mounts ([`overlays_in`]).
+    pub fn overlays(&mut self) -> Vec<Overlay> {
+        self.mountinfo.text().map(overlays_in).unwrap_or_default()
     }
 
     /// Active swap as keys (a block device by number, a swap file by
@@ -342,6 +438,8 @@ struct SysGraph<'a> {
     /// The loop devices whose status this walk has asked the kernel for,
     /// so that finding the other loops over a file does not ask again.
     loops_read: Vec<crate::sys::loopdev::LoopInfo>,
+    /// The overlayfs mounts, once read.
+    overlays: Option<Vec<Overlay>>,
 }
 
 /// `base` joined with the relative link target `rel`, `..` taken lexically.
@@ -575,6 +673,70 @@ impl SysGraph<'_> {
     /// The loop devices over block device `d` (`losetup /dev/X`): those
     /// whose backing file is `d`'s node in `/dev` (any name of it: udev's
     /// symlinks lead there).
+    fn overlays(&mut self) -> &[Overlay] {
+        if self.overlays.is_none() {
+            let text = read_proc(&self.src.mountinfo).unwrap_or_default();
+            self.overlays = Some(overlays_in(&text));
+        }
+        self.overlays.as_deref().unwrap_or_default()
+    }
+
+    /// Files through overlayfs: a file reached through an overlay (its
+    /// `st_dev`) is over the layer file its blocks live on (`down`), and a
+    /// layer file is under the same inode seen through every overlay whose
+    /// layers all live on its filesystem (`up`).
+    fn overlay_edges(&mut self, k: Key, down: bool, out: &mut Vec<Edge>) {
+        let Key::File { dev, ino } = k else { return };
+        let names = self.names;
+        let mut found = Vec::new();
+        let mut doubt = None;
+        for o in self.overlays() {
+            match (down, o.layers) {
+                (true, Layers::Same(l)) if o.dev == dev => {
+                    found.push((k, Key::File { dev: l, ino }, o.mount_point.clone()))
+                }
+                (true, Layers::Unknown) if o.dev == dev => {
+                    doubt = Some(format!(
+                        "the file (inode {ino}) through the overlayfs at {} cannot be traced to \
+                         the layer file it lives on (layers on several filesystems, or unreadable)",
+                        o.mount_point
+                    ))
+                }
+                (false, Layers::Same(l)) if l == dev && o.dev != dev => {
+                    found.push((Key::File { dev: o.dev, ino }, k, o.mount_point.clone()))
+                }
+                _ => {}
+            }
+        }
+        if let Some(d) = doubt {
+            self.doubt(d);
+        }
+        for (upper, lower, mp) in found {
+            if names {
+                let (k, name) = if down {
+                    (
+                        lower,
+                        format!("{lower} (the layer file under the overlayfs at {mp})"),
+                    )
+                } else {
+                    (
+                        upper,
+                        format!("{upper} (the same file through the overlayfs at {mp})"),
+                    )
+                };
+                self.topo.names.entry(k).or_insert(name);
+            }
+            self.edge(
+                Edge {
+                    upper,
+                    lower,
+                    layer: Layer::Whole,
+                },
+                out,
+            );
+        }
+    }
+
     fn loops_over_device(&mut self, d: DevNum) -> Vec<DevNum> {
         if !matches!(self.src.loops, Loops::Kernel) {
             return Vec::new();
@@ -620,7 +782,10 @@ impl SysGraph<'_> {
 impl Graph for SysGraph<'_> {
     fn down(&mut self, k: Key) -> Vec<Edge> {
         let mut out = Vec::new();
-        let Key::Dev(d) = k else { return out };
+        let Key::Dev(d) = k else {
+            self.overlay_edges(k, true, &mut out);
+            return out;
+        };
         let Some(dd) = self.dir(d) else { return out };
         let dir = &dd.path;
         if dd.partition {
@@ -669,6 +834,7 @@ impl Graph for SysGraph<'_> {
         let d = match k {
             Key::Dev(d) => d,
             Key::File { dev, ino } => {
+                self.overlay_edges(k, false, &mut out);
                 for l in self.loops_over(dev, ino) {
                     self.edge(
                         Edge {
@@ -816,6 +982,7 @@ mod tests {
                 swaps: self.root.join("swaps"),
                 mountinfo: self.root.join("mountinfo"),
                 loops: Loops::Fixed(loops),
+                overlays: Some(Vec::new()),
             }
         }
     }
