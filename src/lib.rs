@@ -15,6 +15,7 @@
 pub mod attach;
 pub mod context;
 mod describe;
+pub mod dmtable;
 pub mod error;
 pub mod ffi;
 pub mod hotplug;

@@ -36,6 +36,18 @@ pub struct Sources {
     /// The overlayfs mounts, when the caller has them at hand (`None`:
     /// read from `mountinfo` when a file is first met).
     pub overlays: Option<Vec<Overlay>>,
+    /// How device-mapper tables are read.
+    pub dm: DmTables,
+}
+
+/// Device-mapper devices' tables.
+#[derive(Debug, Clone)]
+pub enum DmTables {
+    /// Ask the kernel (`DM_TABLE_STATUS`).
+    Kernel,
+    /// A fixed table for tests: (dm device, its targets); a device not
+    /// listed has a table that cannot be read.
+    Fixed(Vec<(DevNum, Vec<crate::dmtable::Target>)>),
 }
 
 /// An overlayfs mount: what a file's identity through it says about the
@@ -142,6 +154,7 @@ impl Sources {
             mountinfo: PathBuf::from("/proc/self/mountinfo"),
             loops: Loops::Kernel,
             overlays: None,
+            dm: DmTables::Kernel,
         }
     }
 }
@@ -159,6 +172,7 @@ pub fn gather(src: &Sources, targets: &[Key], names: bool) -> (Topology, Overlap
         topo: Topology::default(),
         loops_read: Vec::new(),
         overlays: src.overlays.clone(),
+        dm_tables: HashMap::new(),
     };
     let o = topology::walk(targets, &mut g);
     if g.dirs.values().all(Option::is_none) && !src.sys.join("dev/block").is_dir() {
@@ -440,6 +454,9 @@ struct SysGraph<'a> {
     loops_read: Vec<crate::sys::loopdev::LoopInfo>,
     /// The overlayfs mounts, once read.
     overlays: Option<Vec<Overlay>>,
+    /// Device-mapper devices' extents on their lower devices, once read
+    /// (`None`: the table could not be read).
+    dm_tables: HashMap<DevNum, Option<Vec<(DevNum, crate::dmtable::Extent)>>>,
 }
 
 /// `base` joined with the relative link target `rel`, `..` taken lexically.
@@ -673,6 +690,62 @@ impl SysGraph<'_> {
     /// The loop devices over block device `d` (`losetup /dev/X`): those
     /// whose backing file is `d`'s node in `/dev` (any name of it: udev's
     /// symlinks lead there).
+    /// The edges of `upper` stacked on `lower` (a `slaves/`, `holders/`
+    /// entry): for a device-mapper device (`dm-N`), one per range its table
+    /// maps onto `lower`, the whole of `lower` for a target we cannot
+    /// reason about, or when the table cannot be read or names no range on
+    /// `lower`; for anything else, one of unknown extent.
+    fn stacked(&mut self, upper: DevNum, upper_name: &str, lower: DevNum, out: &mut Vec<Edge>) {
+        let (u, l) = (Key::Dev(upper), Key::Dev(lower));
+        if !upper_name.starts_with("dm-") {
+            self.edge(
+                Edge {
+                    upper: u,
+                    lower: l,
+                    layer: Layer::Stacked,
+                },
+                out,
+            );
+            return;
+        }
+        if !self.dm_tables.contains_key(&upper) {
+            let t = match &self.src.dm {
+                DmTables::Fixed(v) => v.iter().find(|(d, _)| *d == upper).map(|(_, t)| t.clone()),
+                DmTables::Kernel => crate::sys::dm::table(upper).ok(),
+            };
+            self.dm_tables
+                .insert(upper, t.map(|t| crate::dmtable::lower_extents(&t)));
+        }
+        let whole = Layer::Mapped {
+            start: 0,
+            size: u64::MAX,
+        };
+        let mut layers: Vec<Layer> = match self.dm_tables.get(&upper) {
+            Some(Some(ext)) => ext
+                .iter()
+                .filter(|(d, _)| *d == lower)
+                .map(|(_, e)| match *e {
+                    crate::dmtable::Extent::Range { start, size } => Layer::Mapped { start, size },
+                    crate::dmtable::Extent::Whole => whole,
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        if layers.is_empty() {
+            layers.push(whole);
+        }
+        for layer in layers {
+            self.edge(
+                Edge {
+                    upper: u,
+                    lower: l,
+                    layer,
+                },
+                out,
+            );
+        }
+    }
+
     fn overlays(&mut self) -> &[Overlay] {
         if self.overlays.is_none() {
             let text = read_proc(&self.src.mountinfo).unwrap_or_default();
@@ -802,16 +875,13 @@ impl Graph for SysGraph<'_> {
                 }
             }
         }
+        let own_name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         for name in self.list(dir, "slaves") {
             if let Some(s) = self.class_dev(&name) {
-                self.edge(
-                    Edge {
-                        upper: k,
-                        lower: Key::Dev(s),
-                        layer: Layer::Stacked,
-                    },
-                    &mut out,
-                );
+                self.stacked(d, &own_name, s, &mut out);
             }
         }
         if dd.bound_loop {
@@ -883,14 +953,7 @@ impl Graph for SysGraph<'_> {
         }
         for name in self.list(dir, "holders") {
             if let Some(h) = self.class_dev(&name) {
-                self.edge(
-                    Edge {
-                        upper: Key::Dev(h),
-                        lower: k,
-                        layer: Layer::Stacked,
-                    },
-                    &mut out,
-                );
+                self.stacked(h, &name, d, &mut out);
             }
         }
         out
@@ -906,6 +969,8 @@ mod tests {
     /// A synthetic sysfs tree in a private directory, removed on drop.
     struct Tree {
         root: PathBuf,
+        /// Device-mapper tables (`DmTables::Fixed`).
+        dm: std::cell::RefCell<Vec<(DevNum, Vec<crate::dmtable::Target>)>>,
     }
 
     static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
@@ -918,7 +983,10 @@ mod tests {
             let _ = std::fs::remove_dir_all(&root);
             std::fs::create_dir_all(root.join("sys/class/block")).unwrap();
             std::fs::create_dir_all(root.join("sys/dev/block")).unwrap();
-            Tree { root }
+            Tree {
+                root,
+                dm: Default::default(),
+            }
         }
         fn sys(&self) -> PathBuf {
             self.root.join("sys")
@@ -971,6 +1039,25 @@ mod tests {
                 minor: dev.1,
             })
         }
+        /// The table of dm device `dev`: (start, length, type, params).
+        fn table(&self, dev: (u32, u32), targets: &[(u64, u64, &str, &str)]) {
+            let t = targets
+                .iter()
+                .map(|&(start, length, kind, params)| crate::dmtable::Target {
+                    start,
+                    length,
+                    kind: kind.into(),
+                    params: params.into(),
+                })
+                .collect();
+            self.dm.borrow_mut().push((
+                DevNum {
+                    major: dev.0,
+                    minor: dev.1,
+                },
+                t,
+            ));
+        }
         /// `upper` is stacked on `lower` (holders/ and slaves/ entries).
         fn stack(&self, upper: &str, lower: &str) {
             self.write(&format!("class/block/{lower}/holders/{upper}"), "");
@@ -983,6 +1070,7 @@ mod tests {
                 mountinfo: self.root.join("mountinfo"),
                 loops: Loops::Fixed(loops),
                 overlays: Some(Vec::new()),
+                dm: DmTables::Fixed(self.dm.borrow().clone()),
             }
         }
     }
@@ -1206,12 +1294,91 @@ mod tests {
         t.write("class/block/dm-2/dm/name", "vg0-b\n");
         t.stack("dm-1", "sdb1");
         t.stack("dm-2", "sdb1");
+        // Side by side on the PV, as LVM allocates them (lv1 in two
+        // segments around lv2).
+        t.table(
+            (253, 1),
+            &[
+                (0, 2048, "linear", "8:17 2048"),
+                (2048, 2048, "linear", "8:17 6144"),
+            ],
+        );
+        t.table((253, 2), &[(0, 2048, "linear", "8:17 4096")]);
         let src = t.sources(vec![]);
         let c = [claim("3", "vbd", lv2, Mode::Write)];
         assert_eq!(
             decide(&src, &req("/dev/vg0/a", lv1, Mode::Write), &[], &[], &c),
             Ok(())
         );
+    }
+
+    #[test]
+    fn two_dm_devices_mapping_the_same_sectors_meet() {
+        let t = Tree::new();
+        t.disk("sdb", (8, 16));
+        let a = t.disk("dm-1", (253, 1));
+        let b = t.disk("dm-2", (253, 2));
+        t.write("class/block/dm-1/dm/name", "a\n");
+        t.write("class/block/dm-2/dm/name", "b\n");
+        t.stack("dm-1", "sdb");
+        t.stack("dm-2", "sdb");
+        t.table((253, 1), &[(0, 4096, "linear", "8:16 2048")]);
+        // dm-2 reaches sector 6000 of sdb, inside dm-1's [2048, 6144).
+        t.table(
+            (253, 2),
+            &[
+                (0, 100, "linear", "8:16 100000"),
+                (100, 16, "linear", "8:16 6000"),
+            ],
+        );
+        let src = t.sources(vec![]);
+        let c = [claim("3", "vbd", b, Mode::Write)];
+        let m = decide(&src, &req("/dev/mapper/a", a, Mode::Write), &[], &[], &c).unwrap_err();
+        assert!(
+            m.starts_with(
+                "/dev/mapper/a is built on /dev/sdb, which is also held by dm-2 (b), which \
+                 domain 3 has read-write"
+            ),
+            "{m}"
+        );
+        // Read-only on both sides stays shared.
+        let c = [claim("3", "vbd", b, Mode::Read)];
+        assert_eq!(
+            decide(&src, &req("/dev/mapper/a", a, Mode::Read), &[], &[], &c),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn dm_targets_we_cannot_reason_about_cover_their_whole_device() {
+        let t = Tree::new();
+        t.disk("sdb", (8, 16));
+        let a = t.disk("dm-1", (253, 1));
+        let b = t.disk("dm-2", (253, 2));
+        let c = t.disk("dm-3", (253, 3));
+        for (n, d) in [("dm-1", "a"), ("dm-2", "b"), ("dm-3", "c")] {
+            t.write(&format!("class/block/{n}/dm/name"), d);
+            t.stack(n, "sdb");
+        }
+        t.table((253, 1), &[(0, 8, "linear", "8:16 0")]);
+        // A mirror leg far away, and a device whose table is unreadable.
+        t.table(
+            (253, 2),
+            &[(0, 8, "mirror", "core 1 1024 1 8:16 1000000 0")],
+        );
+        let src = t.sources(vec![]);
+        for other in [b, c] {
+            let claims = [claim("3", "vbd", other, Mode::Write)];
+            let m = decide(
+                &src,
+                &req("/dev/mapper/a", a, Mode::Write),
+                &[],
+                &[],
+                &claims,
+            )
+            .unwrap_err();
+            assert!(m.contains("domain 3 has read-write"), "{m}");
+        }
     }
 
     #[test]

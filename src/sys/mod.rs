@@ -5,6 +5,8 @@
 pub mod blockdev;
 pub mod child;
 #[cfg(target_os = "linux")]
+pub mod dm;
+#[cfg(target_os = "linux")]
 pub mod loopdev;
 pub mod mountinfo;
 #[cfg(target_os = "linux")]
