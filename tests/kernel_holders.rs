@@ -65,6 +65,16 @@ impl Mounted {
 }
 impl Drop for Mounted {
     fn drop(&mut self) {
+        // Loop devices left over files under the mount (a failed test's
+        // attaches) would keep it busy.
+        if let Ok(rd) = std::fs::read_dir("/sys/block") {
+            for e in rd.flatten() {
+                let backing = std::fs::read_to_string(e.path().join("loop/backing_file"));
+                if backing.is_ok_and(|b| Path::new(b.trim()).starts_with(&self.0)) {
+                    let _ = xenblock::sys::loopdev::detach(&Path::new("/dev").join(e.file_name()));
+                }
+            }
+        }
         let _ = Command::new("umount").arg(&self.0).status();
     }
 }
