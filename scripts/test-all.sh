@@ -11,7 +11,8 @@ step() { printf '\n== %s\n' "$*"; }
 
 step "installing test dependencies"
 need_apt=()
-for pkg in pkg-config valgrind e2fsprogs util-linux; do
+# btrfs-progs, xfsprogs: tests/kernel_holders.rs (btrfs members, XFS log device).
+for pkg in pkg-config valgrind e2fsprogs util-linux btrfs-progs xfsprogs; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 if [ "${#need_apt[@]}" -gt 0 ]; then
