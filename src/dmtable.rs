@@ -78,7 +78,7 @@ fn known(t: &Target) -> Option<Vec<(DevNum, Extent)>> {
                 .collect()
         }
         "delay" => {
-            if a.is_empty() || a.len() % 3 != 0 {
+            if a.is_empty() || !a.len().is_multiple_of(3) {
                 return None;
             }
             (0..a.len() / 3)

@@ -467,7 +467,7 @@ impl XsClient {
     ) -> Result<Option<WatchEvent>> {
         let mut conn = self.conn.lock();
         let deadline = Instant::now() + timeout;
-        if let Some(i) = conn.events.iter().position(|e| mine(e)) {
+        if let Some(i) = conn.events.iter().position(mine) {
             return Ok(conn.events.remove(i));
         }
         loop {

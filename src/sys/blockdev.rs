@@ -171,6 +171,7 @@ pub fn gather(src: &Sources, targets: &[Key], names: bool) -> (Topology, Overlap
         seen_edges: HashSet::new(),
         topo: Topology::default(),
         loops_read: Vec::new(),
+        all_loops: None,
         overlays: src.overlays.clone(),
         dm_tables: HashMap::new(),
     };
@@ -450,8 +451,11 @@ struct SysGraph<'a> {
     seen_edges: HashSet<Edge>,
     topo: Topology,
     /// The loop devices whose status this walk has asked the kernel for,
-    /// so that finding the other loops over a file does not ask again.
+    /// so that listing them all does not ask again.
     loops_read: Vec<crate::sys::loopdev::LoopInfo>,
+    /// Every loop device with blocks, listed once per walk when first
+    /// needed.
+    all_loops: Option<Vec<crate::sys::loopdev::LoopInfo>>,
     /// The overlayfs mounts, once read.
     overlays: Option<Vec<Overlay>>,
     /// Device-mapper devices' extents on their lower devices, once read
@@ -833,20 +837,32 @@ impl SysGraph<'_> {
                 .map(|(l, _, _)| *l)
                 .collect(),
             Loops::Kernel => {
-                match crate::sys::loopdev::with_blocks_backed_by(dev, ino, &self.loops_read) {
-                    Ok(v) => {
-                        for l in v.iter().filter(|_| self.names) {
-                            self.topo
-                                .names
-                                .insert(Key::Dev(l.dev), l.path.display().to_string());
+                // Listed once per decision: a walk asks for the loop devices
+                // over each file and each device it meets.
+                if self.all_loops.is_none() {
+                    match crate::sys::loopdev::with_blocks(&self.loops_read) {
+                        Ok(v) => self.all_loops = Some(v),
+                        Err(e) => {
+                            self.doubt(format!("cannot list the loop devices: {e}"));
+                            self.all_loops = Some(Vec::new());
                         }
-                        v.into_iter().map(|l| l.dev).collect()
-                    }
-                    Err(e) => {
-                        self.doubt(format!("cannot list the loop devices: {e}"));
-                        Vec::new()
                     }
                 }
+                let v: Vec<(DevNum, PathBuf)> = self
+                    .all_loops
+                    .iter()
+                    .flatten()
+                    .filter(|l| l.is_backed_by(dev, ino))
+                    .map(|l| (l.dev, l.path.clone()))
+                    .collect();
+                if self.names {
+                    for (d, p) in &v {
+                        self.topo
+                            .names
+                            .insert(Key::Dev(*d), p.display().to_string());
+                    }
+                }
+                v.into_iter().map(|(d, _)| d).collect()
             }
         }
     }

@@ -15,7 +15,8 @@ const SPEC: usize = 40;
 const DM_STATUS_TABLE_FLAG: u32 = 1 << 4;
 const DM_BUFFER_FULL_FLAG: u32 = 1 << 8;
 /// `DM_TABLE_STATUS` = `_IOWR(0xfd, 12, struct dm_ioctl)`.
-const DM_TABLE_STATUS: u64 = nix::request_code_readwrite!(0xfd, 12, HEADER) as u64;
+const DM_TABLE_STATUS: nix::sys::ioctl::ioctl_num_type =
+    nix::request_code_readwrite!(0xfd, 12, HEADER);
 /// The result area grows up to this.
 const MAX_BUFFER: usize = 4 << 20;
 
@@ -54,13 +55,7 @@ pub fn table(dev: DevNum) -> io::Result<Vec<Target>> {
         // SAFETY: `control` is open for the call; the kernel reads and
         // writes at most `data_size` (= `size`) bytes of `buf`, which is
         // that long and 8-aligned.
-        let r = unsafe {
-            libc::ioctl(
-                control.as_raw_fd(),
-                DM_TABLE_STATUS as libc::c_ulong,
-                buf.as_mut_ptr(),
-            )
-        };
+        let r = unsafe { libc::ioctl(control.as_raw_fd(), DM_TABLE_STATUS, buf.as_mut_ptr()) };
         if r < 0 {
             return Err(io::Error::last_os_error());
         }

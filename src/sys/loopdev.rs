@@ -258,6 +258,14 @@ pub fn backed_by(dev: u64, ino: u64) -> Result<Vec<LoopInfo>> {
 /// (statuses the caller has just read). Not for finding devices to
 /// detach: a device bound to an empty file is not listed.
 pub fn with_blocks_backed_by(dev: u64, ino: u64, known: &[LoopInfo]) -> Result<Vec<LoopInfo>> {
+    let mut all = with_blocks(known)?;
+    all.retain(|i| i.is_backed_by(dev, ino));
+    Ok(all)
+}
+
+/// Every loop device with blocks (see [`with_blocks_backed_by`]), whatever
+/// backs it.
+pub fn with_blocks(known: &[LoopInfo]) -> Result<Vec<LoopInfo>> {
     let text = crate::sys::blockdev::read_proc(Path::new("/proc/partitions")).map_err(|e| {
         Error::io(
             "cannot read /proc/partitions to find the loop devices (is /proc mounted?)",
@@ -270,9 +278,7 @@ pub fn with_blocks_backed_by(dev: u64, ino: u64, known: &[LoopInfo]) -> Result<V
             Some(k) => Some(k.clone()),
             None => status(&dev_path(n))?,
         };
-        if let Some(info) = info.filter(|i| i.is_backed_by(dev, ino)) {
-            out.push(info);
-        }
+        out.extend(info);
     }
     Ok(out)
 }
