@@ -295,6 +295,11 @@ pub fn probe_exclusive(src: &Sources, topo: &mut Topology, o: &Overlap, names: b
 /// /dev/X`): X, as a device. The node is named by sysfs `loop/backing_file`
 /// and must be the file the kernel reports (`lo_device`, `lo_inode`).
 fn backing_device(loop_dir: &Path, dev: u64, ino: u64) -> Option<Key> {
+    // Device nodes live on devtmpfs (or a tmpfs /dev): an anonymous device
+    // number. An image on a disk's filesystem costs nothing more.
+    if DevNum::from_dev_t(dev).major != 0 {
+        return None;
+    }
     let p = read_trim(&loop_dir.join("loop/backing_file")).ok()?;
     let st = crate::sys::stat::stat(Path::new(&p)).ok()?;
     (st.kind == FileKind::Block && st.dev == dev && st.ino == ino)
@@ -814,13 +819,14 @@ impl SysGraph<'_> {
         }
     }
 
-    fn loops_over_device(&mut self, d: DevNum) -> Vec<DevNum> {
+    fn loops_over_device(&mut self, d: DevNum, dir: &Path) -> Vec<DevNum> {
         if !matches!(self.src.loops, Loops::Kernel) {
             return Vec::new();
         }
-        let Some(node) = dev_node(self.src, d) else {
+        let Some(name) = dir.file_name().and_then(|n| n.to_str()) else {
             return Vec::new();
         };
+        let node = PathBuf::from("/dev").join(name.replace('!', "/"));
         match crate::sys::stat::stat(&node) {
             Ok(st) if st.kind == FileKind::Block && DevNum::from_dev_t(st.rdev) == d => {
                 self.loops_over(st.dev, st.ino)
@@ -957,7 +963,7 @@ impl Graph for SysGraph<'_> {
                 }
             }
         }
-        for l in self.loops_over_device(d) {
+        for l in self.loops_over_device(d, dir) {
             self.edge(
                 Edge {
                     upper: Key::Dev(l),
