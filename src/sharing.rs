@@ -376,6 +376,7 @@ fn chain(target: &str, via: &[Step]) -> String {
             How::HeldBy { beside: false } => "is held by",
             How::HeldBy { beside: true } => "is also held by",
             How::BackingOf => "is the backing file of",
+            How::SameFile => "is the same file as",
         });
         s.push(' ');
         s.push_str(&one_line(&st.name));

@@ -46,6 +46,9 @@ pub enum Layer {
     Mapped { start: u64, size: u64 },
     /// The upper node covers all of the lower one (loop device over a file).
     Whole,
+    /// The upper node is the lower one seen another way: a file through
+    /// overlayfs over the layer file its blocks live on.
+    Same,
 }
 
 /// `upper` is made of (a part of) `lower`.
@@ -59,7 +62,9 @@ pub struct Edge {
 /// Whether two different edges into the same lower node can share a block.
 pub fn edges_meet(a: &Layer, b: &Layer) -> bool {
     match (extent(a), extent(b)) {
-        _ if matches!(a, Layer::Whole) || matches!(b, Layer::Whole) => true,
+        _ if matches!(a, Layer::Whole | Layer::Same) || matches!(b, Layer::Whole | Layer::Same) => {
+            true
+        }
         (Some((s1, n1)), Some((s2, n2))) => {
             n1 > 0
                 && n2 > 0
@@ -78,7 +83,7 @@ pub fn edges_meet(a: &Layer, b: &Layer) -> bool {
 fn extent(l: &Layer) -> Option<(u64, u64)> {
     match *l {
         Layer::Part { start, size } | Layer::Mapped { start, size } => Some((start, size)),
-        Layer::Stacked | Layer::Whole => None,
+        Layer::Stacked | Layer::Whole | Layer::Same => None,
     }
 }
 
@@ -120,6 +125,8 @@ pub enum How {
     HeldBy { beside: bool },
     /// to is a loop device over the file from.
     BackingOf,
+    /// to is the same file as from, seen another way (overlayfs).
+    SameFile,
 }
 
 fn hop_down(layer: Layer) -> How {
@@ -127,6 +134,7 @@ fn hop_down(layer: Layer) -> How {
         Layer::Part { .. } => How::PartOf,
         Layer::Stacked | Layer::Mapped { .. } => How::BuiltOn,
         Layer::Whole => How::LoopOver,
+        Layer::Same => How::SameFile,
     }
 }
 
@@ -135,6 +143,7 @@ fn hop_up(layer: Layer, beside: bool) -> How {
         Layer::Part { .. } => How::Contains { beside },
         Layer::Stacked | Layer::Mapped { .. } => How::HeldBy { beside },
         Layer::Whole => How::BackingOf,
+        Layer::Same => How::SameFile,
     }
 }
 

@@ -116,6 +116,7 @@ fn refused(env: &Env, ctx: &xenblock::Context, be: &str, needles: &[&str]) -> St
     let e = ctx.prepare(be).expect_err("must be refused");
     assert_eq!(e.kind(), ErrorKind::Busy, "{e}");
     let msg = e.to_string();
+    eprintln!("refused: {msg}");
     for n in needles {
         assert!(msg.contains(n), "{n:?} not in: {msg}");
     }

@@ -801,10 +801,7 @@ impl SysGraph<'_> {
                         format!("{lower} (the layer file under the overlayfs at {mp})"),
                     )
                 } else {
-                    (
-                        upper,
-                        format!("{upper} (the same file through the overlayfs at {mp})"),
-                    )
+                    (upper, format!("{upper} (through the overlayfs at {mp})"))
                 };
                 self.topo.names.entry(k).or_insert(name);
             }
@@ -812,7 +809,7 @@ impl SysGraph<'_> {
                 Edge {
                     upper,
                     lower,
-                    layer: Layer::Whole,
+                    layer: Layer::Same,
                 },
                 out,
             );
