@@ -13,7 +13,8 @@ step "installing test dependencies"
 need_apt=()
 # debhelper, dpkg-dev, scdoc, lintian: the real-Xen suite's 90-debs builds the
 # packages (scripts/build-debs.sh) to install them in dom0.
-for pkg in pkg-config valgrind e2fsprogs util-linux debhelper dpkg-dev scdoc lintian; do
+# btrfs-progs, xfsprogs: tests/kernel_holders.rs (btrfs members, XFS log device).
+for pkg in pkg-config valgrind e2fsprogs util-linux debhelper dpkg-dev scdoc lintian btrfs-progs xfsprogs; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 if [ "${#need_apt[@]}" -gt 0 ]; then

@@ -404,7 +404,13 @@ impl Context {
         keys: &[Key],
         names: bool,
     ) -> Result<()> {
-        let (topology, overlap, mounts, swaps) = self.gather_stack(keys, names)?;
+        let (mut topology, overlap, mounts, swaps) = self.gather_stack(keys, names)?;
+        #[cfg(target_os = "linux")]
+        if mode == Mode::Write && self.config.flavour == Flavour::Linux {
+            // Ask the kernel too: it knows holders mountinfo does not show.
+            let src = crate::sys::blockdev::Sources::system();
+            crate::sys::blockdev::probe_exclusive(&src, &mut topology, &overlap, names);
+        }
         let wanted = |k: &Key| overlap.contains(k);
         let from_index = self.index.as_ref().and_then(|ix| {
             let mut devs = overlap.nodes().iter().filter_map(|k| match k {
@@ -474,10 +480,11 @@ impl Context {
         #[cfg(target_os = "linux")]
         if self.config.flavour == Flavour::Linux {
             use crate::sys::blockdev;
-            let src = blockdev::Sources::system();
-            let (topo, o) = blockdev::gather(&src, keys, names);
+            let mut src = blockdev::Sources::system();
             // Read again only after a change (see `sys::procfile`).
             let mut proc_files = self.proc_files.lock();
+            src.overlays = Some(proc_files.overlays());
+            let (topo, o) = blockdev::gather(&src, keys, names);
             let mounts = proc_files.mounts()?;
             let (swaps, unknown) = proc_files.swaps();
             drop(proc_files);

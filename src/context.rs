@@ -78,9 +78,12 @@ pub struct Config {
     /// Where messages go; `None` drops them.
     pub logger: Option<Logger>,
     /// Keep a claims index (`crate::index`) from the second decision on,
-    /// when the store can watch (the built-in client). The index consumes
-    /// the client's watch events: turn it off when sharing a client whose
-    /// watches the caller reads itself.
+    /// when the store can watch (the built-in client). The index reads only
+    /// its own watch events (by token): contexts may share a client, each
+    /// with its index, and the caller's own watch events on it stay queued
+    /// for the caller (who must read them: past the client's queue limit
+    /// events are dropped, and every index on the client then falls back to
+    /// scanning until it is rebuilt).
     pub claims_index: bool,
     /// The path this program was run as when it is installed as the
     /// drop-in `block` script (the CLI sets it): a backend whose `script`

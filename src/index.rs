@@ -309,7 +309,11 @@ impl ClaimsIndex {
     /// Register the watches (roots first, then the sentinel) and mark
     /// everything for reading; the first sync and refresh load it.
     fn build(&self, inner: &mut Inner, xs: &XsClient, parent: &str) -> Result<Live, String> {
-        // Unregister the watches of dropped indexes whose connection lives.
+        // Unregister the watches of this index's dropped generations whose
+        // connection lives, and discard their events (the requests read any
+        // backlog in before their replies). Other watchers' events on a
+        // shared client (another context's index, the caller's own) are
+        // left queued for them.
         for (generation, watches, sentinel) in std::mem::take(&mut inner.stale) {
             if generation == xs.generation() {
                 for (p, t) in &watches {
@@ -317,11 +321,8 @@ impl ClaimsIndex {
                 }
             }
             let _ = xs.remove(NO_TX, &sentinel);
+            drop(xs.take_events_where(&|ev| watches.iter().any(|(_, t)| *t == ev.token)));
         }
-        // Events already received belong to dropped indexes (the requests
-        // above read any backlog in before their replies): the new index
-        // reads everything anyway, and counts drops from here.
-        drop(xs.take_events());
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let id = format!("{}-{n}", std::process::id());
@@ -386,6 +387,7 @@ impl Drop for ClaimsIndex {
                 }
             }
             let _ = xs.remove(NO_TX, &sentinel);
+            drop(xs.take_events_where(&|ev| watches.iter().any(|(_, t)| *t == ev.token)));
         }
     }
 }
@@ -462,8 +464,12 @@ impl Live {
     /// C xenstored drops an event identical to one still queued.)
     fn wait_sentinel(&mut self, xs: &XsClient) -> Result<(), String> {
         let deadline = Instant::now() + SYNC_TIMEOUT;
+        // Only this index's own events: another index (or the caller) on
+        // the same client reads its own.
+        let (token, sync) = (self.token.clone(), self.sync_token.clone());
+        let mine = move |ev: &WatchEvent| ev.token == token || ev.token == sync;
         loop {
-            for ev in xs.take_events() {
+            for ev in xs.take_events_where(&mine) {
                 self.note(ev);
             }
             if self.pending == 0 {
@@ -476,7 +482,7 @@ impl Live {
                     SYNC_TIMEOUT.as_millis()
                 ));
             }
-            match xs.read_watch(deadline - now) {
+            match xs.read_watch_where(deadline - now, &mine) {
                 Ok(Some(ev)) => self.note(ev),
                 Ok(None) => {}
                 Err(e) => return Err(e.to_string()),

@@ -173,6 +173,11 @@ pub enum Refusal {
     /// A read-write request under a device the backend domain's kernel
     /// stacks on the target (dm, md, ...): the last step names it.
     Held { via: Vec<Step> },
+    /// A read-write request on blocks the backend domain's kernel holds
+    /// exclusively (an `O_EXCL` open failed with `EBUSY`): the last step of
+    /// `via` (or the target) is the held device, `by` what holds it when it
+    /// could be told (empty otherwise).
+    Exclusive { via: Vec<Step>, by: String },
     /// The block stack around the target could not be read completely, and
     /// a read-write request is refused while unsure.
     Doubt { what: String },
@@ -327,6 +332,20 @@ pub fn decide(req: &Request, f: &Facts<'_>) -> Result<(), Refusal> {
         if let Some(h) = o.holders().next() {
             return Err(Refusal::Held { via: via(h) });
         }
+        // What a target is built on is held by the target's own stack (a
+        // partition's disk, an LV's PV): only the target and what meets it
+        // from beside or above count.
+        if let Some((k, by)) = f
+            .topology
+            .exclusive
+            .iter()
+            .find(|(k, _)| o.contains(k) && !o.is_below(k))
+        {
+            return Err(Refusal::Exclusive {
+                via: via(k),
+                by: by.clone(),
+            });
+        }
         let mut doubts = f.topology.doubts.clone();
         if o.truncated {
             doubts.push(format!(
@@ -357,6 +376,7 @@ fn chain(target: &str, via: &[Step]) -> String {
             How::HeldBy { beside: false } => "is held by",
             How::HeldBy { beside: true } => "is also held by",
             How::BackingOf => "is the backing file of",
+            How::SameFile => "is the same file as",
         });
         s.push(' ');
         s.push_str(&one_line(&st.name));
@@ -477,6 +497,27 @@ impl Refusal {
                  (e.g. vgchange -an, mdadm --stop, kpartx -d, dmsetup remove), or use mode 'r'.",
                 chain(&target, via)
             ),
+            Refusal::Exclusive { via, by } => {
+                let by = if by.is_empty() {
+                    "held open exclusively by the kernel (a mount in another mount namespace, \
+                     a member of a multi-device filesystem, an external journal or log device \
+                     of a mounted filesystem, or a program that opened it with O_EXCL)"
+                        .to_string()
+                } else {
+                    one_line(by)
+                };
+                let what = if via.is_empty() {
+                    format!("{target} is {by}")
+                } else {
+                    format!("{}, which is {by}", chain(&target, via))
+                };
+                format!(
+                    "{what}; refusing to attach {target} {want} to {ours}: a guest writing \
+                     there corrupts it. Release it in dom0 first (unmount it wherever it is \
+                     mounted, e.g. `findmnt -N PID` or `grep DEVICE /proc/*/mountinfo` for other \
+                     namespaces), or use mode 'r'."
+                )
+            }
             Refusal::Doubt { what } => format!(
                 "cannot tell what else uses the blocks of {target}: {}; refusing to attach it \
                  {want} to {ours} while unsure. Retry, or use mode 'r' (or 'w!' to skip all \

@@ -15,11 +15,14 @@
 //! Two nodes overlap when one is built on the other (through any chain), or
 //! when both are built on a common lower node L through two different edges
 //! into L that can share a block: two partitions whose sector ranges
-//! intersect; a partition and a stacked device (extent unknown: assumed to
-//! meet); anything and a `Whole` edge. Two stacked devices on the same lower
-//! device (two LVM logical volumes on one physical volume) are taken to be
-//! disjoint: sysfs does not show device-mapper tables, and LVM allocates
-//! disjoint extents. The relation is symmetric by construction.
+//! intersect; two device-mapper devices whose tables map intersecting
+//! sectors of L ([`Layer::Mapped`], read by `sys::dm`; a target that cannot
+//! be reasoned about covers all of L), or such a device and a partition
+//! that intersect; a partition and a stacked device of unknown extent
+//! (assumed to meet); anything and a `Whole` edge. Two stacked devices of
+//! unknown extent on the same lower device (md, bcache: the kernel lets
+//! only one claim it) are taken to be disjoint. The relation is symmetric
+//! by construction.
 //!
 //! [`walk`] computes every node that overlaps a set of targets, with the
 //! shortest chain of hops that explains why, over any [`Graph`]: the facts
@@ -34,10 +37,18 @@ use std::collections::{HashMap, HashSet, VecDeque};
 pub enum Layer {
     /// A partition: `start` and `size` in 512-byte sectors of the lower disk.
     Part { start: u64, size: u64 },
-    /// A device stacked on the lower one (dm, md, ...): extent unknown.
+    /// A device stacked on the lower one (md, bcache, ...): extent unknown.
     Stacked,
+    /// A device-mapper device's targets map these sectors of the lower one
+    /// (`start`, `size` in 512-byte sectors; from its table, one edge per
+    /// range; a target the table does not let us reason about covers the
+    /// whole lower device: `0`, [`u64::MAX`]).
+    Mapped { start: u64, size: u64 },
     /// The upper node covers all of the lower one (loop device over a file).
     Whole,
+    /// The upper node is the lower one seen another way: a file through
+    /// overlayfs over the layer file its blocks live on.
+    Same,
 }
 
 /// `upper` is made of (a part of) `lower`.
@@ -50,26 +61,36 @@ pub struct Edge {
 
 /// Whether two different edges into the same lower node can share a block.
 pub fn edges_meet(a: &Layer, b: &Layer) -> bool {
-    match (a, b) {
-        (Layer::Whole, _) | (_, Layer::Whole) => true,
-        (Layer::Stacked, Layer::Stacked) => false,
-        (Layer::Part { .. }, Layer::Stacked) | (Layer::Stacked, Layer::Part { .. }) => true,
-        (
-            Layer::Part {
-                start: s1,
-                size: n1,
-            },
-            Layer::Part {
-                start: s2,
-                size: n2,
-            },
-        ) => {
-            *n1 > 0
-                && *n2 > 0
-                && u128::from(*s1) < u128::from(*s2) + u128::from(*n2)
-                && u128::from(*s2) < u128::from(*s1) + u128::from(*n1)
+    match (extent(a), extent(b)) {
+        _ if matches!(a, Layer::Whole | Layer::Same) || matches!(b, Layer::Whole | Layer::Same) => {
+            true
         }
+        (Some((s1, n1)), Some((s2, n2))) => {
+            n1 > 0
+                && n2 > 0
+                && u128::from(s1) < u128::from(s2) + u128::from(n2)
+                && u128::from(s2) < u128::from(s1) + u128::from(n1)
+        }
+        // Two stacked devices of unknown extent (md, bcache, ...): taken to
+        // be disjoint, as the kernel lets only one of them claim a device.
+        (None, None) => false,
+        // A known extent beside an unknown one: assumed to meet.
+        _ => true,
     }
+}
+
+/// The sectors of the lower node an edge covers, when known.
+fn extent(l: &Layer) -> Option<(u64, u64)> {
+    match *l {
+        Layer::Part { start, size } | Layer::Mapped { start, size } => Some((start, size)),
+        Layer::Stacked | Layer::Whole | Layer::Same => None,
+    }
+}
+
+/// Whether the upper node of such an edge is a device stacked by the
+/// kernel (dm, md, ...).
+pub fn is_stacked(l: &Layer) -> bool {
+    matches!(l, Layer::Stacked | Layer::Mapped { .. })
 }
 
 /// A source of edges around a node. Implementations may fail to read some
@@ -104,21 +125,25 @@ pub enum How {
     HeldBy { beside: bool },
     /// to is a loop device over the file from.
     BackingOf,
+    /// to is the same file as from, seen another way (overlayfs).
+    SameFile,
 }
 
 fn hop_down(layer: Layer) -> How {
     match layer {
         Layer::Part { .. } => How::PartOf,
-        Layer::Stacked => How::BuiltOn,
+        Layer::Stacked | Layer::Mapped { .. } => How::BuiltOn,
         Layer::Whole => How::LoopOver,
+        Layer::Same => How::SameFile,
     }
 }
 
 fn hop_up(layer: Layer, beside: bool) -> How {
     match layer {
         Layer::Part { .. } => How::Contains { beside },
-        Layer::Stacked => How::HeldBy { beside },
+        Layer::Stacked | Layer::Mapped { .. } => How::HeldBy { beside },
         Layer::Whole => How::BackingOf,
+        Layer::Same => How::SameFile,
     }
 }
 
@@ -146,6 +171,11 @@ impl Overlap {
     /// Whether `k` overlaps a target.
     pub fn contains(&self, k: &Key) -> bool {
         self.reached.contains_key(k)
+    }
+
+    /// Whether a target is built on `k` (and `k` is not itself a target).
+    pub fn is_below(&self, k: &Key) -> bool {
+        self.below.contains(k)
     }
 
     /// Whether a target is built on `k` (or `k` is a target).
@@ -228,7 +258,7 @@ pub fn walk(targets: &[Key], g: &mut impl Graph) -> Overlap {
             if e.upper != x {
                 continue;
             }
-            if e.layer == Layer::Stacked {
+            if is_stacked(&e.layer) {
                 o.stacked.insert(x);
             }
             if reach(&mut o, e.lower, Some(x), hop_down(e.layer)) {
@@ -251,7 +281,7 @@ pub fn walk(targets: &[Key], g: &mut impl Graph) -> Overlap {
             .collect();
         let is_target = target_set.contains(l);
         for e in &ups {
-            if e.layer == Layer::Stacked {
+            if is_stacked(&e.layer) {
                 o.stacked.insert(e.upper);
             }
             let meets = is_target
@@ -275,7 +305,7 @@ pub fn walk(targets: &[Key], g: &mut impl Graph) -> Overlap {
             if e.lower != x {
                 continue;
             }
-            if e.layer == Layer::Stacked {
+            if is_stacked(&e.layer) {
                 o.stacked.insert(e.upper);
             }
             reach(&mut o, e.upper, Some(x), hop_up(e.layer, false));
@@ -297,6 +327,12 @@ pub struct Topology {
     /// What could not be read (a device vanished, an entry unreadable, too
     /// many devices): reasons to refuse a read-write request.
     pub doubts: Vec<String>,
+    /// Devices the kernel refused to open exclusively (`O_EXCL`: `EBUSY`)
+    /// while the decision was made: a mount (in any mount namespace), a
+    /// multi-device filesystem, an external journal, dm, md, swap or any
+    /// other exclusive opener holds them. With what holds each, when it
+    /// could be told (empty otherwise). Read for read-write requests only.
+    pub exclusive: Vec<(Key, String)>,
 }
 
 impl Topology {
@@ -513,11 +549,50 @@ mod tests {
         assert!(edges_meet(&p(0, 11), &p(10, 10)));
         assert!(!edges_meet(&p(0, 0), &p(0, 10)));
         assert!(edges_meet(&p(u64::MAX - 1, 5), &p(u64::MAX, 5)));
-        for a in [p(0, 5), p(3, 5), Layer::Stacked, Layer::Whole] {
-            for b in [p(0, 5), p(5, 5), Layer::Stacked, Layer::Whole] {
+        let m = |start, size| Layer::Mapped { start, size };
+        for a in [p(0, 5), p(3, 5), m(4, 2), Layer::Stacked, Layer::Whole] {
+            for b in [p(0, 5), p(5, 5), m(9, 1), Layer::Stacked, Layer::Whole] {
                 assert_eq!(edges_meet(&a, &b), edges_meet(&b, &a));
             }
         }
+    }
+
+    #[test]
+    fn dm_extents_meet_by_their_sectors() {
+        let p = |start, size| Layer::Part { start, size };
+        let m = |start, size| Layer::Mapped { start, size };
+        // Two dm devices: by their ranges (side by side LVs stay apart).
+        assert!(!edges_meet(&m(0, 10), &m(10, 10)));
+        assert!(edges_meet(&m(0, 11), &m(10, 10)));
+        // A target we cannot reason about covers everything.
+        assert!(edges_meet(&m(0, u64::MAX), &m(1 << 40, 8)));
+        // Against a partition: by sectors too.
+        assert!(!edges_meet(&m(0, 2048), &p(2048, 10)));
+        assert!(edges_meet(&m(0, 2049), &p(2048, 10)));
+        // Against a stacked device of unknown extent: assumed to meet.
+        assert!(edges_meet(&m(0, 1), &Layer::Stacked));
+        // Two LVs on one PV through the walk: apart side by side, met when
+        // their tables overlap, and the PV under both stays held by each.
+        let (pv, a, b) = (d(8, 17), d(253, 1), d(253, 2));
+        let mapped = |u, start, size| Edge {
+            upper: u,
+            lower: pv,
+            layer: m(start, size),
+        };
+        let apart = topo(vec![mapped(a, 2048, 2048), mapped(b, 4096, 2048)]);
+        assert!(!overlaps(&apart, a, b) && !overlaps(&apart, b, a));
+        assert!(overlaps(&apart, a, pv) && overlaps(&apart, pv, b));
+        let met = topo(vec![
+            mapped(a, 2048, 2048),
+            mapped(b, 0, 8),
+            mapped(b, 4000, 8),
+        ]);
+        assert!(overlaps(&met, a, b) && overlaps(&met, b, a));
+        // Before tables were read, two dm devices on one disk were taken
+        // to be disjoint whatever they mapped (issue 25, item 7): the
+        // stacked edges of unknown extent stay so for md and bcache.
+        let old = topo(vec![stacked(a, pv), stacked(b, pv)]);
+        assert!(!overlaps(&old, a, b));
     }
 
     // ---- property-style: walk against the definition ----

@@ -384,6 +384,9 @@ fuzz_target!(|inp: Input| {
                 assert!(!holders.is_empty(), "held by nothing: {via:?}");
                 assert!(!via.is_empty());
             }
+            Err(Refusal::Exclusive { .. }) => {
+                panic!("an exclusive refusal without any device held exclusively")
+            }
             Err(Refusal::Doubt { .. }) => {
                 assert!(first_mount.is_none() && first_swap.is_none() && first_claim.is_none());
                 assert!(holders.is_empty());

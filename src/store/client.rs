@@ -210,6 +210,20 @@ impl XsClient {
         Vec::from(std::mem::take(&mut self.conn.lock().events))
     }
 
+    /// Take the watch events already received that `mine` accepts (by
+    /// token, say), without waiting; the others stay queued for their own
+    /// readers. Two watchers sharing this client each read their own
+    /// events this way, so neither drains the other's.
+    pub fn take_events_where(&self, mine: &dyn Fn(&WatchEvent) -> bool) -> Vec<WatchEvent> {
+        let mut conn = self.conn.lock();
+        let (taken, kept): (VecDeque<WatchEvent>, VecDeque<WatchEvent>) =
+            std::mem::take(&mut conn.events)
+                .into_iter()
+                .partition(|e| mine(e));
+        conn.events = kept;
+        Vec::from(taken)
+    }
+
     fn req_id(&self) -> u32 {
         self.next_req.fetch_add(1, Ordering::Relaxed)
     }
@@ -440,19 +454,33 @@ impl XsClient {
 
     /// Wait up to `timeout` for a watch event.
     pub fn read_watch(&self, timeout: Duration) -> Result<Option<WatchEvent>> {
+        self.read_watch_where(timeout, &|_| true)
+    }
+
+    /// Wait up to `timeout` for a watch event that `mine` accepts; the
+    /// others received meanwhile are queued for their own readers (see
+    /// [`XsClient::take_events_where`]).
+    pub fn read_watch_where(
+        &self,
+        timeout: Duration,
+        mine: &dyn Fn(&WatchEvent) -> bool,
+    ) -> Result<Option<WatchEvent>> {
         let mut conn = self.conn.lock();
         let deadline = Instant::now() + timeout;
+        if let Some(i) = conn.events.iter().position(mine) {
+            return Ok(conn.events.remove(i));
+        }
         loop {
-            if let Some(ev) = conn.events.pop_front() {
-                return Ok(Some(ev));
-            }
             if Instant::now() >= deadline {
                 return Ok(None);
             }
             match next_message(&mut conn, deadline, Wait::Event, &self.endpoint) {
                 Ok((h, at)) if h.msg_type == MsgType::WatchEvent as u32 => {
                     if let Some(ev) = WatchEvent::parse(&conn.buf[at]) {
-                        return Ok(Some(ev));
+                        if mine(&ev) {
+                            return Ok(Some(ev));
+                        }
+                        conn.queue_event(ev);
                     }
                 }
                 Ok((h, _)) => {

@@ -33,6 +33,107 @@ pub struct Sources {
     pub mountinfo: PathBuf,
     /// How loop devices' backing files are found.
     pub loops: Loops,
+    /// The overlayfs mounts, when the caller has them at hand (`None`:
+    /// read from `mountinfo` when a file is first met).
+    pub overlays: Option<Vec<Overlay>>,
+    /// How device-mapper tables are read.
+    pub dm: DmTables,
+}
+
+/// Device-mapper devices' tables.
+#[derive(Debug, Clone)]
+pub enum DmTables {
+    /// Ask the kernel (`DM_TABLE_STATUS`).
+    Kernel,
+    /// A fixed table for tests: (dm device, its targets); a device not
+    /// listed has a table that cannot be read.
+    Fixed(Vec<(DevNum, Vec<crate::dmtable::Target>)>),
+}
+
+/// An overlayfs mount: what a file's identity through it says about the
+/// file its blocks live on. All its layers on one filesystem (the usual
+/// case): a non-directory's `st_ino` is its layer file's, and `st_dev` the
+/// overlay's own; layers on several filesystems without `xino`: `stat`
+/// already gives the layer file's identity; with `xino` (or when the
+/// layers cannot be read), the layer file cannot be told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Overlay {
+    /// The overlay's `st_dev` (a `dev_t`).
+    pub dev: u64,
+    /// Where it is mounted, for people.
+    pub mount_point: String,
+    pub layers: Layers,
+}
+
+/// See [`Overlay`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layers {
+    /// All on the filesystem with this `st_dev`.
+    Same(u64),
+    /// `stat` through the overlay gives the layer file.
+    Real,
+    /// Cannot be told.
+    Unknown,
+}
+
+/// Split overlayfs' option value or list on unescaped `sep`, dropping the
+/// backslashes that escape.
+fn split_escaped(s: &str, sep: char) -> Vec<String> {
+    let mut out = vec![String::new()];
+    let mut esc = false;
+    for c in s.chars() {
+        if esc {
+            out.last_mut().unwrap_or(&mut String::new()).push(c);
+            esc = false;
+        } else if c == '\\' {
+            esc = true;
+        } else if c == sep {
+            out.push(String::new());
+        } else if let Some(l) = out.last_mut() {
+            l.push(c);
+        }
+    }
+    out
+}
+
+/// The overlayfs mounts in a mountinfo text, their layers examined
+/// (`stat`). Costs nothing on a host without overlayfs.
+pub fn overlays_in(text: &str) -> Vec<Overlay> {
+    if !text.contains(" - overlay ") {
+        return Vec::new();
+    }
+    crate::sys::mountinfo::parse_full(text)
+        .into_iter()
+        .filter(|f| f.fstype == "overlay")
+        .map(|f| {
+            let mut dirs = Vec::new();
+            let mut xino = true; // `auto` unless shown off
+            let opts = split_escaped(&f.super_options, ',');
+            for o in &opts {
+                match o.split_once('=') {
+                    Some(("lowerdir", v)) => dirs.extend(split_escaped(v, ':')),
+                    Some(("lowerdir+" | "datadir+" | "upperdir", v)) => dirs.push(v.to_string()),
+                    Some(("xino", "off")) => xino = false,
+                    _ => {}
+                }
+            }
+            let devs: Option<Vec<u64>> = dirs
+                .iter()
+                .filter(|d| !d.is_empty())
+                .map(|d| crate::sys::stat::stat(Path::new(d)).ok().map(|st| st.dev))
+                .collect();
+            let layers = match devs {
+                Some(v) if !v.is_empty() && v.iter().all(|d| *d == v[0]) => Layers::Same(v[0]),
+                Some(v) if !v.is_empty() && !xino => Layers::Real,
+                _ => Layers::Unknown,
+            };
+            Overlay {
+                dev: f.mount.dev.to_dev_t(),
+                mount_point: f.mount.mount_point,
+                layers,
+            }
+        })
+        .collect()
 }
 
 /// The loop devices' backing files.
@@ -52,6 +153,8 @@ impl Sources {
             swaps: PathBuf::from("/proc/swaps"),
             mountinfo: PathBuf::from("/proc/self/mountinfo"),
             loops: Loops::Kernel,
+            overlays: None,
+            dm: DmTables::Kernel,
         }
     }
 }
@@ -68,6 +171,9 @@ pub fn gather(src: &Sources, targets: &[Key], names: bool) -> (Topology, Overlap
         seen_edges: HashSet::new(),
         topo: Topology::default(),
         loops_read: Vec::new(),
+        all_loops: None,
+        overlays: src.overlays.clone(),
+        dm_tables: HashMap::new(),
     };
     let o = topology::walk(targets, &mut g);
     if g.dirs.values().all(Option::is_none) && !src.sys.join("dev/block").is_dir() {
@@ -99,7 +205,11 @@ impl ProcFiles {
     /// The mounts.
     pub fn mounts(&mut self) -> crate::error::Result<Vec<crate::sharing::Mount>> {
         match self.mountinfo.text() {
-            Ok(text) => Ok(crate::sys::mountinfo::parse(text)),
+            Ok(text) => {
+                let mut mounts = crate::sys::mountinfo::parse(text);
+                mounts.extend(by_source(text));
+                Ok(mounts)
+            }
             Err(e) => Err(crate::error::Error::io(
                 format!(
                     "cannot read {} to check which devices are mounted (is /proc mounted?)",
@@ -108,6 +218,11 @@ impl ProcFiles {
                 e,
             )),
         }
+    }
+
+    /// The overlayfs mounts ([`overlays_in`]).
+    pub fn overlays(&mut self) -> Vec<Overlay> {
+        self.mountinfo.text().map(overlays_in).unwrap_or_default()
     }
 
     /// Active swap as keys (a block device by number, a swap file by
@@ -126,6 +241,154 @@ impl ProcFiles {
         };
         swaps_in(text)
     }
+}
+
+/// The mounts mountinfo lists under an anonymous device number (btrfs)
+/// whose source is a block device: that device, as mounted there (what
+/// Xen's script compares). A source that cannot be identified is left out:
+/// for read-write requests the kernel is asked ([`probe_exclusive`]).
+fn by_source(text: &str) -> Vec<crate::sharing::Mount> {
+    crate::sys::mountinfo::named_sources(text)
+        .into_iter()
+        .filter_map(|f| {
+            let st = crate::sys::stat::stat(Path::new(&f.source)).ok()?;
+            (st.kind == FileKind::Block).then(|| crate::sharing::Mount {
+                dev: DevNum::from_dev_t(st.rdev),
+                ..f.mount
+            })
+        })
+        .collect()
+}
+
+/// Ask the kernel which devices that meet the targets are held
+/// exclusively: the targets and what meets them from beside or above
+/// (never what they are built on, which their own stack holds). An
+/// `O_EXCL` open of a block device fails with `EBUSY` while a mount (in any
+/// mount namespace), a multi-device filesystem, an external journal or log,
+/// dm, md, swap or any other exclusive opener holds it; a partition's open
+/// also fails while its whole disk is held, and the disk's while a
+/// partition is. The first such device found is recorded in
+/// `topo.exclusive`, with what holds it when `names` (read only to explain
+/// a refusal). A device without a node in `/dev` is not asked.
+pub fn probe_exclusive(src: &Sources, topo: &mut Topology, o: &Overlap, names: bool) {
+    for k in o.nodes() {
+        let Key::Dev(d) = *k else { continue };
+        if o.is_below(k) {
+            continue;
+        }
+        let Some(node) = dev_node(src, d) else {
+            continue;
+        };
+        if held_exclusively(&node, d) {
+            let by = if names {
+                what_holds(src, d, &node)
+            } else {
+                String::new()
+            };
+            topo.exclusive.push((*k, by));
+            return;
+        }
+    }
+}
+
+/// A loop device's backing file when it is a block device node (`losetup
+/// /dev/X`): X, as a device. The node is named by sysfs `loop/backing_file`
+/// and must be the file the kernel reports (`lo_device`, `lo_inode`).
+fn backing_device(loop_dir: &Path, dev: u64, ino: u64) -> Option<Key> {
+    // Device nodes live on devtmpfs (or a tmpfs /dev): an anonymous device
+    // number. An image on a disk's filesystem costs nothing more.
+    if DevNum::from_dev_t(dev).major != 0 {
+        return None;
+    }
+    let p = read_trim(&loop_dir.join("loop/backing_file")).ok()?;
+    let st = crate::sys::stat::stat(Path::new(&p)).ok()?;
+    (st.kind == FileKind::Block && st.dev == dev && st.ino == ino)
+        .then(|| Key::Dev(DevNum::from_dev_t(st.rdev)))
+}
+
+/// `/dev/<name>` of device `d`, by its sysfs name (`!` for `/`).
+fn dev_node(src: &Sources, d: DevNum) -> Option<PathBuf> {
+    let link = src.sys.join(format!("dev/block/{}:{}", d.major, d.minor));
+    let rel = std::fs::read_link(link).ok()?;
+    let name = rel.file_name()?.to_str()?.replace('!', "/");
+    Some(PathBuf::from("/dev").join(name))
+}
+
+/// Whether the block device node `node`, which must be device `d`, cannot
+/// be opened exclusively (`EBUSY`). Any other outcome (no such node, a
+/// node of another device, no medium) says nothing and answers false.
+fn held_exclusively(node: &Path, d: DevNum) -> bool {
+    use std::os::unix::fs::OpenOptionsExt;
+    match crate::sys::stat::stat(node) {
+        Ok(st) if st.kind == FileKind::Block && DevNum::from_dev_t(st.rdev) == d => {}
+        _ => return false,
+    }
+    // Read-only, non-blocking (no medium wait), closed at once: the claim
+    // lasts only this open.
+    let r = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_EXCL | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(node);
+    matches!(r, Err(e) if e.raw_os_error() == Some(libc::EBUSY))
+}
+
+/// What holds device `d` (node `node`) exclusively, for people; empty when
+/// it cannot be told (a mount in another mount namespace, an opener with
+/// `O_EXCL`).
+fn what_holds(src: &Sources, d: DevNum, node: &Path) -> String {
+    let is_d = |p: &str| {
+        crate::sys::stat::stat(Path::new(p))
+            .is_ok_and(|st| st.kind == FileKind::Block && DevNum::from_dev_t(st.rdev) == d)
+    };
+    if let Ok(text) = read_proc(&src.mountinfo) {
+        for f in crate::sys::mountinfo::parse_full(&text) {
+            let how = if f.mount.read_only {
+                "read-only"
+            } else {
+                "read-write"
+            };
+            let mp = &f.mount.mount_point;
+            if f.source.starts_with('/') && is_d(&f.source) {
+                return format!("mounted {how} at {mp} ({}) in dom0", f.fstype);
+            }
+            // XFS `logdev=`/`rtdev=`, and any other device named in the
+            // superblock options.
+            for o in f.super_options.split(',') {
+                if let Some((opt, v)) = o.split_once('=') {
+                    if v.starts_with('/') && is_d(v) {
+                        return format!(
+                            "the {opt} device of the {} filesystem mounted {how} at {mp} in dom0",
+                            f.fstype
+                        );
+                    }
+                }
+            }
+        }
+    }
+    let name = node
+        .strip_prefix("/dev")
+        .map(|p| p.to_string_lossy().replace('/', "!"))
+        .unwrap_or_default();
+    if name.is_empty() {
+        return String::new();
+    }
+    // ext3/ext4 (jbd2) name an external journal after its device alone; an
+    // internal one is `<device>-<inode>`.
+    let proc = src.swaps.parent().unwrap_or(Path::new("/proc"));
+    if proc.join("fs/jbd2").join(&name).is_dir() {
+        return "the external journal of a mounted ext3/ext4 filesystem in dom0".into();
+    }
+    if let Ok(rd) = std::fs::read_dir(src.sys.join("fs/btrfs")) {
+        for e in rd.flatten() {
+            if e.path().join("devices").join(&name).exists() {
+                return format!(
+                    "a device of the mounted btrfs filesystem {} in dom0",
+                    e.file_name().to_string_lossy()
+                );
+            }
+        }
+    }
+    String::new()
 }
 
 /// The swap areas in `/proc/swaps` text: their paths, unescaped.
@@ -166,6 +429,11 @@ fn swaps_in(text: &str) -> (Vec<Swap>, Vec<String>) {
     (out, doubts)
 }
 
+/// A `/proc` file, whose size `stat` does not tell, read whole.
+fn read_proc(p: &Path) -> io::Result<String> {
+    crate::sys::procfile::read_all(&mut std::fs::File::open(p)?)
+}
+
 /// What one listing of a device's sysfs directory tells.
 #[derive(Debug, Clone)]
 struct DevDir {
@@ -188,8 +456,16 @@ struct SysGraph<'a> {
     seen_edges: HashSet<Edge>,
     topo: Topology,
     /// The loop devices whose status this walk has asked the kernel for,
-    /// so that finding the other loops over a file does not ask again.
+    /// so that listing them all does not ask again.
     loops_read: Vec<crate::sys::loopdev::LoopInfo>,
+    /// Every loop device with blocks, listed once per walk when first
+    /// needed.
+    all_loops: Option<Vec<crate::sys::loopdev::LoopInfo>>,
+    /// The overlayfs mounts, once read.
+    overlays: Option<Vec<Overlay>>,
+    /// Device-mapper devices' extents on their lower devices, once read
+    /// (`None`: the table could not be read).
+    dm_tables: HashMap<DevNum, Option<Vec<(DevNum, crate::dmtable::Extent)>>>,
 }
 
 /// `base` joined with the relative link target `rel`, `..` taken lexically.
@@ -401,10 +677,12 @@ impl SysGraph<'_> {
                 let node = PathBuf::from("/dev").join(dir.file_name()?);
                 match crate::sys::loopdev::status(&node) {
                     Ok(Some(i)) => {
-                        let key = Key::File {
-                            dev: i.backing_dev,
-                            ino: i.backing_ino,
-                        };
+                        let key = backing_device(dir, i.backing_dev, i.backing_ino).unwrap_or(
+                            Key::File {
+                                dev: i.backing_dev,
+                                ino: i.backing_ino,
+                            },
+                        );
                         self.loops_read.push(i);
                         Some(key)
                     }
@@ -418,6 +696,142 @@ impl SysGraph<'_> {
         }
     }
 
+    /// The loop devices over block device `d` (`losetup /dev/X`): those
+    /// whose backing file is `d`'s node in `/dev` (any name of it: udev's
+    /// symlinks lead there).
+    /// The edges of `upper` stacked on `lower` (a `slaves/`, `holders/`
+    /// entry): for a device-mapper device (`dm-N`), one per range its table
+    /// maps onto `lower`, the whole of `lower` for a target we cannot
+    /// reason about, or when the table cannot be read or names no range on
+    /// `lower`; for anything else, one of unknown extent.
+    fn stacked(&mut self, upper: DevNum, upper_name: &str, lower: DevNum, out: &mut Vec<Edge>) {
+        let (u, l) = (Key::Dev(upper), Key::Dev(lower));
+        if !upper_name.starts_with("dm-") {
+            self.edge(
+                Edge {
+                    upper: u,
+                    lower: l,
+                    layer: Layer::Stacked,
+                },
+                out,
+            );
+            return;
+        }
+        if !self.dm_tables.contains_key(&upper) {
+            let t = match &self.src.dm {
+                DmTables::Fixed(v) => v.iter().find(|(d, _)| *d == upper).map(|(_, t)| t.clone()),
+                DmTables::Kernel => crate::sys::dm::table(upper).ok(),
+            };
+            self.dm_tables
+                .insert(upper, t.map(|t| crate::dmtable::lower_extents(&t)));
+        }
+        let whole = Layer::Mapped {
+            start: 0,
+            size: u64::MAX,
+        };
+        let mut layers: Vec<Layer> = match self.dm_tables.get(&upper) {
+            Some(Some(ext)) => ext
+                .iter()
+                .filter(|(d, _)| *d == lower)
+                .map(|(_, e)| match *e {
+                    crate::dmtable::Extent::Range { start, size } => Layer::Mapped { start, size },
+                    crate::dmtable::Extent::Whole => whole,
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        if layers.is_empty() {
+            layers.push(whole);
+        }
+        for layer in layers {
+            self.edge(
+                Edge {
+                    upper: u,
+                    lower: l,
+                    layer,
+                },
+                out,
+            );
+        }
+    }
+
+    fn overlays(&mut self) -> &[Overlay] {
+        if self.overlays.is_none() {
+            let text = read_proc(&self.src.mountinfo).unwrap_or_default();
+            self.overlays = Some(overlays_in(&text));
+        }
+        self.overlays.as_deref().unwrap_or_default()
+    }
+
+    /// Files through overlayfs: a file reached through an overlay (its
+    /// `st_dev`) is over the layer file its blocks live on (`down`), and a
+    /// layer file is under the same inode seen through every overlay whose
+    /// layers all live on its filesystem (`up`).
+    fn overlay_edges(&mut self, k: Key, down: bool, out: &mut Vec<Edge>) {
+        let Key::File { dev, ino } = k else { return };
+        let names = self.names;
+        let mut found = Vec::new();
+        let mut doubt = None;
+        for o in self.overlays() {
+            match (down, o.layers) {
+                (true, Layers::Same(l)) if o.dev == dev => {
+                    found.push((k, Key::File { dev: l, ino }, o.mount_point.clone()))
+                }
+                (true, Layers::Unknown) if o.dev == dev => {
+                    doubt = Some(format!(
+                        "the file (inode {ino}) through the overlayfs at {} cannot be traced to \
+                         the layer file it lives on (layers on several filesystems, or unreadable)",
+                        o.mount_point
+                    ))
+                }
+                (false, Layers::Same(l)) if l == dev && o.dev != dev => {
+                    found.push((Key::File { dev: o.dev, ino }, k, o.mount_point.clone()))
+                }
+                _ => {}
+            }
+        }
+        if let Some(d) = doubt {
+            self.doubt(d);
+        }
+        for (upper, lower, mp) in found {
+            if names {
+                let (k, name) = if down {
+                    (
+                        lower,
+                        format!("{lower} (the layer file under the overlayfs at {mp})"),
+                    )
+                } else {
+                    (upper, format!("{upper} (through the overlayfs at {mp})"))
+                };
+                self.topo.names.entry(k).or_insert(name);
+            }
+            self.edge(
+                Edge {
+                    upper,
+                    lower,
+                    layer: Layer::Same,
+                },
+                out,
+            );
+        }
+    }
+
+    fn loops_over_device(&mut self, d: DevNum, dir: &Path) -> Vec<DevNum> {
+        if !matches!(self.src.loops, Loops::Kernel) {
+            return Vec::new();
+        }
+        let Some(name) = dir.file_name().and_then(|n| n.to_str()) else {
+            return Vec::new();
+        };
+        let node = PathBuf::from("/dev").join(name.replace('!', "/"));
+        match crate::sys::stat::stat(&node) {
+            Ok(st) if st.kind == FileKind::Block && DevNum::from_dev_t(st.rdev) == d => {
+                self.loops_over(st.dev, st.ino)
+            }
+            _ => Vec::new(),
+        }
+    }
+
     fn loops_over(&mut self, dev: u64, ino: u64) -> Vec<DevNum> {
         match &self.src.loops {
             Loops::Fixed(t) => t
@@ -426,20 +840,32 @@ impl SysGraph<'_> {
                 .map(|(l, _, _)| *l)
                 .collect(),
             Loops::Kernel => {
-                match crate::sys::loopdev::backed_by_reusing(dev, ino, &self.loops_read) {
-                    Ok(v) => {
-                        for l in v.iter().filter(|_| self.names) {
-                            self.topo
-                                .names
-                                .insert(Key::Dev(l.dev), l.path.display().to_string());
+                // Listed once per decision: a walk asks for the loop devices
+                // over each file and each device it meets.
+                if self.all_loops.is_none() {
+                    match crate::sys::loopdev::list_reusing(&self.loops_read) {
+                        Ok(v) => self.all_loops = Some(v),
+                        Err(e) => {
+                            self.doubt(format!("cannot list the loop devices: {e}"));
+                            self.all_loops = Some(Vec::new());
                         }
-                        v.into_iter().map(|l| l.dev).collect()
-                    }
-                    Err(e) => {
-                        self.doubt(format!("cannot list the loop devices: {e}"));
-                        Vec::new()
                     }
                 }
+                let v: Vec<(DevNum, PathBuf)> = self
+                    .all_loops
+                    .iter()
+                    .flatten()
+                    .filter(|l| l.is_backed_by(dev, ino))
+                    .map(|l| (l.dev, l.path.clone()))
+                    .collect();
+                if self.names {
+                    for (d, p) in &v {
+                        self.topo
+                            .names
+                            .insert(Key::Dev(*d), p.display().to_string());
+                    }
+                }
+                v.into_iter().map(|(d, _)| d).collect()
             }
         }
     }
@@ -448,7 +874,10 @@ impl SysGraph<'_> {
 impl Graph for SysGraph<'_> {
     fn down(&mut self, k: Key) -> Vec<Edge> {
         let mut out = Vec::new();
-        let Key::Dev(d) = k else { return out };
+        let Key::Dev(d) = k else {
+            self.overlay_edges(k, true, &mut out);
+            return out;
+        };
         let Some(dd) = self.dir(d) else { return out };
         let dir = &dd.path;
         if dd.partition {
@@ -465,16 +894,13 @@ impl Graph for SysGraph<'_> {
                 }
             }
         }
+        let own_name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         for name in self.list(dir, "slaves") {
             if let Some(s) = self.class_dev(&name) {
-                self.edge(
-                    Edge {
-                        upper: k,
-                        lower: Key::Dev(s),
-                        layer: Layer::Stacked,
-                    },
-                    &mut out,
-                );
+                self.stacked(d, &own_name, s, &mut out);
             }
         }
         if dd.bound_loop {
@@ -497,6 +923,7 @@ impl Graph for SysGraph<'_> {
         let d = match k {
             Key::Dev(d) => d,
             Key::File { dev, ino } => {
+                self.overlay_edges(k, false, &mut out);
                 for l in self.loops_over(dev, ino) {
                     self.edge(
                         Edge {
@@ -533,16 +960,19 @@ impl Graph for SysGraph<'_> {
                 }
             }
         }
+        for l in self.loops_over_device(d, dir) {
+            self.edge(
+                Edge {
+                    upper: Key::Dev(l),
+                    lower: k,
+                    layer: Layer::Whole,
+                },
+                &mut out,
+            );
+        }
         for name in self.list(dir, "holders") {
             if let Some(h) = self.class_dev(&name) {
-                self.edge(
-                    Edge {
-                        upper: Key::Dev(h),
-                        lower: k,
-                        layer: Layer::Stacked,
-                    },
-                    &mut out,
-                );
+                self.stacked(h, &name, d, &mut out);
             }
         }
         out
@@ -558,6 +988,8 @@ mod tests {
     /// A synthetic sysfs tree in a private directory, removed on drop.
     struct Tree {
         root: PathBuf,
+        /// Device-mapper tables (`DmTables::Fixed`).
+        dm: std::cell::RefCell<Vec<(DevNum, Vec<crate::dmtable::Target>)>>,
     }
 
     static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
@@ -570,7 +1002,10 @@ mod tests {
             let _ = std::fs::remove_dir_all(&root);
             std::fs::create_dir_all(root.join("sys/class/block")).unwrap();
             std::fs::create_dir_all(root.join("sys/dev/block")).unwrap();
-            Tree { root }
+            Tree {
+                root,
+                dm: Default::default(),
+            }
         }
         fn sys(&self) -> PathBuf {
             self.root.join("sys")
@@ -623,6 +1058,25 @@ mod tests {
                 minor: dev.1,
             })
         }
+        /// The table of dm device `dev`: (start, length, type, params).
+        fn table(&self, dev: (u32, u32), targets: &[(u64, u64, &str, &str)]) {
+            let t = targets
+                .iter()
+                .map(|&(start, length, kind, params)| crate::dmtable::Target {
+                    start,
+                    length,
+                    kind: kind.into(),
+                    params: params.into(),
+                })
+                .collect();
+            self.dm.borrow_mut().push((
+                DevNum {
+                    major: dev.0,
+                    minor: dev.1,
+                },
+                t,
+            ));
+        }
         /// `upper` is stacked on `lower` (holders/ and slaves/ entries).
         fn stack(&self, upper: &str, lower: &str) {
             self.write(&format!("class/block/{lower}/holders/{upper}"), "");
@@ -634,6 +1088,8 @@ mod tests {
                 swaps: self.root.join("swaps"),
                 mountinfo: self.root.join("mountinfo"),
                 loops: Loops::Fixed(loops),
+                overlays: Some(Vec::new()),
+                dm: DmTables::Fixed(self.dm.borrow().clone()),
             }
         }
     }
@@ -857,12 +1313,91 @@ mod tests {
         t.write("class/block/dm-2/dm/name", "vg0-b\n");
         t.stack("dm-1", "sdb1");
         t.stack("dm-2", "sdb1");
+        // Side by side on the PV, as LVM allocates them (lv1 in two
+        // segments around lv2).
+        t.table(
+            (253, 1),
+            &[
+                (0, 2048, "linear", "8:17 2048"),
+                (2048, 2048, "linear", "8:17 6144"),
+            ],
+        );
+        t.table((253, 2), &[(0, 2048, "linear", "8:17 4096")]);
         let src = t.sources(vec![]);
         let c = [claim("3", "vbd", lv2, Mode::Write)];
         assert_eq!(
             decide(&src, &req("/dev/vg0/a", lv1, Mode::Write), &[], &[], &c),
             Ok(())
         );
+    }
+
+    #[test]
+    fn two_dm_devices_mapping_the_same_sectors_meet() {
+        let t = Tree::new();
+        t.disk("sdb", (8, 16));
+        let a = t.disk("dm-1", (253, 1));
+        let b = t.disk("dm-2", (253, 2));
+        t.write("class/block/dm-1/dm/name", "a\n");
+        t.write("class/block/dm-2/dm/name", "b\n");
+        t.stack("dm-1", "sdb");
+        t.stack("dm-2", "sdb");
+        t.table((253, 1), &[(0, 4096, "linear", "8:16 2048")]);
+        // dm-2 reaches sector 6000 of sdb, inside dm-1's [2048, 6144).
+        t.table(
+            (253, 2),
+            &[
+                (0, 100, "linear", "8:16 100000"),
+                (100, 16, "linear", "8:16 6000"),
+            ],
+        );
+        let src = t.sources(vec![]);
+        let c = [claim("3", "vbd", b, Mode::Write)];
+        let m = decide(&src, &req("/dev/mapper/a", a, Mode::Write), &[], &[], &c).unwrap_err();
+        assert!(
+            m.starts_with(
+                "/dev/mapper/a is built on /dev/sdb, which is also held by dm-2 (b), which \
+                 domain 3 has read-write"
+            ),
+            "{m}"
+        );
+        // Read-only on both sides stays shared.
+        let c = [claim("3", "vbd", b, Mode::Read)];
+        assert_eq!(
+            decide(&src, &req("/dev/mapper/a", a, Mode::Read), &[], &[], &c),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn dm_targets_we_cannot_reason_about_cover_their_whole_device() {
+        let t = Tree::new();
+        t.disk("sdb", (8, 16));
+        let a = t.disk("dm-1", (253, 1));
+        let b = t.disk("dm-2", (253, 2));
+        let c = t.disk("dm-3", (253, 3));
+        for (n, d) in [("dm-1", "a"), ("dm-2", "b"), ("dm-3", "c")] {
+            t.write(&format!("class/block/{n}/dm/name"), d);
+            t.stack(n, "sdb");
+        }
+        t.table((253, 1), &[(0, 8, "linear", "8:16 0")]);
+        // A mirror leg far away, and a device whose table is unreadable.
+        t.table(
+            (253, 2),
+            &[(0, 8, "mirror", "core 1 1024 1 8:16 1000000 0")],
+        );
+        let src = t.sources(vec![]);
+        for other in [b, c] {
+            let claims = [claim("3", "vbd", other, Mode::Write)];
+            let m = decide(
+                &src,
+                &req("/dev/mapper/a", a, Mode::Write),
+                &[],
+                &[],
+                &claims,
+            )
+            .unwrap_err();
+            assert!(m.contains("domain 3 has read-write"), "{m}");
+        }
     }
 
     #[test]

@@ -307,7 +307,7 @@ pub fn list() -> Result<Vec<LoopInfo>> {
 
 /// [`list`], taking the status of the devices in `known` (statuses the
 /// caller has just read) as given instead of asking the kernel again.
-fn list_reusing(known: &[LoopInfo]) -> Result<Vec<LoopInfo>> {
+pub fn list_reusing(known: &[LoopInfo]) -> Result<Vec<LoopInfo>> {
     let numbers = bound_numbers()?;
     let mut out = Vec::with_capacity(numbers.len());
     for n in numbers {

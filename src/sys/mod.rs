@@ -7,6 +7,8 @@ pub mod child;
 #[cfg(target_os = "linux")]
 pub mod diskseq;
 #[cfg(target_os = "linux")]
+pub mod dm;
+#[cfg(target_os = "linux")]
 pub mod loopdev;
 pub mod mountinfo;
 #[cfg(target_os = "linux")]

@@ -57,6 +57,45 @@ fn parse_line(line: &str) -> Option<Mount> {
     })
 }
 
+/// A mount with what [`parse`] leaves out: the filesystem type, the source
+/// and the superblock options (unescaped).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Full {
+    pub mount: Mount,
+    pub fstype: String,
+    pub source: String,
+    pub super_options: String,
+}
+
+/// Every well-formed line of a mountinfo text, in full.
+pub fn parse_full(text: &str) -> Vec<Full> {
+    text.lines()
+        .filter_map(|line| {
+            let mount = parse_line(line)?;
+            let fields: Vec<&str> = line.split(' ').collect();
+            let sep = fields.iter().skip(6).position(|f| *f == "-")? + 6;
+            Some(Full {
+                mount,
+                fstype: unescape(fields.get(sep + 1)?),
+                source: unescape(fields.get(sep + 2)?),
+                super_options: unescape(fields.get(sep + 3)?),
+            })
+        })
+        .collect()
+}
+
+/// The mounts whose device number is anonymous (major 0: btrfs, which
+/// lists a number of its own, not its devices') but whose source names a
+/// path: the candidates for [`parse`]'s caller to identify by that source,
+/// as Xen's script does.
+pub fn named_sources(text: &str) -> Vec<Full> {
+    text.lines()
+        .filter(|l| l.split(' ').nth(2).is_some_and(|d| d.starts_with("0:")))
+        .flat_map(parse_full)
+        .filter(|f| f.source.starts_with('/'))
+        .collect()
+}
+
 /// Every well-formed line of a mountinfo text; malformed lines are skipped.
 pub fn parse(text: &str) -> Vec<Mount> {
     text.lines().filter_map(parse_line).collect()
