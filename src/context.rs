@@ -82,6 +82,9 @@ pub struct Config {
     /// the client's watch events: turn it off when sharing a client whose
     /// watches the caller reads itself.
     pub claims_index: bool,
+    /// QEMU-compatible image locks on file targets (docs/image-locks.md):
+    /// `BestEffort` by default.
+    pub image_locks: crate::imagelock::ImageLocks,
 }
 
 impl Default for Config {
@@ -96,6 +99,7 @@ impl Default for Config {
             flavour: Flavour::native(),
             logger: None,
             claims_index: true,
+            image_locks: crate::imagelock::ImageLocks::BestEffort,
         }
     }
 }
@@ -111,6 +115,7 @@ impl std::fmt::Debug for Config {
             .field("lock_timeout", &self.lock_timeout)
             .field("flavour", &self.flavour)
             .field("claims_index", &self.claims_index)
+            .field("image_locks", &self.image_locks)
             .finish()
     }
 }

@@ -18,6 +18,7 @@ mod describe;
 pub mod error;
 pub mod ffi;
 pub mod hotplug;
+pub mod imagelock;
 pub mod index;
 pub mod lock;
 pub mod sharing;

@@ -6,6 +6,8 @@ pub mod blockdev;
 pub mod child;
 #[cfg(target_os = "linux")]
 pub mod loopdev;
+#[cfg(target_os = "linux")]
+pub mod ofdlock;
 pub mod mountinfo;
 #[cfg(target_os = "linux")]
 pub mod procfile;
