@@ -11,7 +11,9 @@ step() { printf '\n== %s\n' "$*"; }
 
 step "installing test dependencies"
 need_apt=()
-for pkg in pkg-config valgrind e2fsprogs util-linux; do
+# qemu-utils (qemu-img, qemu-io) and qemu-system-x86: tests/image_locks.rs
+# proves the image locks against QEMU's own.
+for pkg in pkg-config valgrind e2fsprogs util-linux qemu-utils qemu-system-x86; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 if [ "${#need_apt[@]}" -gt 0 ]; then

@@ -177,7 +177,13 @@ mod tests {
     #[test]
     fn own_locks_never_conflict_others_do() {
         let path = std::env::temp_dir().join(format!("xenblock-ofd-{}", std::process::id()));
-        let a = File::create(&path).unwrap();
+        // A read lock needs a description open for reading.
+        let a = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .unwrap();
         let b = File::open(&path).unwrap();
         std::fs::remove_file(&path).unwrap();
         lock_shared(&a, 100, 2).unwrap();
