@@ -394,3 +394,47 @@ fn status_shows_the_setting_and_bad_values_are_usage_errors() {
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("expected required, best-effort or off"), "{}", text(&o));
 }
+
+/// What the locks add to a file prepare with nothing in the way: `take` on
+/// a fresh description, as the prepare calls it (2 F_OFD_SETLK + 3
+/// F_OFD_GETLK for `w`). Run: `cargo test --release --test image_locks --
+/// --ignored --nocapture cost_of_taking`.
+#[test]
+#[ignore]
+fn cost_of_taking_the_locks() {
+    use xenblock::imagelock::{take, Image, OwnLoops};
+    use xenblock::sharing::Mode;
+    let mut env = Env::new();
+    let img = env.image("cost.img", SIZE);
+    let st = xenblock::sys::stat::stat(&img).unwrap();
+    for mode in [Mode::Write, Mode::Read] {
+        let mut t = Vec::new();
+        for _ in 0..20_000 {
+            let f = xenblock::sys::stat::open_target(&img, mode != Mode::Read).unwrap();
+            let i = Image {
+                file: &f,
+                dev: st.dev,
+                ino: st.ino,
+                shown: "cost.img",
+            };
+            let start = Instant::now();
+            take(
+                &i,
+                mode,
+                ImageLocks::BestEffort,
+                &|| Ok(OwnLoops::default()),
+                &|_, _| {},
+            )
+            .unwrap();
+            t.push(start.elapsed());
+        }
+        t.sort();
+        println!(
+            "take {mode:?}: median {:?}, p90 {:?}, p99 {:?} over {} runs",
+            t[t.len() / 2],
+            t[t.len() * 9 / 10],
+            t[t.len() * 99 / 100],
+            t.len()
+        );
+    }
+}
