@@ -238,12 +238,8 @@ fn any_conflict(img: &Image<'_>, p: &Plan) -> Result<bool> {
 
 #[cfg(target_os = "linux")]
 fn test(img: &Image<'_>, start: u64, len: u64, exclusive: bool) -> Result<Option<Conflict>> {
-    ofdlock::test(img.file, start, len, exclusive).map_err(|e| {
-        Error::io(
-            format!("cannot test the image locks of {}", img.shown),
-            e,
-        )
-    })
+    ofdlock::test(img.file, start, len, exclusive)
+        .map_err(|e| Error::io(format!("cannot test the image locks of {}", img.shown), e))
 }
 
 #[cfg(target_os = "linux")]
@@ -282,7 +278,10 @@ fn refuse_unless_own(
             // /proc/locks lists this prepare's own lock on the byte too.
             let mine = p.hold.iter().any(|b| PERM_BASE + b == byte)
                 || p.deny.iter().any(|b| SHARED_BASE + b == byte);
-            let n = h.iter().filter(|l| l.ofd && !l.exclusive && l.covers(byte)).count();
+            let n = h
+                .iter()
+                .filter(|l| l.ofd && !l.exclusive && l.covers(byte))
+                .count();
             if n.saturating_sub(usize::from(mine)) <= if ours { o.rw } else { o.all } {
                 continue;
             }
@@ -396,7 +395,11 @@ mod tests {
 
     #[test]
     fn policy_words() {
-        for p in [ImageLocks::Required, ImageLocks::BestEffort, ImageLocks::Off] {
+        for p in [
+            ImageLocks::Required,
+            ImageLocks::BestEffort,
+            ImageLocks::Off,
+        ] {
             assert_eq!(ImageLocks::parse(p.as_str()).unwrap(), p);
         }
         assert_eq!(ImageLocks::default(), ImageLocks::BestEffort);
@@ -407,7 +410,10 @@ mod tests {
     #[test]
     fn bytes_of_each_mode() {
         // Read: others' "no read" and "no write"-sharing bytes; a lease if exclusive.
-        assert_eq!(tests(&plan(Mode::Read)), vec![(200, true), (101, true), (0, false)]);
+        assert_eq!(
+            tests(&plan(Mode::Read)),
+            vec![(200, true), (101, true), (0, false)]
+        );
         assert_eq!(
             tests(&plan(Mode::Write)),
             vec![(200, true), (201, true), (101, true), (0, true)]
@@ -432,7 +438,10 @@ mod tests {
             pid: None,
         };
         let m = refusal("/img", Mode::Write, 201, &ofd);
-        assert!(m.contains("lets nobody else write") && m.contains("another host"), "{m}");
+        assert!(
+            m.contains("lets nobody else write") && m.contains("another host"),
+            "{m}"
+        );
         let lease = Conflict {
             start: 0,
             len: 1,
@@ -441,7 +450,10 @@ mod tests {
         };
         let m = refusal("/img", Mode::Read, 0, &lease);
         assert!(m.contains("virtlockd read-write lease"), "{m}");
-        assert!(m.contains(&format!("process {}", std::process::id())), "{m}");
+        assert!(
+            m.contains(&format!("process {}", std::process::id())),
+            "{m}"
+        );
     }
 
     #[test]

@@ -44,12 +44,16 @@ fn text(o: &Output) -> String {
 
 /// `qemu-io` writing one sector.
 fn qemu_io_write(img: &Path) -> Output {
-    run(Command::new(need("qemu-io")).args(["-f", "raw", "-c", "write 0 512"]).arg(img))
+    run(Command::new(need("qemu-io"))
+        .args(["-f", "raw", "-c", "write 0 512"])
+        .arg(img))
 }
 
 /// `qemu-io` reading one sector, read-only.
 fn qemu_io_read(img: &Path) -> Output {
-    run(Command::new(need("qemu-io")).args(["-r", "-f", "raw", "-c", "read 0 512"]).arg(img))
+    run(Command::new(need("qemu-io"))
+        .args(["-r", "-f", "raw", "-c", "read 0 512"])
+        .arg(img))
 }
 
 /// `qemu-img convert` into the image (opened read-write).
@@ -175,11 +179,23 @@ fn xenblock_writer_refuses_qemu_writers() {
     ctx.prepare(&be).unwrap();
 
     let o = qemu_io_write(&img);
-    assert!(!o.status.success() && text(&o).contains(QEMU_LOCK), "{}", text(&o));
+    assert!(
+        !o.status.success() && text(&o).contains(QEMU_LOCK),
+        "{}",
+        text(&o)
+    );
     let o = qemu_img_write(&img, &src);
-    assert!(!o.status.success() && text(&o).contains(QEMU_LOCK), "{}", text(&o));
+    assert!(
+        !o.status.success() && text(&o).contains(QEMU_LOCK),
+        "{}",
+        text(&o)
+    );
     let o = run(Command::new(need("qemu-system-x86_64")).args(qemu_system_args(&img, false)));
-    assert!(!o.status.success() && text(&o).contains(QEMU_LOCK), "{}", text(&o));
+    assert!(
+        !o.status.success() && text(&o).contains(QEMU_LOCK),
+        "{}",
+        text(&o)
+    );
 
     // After release, QEMU may write again.
     ctx.release(&be).unwrap();
@@ -215,7 +231,10 @@ fn qemu_writer_refuses_xenblock() {
                 "{holder}: {m}"
             );
             assert!(m.contains("names no process"), "{holder}: {m}");
-            assert!(env.loops_of(&img).is_empty(), "{holder}: no loop device stays");
+            assert!(
+                env.loops_of(&img).is_empty(),
+                "{holder}: no loop device stays"
+            );
             assert_eq!(
                 env.read(&format!("{be}/hotplug-status")).as_deref(),
                 Some("busy")
@@ -247,7 +266,11 @@ fn readers_of_both_kinds_coexist() {
     assert_eq!(env.loops_of(&img).len(), 2);
     // Writers stay out while the readers are there.
     let o = qemu_img_write(&img, &src);
-    assert!(!o.status.success() && text(&o).contains(QEMU_LOCK), "{}", text(&o));
+    assert!(
+        !o.status.success() && text(&o).contains(QEMU_LOCK),
+        "{}",
+        text(&o)
+    );
     env.domain(7, "/vm/c");
     let c = env.backend(7, 51712, &img.display().to_string(), "w");
     prepare_err(&ctx, &c);
@@ -256,7 +279,10 @@ fn readers_of_both_kinds_coexist() {
     ctx.release(&b).unwrap();
     // With only the QEMU reader left, the image locks refuse the writer.
     let m = prepare_err(&ctx, &c).to_string();
-    assert!(m.contains("lets nobody else write to it (lock byte 201)"), "{m}");
+    assert!(
+        m.contains("lets nobody else write to it (lock byte 201)"),
+        "{m}"
+    );
     drop(q);
 }
 
@@ -279,7 +305,11 @@ fn own_loop_devices_do_not_refuse_what_the_sharing_rule_allows() {
     assert_eq!(env.loops_of(&img).len(), 3);
     // A QEMU writer still sees them.
     let o = qemu_io_write(&img);
-    assert!(!o.status.success() && text(&o).contains(QEMU_LOCK), "{}", text(&o));
+    assert!(
+        !o.status.success() && text(&o).contains(QEMU_LOCK),
+        "{}",
+        text(&o)
+    );
     for be in [&a1, &a2, &b] {
         ctx.release(be).unwrap();
     }
@@ -311,7 +341,10 @@ fn a_virtlockd_lease_refuses_with_its_process() {
     let be = env.backend(5, 51712, &img.display().to_string(), "r");
     let m = prepare_err(&ctx, &be).to_string();
     assert!(m.contains("virtlockd read-write lease"), "{m}");
-    assert!(m.contains(&format!("process {}", std::process::id())), "{m}");
+    assert!(
+        m.contains(&format!("process {}", std::process::id())),
+        "{m}"
+    );
     assert!(env.loops_of(&img).is_empty());
     drop(f); // closing releases a POSIX lock
     env.unprepare(&be);
@@ -359,7 +392,11 @@ fn the_lock_outlives_the_preparer_and_ends_with_the_loop_device() {
     let loops = env.loops_of(&img);
     assert_eq!(loops.len(), 1);
     let o = qemu_io_write(&img);
-    assert!(!o.status.success() && text(&o).contains(QEMU_LOCK), "{}", text(&o));
+    assert!(
+        !o.status.success() && text(&o).contains(QEMU_LOCK),
+        "{}",
+        text(&o)
+    );
     // Detached by hand: the lock goes with the loop device.
     let o = run(Command::new("losetup").arg("-d").arg(&loops[0].path));
     assert!(o.status.success(), "{}", text(&o));
@@ -392,7 +429,11 @@ fn status_shows_the_setting_and_bad_values_are_usage_errors() {
         .env("XENSTORED_PATH", &env.sock)
         .env("XENBLOCK_IMAGE_LOCKS", "sometimes"));
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    assert!(text(&o).contains("expected required, best-effort or off"), "{}", text(&o));
+    assert!(
+        text(&o).contains("expected required, best-effort or off"),
+        "{}",
+        text(&o)
+    );
 }
 
 /// What the locks add to a file prepare with nothing in the way: `take` on

@@ -6,9 +6,9 @@ pub mod blockdev;
 pub mod child;
 #[cfg(target_os = "linux")]
 pub mod loopdev;
+pub mod mountinfo;
 #[cfg(target_os = "linux")]
 pub mod ofdlock;
-pub mod mountinfo;
 #[cfg(target_os = "linux")]
 pub mod procfile;
 pub mod start;

@@ -57,7 +57,11 @@ pub fn lock_shared(file: &File, start: u64, len: u64) -> io::Result<()> {
 /// Locks of `file`'s own open file description never conflict. Returns the
 /// first conflicting lock (`F_OFD_GETLK`).
 pub fn test(file: &File, start: u64, len: u64, exclusive: bool) -> io::Result<Option<Conflict>> {
-    let kind = if exclusive { libc::F_WRLCK } else { libc::F_RDLCK };
+    let kind = if exclusive {
+        libc::F_WRLCK
+    } else {
+        libc::F_RDLCK
+    };
     let mut fl = flock(kind, start, len)?;
     // SAFETY: `file` is open for the call; `fl` is a valid, writable
     // `struct flock` the kernel reads and overwrites for F_OFD_GETLK.

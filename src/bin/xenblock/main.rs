@@ -146,9 +146,11 @@ fn image_lock_logger() -> xenblock::Logger {
 
 /// The configuration from the environment and the common options.
 fn config(c: &Common) -> Result<Config, String> {
-    let mut config = Config::default();
-    config.image_locks = image_locks()?;
-    config.logger = Some(image_lock_logger());
+    let mut config = Config {
+        image_locks: image_locks()?,
+        logger: Some(image_lock_logger()),
+        ..Config::default()
+    };
     // Installed as /etc/xen/scripts/block there are no options to pass:
     // the environment may set the directories instead.
     if let Some(d) = std::env::var_os("XENBLOCK_LOCK_DIR").filter(|d| !d.is_empty()) {
