@@ -975,9 +975,6 @@ pub enum Plan {
     Script(Invocation),
 }
 
-/// Refuse a tag the kernel would cut (`lo_file_name` is 64 bytes with its
-/// NUL): reconcile must be able to read it back whole.
-#[cfg(target_os = "linux")]
 /// The loop devices over a file, for explaining image locks they hold.
 #[cfg(target_os = "linux")]
 fn own_loops(dev: u64, ino: u64) -> Result<crate::imagelock::OwnLoops> {
@@ -988,6 +985,9 @@ fn own_loops(dev: u64, ino: u64) -> Result<crate::imagelock::OwnLoops> {
     })
 }
 
+/// Refuse a tag the kernel would cut (`lo_file_name` is 64 bytes with its
+/// NUL): reconcile must be able to read it back whole.
+#[cfg(target_os = "linux")]
 fn check_tag_fits(backend: &str, tag: &str) -> Result<()> {
     let max = crate::sys::loopdev::WHOLE_NAME_MAX;
     if tag.len() > max {

@@ -12,6 +12,7 @@
 //! libvirt's (virtlockd's "direct" leases, classic POSIX locks).
 use std::collections::HashSet;
 use std::fs::File;
+#[cfg(target_os = "linux")]
 use std::io;
 use std::sync::Mutex;
 
@@ -205,6 +206,7 @@ fn exclusive_in_the_way(img: &Image<'_>, mode: Mode, p: &Plan) -> Error {
     ))
 }
 
+#[cfg(target_os = "linux")]
 /// The bytes a plan tests, with the kind of lock it would need there:
 /// others' "not shared" bytes of what it holds, others' "held" bytes of
 /// what it denies, and libvirt's lease byte.
@@ -336,6 +338,7 @@ pub fn refusal(shown: &str, mode: Mode, byte: u64, c: &Conflict) -> String {
     )
 }
 
+#[cfg(target_os = "linux")]
 /// The errors that mean "this file system has no byte-range locks" (and
 /// `EINVAL`: a kernel without OFD locks).
 fn unsupported(e: &io::Error) -> bool {
@@ -345,6 +348,7 @@ fn unsupported(e: &io::Error) -> bool {
     )
 }
 
+#[cfg(target_os = "linux")]
 fn busy(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EACCES))
 }
@@ -408,6 +412,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(target_os = "linux")]
     fn bytes_of_each_mode() {
         // Read: others' "no read" and "no write"-sharing bytes; a lease if exclusive.
         assert_eq!(
@@ -457,6 +462,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(target_os = "linux")]
     fn unsupported_errors() {
         for e in [libc::EOPNOTSUPP, libc::ENOLCK, libc::EINVAL] {
             assert!(unsupported(&io::Error::from_raw_os_error(e)));
