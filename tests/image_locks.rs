@@ -479,3 +479,24 @@ fn cost_of_taking_the_locks() {
         );
     }
 }
+
+#[test]
+fn reconcile_ends_the_lock_with_the_loop_device() {
+    require_root();
+    let mut env = Env::new();
+    let (img, _src) = setup(&mut env, "rec.img");
+    env.domain(93, "/vm/rec");
+    let be = env.backend(93, 61713, &img.display().to_string(), "w");
+    let ctx = env.ctx();
+    ctx.prepare(&be).unwrap();
+    assert!(ofd_locks(&img) > 0);
+    // The toolstack lost the backend: reconcile detaches its loop device,
+    // and the lock goes with it.
+    xenblock::store::Store::remove(&*env.store, xenblock::store::NO_TX, &be).unwrap();
+    ctx.reconcile(Some("/local/domain/0/backend/vbd/93/61713"))
+        .unwrap();
+    assert!(env.loops_of(&img).is_empty());
+    wait_until("the locks are gone", || ofd_locks(&img) == 0);
+    let o = qemu_io_write(&img);
+    assert!(o.status.success(), "{}", text(&o));
+}
