@@ -18,7 +18,15 @@ for pkg in pkg-config valgrind e2fsprogs util-linux qemu-utils qemu-system-x86; 
 done
 if [ "${#need_apt[@]}" -gt 0 ]; then
   apt-get -o DPkg::Lock::Timeout=900 update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=900 install -y -qq "${need_apt[@]}"
+  extra=()
+  if [[ " ${need_apt[*]} " == *" qemu-system-x86 "* ]]; then
+    # A newer qemu-utils (e.g. from bookworm-backports) breaks the
+    # qemu-system-common of Debian 12: take both from the same build.
+    v=$(apt-cache policy qemu-system-x86 | awk '/Candidate:/ {print $2}')
+    [ -n "$v" ] && [ "$v" != "(none)" ] && extra=("qemu-utils=$v" --allow-downgrades)
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=900 install -y -qq \
+    "${need_apt[@]}" "${extra[@]}"
 fi
 # The real-Xen suite's in-process mode builds Debian's libxenlight with
 # integrations/libxl (scripts/build-libxl.sh, cached): its build dependencies.
