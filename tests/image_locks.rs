@@ -104,6 +104,23 @@ fn ofd_locks(img: &Path) -> usize {
         .count()
 }
 
+/// How many OFD locks cover `byte` of the file.
+fn ofd_locks_on(img: &Path, byte: u64) -> usize {
+    let st = xenblock::sys::stat::stat(img).unwrap();
+    xenblock::sys::ofdlock::held_on(st.dev, st.ino)
+        .unwrap()
+        .iter()
+        .filter(|l| l.ofd && l.covers(byte))
+        .count()
+}
+
+/// A check that each of `bytes` has gained a lock since it was made.
+fn more_locks_on(img: &Path, bytes: &[u64]) -> impl Fn() -> bool {
+    let img = img.to_path_buf();
+    let before: Vec<(u64, usize)> = bytes.iter().map(|&b| (b, ofd_locks_on(&img, b))).collect();
+    move || before.iter().all(|&(b, n)| ofd_locks_on(&img, b) > n)
+}
+
 fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
     let start = Instant::now();
     while !f() {
@@ -116,9 +133,12 @@ fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
 }
 
 /// A QEMU guest (stopped, -S) with the image as its disk; returns once its
-/// locks are in /proc/locks.
+/// locks are in /proc/locks: all of them, as QEMU takes them in steps (the
+/// image is opened, then the device adds its permissions). The image must
+/// be left alone meanwhile.
 fn qemu_system(img: &Path, read_only: bool) -> Proc {
-    let before = ofd_locks(img);
+    let want: &[u64] = if read_only { &[100, 201] } else { &[101, 201] };
+    let locked = more_locks_on(img, want);
     let child = Command::new(need("qemu-system-x86_64"))
         .args(qemu_system_args(img, read_only))
         .stdin(Stdio::null())
@@ -134,14 +154,14 @@ fn qemu_system(img: &Path, read_only: bool) -> Proc {
             p.0.stderr.take().unwrap().read_to_string(&mut err).unwrap();
             panic!("qemu-system-x86_64 exited ({st}) before locking: {err}");
         }
-        ofd_locks(img) > before
+        locked()
     });
     p
 }
 
 /// `qemu-io` with the image open read-write, kept running (its stdin open).
 fn qemu_io_holding(img: &Path) -> Proc {
-    let before = ofd_locks(img);
+    let locked = more_locks_on(img, &[101]);
     let child = Command::new(need("qemu-io"))
         .args(["-f", "raw"])
         .arg(img)
@@ -151,7 +171,8 @@ fn qemu_io_holding(img: &Path) -> Proc {
         .spawn()
         .unwrap();
     let p = Proc(child);
-    wait_until("qemu-io holds its image locks", || ofd_locks(img) > before);
+    // qemu-io holds 100 and 101 (read, write) and shares everything.
+    wait_until("qemu-io holds its image locks", locked);
     p
 }
 
