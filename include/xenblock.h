@@ -76,28 +76,6 @@
 #define XENBLOCK_NOWAIT 1
 
 /**
- * libvirt's byte: virtlockd's direct lease on the image file itself.
- */
-#define LEASE_BYTE 0
-
-/**
- * QEMU's "permission held" bytes start here (`+ bit`).
- */
-#define PERM_BASE 100
-
-/**
- * QEMU's "permission not shared" bytes start here (`+ bit`).
- */
-#define SHARED_BASE 200
-
-/**
- * QEMU's permission bits used here.
- */
-#define CONSISTENT_READ 0
-
-#define WRITE 1
-
-/**
  * `xenblock_plan_new` actions.
  */
 enum xenblock_action

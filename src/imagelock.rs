@@ -69,14 +69,14 @@ impl std::fmt::Display for ImageLocks {
 pub const LOG_PREFIX: &str = "image locks: ";
 
 /// libvirt's byte: virtlockd's direct lease on the image file itself.
-pub const LEASE_BYTE: u64 = 0;
+pub(crate) const LEASE_BYTE: u64 = 0;
 /// QEMU's "permission held" bytes start here (`+ bit`).
-pub const PERM_BASE: u64 = 100;
+pub(crate) const PERM_BASE: u64 = 100;
 /// QEMU's "permission not shared" bytes start here (`+ bit`).
-pub const SHARED_BASE: u64 = 200;
+pub(crate) const SHARED_BASE: u64 = 200;
 /// QEMU's permission bits used here.
-pub const CONSISTENT_READ: u64 = 0;
-pub const WRITE: u64 = 1;
+pub(crate) const CONSISTENT_READ: u64 = 0;
+pub(crate) const WRITE: u64 = 1;
 
 /// What a request holds and denies, as QEMU's bits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
