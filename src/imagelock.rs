@@ -69,10 +69,13 @@ impl std::fmt::Display for ImageLocks {
 pub const LOG_PREFIX: &str = "image locks: ";
 
 /// libvirt's byte: virtlockd's direct lease on the image file itself.
+#[cfg(target_os = "linux")]
 pub(crate) const LEASE_BYTE: u64 = 0;
 /// QEMU's "permission held" bytes start here (`+ bit`).
+#[cfg(target_os = "linux")]
 pub(crate) const PERM_BASE: u64 = 100;
 /// QEMU's "permission not shared" bytes start here (`+ bit`).
+#[cfg(target_os = "linux")]
 pub(crate) const SHARED_BASE: u64 = 200;
 /// QEMU's permission bits used here.
 pub(crate) const CONSISTENT_READ: u64 = 0;
