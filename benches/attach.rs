@@ -29,6 +29,8 @@
 //!   (`tests/realxen/bench-attach.sh` runs it in the real-Xen VM)
 //! - `XENBLOCK_BENCH_CLI=PATH`  the CLI to measure (default: the one built)
 //! - `XENBLOCK_BENCH_NS=0,1000` the numbers of other disks to measure at
+//! - `XENBLOCK_IMAGE_LOCKS=off` image locks off (the A/B of their cost;
+//!   default best-effort), in-process and, inherited, in the CLI
 //! - `XENBLOCK_BENCH_SCRATCH=DIR` where images go (default: the temp dir)
 //! - `XENBLOCK_BENCH_PROFILE=N` only loop in-process phy prepare at N for 10 s
 //!   (for `perf record`); `XENBLOCK_BENCH_PROFILE_SCAN=1` with the index off,
@@ -794,6 +796,15 @@ struct Plan {
     index_mem_cycles: usize,
 }
 
+/// `XENBLOCK_IMAGE_LOCKS` for the in-process contexts (the CLI reads it itself).
+fn bench_image_locks() -> xenblock::imagelock::ImageLocks {
+    match std::env::var("XENBLOCK_IMAGE_LOCKS") {
+        Ok(v) if !v.is_empty() => xenblock::imagelock::ImageLocks::parse(&v)
+            .expect("XENBLOCK_IMAGE_LOCKS: required, best-effort or off"),
+        _ => xenblock::imagelock::ImageLocks::default(),
+    }
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; a filter argument selects nothing here.
     assert!(
@@ -873,6 +884,7 @@ fn main() {
             store: Some(client(&xs)),
             lock_dir: lock_dir.clone(),
             claims_index: true,
+            image_locks: bench_image_locks(),
             ..Config::default()
         })
         .unwrap(),
@@ -882,6 +894,7 @@ fn main() {
             store: Some(client(&xs)),
             lock_dir: lock_dir.clone(),
             claims_index: false,
+            image_locks: bench_image_locks(),
             ..Config::default()
         })
         .unwrap(),

@@ -13,13 +13,23 @@ step "installing test dependencies"
 need_apt=()
 # debhelper, dpkg-dev, scdoc, lintian: the real-Xen suite's 90-debs builds the
 # packages (scripts/build-debs.sh) to install them in dom0.
+# qemu-utils (qemu-img, qemu-io) and qemu-system-x86: tests/image_locks.rs
+# proves the image locks against QEMU's own.
 # btrfs-progs, xfsprogs: tests/kernel_holders.rs (btrfs members, XFS log device).
-for pkg in pkg-config valgrind e2fsprogs util-linux debhelper dpkg-dev scdoc lintian btrfs-progs xfsprogs; do
+for pkg in pkg-config valgrind e2fsprogs util-linux debhelper dpkg-dev scdoc lintian btrfs-progs xfsprogs qemu-utils qemu-system-x86; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 if [ "${#need_apt[@]}" -gt 0 ]; then
   apt-get -o DPkg::Lock::Timeout=900 update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=900 install -y -qq "${need_apt[@]}"
+  extra=()
+  if [[ " ${need_apt[*]} " == *" qemu-system-x86 "* ]]; then
+    # A newer qemu-utils (e.g. from bookworm-backports) breaks the
+    # qemu-system-common of Debian 12: take both from the same build.
+    v=$(apt-cache policy qemu-system-x86 | awk '/Candidate:/ {print $2}')
+    [ -n "$v" ] && [ "$v" != "(none)" ] && extra=("qemu-utils=$v" --allow-downgrades)
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=900 install -y -qq \
+    "${need_apt[@]}" "${extra[@]}"
 fi
 # The real-Xen suite's in-process mode builds Debian's libxenlight with
 # integrations/libxl (scripts/build-libxl.sh, cached): its build dependencies.

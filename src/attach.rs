@@ -278,6 +278,20 @@ impl Context {
             }],
         )?;
         let tag = self.loop_tag(&b.path)?;
+        // On the description the loop device gets: the locks live as long
+        // as it. On any error below before the attach, they go with `file`.
+        crate::imagelock::take(
+            &crate::imagelock::Image {
+                file: &file,
+                dev: fst.dev,
+                ino: fst.ino,
+                shown: &shown,
+            },
+            mode,
+            self.config.image_locks,
+            &|| own_loops(fst.dev, fst.ino),
+            &|l, m| self.log(l, m),
+        )?;
         let lo = loopdev::attach(&file, mode == Mode::Read, tag.as_bytes())?;
         let node = lo.path.display().to_string();
         let physical = lo.dev.to_string();
@@ -1041,6 +1055,16 @@ pub enum Plan {
     InProcess,
     /// Exec this custom script (argv, plus `env` added to the environment).
     Script(Invocation),
+}
+
+/// The loop devices over a file, for explaining image locks they hold.
+#[cfg(target_os = "linux")]
+fn own_loops(dev: u64, ino: u64) -> Result<crate::imagelock::OwnLoops> {
+    let loops = crate::sys::loopdev::backed_by(dev, ino)?;
+    Ok(crate::imagelock::OwnLoops {
+        all: loops.len(),
+        rw: loops.iter().filter(|l| !l.read_only).count(),
+    })
 }
 
 /// Refuse a tag the kernel would cut (`lo_file_name` is 64 bytes with its

@@ -90,6 +90,9 @@ pub struct Config {
     /// names it is done in-process, like one naming `<script_dir>/block`.
     /// Any other script whose name is `block` is a site's own, and is run.
     pub drop_in: Option<PathBuf>,
+    /// QEMU-compatible image locks on file targets (docs/image-locks.md):
+    /// `BestEffort` by default.
+    pub image_locks: crate::imagelock::ImageLocks,
 }
 
 impl Default for Config {
@@ -105,6 +108,7 @@ impl Default for Config {
             logger: None,
             claims_index: true,
             drop_in: None,
+            image_locks: crate::imagelock::ImageLocks::BestEffort,
         }
     }
 }
@@ -121,6 +125,7 @@ impl std::fmt::Debug for Config {
             .field("flavour", &self.flavour)
             .field("claims_index", &self.claims_index)
             .field("drop_in", &self.drop_in)
+            .field("image_locks", &self.image_locks)
             .finish()
     }
 }

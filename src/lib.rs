@@ -20,6 +20,7 @@ pub mod dmtable;
 pub mod error;
 pub mod ffi;
 pub mod hotplug;
+pub mod imagelock;
 pub mod index;
 pub mod lock;
 pub mod sharing;

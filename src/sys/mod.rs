@@ -12,6 +12,8 @@ pub mod dm;
 pub mod loopdev;
 pub mod mountinfo;
 #[cfg(target_os = "linux")]
+pub mod ofdlock;
+#[cfg(target_os = "linux")]
 pub mod procfile;
 pub mod start;
 pub mod stat;

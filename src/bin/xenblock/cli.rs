@@ -51,6 +51,8 @@ Environment:
   XENSTORED_PATH       xenstored socket or xenbus device (default: the usual ones)
   XENBLOCK_LOCK_DIR    default of --lock-dir
   XENBLOCK_SCRIPT_DIR  default of --script-dir
+  XENBLOCK_IMAGE_LOCKS required, best-effort (default) or off: QEMU-compatible
+                       locks on image files (docs/image-locks.md)
   NO_COLOR             when set, the demo prints no colours
 
 Installed as /etc/xen/scripts/block (`xenblock enable`), xenblock is run as

@@ -399,5 +399,11 @@ pub fn status() -> Result<(), Failure> {
         }
         (None, false) => println!("not enabled: {SCRIPT} does not exist (Xen's tools not installed)"),
     }
+    let locks = crate::image_locks().map_err(|m| Failure::new(exit::USAGE, m))?;
+    let from = match std::env::var_os(crate::IMAGE_LOCKS_ENV) {
+        Some(v) if !v.is_empty() => crate::IMAGE_LOCKS_ENV,
+        _ => "default",
+    };
+    println!("image locks: {locks} ({from}; see docs/image-locks.md)");
     Ok(())
 }

@@ -18,6 +18,7 @@ use clap::{CommandFactory, Parser};
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
+use xenblock::imagelock::ImageLocks;
 use xenblock::{Config, Context, ErrorKind, Flavour};
 
 mod cli;
@@ -119,9 +120,41 @@ fn real_main() -> u8 {
     }
 }
 
+/// The environment variable that sets `image_locks` (docs/image-locks.md).
+pub const IMAGE_LOCKS_ENV: &str = "XENBLOCK_IMAGE_LOCKS";
+
+/// `image_locks` from the environment (default best-effort).
+pub fn image_locks() -> Result<ImageLocks, String> {
+    match std::env::var(IMAGE_LOCKS_ENV) {
+        Ok(v) if !v.is_empty() => {
+            ImageLocks::parse(&v).map_err(|e| format!("{IMAGE_LOCKS_ENV}: {e}"))
+        }
+        Ok(_) | Err(std::env::VarError::NotPresent) => Ok(ImageLocks::default()),
+        Err(std::env::VarError::NotUnicode(_)) => Err(format!(
+            "{IMAGE_LOCKS_ENV} is not valid UTF-8; expected required, best-effort or off"
+        )),
+    }
+}
+
+/// The library's warnings about image locks go to stderr (its other
+/// messages are the CLI's own sentences already).
+fn image_lock_logger() -> xenblock::Logger {
+    std::sync::Arc::new(|level, msg: &str| {
+        if level >= xenblock::LogLevel::Warn {
+            if let Some(m) = msg.strip_prefix(xenblock::imagelock::LOG_PREFIX) {
+                eprintln!("xenblock: warning: {m}");
+            }
+        }
+    })
+}
+
 /// The configuration from the environment and the common options.
-fn config(c: &Common) -> Config {
-    let mut config = Config::default();
+fn config(c: &Common) -> Result<Config, String> {
+    let mut config = Config {
+        image_locks: image_locks()?,
+        logger: Some(image_lock_logger()),
+        ..Config::default()
+    };
     // Installed as /etc/xen/scripts/block there are no options to pass:
     // the environment may set the directories instead.
     if let Some(d) = std::env::var_os("XENBLOCK_LOCK_DIR").filter(|d| !d.is_empty()) {
@@ -152,12 +185,13 @@ fn config(c: &Common) -> Config {
     if let Some(s) = c.lock_timeout {
         config.lock_timeout = Duration::from_secs_f64(s);
     }
-    config
+    Ok(config)
 }
 
 /// Connect; a failure here is about reaching xenstored (or a bad directory option).
 fn context(c: &Common) -> Result<Context, Failure> {
-    Context::new(config(c)).map_err(|e| {
+    let config = config(c).map_err(|m| Failure::new(exit::USAGE, m))?;
+    Context::new(config).map_err(|e| {
         let code = match e.kind() {
             ErrorKind::InvalidArgument => exit::USAGE,
             ErrorKind::Permission => exit::PERMISSION,
@@ -521,7 +555,7 @@ fn hotplug(
     if c.lock_timeout.is_none() {
         c.lock_timeout = Some(HOTPLUG_LOCK_TIMEOUT_SECS);
     }
-    let mut config = config(&c);
+    let mut config = config(&c)?;
     config.drop_in = drop_in;
     // Upstream's findCommand: the first argument without '=' is the command.
     let pos: Vec<&String> = positional.iter().filter(|a| !a.contains('=')).collect();

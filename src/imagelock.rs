@@ -1,0 +1,475 @@
+//! Image locks that QEMU and libvirt understand, held by the loop device
+//! itself (docs/image-locks.md).
+//!
+//! For a file target, the prepare takes shared OFD locks on the open file
+//! description it then hands to the loop device (`LOOP_CONFIGURE`). The
+//! loop device keeps that description open, so the locks last exactly as
+//! long as the loop device: past the toolstack's exit, gone at detach.
+//!
+//! The bytes are QEMU's (block/file-posix.c): for each block permission
+//! bit `i`, byte `100 + i` held means "I use permission i" and byte
+//! `200 + i` held means "I let nobody else use permission i". Byte 0 is
+//! libvirt's (virtlockd's "direct" leases, classic POSIX locks).
+use std::collections::HashSet;
+use std::fs::File;
+#[cfg(target_os = "linux")]
+use std::io;
+use std::sync::Mutex;
+
+#[cfg(target_os = "linux")]
+use crate::context::LogLevel;
+use crate::error::{Error, Result};
+use crate::sharing::Mode;
+#[cfg(target_os = "linux")]
+use crate::sys::ofdlock::{self, Conflict};
+
+/// What to do about image locks (`image_locks` in the configuration).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ImageLocks {
+    /// Take and check them; refuse a file system that has no locks.
+    Required,
+    /// Take and check them; on a file system without locks, warn once per
+    /// image and go on without.
+    #[default]
+    BestEffort,
+    /// Neither take nor check them.
+    Off,
+}
+
+impl ImageLocks {
+    /// Parse `required`, `best-effort` or `off`.
+    pub fn parse(s: &str) -> Result<ImageLocks> {
+        match s {
+            "required" => Ok(ImageLocks::Required),
+            "best-effort" => Ok(ImageLocks::BestEffort),
+            "off" => Ok(ImageLocks::Off),
+            _ => Err(Error::InvalidArgument(format!(
+                "image_locks is {s:?}; expected required, best-effort or off"
+            ))),
+        }
+    }
+
+    /// The configuration word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ImageLocks::Required => "required",
+            ImageLocks::BestEffort => "best-effort",
+            ImageLocks::Off => "off",
+        }
+    }
+}
+
+impl std::fmt::Display for ImageLocks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The first word of every log message of this module.
+pub const LOG_PREFIX: &str = "image locks: ";
+
+/// libvirt's byte: virtlockd's direct lease on the image file itself.
+#[cfg(target_os = "linux")]
+pub(crate) const LEASE_BYTE: u64 = 0;
+/// QEMU's "permission held" bytes start here (`+ bit`).
+#[cfg(target_os = "linux")]
+pub(crate) const PERM_BASE: u64 = 100;
+/// QEMU's "permission not shared" bytes start here (`+ bit`).
+#[cfg(target_os = "linux")]
+pub(crate) const SHARED_BASE: u64 = 200;
+/// QEMU's permission bits used here.
+pub(crate) const CONSISTENT_READ: u64 = 0;
+pub(crate) const WRITE: u64 = 1;
+
+/// What a request holds and denies, as QEMU's bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Plan {
+    /// Permission bits held (bytes `100 + bit`).
+    pub hold: &'static [u64],
+    /// Permission bits not shared (bytes `200 + bit`).
+    pub deny: &'static [u64],
+    /// Test byte 0 for a virtlockd lease: `Some(exclusive)` says how.
+    pub lease_test: Option<bool>,
+    /// Test for conflicts at all (`w!` does not: it forces).
+    pub check: bool,
+}
+
+/// The locks of a mode: what QEMU 7.2+ holds for a raw image opened the
+/// same way (checked in tests/image_locks.rs against a running QEMU).
+pub fn plan(mode: Mode) -> Plan {
+    match mode {
+        // A read-only raw drive: consistent read, and no other writer.
+        Mode::Read => Plan {
+            hold: &[CONSISTENT_READ],
+            deny: &[WRITE],
+            lease_test: Some(false),
+            check: true,
+        },
+        // A writable raw drive: read and write, and no other writer.
+        Mode::Write => Plan {
+            hold: &[CONSISTENT_READ, WRITE],
+            deny: &[WRITE],
+            lease_test: Some(true),
+            check: true,
+        },
+        // `w!`: like QEMU's share-rw=on, a writer that lets others write;
+        // it checks nothing (the mode forces), but others see the writer.
+        Mode::Force => Plan {
+            hold: &[CONSISTENT_READ, WRITE],
+            deny: &[],
+            lease_test: None,
+            check: false,
+        },
+    }
+}
+
+/// What the prepare knows about its own loop devices over the image: the
+/// sharing rule has already judged their claims (same VM, `w!`...), so a
+/// lock they explain is not a refusal.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OwnLoops {
+    /// Loop devices over the file.
+    pub all: usize,
+    /// Of those, the read-write ones.
+    pub rw: usize,
+}
+
+/// The image being locked.
+pub struct Image<'a> {
+    /// Its open description: the one the loop device will get.
+    pub file: &'a File,
+    /// `st_dev`, `st_ino`.
+    pub dev: u64,
+    pub ino: u64,
+    /// How people know it (its path).
+    pub shown: &'a str,
+}
+
+#[cfg(target_os = "linux")]
+/// Take the locks of `mode` on `img.file`, then check nobody else's stand
+/// in the way (QEMU's order: take, then test, so two racing openers cannot
+/// both miss each other). On an error, the locks taken stay on `img.file`
+/// and go away with it: the caller drops it without attaching.
+/// `own` is asked only when a conflict is found.
+pub fn take(
+    img: &Image<'_>,
+    mode: Mode,
+    policy: ImageLocks,
+    own: &dyn Fn() -> Result<OwnLoops>,
+    log: &dyn Fn(LogLevel, &str),
+) -> Result<()> {
+    if policy == ImageLocks::Off {
+        return Ok(());
+    }
+    let p = plan(mode);
+    let hold = |bits: &[u64], base: u64| -> io::Result<()> {
+        // Adjacent bits in one call (they are 0 and 1 here).
+        if let (Some(&lo), Some(&hi)) = (bits.first(), bits.last()) {
+            ofdlock::lock_shared(img.file, base + lo, hi - lo + 1)?;
+        }
+        Ok(())
+    };
+    let taken = hold(p.hold, PERM_BASE).and_then(|()| hold(p.deny, SHARED_BASE));
+    match taken {
+        Ok(()) => {}
+        Err(e) if unsupported(&e) => return without_locks(img, policy, &e, log),
+        // An exclusive lock on a QEMU byte: not QEMU's, but in the way.
+        Err(e) if busy(&e) => return Err(exclusive_in_the_way(img, mode, &p)),
+        Err(e) => {
+            return Err(Error::io(
+                format!("cannot lock {} (image locks)", img.shown),
+                e,
+            ))
+        }
+    }
+    if !p.check {
+        return Ok(());
+    }
+    if any_conflict(img, &p)? {
+        return refuse_unless_own(img, mode, &p, own);
+    }
+    // The common case: one test per run of bytes, nothing found.
+    Ok(())
+}
+
+#[cfg(target_os = "linux")]
+/// Someone holds an exclusive lock where we take shared ones: find it to
+/// name it.
+fn exclusive_in_the_way(img: &Image<'_>, mode: Mode, p: &Plan) -> Error {
+    let bytes = p.hold.iter().map(|b| PERM_BASE + b);
+    for byte in bytes.chain(p.deny.iter().map(|b| SHARED_BASE + b)) {
+        if let Ok(Some(c)) = ofdlock::test(img.file, byte, 1, false) {
+            return Error::Busy(refusal(img.shown, mode, byte, &c));
+        }
+    }
+    Error::Busy(format!(
+        "{} is locked by another user (its image locks could not be taken, and the \
+         holder let go meanwhile); try again",
+        img.shown
+    ))
+}
+
+#[cfg(target_os = "linux")]
+/// The bytes a plan tests, with the kind of lock it would need there:
+/// others' "not shared" bytes of what it holds, others' "held" bytes of
+/// what it denies, and libvirt's lease byte.
+fn tests(p: &Plan) -> Vec<(u64, bool)> {
+    let mut v: Vec<(u64, bool)> = p.hold.iter().map(|b| (SHARED_BASE + b, true)).collect();
+    v.extend(p.deny.iter().map(|b| (PERM_BASE + b, true)));
+    if let Some(x) = p.lease_test {
+        v.push((LEASE_BYTE, x));
+    }
+    v
+}
+
+#[cfg(target_os = "linux")]
+/// One `F_OFD_GETLK` per run of adjacent bytes: is any in the way?
+fn any_conflict(img: &Image<'_>, p: &Plan) -> Result<bool> {
+    let t = tests(p);
+    let mut i = 0;
+    while i < t.len() {
+        let (start, x) = t[i];
+        let mut len = 1;
+        while i + (len as usize) < t.len() && t[i + len as usize] == (start + len, x) {
+            len += 1;
+        }
+        if test(img, start, len, x)?.is_some() {
+            return Ok(true);
+        }
+        i += len as usize;
+    }
+    Ok(false)
+}
+
+#[cfg(target_os = "linux")]
+fn test(img: &Image<'_>, start: u64, len: u64, exclusive: bool) -> Result<Option<Conflict>> {
+    ofdlock::test(img.file, start, len, exclusive)
+        .map_err(|e| Error::io(format!("cannot test the image locks of {}", img.shown), e))
+}
+
+#[cfg(target_os = "linux")]
+/// A conflict was found: test byte by byte, and let pass the bytes whose
+/// holders are all explained by our own loop devices over the file.
+fn refuse_unless_own(
+    img: &Image<'_>,
+    mode: Mode,
+    p: &Plan,
+    own: &dyn Fn() -> Result<OwnLoops>,
+) -> Result<()> {
+    let mut own_loops: Option<OwnLoops> = None;
+    let mut held: Option<Vec<ofdlock::Held>> = None;
+    for (byte, x) in tests(p) {
+        let Some(c) = test(img, byte, 1, x)? else {
+            continue;
+        };
+        // Our loop devices hold shared OFD locks on 101 (read-write ones)
+        // and 201 (all but `w!`), never on 0 or 200.
+        let ours = match byte {
+            b if b == PERM_BASE + WRITE => Some(true),
+            b if b == SHARED_BASE + WRITE => Some(false),
+            _ => None,
+        };
+        if let (Some(ours), false, None) = (ours, c.exclusive, c.pid) {
+            let o = match own_loops {
+                Some(o) => o,
+                None => *own_loops.insert(own()?),
+            };
+            let h = match &held {
+                Some(h) => h,
+                None => held.insert(ofdlock::held_on(img.dev, img.ino).map_err(|e| {
+                    Error::io("cannot read /proc/locks to explain an image lock", e)
+                })?),
+            };
+            // /proc/locks lists this prepare's own lock on the byte too.
+            let mine = p.hold.iter().any(|b| PERM_BASE + b == byte)
+                || p.deny.iter().any(|b| SHARED_BASE + b == byte);
+            let n = h
+                .iter()
+                .filter(|l| l.ofd && !l.exclusive && l.covers(byte))
+                .count();
+            if n.saturating_sub(usize::from(mine)) <= if ours { o.rw } else { o.all } {
+                continue;
+            }
+        }
+        return Err(Error::Busy(refusal(img.shown, mode, byte, &c)));
+    }
+    Ok(())
+}
+
+#[cfg(target_os = "linux")]
+/// Who holds the image, in words.
+pub fn refusal(shown: &str, mode: Mode, byte: u64, c: &Conflict) -> String {
+    let asked = match mode {
+        Mode::Read => "read-only",
+        _ => "read-write",
+    };
+    let process = |pid: u32| match ofdlock::process_name(pid) {
+        Some(n) => format!("process {pid} ({n})"),
+        None => format!("process {pid}"),
+    };
+    if byte == LEASE_BYTE {
+        let kind = if c.exclusive {
+            "read-write"
+        } else {
+            "shareable"
+        };
+        let holder = match c.pid {
+            Some(pid) => format!("held by {}", process(pid)),
+            None => "held from another host (no process on this host owns it)".to_string(),
+        };
+        return format!(
+            "{shown} is leased by libvirt (a virtlockd {kind} lease: lock byte 0, {holder}), \
+             so it will not be attached {asked}; stop the libvirt guest that uses it"
+        );
+    }
+    let what = match byte {
+        b if b == PERM_BASE + WRITE => "writes to it",
+        b if b == SHARED_BASE + WRITE => "lets nobody else write to it",
+        b if b == SHARED_BASE + CONSISTENT_READ => "lets nobody else read it",
+        _ => "holds a lock on it",
+    };
+    let holder = match c.pid {
+        Some(pid) => format!("{} holds that lock", process(pid)),
+        None => "the lock is an OFD lock, which names no process: another process on this \
+                 host (a QEMU guest, qemu-img, qemu-io, qemu-nbd; `fuser -v` on the file \
+                 finds it) or another host sharing this file system"
+            .to_string(),
+    };
+    format!(
+        "{shown} is in use: a QEMU-compatible user {what} (lock byte {byte}); {holder}. \
+         It will not be attached {asked}; stop that user first"
+    )
+}
+
+#[cfg(target_os = "linux")]
+/// The errors that mean "this file system has no byte-range locks" (and
+/// `EINVAL`: a kernel without OFD locks).
+fn unsupported(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EOPNOTSUPP) | Some(libc::ENOLCK) | Some(libc::EINVAL)
+    )
+}
+
+#[cfg(target_os = "linux")]
+fn busy(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EACCES))
+}
+
+#[cfg(target_os = "linux")]
+/// No locks on this file system: refuse (`required`) or warn once per
+/// image and go on (`best-effort`).
+fn without_locks(
+    img: &Image<'_>,
+    policy: ImageLocks,
+    e: &io::Error,
+    log: &dyn Fn(LogLevel, &str),
+) -> Result<()> {
+    let why = e;
+    if policy == ImageLocks::Required {
+        return Err(Error::Unsupported(format!(
+            "{} cannot be locked ({why}: its file system has no byte-range locks), and \
+             image_locks is 'required', so it is not attached; move it to a file system \
+             with locks (a local one, NFSv4, NFSv3 without 'nolock') or set image_locks \
+             to best-effort",
+            img.shown
+        )));
+    }
+    if first_warning(img.dev, img.ino) {
+        log(
+            LogLevel::Warn,
+            &format!(
+                "{LOG_PREFIX}{} cannot be locked ({why}: its file system has no byte-range \
+                 locks); attaching it without: QEMU and other hosts will not see that a \
+                 guest uses it (image_locks=required would refuse instead)",
+                img.shown
+            ),
+        );
+    }
+    Ok(())
+}
+
+/// True the first time an image is named in this process.
+pub fn first_warning(dev: u64, ino: u64) -> bool {
+    static WARNED: Mutex<Option<HashSet<(u64, u64)>>> = Mutex::new(None);
+    let mut w = WARNED.lock().unwrap_or_else(|p| p.into_inner());
+    w.get_or_insert_with(HashSet::new).insert((dev, ino))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policy_words() {
+        for p in [
+            ImageLocks::Required,
+            ImageLocks::BestEffort,
+            ImageLocks::Off,
+        ] {
+            assert_eq!(ImageLocks::parse(p.as_str()).unwrap(), p);
+        }
+        assert_eq!(ImageLocks::default(), ImageLocks::BestEffort);
+        let e = ImageLocks::parse("on").unwrap_err().to_string();
+        assert!(e.contains("required, best-effort or off"), "{e}");
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn bytes_of_each_mode() {
+        // Read: others' "no read" and "no write"-sharing bytes; a lease if exclusive.
+        assert_eq!(
+            tests(&plan(Mode::Read)),
+            vec![(200, true), (101, true), (0, false)]
+        );
+        assert_eq!(
+            tests(&plan(Mode::Write)),
+            vec![(200, true), (201, true), (101, true), (0, true)]
+        );
+        assert!(!plan(Mode::Force).check);
+    }
+
+    #[test]
+    fn warned_once_per_image() {
+        assert!(first_warning(u64::MAX, 1));
+        assert!(!first_warning(u64::MAX, 1));
+        assert!(first_warning(u64::MAX, 2));
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn refusals_name_the_holder() {
+        let ofd = Conflict {
+            start: 201,
+            len: 1,
+            exclusive: false,
+            pid: None,
+        };
+        let m = refusal("/img", Mode::Write, 201, &ofd);
+        assert!(
+            m.contains("lets nobody else write") && m.contains("another host"),
+            "{m}"
+        );
+        let lease = Conflict {
+            start: 0,
+            len: 1,
+            exclusive: true,
+            pid: Some(std::process::id()),
+        };
+        let m = refusal("/img", Mode::Read, 0, &lease);
+        assert!(m.contains("virtlockd read-write lease"), "{m}");
+        assert!(
+            m.contains(&format!("process {}", std::process::id())),
+            "{m}"
+        );
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn unsupported_errors() {
+        for e in [libc::EOPNOTSUPP, libc::ENOLCK, libc::EINVAL] {
+            assert!(unsupported(&io::Error::from_raw_os_error(e)));
+        }
+        assert!(!unsupported(&io::Error::from_raw_os_error(libc::EAGAIN)));
+    }
+}

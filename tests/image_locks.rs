@@ -1,0 +1,523 @@
+//! QEMU-compatible image locks held by the loop device (docs/image-locks.md),
+//! proven both ways against Debian's QEMU (qemu-utils, qemu-system-x86):
+//! embedded xenstored, real loop devices, real QEMU processes. Needs root
+//! and QEMU: fails, never skips, without.
+
+mod common;
+use common::{require_root, Env};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+use xenblock::imagelock::ImageLocks;
+use xenblock::{Config, Context, ErrorKind};
+
+const QEMU_LOCK: &str = "Failed to get \"write\" lock";
+const SIZE: u64 = 4 << 20;
+
+fn need(tool: &str) -> String {
+    let found = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .map(|d| d.join(tool))
+        .find(|p| p.exists());
+    found
+        .unwrap_or_else(|| {
+            panic!(
+                "{tool} is not installed; install qemu-utils and qemu-system-x86 \
+                 (scripts/test-all.sh does)"
+            )
+        })
+        .display()
+        .to_string()
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.stdin(Stdio::null()).output().unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// `qemu-io` writing one sector.
+fn qemu_io_write(img: &Path) -> Output {
+    run(Command::new(need("qemu-io"))
+        .args(["-f", "raw", "-c", "write 0 512"])
+        .arg(img))
+}
+
+/// `qemu-io` reading one sector, read-only.
+fn qemu_io_read(img: &Path) -> Output {
+    run(Command::new(need("qemu-io"))
+        .args(["-r", "-f", "raw", "-c", "read 0 512"])
+        .arg(img))
+}
+
+/// `qemu-img convert` into the image (opened read-write).
+fn qemu_img_write(img: &Path, src: &Path) -> Output {
+    run(Command::new(need("qemu-img"))
+        .args(["convert", "-n", "-f", "raw", "-O", "raw"])
+        .arg(src)
+        .arg(img))
+}
+
+fn qemu_system_args(img: &Path, read_only: bool) -> Vec<String> {
+    let ro = if read_only { ",readonly=on" } else { "" };
+    [
+        "-S",
+        "-nographic",
+        "-display",
+        "none",
+        "-monitor",
+        "none",
+        "-serial",
+        "none",
+        "-nodefaults",
+        "-drive",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([format!("file={},format=raw,if=virtio{ro}", img.display())])
+    .collect()
+}
+
+/// A process this test started; killed and reaped on drop.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The OFD locks on a file, as /proc/locks lists them.
+fn ofd_locks(img: &Path) -> usize {
+    let st = xenblock::sys::stat::stat(img).unwrap();
+    xenblock::sys::ofdlock::held_on(st.dev, st.ino)
+        .unwrap()
+        .iter()
+        .filter(|l| l.ofd)
+        .count()
+}
+
+/// How many OFD locks cover `byte` of the file.
+fn ofd_locks_on(img: &Path, byte: u64) -> usize {
+    let st = xenblock::sys::stat::stat(img).unwrap();
+    xenblock::sys::ofdlock::held_on(st.dev, st.ino)
+        .unwrap()
+        .iter()
+        .filter(|l| l.ofd && l.covers(byte))
+        .count()
+}
+
+/// A check that each of `bytes` has gained a lock since it was made.
+fn more_locks_on(img: &Path, bytes: &[u64]) -> impl Fn() -> bool {
+    let img = img.to_path_buf();
+    let before: Vec<(u64, usize)> = bytes.iter().map(|&b| (b, ofd_locks_on(&img, b))).collect();
+    move || before.iter().all(|&(b, n)| ofd_locks_on(&img, b) > n)
+}
+
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "timed out waiting until {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A QEMU guest (stopped, -S) with the image as its disk; returns once its
+/// locks are in /proc/locks: all of them, as QEMU takes them in steps (the
+/// image is opened, then the device adds its permissions). The image must
+/// be left alone meanwhile.
+fn qemu_system(img: &Path, read_only: bool) -> Proc {
+    let want: &[u64] = if read_only { &[100, 201] } else { &[101, 201] };
+    let locked = more_locks_on(img, want);
+    let child = Command::new(need("qemu-system-x86_64"))
+        .args(qemu_system_args(img, read_only))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut p = Proc(child);
+    wait_until("QEMU holds its image locks", || {
+        if let Some(st) = p.0.try_wait().unwrap() {
+            let mut err = String::new();
+            use std::io::Read;
+            p.0.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+            panic!("qemu-system-x86_64 exited ({st}) before locking: {err}");
+        }
+        locked()
+    });
+    p
+}
+
+/// `qemu-io` with the image open read-write, kept running (its stdin open).
+fn qemu_io_holding(img: &Path) -> Proc {
+    let locked = more_locks_on(img, &[101]);
+    let child = Command::new(need("qemu-io"))
+        .args(["-f", "raw"])
+        .arg(img)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let p = Proc(child);
+    // qemu-io holds 100 and 101 (read, write) and shares everything.
+    wait_until("qemu-io holds its image locks", locked);
+    p
+}
+
+fn setup(env: &mut Env, name: &str) -> (PathBuf, PathBuf) {
+    let img = env.image(name, SIZE);
+    let src = env.dir.join(format!("{name}.src"));
+    std::fs::File::create(&src).unwrap().set_len(SIZE).unwrap();
+    (img, src)
+}
+
+fn prepare_err(ctx: &Context, be: &str) -> xenblock::Error {
+    let e = ctx.prepare(be).expect_err("the prepare must be refused");
+    assert_eq!(e.kind(), ErrorKind::Busy, "{e}");
+    e
+}
+
+#[test]
+fn xenblock_writer_refuses_qemu_writers() {
+    require_root();
+    let mut env = Env::new();
+    let (img, src) = setup(&mut env, "w.img");
+    env.domain(5, "/vm/a");
+    let be = env.backend(5, 51712, &img.display().to_string(), "w");
+    let ctx = env.ctx();
+    ctx.prepare(&be).unwrap();
+
+    let o = qemu_io_write(&img);
+    assert!(
+        !o.status.success() && text(&o).contains(QEMU_LOCK),
+        "{}",
+        text(&o)
+    );
+    let o = qemu_img_write(&img, &src);
+    assert!(
+        !o.status.success() && text(&o).contains(QEMU_LOCK),
+        "{}",
+        text(&o)
+    );
+    let o = run(Command::new(need("qemu-system-x86_64")).args(qemu_system_args(&img, false)));
+    assert!(
+        !o.status.success() && text(&o).contains(QEMU_LOCK),
+        "{}",
+        text(&o)
+    );
+
+    // After release, QEMU may write again.
+    ctx.release(&be).unwrap();
+    wait_until("the locks are gone", || ofd_locks(&img) == 0);
+    let o = qemu_io_write(&img);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = qemu_img_write(&img, &src);
+    assert!(o.status.success(), "{}", text(&o));
+}
+
+#[test]
+fn qemu_writer_refuses_xenblock() {
+    require_root();
+    let mut env = Env::new();
+    let (img, _src) = setup(&mut env, "q.img");
+    env.domain(5, "/vm/a");
+    let w = env.backend(5, 51712, &img.display().to_string(), "w");
+    let r = env.backend(5, 51728, &img.display().to_string(), "r");
+    let ctx = env.ctx();
+    for holder in ["qemu-system", "qemu-io"] {
+        let q = if holder == "qemu-system" {
+            qemu_system(&img, false)
+        } else {
+            qemu_io_holding(&img)
+        };
+        for be in [&w, &r] {
+            let e = prepare_err(&ctx, be);
+            let m = e.to_string();
+            // A writable QEMU drive holds write (101) and denies it (201).
+            assert!(
+                m.contains("writes to it (lock byte 101)")
+                    || m.contains("lets nobody else write to it (lock byte 201)"),
+                "{holder}: {m}"
+            );
+            assert!(m.contains("names no process"), "{holder}: {m}");
+            assert!(
+                env.loops_of(&img).is_empty(),
+                "{holder}: no loop device stays"
+            );
+            assert_eq!(
+                env.read(&format!("{be}/hotplug-status")).as_deref(),
+                Some("busy")
+            );
+            env.unprepare(be);
+        }
+        drop(q);
+        ctx.prepare(&w).unwrap();
+        ctx.release(&w).unwrap();
+        env.unprepare(&w);
+    }
+}
+
+#[test]
+fn readers_of_both_kinds_coexist() {
+    require_root();
+    let mut env = Env::new();
+    let (img, src) = setup(&mut env, "r.img");
+    env.domain(5, "/vm/a");
+    env.domain(6, "/vm/b");
+    let a = env.backend(5, 51712, &img.display().to_string(), "r");
+    let b = env.backend(6, 51712, &img.display().to_string(), "r");
+    let ctx = env.ctx();
+    ctx.prepare(&a).unwrap();
+    let q = qemu_system(&img, true);
+    let o = qemu_io_read(&img);
+    assert!(o.status.success(), "{}", text(&o));
+    ctx.prepare(&b).unwrap();
+    assert_eq!(env.loops_of(&img).len(), 2);
+    // Writers stay out while the readers are there.
+    let o = qemu_img_write(&img, &src);
+    assert!(
+        !o.status.success() && text(&o).contains(QEMU_LOCK),
+        "{}",
+        text(&o)
+    );
+    env.domain(7, "/vm/c");
+    let c = env.backend(7, 51712, &img.display().to_string(), "w");
+    prepare_err(&ctx, &c);
+    env.unprepare(&c);
+    ctx.release(&a).unwrap();
+    ctx.release(&b).unwrap();
+    // With only the QEMU reader left, the image locks refuse the writer.
+    let m = prepare_err(&ctx, &c).to_string();
+    assert!(
+        m.contains("lets nobody else write to it (lock byte 201)"),
+        "{m}"
+    );
+    drop(q);
+}
+
+#[test]
+fn own_loop_devices_do_not_refuse_what_the_sharing_rule_allows() {
+    require_root();
+    let mut env = Env::new();
+    let (img, _src) = setup(&mut env, "own.img");
+    env.domain(5, "/vm/a");
+    env.domain(6, "/vm/b");
+    let ctx = env.ctx();
+    // The same VM twice read-write: allowed by the rule, and by the locks.
+    let a1 = env.backend(5, 51712, &img.display().to_string(), "w");
+    let a2 = env.backend(5, 51728, &img.display().to_string(), "w");
+    ctx.prepare(&a1).unwrap();
+    ctx.prepare(&a2).unwrap();
+    // Another VM forcing (`w!`) checks nothing.
+    let b = env.backend(6, 51712, &img.display().to_string(), "w!");
+    ctx.prepare(&b).unwrap();
+    assert_eq!(env.loops_of(&img).len(), 3);
+    // A QEMU writer still sees them.
+    let o = qemu_io_write(&img);
+    assert!(
+        !o.status.success() && text(&o).contains(QEMU_LOCK),
+        "{}",
+        text(&o)
+    );
+    for be in [&a1, &a2, &b] {
+        ctx.release(be).unwrap();
+    }
+}
+
+#[test]
+fn a_virtlockd_lease_refuses_with_its_process() {
+    require_root();
+    let mut env = Env::new();
+    let (img, _src) = setup(&mut env, "lease.img");
+    env.domain(5, "/vm/a");
+    // virtlockd's direct lease: a classic POSIX write lock on byte 0. Taken
+    // here by this process, so the pid to expect is ours.
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&img)
+        .unwrap();
+    let fl = libc::flock {
+        l_type: libc::F_WRLCK as libc::c_short,
+        l_whence: libc::SEEK_SET as libc::c_short,
+        l_start: 0,
+        l_len: 1,
+        l_pid: 0,
+    };
+    // SAFETY: a valid descriptor and `struct flock` for F_SETLK.
+    assert_eq!(unsafe { libc::fcntl(f.as_raw_fd(), libc::F_SETLK, &fl) }, 0);
+    let ctx = env.ctx();
+    let be = env.backend(5, 51712, &img.display().to_string(), "r");
+    let m = prepare_err(&ctx, &be).to_string();
+    assert!(m.contains("virtlockd read-write lease"), "{m}");
+    assert!(
+        m.contains(&format!("process {}", std::process::id())),
+        "{m}"
+    );
+    assert!(env.loops_of(&img).is_empty());
+    drop(f); // closing releases a POSIX lock
+    env.unprepare(&be);
+    ctx.prepare(&be).unwrap();
+    ctx.release(&be).unwrap();
+}
+
+#[test]
+fn off_takes_and_checks_nothing() {
+    require_root();
+    let mut env = Env::new();
+    let (img, _src) = setup(&mut env, "off.img");
+    env.domain(5, "/vm/a");
+    let be = env.backend(5, 51712, &img.display().to_string(), "w");
+    let ctx = Context::new(Config {
+        image_locks: ImageLocks::Off,
+        ..env.config()
+    })
+    .unwrap();
+    let q = qemu_io_holding(&img);
+    let held = ofd_locks(&img);
+    ctx.prepare(&be).unwrap();
+    assert_eq!(ofd_locks(&img), held, "off takes no lock");
+    drop(q);
+    ctx.release(&be).unwrap();
+}
+
+fn xenblock_cli(env: &Env, args: &[&str]) -> Output {
+    run(Command::new(env!("CARGO_BIN_EXE_xenblock"))
+        .args(args)
+        .env("XENSTORED_PATH", &env.sock)
+        .env("XENBLOCK_LOCK_DIR", env.dir.join("lock")))
+}
+
+#[test]
+fn the_lock_outlives_the_preparer_and_ends_with_the_loop_device() {
+    require_root();
+    let mut env = Env::new();
+    let (img, _src) = setup(&mut env, "life.img");
+    env.domain(5, "/vm/a");
+    let be = env.backend(5, 51712, &img.display().to_string(), "w");
+    // Prepared by another process, which exits.
+    let o = xenblock_cli(&env, &["prepare", &be]);
+    assert!(o.status.success(), "{}", text(&o));
+    let loops = env.loops_of(&img);
+    assert_eq!(loops.len(), 1);
+    let o = qemu_io_write(&img);
+    assert!(
+        !o.status.success() && text(&o).contains(QEMU_LOCK),
+        "{}",
+        text(&o)
+    );
+    // Detached by hand: the lock goes with the loop device.
+    let o = run(Command::new("losetup").arg("-d").arg(&loops[0].path));
+    assert!(o.status.success(), "{}", text(&o));
+    wait_until("the locks are gone", || ofd_locks(&img) == 0);
+    let o = qemu_io_write(&img);
+    assert!(o.status.success(), "{}", text(&o));
+}
+
+#[test]
+fn status_shows_the_setting_and_bad_values_are_usage_errors() {
+    let env = Env::new();
+    let o = run(Command::new(env!("CARGO_BIN_EXE_xenblock"))
+        .arg("status")
+        .env("XENBLOCK_IMAGE_LOCKS", "required"));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("image locks: required (XENBLOCK_IMAGE_LOCKS"),
+        "{}",
+        text(&o)
+    );
+    let o = run(Command::new(env!("CARGO_BIN_EXE_xenblock"))
+        .arg("status")
+        .env_remove("XENBLOCK_IMAGE_LOCKS"));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("image locks: best-effort (default"),
+        "{}",
+        text(&o)
+    );
+    let o = run(Command::new(env!("CARGO_BIN_EXE_xenblock"))
+        .args(["prepare", "backend/vbd/5/51712"])
+        .env("XENSTORED_PATH", &env.sock)
+        .env("XENBLOCK_IMAGE_LOCKS", "sometimes"));
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("expected required, best-effort or off"),
+        "{}",
+        text(&o)
+    );
+}
+
+/// What the locks add to a file prepare with nothing in the way: `take` on
+/// a fresh description, as the prepare calls it (2 F_OFD_SETLK + 3
+/// F_OFD_GETLK for `w`). Run: `cargo test --release --test image_locks --
+/// --ignored --nocapture cost_of_taking`.
+#[test]
+#[ignore]
+fn cost_of_taking_the_locks() {
+    use xenblock::imagelock::{take, Image, OwnLoops};
+    use xenblock::sharing::Mode;
+    let mut env = Env::new();
+    let img = env.image("cost.img", SIZE);
+    let st = xenblock::sys::stat::stat(&img).unwrap();
+    for mode in [Mode::Write, Mode::Read] {
+        let mut t = Vec::new();
+        for _ in 0..20_000 {
+            let f = xenblock::sys::stat::open_target(&img, mode != Mode::Read).unwrap();
+            let i = Image {
+                file: &f,
+                dev: st.dev,
+                ino: st.ino,
+                shown: "cost.img",
+            };
+            let start = Instant::now();
+            take(
+                &i,
+                mode,
+                ImageLocks::BestEffort,
+                &|| Ok(OwnLoops::default()),
+                &|_, _| {},
+            )
+            .unwrap();
+            t.push(start.elapsed());
+        }
+        t.sort();
+        println!(
+            "take {mode:?}: median {:?}, p90 {:?}, p99 {:?} over {} runs",
+            t[t.len() / 2],
+            t[t.len() * 9 / 10],
+            t[t.len() * 99 / 100],
+            t.len()
+        );
+    }
+}
+
+#[test]
+fn reconcile_ends_the_lock_with_the_loop_device() {
+    require_root();
+    let mut env = Env::new();
+    let (img, _src) = setup(&mut env, "rec.img");
+    env.domain(93, "/vm/rec");
+    let be = env.backend(93, 61713, &img.display().to_string(), "w");
+    let ctx = env.ctx();
+    ctx.prepare(&be).unwrap();
+    assert!(ofd_locks(&img) > 0);
+    // The toolstack lost the backend: reconcile detaches its loop device,
+    // and the lock goes with it.
+    xenblock::store::Store::remove(&*env.store, xenblock::store::NO_TX, &be).unwrap();
+    ctx.reconcile(Some("/local/domain/0/backend/vbd/93/61713"))
+        .unwrap();
+    assert!(env.loops_of(&img).is_empty());
+    wait_until("the locks are gone", || ofd_locks(&img) == 0);
+    let o = qemu_io_write(&img);
+    assert!(o.status.success(), "{}", text(&o));
+}
