@@ -66,7 +66,7 @@
 /**
  * Minor version of the C ABI; grows with compatible additions.
  */
-#define XENBLOCK_ABI_MINOR 1
+#define XENBLOCK_ABI_MINOR 2
 
 /**
  * `flags` of `xenblock_prepare_ex` and `xenblock_release_ex`: never wait
@@ -74,6 +74,11 @@
  * `XENBLOCK_WOULD_BLOCK` at once, having done and written nothing.
  */
 #define XENBLOCK_NOWAIT 1
+
+/**
+ * Default number of worker threads of a context.
+ */
+#define DEFAULT_WORKERS 4
 
 /**
  * `xenblock_plan_new` actions.
@@ -190,6 +195,11 @@ enum xenblock_status
    * not `XENBLOCK_BUSY` (the sharing rule's refusal, which is final).
    */
   XENBLOCK_WOULD_BLOCK = 12,
+  /**
+   * Only from `xenblock_op_finish`: the op was still queued, not started,
+   * when its context was freed. Nothing was done. (ABI 1.2.)
+   */
+  XENBLOCK_CANCELLED = 13,
 };
 #ifndef __cplusplus
 typedef uint32_t xenblock_status;

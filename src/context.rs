@@ -82,6 +82,10 @@ pub struct Config {
     /// the client's watch events: turn it off when sharing a client whose
     /// watches the caller reads itself.
     pub claims_index: bool,
+    /// How many threads run the ops of [`Context::start`] (at least 1;
+    /// default [`crate::worker::DEFAULT_WORKERS`]). They are started on
+    /// demand: a context that starts no op has none.
+    pub workers: usize,
 }
 
 impl Default for Config {
@@ -96,6 +100,7 @@ impl Default for Config {
             flavour: Flavour::native(),
             logger: None,
             claims_index: true,
+            workers: crate::worker::DEFAULT_WORKERS,
         }
     }
 }
@@ -111,6 +116,7 @@ impl std::fmt::Debug for Config {
             .field("lock_timeout", &self.lock_timeout)
             .field("flavour", &self.flavour)
             .field("claims_index", &self.claims_index)
+            .field("workers", &self.workers)
             .finish()
     }
 }
@@ -136,6 +142,9 @@ pub struct Context {
     /// (`None`: no such root), listed under the hotplug lock in the
     /// backend's read, for the decision's scan.
     pub(crate) prefetched_roots: parking_lot::Mutex<Option<Vec<Option<Vec<String>>>>>,
+    /// The worker threads and per-backend lanes of the ops
+    /// ([`crate::worker`]).
+    pub(crate) pool: crate::worker::Pool,
 }
 
 /// Ends what a prepare started under the hotplug lock for its decision and
@@ -209,6 +218,7 @@ impl Context {
             index,
             early_tx: parking_lot::Mutex::new(None),
             prefetched_roots: parking_lot::Mutex::new(None),
+            pool: crate::worker::Pool::new(config.workers),
             #[cfg(target_os = "linux")]
             proc_files: parking_lot::Mutex::new(crate::sys::blockdev::ProcFiles::new(
                 &crate::sys::blockdev::Sources::system(),

@@ -51,6 +51,11 @@ pub fn no_wait<T>(f: impl FnOnce() -> T) -> T {
     f()
 }
 
+/// Whether this thread runs inside [`no_wait`].
+pub fn is_no_wait() -> bool {
+    NO_WAIT.with(Cell::get)
+}
+
 /// The `block` hotplug lock of one lock directory.
 pub struct HotplugLock {
     path: PathBuf,
@@ -69,6 +74,7 @@ pub struct LockGuard<'a> {
 impl HotplugLock {
     /// The lock `<dir>/block`. The directory is created on first use.
     pub fn new(dir: &Path, timeout: Duration) -> HotplugLock {
+        exe();
         HotplugLock {
             path: dir.join(LOCK_NAME),
             dir: dir.to_path_buf(),
@@ -96,7 +102,8 @@ impl HotplugLock {
                 ))
             }
         };
-        let mut pause = Duration::from_micros(20);
+        let mut watch: Option<crate::sys::notify::DirWatch> = None;
+        let mut watched = false;
         let mut dir_made = false;
         loop {
             let opened = OpenOptions::new()
@@ -138,11 +145,24 @@ impl HotplugLock {
             let locked = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
                 Ok(l) => l,
                 Err((_, nix::errno::Errno::EWOULDBLOCK)) | Err((_, nix::errno::Errno::EINTR)) => {
-                    if Instant::now() >= deadline {
+                    let now = Instant::now();
+                    if now >= deadline {
                         return Err(self.not_taken(nowait, self.holder()));
                     }
-                    std::thread::sleep(pause);
-                    pause = (pause * 2).min(Duration::from_millis(2));
+                    // Woken when the holder lets go: Xen's `release_lock`
+                    // unlinks the file, a holder that exits closes it. The
+                    // watch is made before the next try, so a release
+                    // between the two is seen. A holder that only unlocks
+                    // (flock -u) sends no event: the wait is cut at 100 ms.
+                    if !watched {
+                        watched = true;
+                        watch = crate::sys::notify::DirWatch::new(&self.dir).ok();
+                        continue;
+                    }
+                    match &watch {
+                        Some(w) => w.wait((deadline - now).min(Duration::from_millis(100))),
+                        None => std::thread::sleep(Duration::from_millis(2)),
+                    }
                     continue;
                 }
                 Err((_, e)) => {
@@ -228,16 +248,22 @@ impl HotplugLock {
     }
 }
 
-/// What xenblock writes into the lock file while it holds it.
-fn owner_record() -> String {
-    // The executable does not change within a process image: read it once.
+/// The executable, read once per process image. Read when a lock is made
+/// (on the caller's thread), so that a worker never initialises it: a child
+/// forked while a worker did would find it half-made.
+fn exe() -> &'static str {
     static EXE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    let exe = EXE.get_or_init(|| {
+    EXE.get_or_init(|| {
         std::env::current_exe()
             .ok()
             .map(|p| p.display().to_string())
             .unwrap_or_else(|| "?".into())
-    });
+    })
+}
+
+/// What xenblock writes into the lock file while it holds it.
+fn owner_record() -> String {
+    let exe = exe();
     format!(
         "xenblock in process {} ({exe}), since {} s after the epoch\n",
         std::process::id(),

@@ -47,7 +47,7 @@ use std::path::PathBuf;
 /// the SONAME's version (`libxenblock.so.<major>`).
 pub const XENBLOCK_ABI_MAJOR: u32 = 1;
 /// Minor version of the C ABI; grows with compatible additions.
-pub const XENBLOCK_ABI_MINOR: u32 = 1;
+pub const XENBLOCK_ABI_MINOR: u32 = 2;
 
 /// Result of every fallible xenblock function. Values are stable.
 #[repr(u32)]
@@ -82,6 +82,9 @@ pub enum xenblock_status {
     /// done and nothing was written to xenstore: call again later. This is
     /// not `XENBLOCK_BUSY` (the sharing rule's refusal, which is final).
     XENBLOCK_WOULD_BLOCK = 12,
+    /// Only from `xenblock_op_finish`: the op was still queued, not started,
+    /// when its context was freed. Nothing was done. (ABI 1.2.)
+    XENBLOCK_CANCELLED = 13,
 }
 
 use xenblock_status::*;
@@ -100,6 +103,7 @@ fn status_of(kind: ErrorKind) -> xenblock_status {
         ErrorKind::Unsupported => XENBLOCK_UNSUPPORTED,
         ErrorKind::Internal => XENBLOCK_INTERNAL,
         ErrorKind::WouldBlock => XENBLOCK_WOULD_BLOCK,
+        ErrorKind::Cancelled => XENBLOCK_CANCELLED,
     }
 }
 
@@ -254,6 +258,7 @@ pub extern "C" fn xenblock_status_str(status: u32) -> *const c_char {
         10 => "not supported\0",
         11 => "internal error\0",
         12 => "would block: the hotplug lock is taken, try again\0",
+        13 => "cancelled: the context was freed before the op started\0",
         _ => "unknown status\0",
     };
     s.as_ptr().cast()

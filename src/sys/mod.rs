@@ -7,6 +7,7 @@ pub mod child;
 #[cfg(target_os = "linux")]
 pub mod loopdev;
 pub mod mountinfo;
+pub mod notify;
 #[cfg(target_os = "linux")]
 pub mod procfile;
 pub mod start;
