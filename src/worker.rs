@@ -158,7 +158,10 @@ impl Op {
 type Work = Box<dyn FnOnce() -> Result<Outcome> + Send>;
 
 enum Job {
-    Op { op: Arc<Shared>, work: Work },
+    Op {
+        op: Arc<Shared>,
+        work: Work,
+    },
     /// A synchronous call waiting for its turn on its caller's thread.
     Inline(u64),
 }
@@ -280,7 +283,8 @@ impl Pool {
                     .push_back(Job::Inline(ticket));
                 loop {
                     let lane = st.lanes.get_mut(&key).expect("a lane with a job stays");
-                    if !lane.running && matches!(lane.queue.front(), Some(Job::Inline(t)) if *t == ticket)
+                    if !lane.running
+                        && matches!(lane.queue.front(), Some(Job::Inline(t)) if *t == ticket)
                     {
                         lane.queue.pop_front();
                         break;
@@ -404,8 +408,8 @@ fn worker(p: Arc<PoolShared>) {
                 continue;
             };
             drop(st);
-            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work))
-                .unwrap_or_else(|e| {
+            let r =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).unwrap_or_else(|e| {
                     let what = e
                         .downcast_ref::<&str>()
                         .map(|s| s.to_string())
