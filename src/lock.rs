@@ -105,7 +105,40 @@ impl HotplugLock {
         let mut watch: Option<crate::sys::notify::DirWatch> = None;
         let mut watched = false;
         let mut dir_made = false;
+        // The file of a failed try, kept open for the next: a waiter that
+        // closed and reopened it on every wake-up would wake every other
+        // waiter with its close. It is reopened only once the path names
+        // another file (the holder unlinked it).
+        let mut pending: Option<File> = None;
         loop {
+            if let Some(f) = pending.take() {
+                if same_file(&f, &self.path) {
+                    match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
+                        Ok(locked) => {
+                            if let Some(g) = self.claimed(locked, &thread)? {
+                                return Ok(LockGuard {
+                                    _thread: thread,
+                                    file: Some(g),
+                                    path: &self.path,
+                                });
+                            }
+                            continue;
+                        }
+                        Err((f, nix::errno::Errno::EWOULDBLOCK))
+                        | Err((f, nix::errno::Errno::EINTR)) => {
+                            pending = Some(f);
+                            self.wait_turn(deadline, nowait, &mut watch, &mut watched)?;
+                            continue;
+                        }
+                        Err((_, e)) => {
+                            return Err(Error::sys(
+                                format!("cannot flock the hotplug lock {}", self.path.display()),
+                                e,
+                            ))
+                        }
+                    }
+                }
+            }
             let opened = OpenOptions::new()
                 .read(true)
                 .write(true)
@@ -142,28 +175,19 @@ impl HotplugLock {
                     ))
                 }
             };
-            let locked = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-                Ok(l) => l,
-                Err((_, nix::errno::Errno::EWOULDBLOCK)) | Err((_, nix::errno::Errno::EINTR)) => {
-                    let now = Instant::now();
-                    if now >= deadline {
-                        return Err(self.not_taken(nowait, self.holder()));
+            match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+                Ok(locked) => {
+                    if let Some(g) = self.claimed(locked, &thread)? {
+                        return Ok(LockGuard {
+                            _thread: thread,
+                            file: Some(g),
+                            path: &self.path,
+                        });
                     }
-                    // Woken when the holder lets go: Xen's `release_lock`
-                    // unlinks the file, a holder that exits closes it. The
-                    // watch is made before the next try, so a release
-                    // between the two is seen. A holder that only unlocks
-                    // (flock -u) sends no event: the wait is cut at 100 ms.
-                    if !watched {
-                        watched = true;
-                        watch = crate::sys::notify::DirWatch::new(&self.dir).ok();
-                        continue;
-                    }
-                    match &watch {
-                        Some(w) => w.wait((deadline - now).min(Duration::from_millis(100))),
-                        None => std::thread::sleep(Duration::from_millis(2)),
-                    }
-                    continue;
+                }
+                Err((f, nix::errno::Errno::EWOULDBLOCK)) | Err((f, nix::errno::Errno::EINTR)) => {
+                    pending = Some(f);
+                    self.wait_turn(deadline, nowait, &mut watch, &mut watched)?;
                 }
                 Err((_, e)) => {
                     return Err(Error::sys(
@@ -171,28 +195,62 @@ impl HotplugLock {
                         e,
                     ))
                 }
-            };
-            let held = locked
-                .metadata()
-                .map_err(|e| Error::io("cannot fstat the hotplug lock", e))?;
-            match std::fs::symlink_metadata(&self.path) {
-                Ok(now) if now.dev() == held.dev() && now.ino() == held.ino() => {
-                    // The owner record, for whoever waits: best effort.
-                    let mut f: &File = &locked;
-                    if held.len() != 0 {
-                        let _ = f.set_len(0);
-                    }
-                    let _ = f.write_all(owner_record().as_bytes());
-                    return Ok(LockGuard {
-                        _thread: thread,
-                        file: Some(locked),
-                        path: &self.path,
-                    });
-                }
-                // Unlinked (or replaced) by the previous holder: try again.
-                _ => continue,
             }
         }
+    }
+
+    /// The flock is ours: if the path still names its file, the lock is
+    /// held (the owner record is written); `None` when the previous holder
+    /// unlinked or replaced it meanwhile (try again).
+    fn claimed(
+        &self,
+        locked: Flock<File>,
+        _thread: &MutexGuard<'_, ()>,
+    ) -> Result<Option<Flock<File>>> {
+        let held = locked
+            .metadata()
+            .map_err(|e| Error::io("cannot fstat the hotplug lock", e))?;
+        match std::fs::symlink_metadata(&self.path) {
+            Ok(now) if now.dev() == held.dev() && now.ino() == held.ino() => {
+                // The owner record, for whoever waits: best effort.
+                let mut f: &File = &locked;
+                if held.len() != 0 {
+                    let _ = f.set_len(0);
+                }
+                let _ = f.write_all(owner_record().as_bytes());
+                Ok(Some(locked))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// After a failed try: the error once the deadline has passed, else
+    /// wait until the holder may have let go. Woken when it does: Xen's
+    /// `release_lock` unlinks the file, a holder that exits closes it. The
+    /// watch is made before the next try (the first wait returns at once),
+    /// so a release between the try and the wait is seen. A holder that
+    /// only unlocks (`flock -u`) sends no event: each wait is cut at 100 ms.
+    fn wait_turn(
+        &self,
+        deadline: Instant,
+        nowait: bool,
+        watch: &mut Option<crate::sys::notify::DirWatch>,
+        watched: &mut bool,
+    ) -> Result<()> {
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(self.not_taken(nowait, self.holder()));
+        }
+        if !*watched {
+            *watched = true;
+            *watch = crate::sys::notify::DirWatch::new(&self.dir).ok();
+            return Ok(());
+        }
+        match watch {
+            Some(w) => w.wait((deadline - now).min(Duration::from_millis(100))),
+            None => std::thread::sleep(Duration::from_millis(2)),
+        }
+        Ok(())
     }
 
     fn not_taken(&self, nowait: bool, holder: String) -> Error {
@@ -259,6 +317,14 @@ fn exe() -> &'static str {
             .map(|p| p.display().to_string())
             .unwrap_or_else(|| "?".into())
     })
+}
+
+/// Whether `path` names the file `f` is open on.
+fn same_file(f: &File, path: &Path) -> bool {
+    match (f.metadata(), std::fs::symlink_metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
 }
 
 /// What xenblock writes into the lock file while it holds it.

@@ -231,7 +231,18 @@ impl Pool {
                 "the context is being freed; no op can be started on it".into(),
             ));
         }
-        if st.idle == 0 && st.threads.len() < self.max {
+        let lane = st.lanes.entry(key.clone()).or_default();
+        let first = !lane.running && lane.queue.is_empty();
+        lane.queue.push_back(Job::Op { op, work });
+        if !first {
+            // Its turn comes when the lane's earlier job ends.
+            return Ok(());
+        }
+        st.ready.push_back(key.clone());
+        // Lanes ready beyond the idle workers get a new worker, up to max.
+        // (An idle worker takes a ready lane in the same critical section
+        // in which it stops counting as idle, so the comparison is exact.)
+        if st.ready.len() > st.idle && st.threads.len() < self.max {
             let shared = self.shared.clone();
             let spawned = std::thread::Builder::new()
                 .name("xenblock-op".into())
@@ -239,18 +250,21 @@ impl Pool {
             match spawned {
                 Ok(h) => st.threads.push(h),
                 Err(e) if st.threads.is_empty() => {
-                    return Err(Error::io("cannot start a xenblock worker thread", e))
+                    // Nobody could run it: take it back, report.
+                    st.ready.pop_back();
+                    if let Some(lane) = st.lanes.get_mut(&key) {
+                        lane.queue.pop_back();
+                        if lane.queue.is_empty() && !lane.running {
+                            st.lanes.remove(&key);
+                        }
+                    }
+                    return Err(Error::io("cannot start a xenblock worker thread", e));
                 }
+                // The workers there are will take it.
                 Err(_) => {}
             }
         }
-        let lane = st.lanes.entry(key.clone()).or_default();
-        let first = !lane.running && lane.queue.is_empty();
-        lane.queue.push_back(Job::Op { op, work });
-        if first {
-            st.ready.push_back(key);
-            self.shared.work.notify_one();
-        }
+        self.shared.work.notify_one();
         Ok(())
     }
 
@@ -397,14 +411,16 @@ fn worker(p: Arc<PoolShared>) {
     let mut st = p.state.lock();
     loop {
         if let Some(key) = st.ready.pop_front() {
+            // A ready lane has an op first and none running; check anyway,
+            // and never take a synchronous caller's place.
             let job = st.lanes.get_mut(&key).and_then(|lane| {
-                let job = lane.queue.pop_front();
-                lane.running = job.is_some();
-                job
+                if lane.running || !matches!(lane.queue.front(), Some(Job::Op { .. })) {
+                    return None;
+                }
+                lane.running = true;
+                lane.queue.pop_front()
             });
             let Some(Job::Op { op, work }) = job else {
-                // Not an op at the head (cannot happen): give the lane back.
-                end_turn(&p, &mut st, &key);
                 continue;
             };
             drop(st);

@@ -330,3 +330,57 @@ fn shutdown_cancels_queued_ops_and_waits_for_the_running_one() {
     );
     ctx.release(&be1).unwrap();
 }
+
+#[test]
+fn a_holder_that_unlinks_as_xens_release_lock_wakes_the_op_while_it_keeps_its_descriptor() {
+    require_root();
+    let mut env = Env::new();
+    let (be, img) = file_backend(&mut env, 7, 51712);
+    let lock_dir = env.dir.join("lock");
+    std::fs::create_dir_all(&lock_dir).unwrap();
+    let lock = lock_dir.join("block");
+    // Xen's locking.sh: flock, then release_lock removes the file; the
+    // script's descriptor (and so the flock on the old file) lives on.
+    let mut holder = std::process::Command::new("sh")
+        .args([
+            "-c",
+            "exec 9>>\"$0\" && flock 9 && echo locked && read x && rm -f \"$0\" && exec sleep 60",
+        ])
+        .arg(&lock)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::BufRead;
+        let mut line = String::new();
+        std::io::BufReader::new(holder.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "locked");
+    }
+    let ctx = arc_ctx(&env, |_| {});
+    let mut op = ctx.start(&be, Action::Add).unwrap();
+    assert!(!op.wait_timeout(Duration::from_millis(300)));
+    {
+        use std::io::Write;
+        holder.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
+    }
+    // The removal is the release: wait for it, then time the op.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while lock.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    let released = Instant::now();
+    assert!(op.wait_timeout(Duration::from_secs(5)));
+    let after = released.elapsed();
+    let _ = holder.kill();
+    let _ = holder.wait();
+    op.finish().unwrap();
+    assert!(
+        after < Duration::from_millis(50),
+        "the op completed {after:?} after the holder removed the lock file"
+    );
+    assert_eq!(env.loops_of(&img).len(), 1);
+    ctx.release(&be).unwrap();
+}

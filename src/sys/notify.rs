@@ -74,9 +74,9 @@ fn wait_readable(fd: std::os::fd::BorrowedFd<'_>, timeout: Option<Duration>) -> 
     }
 }
 
-/// A watch on a directory for a file in it being closed, deleted, created
-/// or renamed: what happens when a holder of a `flock` on that file lets it
-/// go (Xen's `release_lock` unlinks the lock file; a holder that exits
+/// A watch on a directory for a file in it being closed, deleted or
+/// renamed away: what happens when a holder of a `flock` on that file lets
+/// it go (Xen's `release_lock` unlinks the lock file; a holder that exits
 /// closes it). Spurious wake-ups are possible; the waiter tries again.
 pub struct DirWatch {
     #[cfg(target_os = "linux")]
@@ -95,9 +95,7 @@ impl DirWatch {
                 W::IN_CLOSE_WRITE
                     | W::IN_CLOSE_NOWRITE
                     | W::IN_DELETE
-                    | W::IN_CREATE
                     | W::IN_MOVED_FROM
-                    | W::IN_MOVED_TO
                     | W::IN_DELETE_SELF
                     | W::IN_MOVE_SELF,
             )?;
