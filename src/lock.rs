@@ -102,8 +102,7 @@ impl HotplugLock {
                 ))
             }
         };
-        let mut watch: Option<crate::sys::notify::DirWatch> = None;
-        let mut watched = false;
+        let mut waiter = Waiter::default();
         let mut dir_made = false;
         // The file of a failed try, kept open for the next: a waiter that
         // closed and reopened it on every wake-up would wake every other
@@ -127,7 +126,7 @@ impl HotplugLock {
                         Err((f, nix::errno::Errno::EWOULDBLOCK))
                         | Err((f, nix::errno::Errno::EINTR)) => {
                             pending = Some(f);
-                            self.wait_turn(deadline, nowait, &mut watch, &mut watched)?;
+                            self.wait_turn(deadline, nowait, &mut waiter)?;
                             continue;
                         }
                         Err((_, e)) => {
@@ -187,7 +186,7 @@ impl HotplugLock {
                 }
                 Err((f, nix::errno::Errno::EWOULDBLOCK)) | Err((f, nix::errno::Errno::EINTR)) => {
                     pending = Some(f);
-                    self.wait_turn(deadline, nowait, &mut watch, &mut watched)?;
+                    self.wait_turn(deadline, nowait, &mut waiter)?;
                 }
                 Err((_, e)) => {
                     return Err(Error::sys(
@@ -228,26 +227,32 @@ impl HotplugLock {
     /// wait until the holder may have let go. Woken when it does: Xen's
     /// `release_lock` unlinks the file, a holder that exits closes it. The
     /// watch is made before the next try (the first wait returns at once),
-    /// so a release between the try and the wait is seen. A holder that
-    /// only unlocks (`flock -u`) sends no event: each wait is cut at 100 ms.
-    fn wait_turn(
-        &self,
-        deadline: Instant,
-        nowait: bool,
-        watch: &mut Option<crate::sys::notify::DirWatch>,
-        watched: &mut bool,
-    ) -> Result<()> {
+    /// so a release between the try and the wait is seen. The kernel
+    /// reports a close just before it drops the closing file's flock, so a
+    /// try right after a close event can still fail: then it is tried
+    /// again after 1, 2 and 4 ms. A holder that only unlocks (`flock -u`)
+    /// sends no event: each wait is cut at 100 ms.
+    fn wait_turn(&self, deadline: Instant, nowait: bool, w: &mut Waiter) -> Result<()> {
         let now = Instant::now();
         if now >= deadline {
             return Err(self.not_taken(nowait, self.holder()));
         }
-        if !*watched {
-            *watched = true;
-            *watch = crate::sys::notify::DirWatch::new(&self.dir).ok();
+        if !w.made {
+            w.made = true;
+            w.watch = crate::sys::notify::DirWatch::new(&self.dir).ok();
             return Ok(());
         }
-        match watch {
-            Some(w) => w.wait((deadline - now).min(Duration::from_millis(100))),
+        let cap = match w.recheck {
+            0 => Duration::from_millis(100),
+            n => Duration::from_millis(1 << (3 - n.min(3))),
+        };
+        w.recheck = w.recheck.saturating_sub(1);
+        match &w.watch {
+            Some(watch) => {
+                if watch.wait((deadline - now).min(cap)) {
+                    w.recheck = 3;
+                }
+            }
             None => std::thread::sleep(Duration::from_millis(2)),
         }
         Ok(())
@@ -317,6 +322,15 @@ fn exe() -> &'static str {
             .map(|p| p.display().to_string())
             .unwrap_or_else(|| "?".into())
     })
+}
+
+/// A waiter's watch on the lock directory (made at its second failed
+/// try) and how many quick re-tries follow the last event.
+#[derive(Default)]
+struct Waiter {
+    watch: Option<crate::sys::notify::DirWatch>,
+    made: bool,
+    recheck: u32,
 }
 
 /// Whether `path` names the file `f` is open on.

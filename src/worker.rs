@@ -264,6 +264,9 @@ impl Pool {
                 Err(_) => {}
             }
         }
+        // Woken after the mutex is let go, so that the worker does not
+        // find it taken (and the caller is not held up by the switch).
+        drop(st);
         self.shared.work.notify_one();
         Ok(())
     }

@@ -108,15 +108,21 @@ impl DirWatch {
         }
     }
 
-    /// Wait for an event (or `timeout`), then forget every event queued.
-    pub fn wait(&self, timeout: Duration) {
+    /// Wait for an event (or `timeout`), then forget every event queued;
+    /// true when woken by an event.
+    pub fn wait(&self, timeout: Duration) -> bool {
         #[cfg(target_os = "linux")]
         {
             if wait_readable(self.inotify.as_fd(), Some(timeout)) {
                 while matches!(self.inotify.read_events(), Ok(v) if !v.is_empty()) {}
+                return true;
             }
+            false
         }
         #[cfg(not(target_os = "linux"))]
-        std::thread::sleep(timeout.min(Duration::from_millis(2)));
+        {
+            std::thread::sleep(timeout.min(Duration::from_millis(2)));
+            false
+        }
     }
 }
