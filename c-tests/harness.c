@@ -14,15 +14,18 @@
 #define _GNU_SOURCE
 #include "common.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -365,8 +368,8 @@ static void case_custom_script(struct ct_env *e)
 static void case_status_strings(struct ct_env *e)
 {
     (void)e;
-    const char *names[13];
-    for (unsigned i = 0; i <= 12; i++) {
+    const char *names[14];
+    for (unsigned i = 0; i <= 13; i++) {
         names[i] = xenblock_status_str(i);
         REQUIRE(names[i] != NULL, "xenblock_status_str(%u) is NULL", i);
         CHECK(names[i][0] != 0, "xenblock_status_str(%u) is empty", i);
@@ -376,7 +379,7 @@ static void case_status_strings(struct ct_env *e)
                   i, names[i]);
     }
     CHECK_STR(xenblock_status_str(XENBLOCK_OK), "ok");
-    const uint32_t unknown[] = {13, 14, 255, 0x80000000u, UINT32_MAX};
+    const uint32_t unknown[] = {14, 15, 255, 0x80000000u, UINT32_MAX};
     for (size_t i = 0; i < sizeof unknown / sizeof unknown[0]; i++)
         CHECK_STR(xenblock_status_str(unknown[i]), "unknown status");
     CHECK(xenblock_abi_version() == ((uint32_t)XENBLOCK_ABI_MAJOR << 16 | XENBLOCK_ABI_MINOR),
@@ -834,6 +837,420 @@ static void case_threads_many_ctx(struct ct_env *e)
     run_workers(e, NULL, 4);
 }
 
+/* ---- the op API: an event-loop host -------------------------------------- */
+
+#define NOPS 16
+
+/* Hold the hotplug lock as another holder would (its own open file
+ * description, so the library's flock conflicts with it); -1 on failure. */
+static int hold_lock(const struct ct_env *e)
+{
+    char p[PATH_MAX];
+    mkdir(e->lock_dir, 0755);
+    snprintf(p, sizeof p, "%s/block", e->lock_dir);
+    int fd = open(p, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    REQUIRE(fd >= 0, "open %s: %s", p, strerror(errno));
+    REQUIRE(flock(fd, LOCK_EX) == 0, "flock: %s", strerror(errno));
+    return fd;
+}
+
+/* Let it go as Xen's release_lock does: unlink, then close. */
+static void drop_lock(const struct ct_env *e, int fd)
+{
+    char p[PATH_MAX];
+    snprintf(p, sizeof p, "%s/block", e->lock_dir);
+    unlink(p);
+    close(fd);
+}
+
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+static bool fd_readable(int fd)
+{
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    return poll(&p, 1, 0) == 1;
+}
+
+/* Drive `n` ops to their end from one poll() loop, doing other work (a
+ * xenstore read, a counter) between wake-ups; each op's status must be
+ * `want`. Returns the loop's iterations. */
+static long drive(struct ct_env *e, xenblock_op **ops, int n, xenblock_status want)
+{
+    long iterations = 0;
+    int left = n;
+    bool done[NOPS] = {false};
+    double deadline = now_ms() + 60000;
+    while (left > 0) {
+        struct pollfd p[NOPS];
+        int map[NOPS], k = 0;
+        for (int i = 0; i < n; i++) {
+            if (done[i])
+                continue;
+            p[k].fd = xenblock_op_fd(ops[i]);
+            p[k].events = POLLIN;
+            p[k].revents = 0;
+            map[k++] = i;
+        }
+        int r = poll(p, (nfds_t)k, 5);
+        REQUIRE(r >= 0, "poll: %s", strerror(errno));
+        iterations++;
+        /* Other work of the host's loop, interleaved. */
+        free(ct_read(e->xs, "/local/domain/0/name"));
+        for (int j = 0; j < k; j++) {
+            if (!(p[j].revents & POLLIN))
+                continue;
+            int i = map[j];
+            xenblock_status st = xenblock_op_finish(ops[i]);
+            CHECK(st == want, "op %d: %s (%s), expected %s", i, xenblock_status_str(st),
+                  xenblock_op_error(ops[i]), xenblock_status_str(want));
+            /* Level-triggered: still readable after finish. */
+            CHECK(fd_readable(xenblock_op_fd(ops[i])), "op %d's fd is no longer readable", i);
+            done[i] = true;
+            left--;
+        }
+        REQUIRE(now_ms() < deadline, "%d ops still running after 60 s", left);
+    }
+    return iterations;
+}
+
+static void case_ops_event_loop(struct ct_env *e)
+{
+    char img[NOPS][PATH_MAX], node[PATH_MAX];
+    struct ct_disk d[NOPS];
+    xenblock_op *ops[NOPS];
+    xenblock_config cfg;
+    xenblock_ctx *ctx = NULL;
+    ct_config(e, &cfg);
+    cfg.workers = 4;
+    REQUIRE(xenblock_ctx_new(&cfg, &ctx) == XENBLOCK_OK, "%s", xenblock_last_error());
+    ct_domain_purge(e->xs, 40);
+    for (int i = 0; i < NOPS; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "op-%d.img", i);
+        ct_image(e, name, 4 << 20, img[i]);
+        d[i] = (struct ct_disk){.domid = 40, .devid = XVDA + 16 * i, .params = img[i],
+                                .mode = "w", .vm = "/vm/c0ffee00-0000-0000-0000-000000000040"};
+        ct_disk_add(e->xs, &d[i]);
+    }
+    /* With the hotplug lock taken, op_start returns at once and the op
+     * waits; finish says it is running. */
+    int lock = hold_lock(e);
+    for (int i = 0; i < NOPS; i++) {
+        double t = now_ms();
+        CHECK_STATUS(xenblock_op_start(ctx, d[i].arg, XENBLOCK_ACTION_ADD, 0, &ops[i]),
+                     XENBLOCK_OK, ctx);
+        REQUIRE(ops[i], "no op");
+        CHECK(now_ms() - t < 1000, "op_start took %.1f ms", now_ms() - t);
+    }
+    usleep(100000);
+    for (int i = 0; i < NOPS; i++) {
+        CHECK(!fd_readable(xenblock_op_fd(ops[i])), "op %d done while the lock is held", i);
+        CHECK_STATUS(xenblock_op_finish(ops[i]), XENBLOCK_WOULD_BLOCK, ctx);
+        CHECK_STR(xenblock_op_error(ops[i]), "");
+    }
+    drop_lock(e, lock);
+    long it = drive(e, ops, NOPS, XENBLOCK_OK);
+    CHECK(it >= 1, "the loop ran");
+    for (int i = 0; i < NOPS; i++) {
+        check_file_connected(e, &d[i], img[i], false, node, sizeof node);
+        /* Finished twice: a clear refusal, the op's message unchanged. */
+        CHECK_STATUS(xenblock_op_finish(ops[i]), XENBLOCK_INVALID_ARGUMENT, NULL);
+        CHECK(strstr(xenblock_last_error(), "already finished") != NULL, "%s",
+              xenblock_last_error());
+        xenblock_op_free(ops[i]);
+    }
+    /* Releases, freed half of them before they are done. */
+    for (int i = 0; i < NOPS; i++) {
+        ct_disk_close(e->xs, &d[i]);
+        CHECK_STATUS(xenblock_op_start(ctx, d[i].arg, XENBLOCK_ACTION_REMOVE, 0, &ops[i]),
+                     XENBLOCK_OK, ctx);
+    }
+    for (int i = NOPS / 2; i < NOPS; i++)
+        xenblock_op_free(ops[i]);
+    drive(e, ops, NOPS / 2, XENBLOCK_OK);
+    for (int i = 0; i < NOPS / 2; i++)
+        xenblock_op_free(ops[i]);
+    /* A synchronous release takes its turn after the freed op on its
+     * backend: when it returns, that op is done. */
+    for (int i = NOPS / 2; i < NOPS; i++)
+        CHECK_STATUS(xenblock_release(ctx, d[i].arg), XENBLOCK_OK, ctx);
+    for (int i = 0; i < NOPS; i++) {
+        CHECK(ct_loops_of(img[i]) == 0, "a loop device is left on %s", img[i]);
+        ct_disk_destroy(e->xs, &d[i]);
+    }
+    ct_domain_purge(e->xs, 40);
+    xenblock_ctx_free(ctx);
+}
+
+static void case_ops_bad_input(struct ct_env *e)
+{
+    xenblock_ctx *ctx = ct_ctx(e);
+    xenblock_op *op = (xenblock_op *)1;
+    CHECK_STATUS(xenblock_op_start(NULL, "backend/vbd/1/51712", 0, 0, &op),
+                 XENBLOCK_INVALID_ARGUMENT, NULL);
+    CHECK(op == NULL, "*out not cleared");
+    CHECK_STATUS(xenblock_op_start(ctx, "backend/vbd/1/51712", 0, 0, NULL),
+                 XENBLOCK_INVALID_ARGUMENT, ctx);
+    CHECK_STATUS(xenblock_op_start(ctx, NULL, 0, 0, &op), XENBLOCK_INVALID_ARGUMENT, ctx);
+    CHECK_STATUS(xenblock_op_start(ctx, "backend/vbd/x/y", 0, 0, &op),
+                 XENBLOCK_INVALID_ARGUMENT, ctx);
+    CHECK(strstr(xenblock_ctx_last_error(ctx), "not a device backend path") != NULL, "%s",
+          xenblock_ctx_last_error(ctx));
+    CHECK_STATUS(xenblock_op_start(ctx, "backend/vbd/1/51712", 7, 0, &op),
+                 XENBLOCK_INVALID_ARGUMENT, ctx);
+    CHECK_STATUS(xenblock_op_start(ctx, "backend/vbd/1/51712", 0, 0x80000000u, &op),
+                 XENBLOCK_INVALID_ARGUMENT, ctx);
+    CHECK(strstr(xenblock_ctx_last_error(ctx), "does not know") != NULL, "%s",
+          xenblock_ctx_last_error(ctx));
+    CHECK(op == NULL, "*out not NULL after a refusal");
+    CHECK_STATUS(xenblock_op_finish(NULL), XENBLOCK_INVALID_ARGUMENT, NULL);
+    CHECK(xenblock_op_fd(NULL) == -1, "op_fd(NULL)");
+    CHECK_STR(xenblock_op_error(NULL), "");
+    xenblock_op_free(NULL);
+    /* A backend that does not exist: the op says so, nothing written. */
+    ct_domain_purge(e->xs, 41);
+    REQUIRE(xenblock_op_start(ctx, "backend/vbd/41/51712", XENBLOCK_ACTION_ADD, 0, &op) ==
+                XENBLOCK_OK, "%s", xenblock_ctx_last_error(ctx));
+    struct pollfd p = {.fd = xenblock_op_fd(op), .events = POLLIN};
+    REQUIRE(poll(&p, 1, 10000) == 1, "the op did not complete");
+    CHECK_STATUS(xenblock_op_finish(op), XENBLOCK_NOT_FOUND, NULL);
+    CHECK(strstr(xenblock_op_error(op), "no backend") != NULL, "%s", xenblock_op_error(op));
+    CHECK(!ct_exists(e->xs, "/local/domain/0/backend/vbd/41/51712"), "the op wrote a backend");
+    xenblock_op_free(op);
+    /* Releasing a backend never prepared is fine, as xenblock_release. */
+    REQUIRE(xenblock_op_start(ctx, "backend/vbd/41/51712", XENBLOCK_ACTION_REMOVE, 0, &op) ==
+                XENBLOCK_OK, "%s", xenblock_ctx_last_error(ctx));
+    p.fd = xenblock_op_fd(op);
+    REQUIRE(poll(&p, 1, 10000) == 1, "the op did not complete");
+    CHECK_STATUS(xenblock_op_finish(op), XENBLOCK_OK, NULL);
+    xenblock_op_free(op);
+    xenblock_ctx_free(ctx);
+}
+
+/* How many of this process's threads are named `comm` (the library names
+ * its workers "xenblock-op"); sanitizer runtimes add threads of their own. */
+static int count_threads(const char *comm)
+{
+    DIR *d = opendir("/proc/self/task");
+    REQUIRE(d, "opendir /proc/self/task: %s", strerror(errno));
+    int n = 0;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        char p[PATH_MAX], name[64] = "";
+        if (de->d_name[0] == '.')
+            continue;
+        snprintf(p, sizeof p, "/proc/self/task/%s/comm", de->d_name);
+        FILE *f = fopen(p, "re");
+        if (!f)
+            continue;
+        if (fgets(name, sizeof name, f))
+            name[strcspn(name, "\n")] = 0;
+        fclose(f);
+        if (strcmp(name, comm) == 0)
+            n++;
+    }
+    closedir(d);
+    return n;
+}
+
+static int count_dir(const char *path)
+{
+    DIR *d = opendir(path);
+    REQUIRE(d, "opendir %s: %s", path, strerror(errno));
+    int n = 0;
+    struct dirent *de;
+    while ((de = readdir(d)))
+        if (de->d_name[0] != '.')
+            n++;
+    closedir(d);
+    return n;
+}
+
+struct later {
+    const struct ct_env *e;
+    int fd;
+};
+
+static void *release_later(void *arg)
+{
+    struct later *l = arg;
+    usleep(300000);
+    drop_lock(l->e, l->fd);
+    return NULL;
+}
+
+/* ctx_free with ops in flight: the queued are cancelled, the running are
+ * waited for; no thread and no descriptor of the context is left. */
+static void case_ops_ctx_free(struct ct_env *e)
+{
+    char img[4][PATH_MAX];
+    struct ct_disk d[4];
+    xenblock_op *ops[4];
+    ct_domain_purge(e->xs, 42);
+    for (int i = 0; i < 4; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "free-%d.img", i);
+        ct_image(e, name, 4 << 20, img[i]);
+        d[i] = (struct ct_disk){.domid = 42, .devid = XVDA + 16 * i, .params = img[i],
+                                .mode = "w", .vm = "/vm/c0ffee00-0000-0000-0000-000000000042"};
+        ct_disk_add(e->xs, &d[i]);
+    }
+    int tasks = count_dir("/proc/self/task"), fds = count_dir("/proc/self/fd");
+    CHECK(count_threads("xenblock-op") == 0, "worker threads before any context");
+    int lock = hold_lock(e);
+    fds++; /* the lock's descriptor, closed by release_later */
+    xenblock_config cfg;
+    xenblock_ctx *ctx = NULL;
+    ct_config(e, &cfg);
+    cfg.workers = 2;
+    REQUIRE(xenblock_ctx_new(&cfg, &ctx) == XENBLOCK_OK, "%s", xenblock_last_error());
+    for (int i = 0; i < 4; i++)
+        CHECK_STATUS(xenblock_op_start(ctx, d[i].arg, XENBLOCK_ACTION_ADD, 0, &ops[i]),
+                     XENBLOCK_OK, ctx);
+    usleep(200000); /* two workers now wait for the lock, two ops are queued */
+    CHECK(count_threads("xenblock-op") == 2, "%d worker threads, expected 2",
+          count_threads("xenblock-op"));
+    struct later l = {e, lock};
+    pthread_t t;
+    REQUIRE(pthread_create(&t, NULL, release_later, &l) == 0, "pthread_create");
+    double t0 = now_ms();
+    xenblock_ctx_free(ctx);
+    CHECK(now_ms() - t0 >= 250, "ctx_free returned before the running ops ended");
+    pthread_join(t, NULL);
+    fds--;
+    int ok = 0, cancelled = 0;
+    for (int i = 0; i < 4; i++) {
+        CHECK(fd_readable(xenblock_op_fd(ops[i])), "op %d not done after ctx_free", i);
+        xenblock_status st = xenblock_op_finish(ops[i]);
+        if (st == XENBLOCK_OK)
+            ok++;
+        else if (st == XENBLOCK_CANCELLED) {
+            cancelled++;
+            CHECK(strstr(xenblock_op_error(ops[i]), "nothing was done") != NULL, "%s",
+                  xenblock_op_error(ops[i]));
+            CHECK_NODE(e->xs, d[i].be, "hotplug-status", NULL);
+            CHECK(ct_loops_of(img[i]) == 0, "a cancelled op attached %s", img[i]);
+        } else
+            CHECK(0, "op %d: %s: %s", i, xenblock_status_str(st), xenblock_op_error(ops[i]));
+        xenblock_op_free(ops[i]);
+    }
+    CHECK(ok == 2 && cancelled == 2, "%d ok, %d cancelled; expected 2 and 2", ok, cancelled);
+    CHECK(count_threads("xenblock-op") == 0, "%d worker threads after ctx_free",
+          count_threads("xenblock-op"));
+    /* Sanitizer runtimes may have started a thread of their own meanwhile. */
+    CHECK(count_dir("/proc/self/task") <= tasks + 1, "%d threads after ctx_free, %d before",
+          count_dir("/proc/self/task"), tasks);
+    CHECK(count_dir("/proc/self/fd") == fds, "%d descriptors after ctx_free, %d before",
+          count_dir("/proc/self/fd"), fds);
+    xenblock_ctx *c2 = ct_ctx(e);
+    for (int i = 0; i < 4; i++) {
+        ct_disk_close(e->xs, &d[i]);
+        CHECK_STATUS(xenblock_release(c2, d[i].arg), XENBLOCK_OK, c2);
+        CHECK(ct_loops_of(img[i]) == 0, "a loop device is left on %s", img[i]);
+        ct_disk_destroy(e->xs, &d[i]);
+    }
+    xenblock_ctx_free(c2);
+    ct_domain_purge(e->xs, 42);
+}
+
+/* A child forked while ops run makes a context of its own and uses it. */
+static void case_ops_fork(struct ct_env *e)
+{
+    char img[2][PATH_MAX], node[PATH_MAX];
+    struct ct_disk d[2];
+    ct_domain_purge(e->xs, 43);
+    for (int i = 0; i < 2; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "fork-%d.img", i);
+        ct_image(e, name, 4 << 20, img[i]);
+        d[i] = (struct ct_disk){.domid = 43, .devid = XVDA + 16 * i, .params = img[i],
+                                .mode = "w", .vm = "/vm/c0ffee00-0000-0000-0000-000000000043"};
+        ct_disk_add(e->xs, &d[i]);
+    }
+    xenblock_ctx *ctx = ct_ctx(e);
+    int lock = hold_lock(e);
+    xenblock_op *op;
+    CHECK_STATUS(xenblock_op_start(ctx, d[0].arg, XENBLOCK_ACTION_ADD, 0, &op), XENBLOCK_OK,
+                 ctx);
+    usleep(100000); /* the worker waits for the lock, inside the library */
+    int result[2];
+    REQUIRE(pipe(result) == 0, "pipe: %s", strerror(errno));
+    fflush(NULL);
+    pid_t pid = fork();
+    REQUIRE(pid >= 0, "fork: %s", strerror(errno));
+    if (pid == 0) {
+        /* The child: the parent's op and context are not its own. It says
+         * "ok" through the pipe (under valgrind its exit status is
+         * valgrind's, which counts the parent's threads' memory). */
+        close(lock);
+        close(result[0]);
+        struct xs_handle *xs = NULL;
+        xenblock_store_ops ops;
+        xenblock_config cfg;
+        ct_config(e, &cfg);
+        if (e->store == CT_STORE_LIBXS) {
+            xs = xs_open(0);
+            if (!xs)
+                _exit(3);
+            ct_libxs_ops(&ops, xs);
+            cfg.store = &ops;
+        }
+        xenblock_ctx *c = NULL;
+        if (xenblock_ctx_new(&cfg, &c) != XENBLOCK_OK)
+            _exit(4);
+        xenblock_op *o = NULL;
+        if (xenblock_op_start(c, d[1].arg, XENBLOCK_ACTION_ADD, 0, &o) != XENBLOCK_OK)
+            _exit(5);
+        struct pollfd p = {.fd = xenblock_op_fd(o), .events = POLLIN};
+        if (poll(&p, 1, 20000) != 1)
+            _exit(6);
+        if (xenblock_op_finish(o) != XENBLOCK_OK) {
+            fprintf(stderr, "child: %s\n", xenblock_op_error(o));
+            _exit(7);
+        }
+        xenblock_op_free(o);
+        if (xenblock_release(c, d[1].arg) != XENBLOCK_OK)
+            _exit(8);
+        xenblock_ctx_free(c);
+        /* The parent's context, inherited: freeing it frees nothing. */
+        xenblock_ctx_free(ctx);
+        if (xs)
+            xs_close(xs);
+        if (write(result[1], "ok", 2) != 2)
+            _exit(9);
+        _exit(0);
+    }
+    close(result[1]);
+    /* The child needs the lock too: it is ours until we let it go, so
+     * let it go now; the child and our op then take turns. */
+    drop_lock(e, lock);
+    int status = 0;
+    REQUIRE(waitpid(pid, &status, 0) == pid, "waitpid: %s", strerror(errno));
+    char said[8] = "";
+    ssize_t got = read(result[0], said, sizeof said - 1);
+    close(result[0]);
+    CHECK(got == 2 && strcmp(said, "ok") == 0 && WIFEXITED(status),
+          "the child failed (status %#x; it said \"%s\")", status, got > 0 ? said : "");
+    struct pollfd p = {.fd = xenblock_op_fd(op), .events = POLLIN};
+    CHECK(poll(&p, 1, 20000) == 1, "the parent's op did not complete");
+    CHECK_STATUS(xenblock_op_finish(op), XENBLOCK_OK, NULL);
+    xenblock_op_free(op);
+    check_file_connected(e, &d[0], img[0], false, node, sizeof node);
+    CHECK(ct_loops_of(img[1]) == 0, "the child's disk is still attached");
+    for (int i = 0; i < 2; i++) {
+        ct_disk_close(e->xs, &d[i]);
+        CHECK_STATUS(xenblock_release(ctx, d[i].arg), XENBLOCK_OK, ctx);
+        ct_disk_destroy(e->xs, &d[i]);
+    }
+    xenblock_ctx_free(ctx);
+    ct_domain_purge(e->xs, 43);
+}
+
 /* ---- main ------------------------------------------------------------- */
 
 struct test_case {
@@ -854,6 +1271,10 @@ static const struct test_case cases[] = {
     {"embedding", true, case_embedding},
     {"threads_one_ctx", true, case_threads_one_ctx},
     {"threads_many_ctx", true, case_threads_many_ctx},
+    {"ops_event_loop", true, case_ops_event_loop},
+    {"ops_bad_input", true, case_ops_bad_input},
+    {"ops_ctx_free", true, case_ops_ctx_free},
+    {"ops_fork", true, case_ops_fork},
     {"status_strings", false, case_status_strings},
     {"store_ops_args", false, case_store_ops_args},
 };

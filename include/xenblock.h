@@ -23,7 +23,9 @@
  *    several contexts may be used at once. Calls that take the hotplug lock
  *    serialise among themselves. Error messages are per thread.
  *  - Callbacks (store_ops, log_fn) may be called concurrently from the
- *    threads that use the context, and only during a call on it. They must
+ *    threads that use the context, and only during a call on it, or, for
+ *    ops (xenblock_op_start, ABI 1.2), from the library's worker threads
+ *    while an op runs. They must
  *    not call back into xenblock with the same context (no re-entry: the
  *    calling thread may hold the context's lock); other contexts are fine.
  *  - Transactions: xenblock joins no caller transaction. prepare, release
@@ -33,7 +35,9 @@
  *    one afterwards.
  *  - Blocking: each call documents its worst case. The hotplug-lock wait is
  *    bounded by lock_timeout_ms (10 s by default); XENBLOCK_NOWAIT turns it
- *    into one attempt (XENBLOCK_WOULD_BLOCK: try again later). With the
+ *    into one attempt (XENBLOCK_WOULD_BLOCK: try again later). Ops
+ *    (xenblock_op_start) never block the caller: their descriptor polls
+ *    readable when they are done. With the
  *    built-in client each xenstore reply is bounded by store_timeout_ms.
  *  - Children: custom hotplug scripts are forked, run in their own process
  *    group, and waited for through a pidfd (Linux 5.3+), so any SIGCHLD
@@ -66,7 +70,7 @@
 /**
  * Minor version of the C ABI; grows with compatible additions.
  */
-#define XENBLOCK_ABI_MINOR 1
+#define XENBLOCK_ABI_MINOR 2
 
 /**
  * `flags` of `xenblock_prepare_ex` and `xenblock_release_ex`: never wait
@@ -76,7 +80,12 @@
 #define XENBLOCK_NOWAIT 1
 
 /**
- * `xenblock_plan_new` actions.
+ * Default number of worker threads of a context.
+ */
+#define DEFAULT_WORKERS 4
+
+/**
+ * `xenblock_plan_new` and `xenblock_op_start` actions.
  */
 enum xenblock_action
 #ifdef __cplusplus
@@ -188,8 +197,14 @@ enum xenblock_status
    * script, another toolstack process or another thread). Nothing was
    * done and nothing was written to xenstore: call again later. This is
    * not `XENBLOCK_BUSY` (the sharing rule's refusal, which is final).
+   * From `xenblock_op_finish`: the op is still running (wait for its fd).
    */
   XENBLOCK_WOULD_BLOCK = 12,
+  /**
+   * Only from `xenblock_op_finish`: the op was still queued, not started,
+   * when its context was freed. Nothing was done. (ABI 1.2.)
+   */
+  XENBLOCK_CANCELLED = 13,
 };
 #ifndef __cplusplus
 typedef uint32_t xenblock_status;
@@ -199,6 +214,12 @@ typedef uint32_t xenblock_status;
  * An opaque context. Create with `xenblock_ctx_new`, free with `xenblock_ctx_free`.
  */
 typedef struct xenblock_ctx xenblock_ctx;
+
+/**
+ * An asynchronous prepare or release. Made by `xenblock_op_start`, freed
+ * by `xenblock_op_free`; it does not depend on its context's life.
+ */
+typedef struct xenblock_op xenblock_op;
 
 /**
  * A xenstore supplied by the caller (e.g. libxl's own `xs_handle`), instead
@@ -317,6 +338,12 @@ typedef struct xenblock_config {
    * ms; 0 = 10000. (ABI 1.1; older callers get the default.)
    */
   uint32_t lock_timeout_ms;
+  /**
+   * How many threads of the library run the ops of `xenblock_op_start`
+   * (started on demand; ops on more backends wait in a queue); 0 = 4.
+   * (ABI 1.2; older callers get the default.)
+   */
+  uint32_t workers;
 } xenblock_config;
 
 /**
@@ -387,8 +414,21 @@ const char *xenblock_last_error(void);
 xenblock_status xenblock_ctx_new(const struct xenblock_config *cfg, struct xenblock_ctx **out);
 
 /**
- * Free a context. NULL is ignored. Never blocks (closes the built-in
- * client's connection, if any).
+ * Free a context. NULL is ignored. Ops started on it
+ * (`xenblock_op_start`) and not yet started by a worker are cancelled:
+ * they become done at once, `xenblock_op_finish` gives
+ * `XENBLOCK_CANCELLED`, and nothing of them was done. Ops already running
+ * are waited for, so this call blocks as long as they take (each bounded
+ * as `xenblock_prepare`); the caller's event loop need not run meanwhile.
+ * When it returns, the context's threads have ended and its descriptors
+ * are closed; ops not yet freed stay valid (finish, fd, error, free).
+ * Without ops in flight it never blocks (closes the built-in client's
+ * connection, if any).
+ *
+ * In a child process forked while the context existed, the context is not
+ * the child's: this call then frees nothing (the parent's threads and
+ * locks are not in the child) and the memory is left; make a new context
+ * in the child.
  *
  * # Safety
  * `ctx` is NULL or was returned by `xenblock_ctx_new` and not yet freed; no
@@ -490,6 +530,84 @@ xenblock_status xenblock_release_ex(struct xenblock_ctx *ctx,
 xenblock_status xenblock_reconcile(struct xenblock_ctx *ctx,
                                    const char *backend_prefix,
                                    uint32_t *detached);
+
+/**
+ * Start preparing (`XENBLOCK_ACTION_ADD`) or releasing
+ * (`XENBLOCK_ACTION_REMOVE`; `action` is an `xenblock_action`) the backend at `backend_path` (as
+ * `xenblock_prepare`) on the context's worker threads. `flags` must be 0.
+ *
+ * It checks its arguments and queues the op: it never waits for xenstore,
+ * the hotplug lock, a script, a disk or the loop driver (at most it takes
+ * a short internal mutex and, the first times, starts a thread). On
+ * `XENBLOCK_OK` `*out` holds the op; otherwise `*out` is NULL, nothing was
+ * queued and `xenblock_ctx_last_error(ctx)` says why.
+ *
+ * Ops on one backend run one at a time in the order they were started
+ * (also after, and before, the synchronous calls on that backend); ops on
+ * different backends run in parallel, up to `xenblock_config.workers`.
+ * The work is that of `xenblock_prepare`/`xenblock_release`, with the
+ * same xenstore writes, the same lock wait (bounded by `lock_timeout_ms`)
+ * and the same outcomes. With `store_ops`, the callbacks are called from
+ * the worker threads, possibly several at once, and never from the
+ * thread calling `xenblock_op_start`: they must not need a lock that
+ * thread holds while it waits for the op.
+ *
+ * # Safety
+ * `ctx` is a live context; `backend_path` is NULL or NUL-terminated; `out`
+ * is NULL or writable.
+ */
+xenblock_status xenblock_op_start(struct xenblock_ctx *ctx,
+                                  const char *backend_path,
+                                  uint32_t action,
+                                  uint32_t flags,
+                                  struct xenblock_op **out);
+
+/**
+ * The op's descriptor: it polls readable (POLLIN) once the op is done and
+ * stays readable until the op is freed (level-triggered). It is valid
+ * until `xenblock_op_free`; never read, write or close it. -1 for a NULL
+ * or foreign `op`.
+ *
+ * # Safety
+ * `op` is NULL or an op not yet freed.
+ */
+int xenblock_op_fd(const struct xenblock_op *op);
+
+/**
+ * The op's outcome: `XENBLOCK_WOULD_BLOCK` while it runs (nothing to do:
+ * wait for its descriptor), else the status `xenblock_prepare` or
+ * `xenblock_release` would have returned (or `XENBLOCK_CANCELLED`, see
+ * `xenblock_ctx_free`), whose message is `xenblock_op_error(op)`. The
+ * outcome is returned once: a second call gives
+ * `XENBLOCK_INVALID_ARGUMENT` (message in `xenblock_last_error()`).
+ * Never blocks.
+ *
+ * # Safety
+ * `op` is NULL or an op not yet freed.
+ */
+xenblock_status xenblock_op_finish(struct xenblock_op *op);
+
+/**
+ * The message of the op's outcome: "" on success, and while the op runs;
+ * after `xenblock_op_finish` returned a failure, what happened and what to
+ * do. Valid until `xenblock_op_free`. Never NULL.
+ *
+ * # Safety
+ * `op` is NULL or an op not yet freed.
+ */
+const char *xenblock_op_error(const struct xenblock_op *op);
+
+/**
+ * Free an op, at any time. An op freed before it is done still runs to
+ * its end in the background (its effects stay; a later release of the
+ * backend undoes a prepare); its descriptor is closed when it is done.
+ * NULL is ignored. Never blocks.
+ *
+ * # Safety
+ * `op` is NULL or an op not yet freed; no other thread uses it during or
+ * after this call.
+ */
+void xenblock_op_free(struct xenblock_op *op);
 
 /**
  * Say whether xenblock handles `backend_path` in-process, or which custom

@@ -93,6 +93,10 @@ pub struct Config {
     /// QEMU-compatible image locks on file targets (docs/image-locks.md):
     /// `BestEffort` by default.
     pub image_locks: crate::imagelock::ImageLocks,
+    /// How many threads run the ops of [`Context::start`] (at least 1;
+    /// default [`crate::worker::DEFAULT_WORKERS`]). They are started on
+    /// demand: a context that starts no op has none.
+    pub workers: usize,
 }
 
 impl Default for Config {
@@ -109,6 +113,7 @@ impl Default for Config {
             claims_index: true,
             drop_in: None,
             image_locks: crate::imagelock::ImageLocks::BestEffort,
+            workers: crate::worker::DEFAULT_WORKERS,
         }
     }
 }
@@ -126,6 +131,7 @@ impl std::fmt::Debug for Config {
             .field("claims_index", &self.claims_index)
             .field("drop_in", &self.drop_in)
             .field("image_locks", &self.image_locks)
+            .field("workers", &self.workers)
             .finish()
     }
 }
@@ -151,6 +157,9 @@ pub struct Context {
     /// (`None`: no such root), listed under the hotplug lock in the
     /// backend's read, for the decision's scan.
     pub(crate) prefetched_roots: parking_lot::Mutex<Option<Vec<Option<Vec<String>>>>>,
+    /// The worker threads and per-backend lanes of the ops
+    /// ([`crate::worker`]).
+    pub(crate) pool: crate::worker::Pool,
 }
 
 /// Ends what a prepare started under the hotplug lock for its decision and
@@ -224,6 +233,7 @@ impl Context {
             index,
             early_tx: parking_lot::Mutex::new(None),
             prefetched_roots: parking_lot::Mutex::new(None),
+            pool: crate::worker::Pool::new(config.workers),
             #[cfg(target_os = "linux")]
             proc_files: parking_lot::Mutex::new(crate::sys::blockdev::ProcFiles::new(
                 &crate::sys::blockdev::Sources::system(),

@@ -84,6 +84,7 @@ impl fmt::Display for crate::error::ErrorKind {
             Unsupported => "not supported",
             Internal => "internal error",
             WouldBlock => "the hotplug lock is taken; try again",
+            Cancelled => "cancelled before it started",
         })
     }
 }

@@ -29,6 +29,9 @@ pub enum ErrorKind {
     /// Asked not to wait, and the hotplug lock is taken: nothing was done;
     /// try again later. Not a refusal by the sharing rule.
     WouldBlock,
+    /// An op queued but not started when its context was freed: nothing
+    /// was done.
+    Cancelled,
 }
 
 /// A xenstore error, carrying the protocol's error name (`ENOENT`, `EAGAIN`...).
@@ -107,6 +110,8 @@ pub enum Error {
     Internal(String),
     #[error("{0}")]
     WouldBlock(String),
+    #[error("{0}")]
+    Cancelled(String),
 }
 
 /// `context: reason`, where the reason is the OS's text without the
@@ -155,6 +160,7 @@ impl Error {
             Error::Unsupported(_) => ErrorKind::Unsupported,
             Error::Internal(_) => ErrorKind::Internal,
             Error::WouldBlock(_) => ErrorKind::WouldBlock,
+            Error::Cancelled(_) => ErrorKind::Cancelled,
         }
     }
 

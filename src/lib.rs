@@ -30,8 +30,10 @@ pub mod sys;
 #[cfg(test)]
 mod test_rng;
 pub mod topology;
+pub mod worker;
 
 pub use attach::{Plan, Prepared, Reconciled, Released};
 pub use audit::{Audit, Finding};
 pub use context::{Config, Context, Flavour, LogLevel, Logger};
 pub use error::{Error, ErrorKind, Result};
+pub use worker::{Action, Op, Outcome};

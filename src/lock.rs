@@ -51,6 +51,11 @@ pub fn no_wait<T>(f: impl FnOnce() -> T) -> T {
     f()
 }
 
+/// Whether this thread runs inside [`no_wait`].
+pub fn is_no_wait() -> bool {
+    NO_WAIT.with(Cell::get)
+}
+
 /// The `block` hotplug lock of one lock directory.
 pub struct HotplugLock {
     path: PathBuf,
@@ -69,6 +74,7 @@ pub struct LockGuard<'a> {
 impl HotplugLock {
     /// The lock `<dir>/block`. The directory is created on first use.
     pub fn new(dir: &Path, timeout: Duration) -> HotplugLock {
+        exe();
         HotplugLock {
             path: dir.join(LOCK_NAME),
             dir: dir.to_path_buf(),
@@ -96,9 +102,42 @@ impl HotplugLock {
                 ))
             }
         };
-        let mut pause = Duration::from_micros(20);
+        let mut waiter = Waiter::default();
         let mut dir_made = false;
+        // The file of a failed try, kept open for the next: a waiter that
+        // closed and reopened it on every wake-up would wake every other
+        // waiter with its close. It is reopened only once the path names
+        // another file (the holder unlinked it).
+        let mut pending: Option<File> = None;
         loop {
+            if let Some(f) = pending.take() {
+                if same_file(&f, &self.path) {
+                    match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
+                        Ok(locked) => {
+                            if let Some(g) = self.claimed(locked, &thread)? {
+                                return Ok(LockGuard {
+                                    _thread: thread,
+                                    file: Some(g),
+                                    path: &self.path,
+                                });
+                            }
+                            continue;
+                        }
+                        Err((f, nix::errno::Errno::EWOULDBLOCK))
+                        | Err((f, nix::errno::Errno::EINTR)) => {
+                            pending = Some(f);
+                            self.wait_turn(deadline, nowait, &mut waiter)?;
+                            continue;
+                        }
+                        Err((_, e)) => {
+                            return Err(Error::sys(
+                                format!("cannot flock the hotplug lock {}", self.path.display()),
+                                e,
+                            ))
+                        }
+                    }
+                }
+            }
             let opened = OpenOptions::new()
                 .read(true)
                 .write(true)
@@ -135,15 +174,19 @@ impl HotplugLock {
                     ))
                 }
             };
-            let locked = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-                Ok(l) => l,
-                Err((_, nix::errno::Errno::EWOULDBLOCK)) | Err((_, nix::errno::Errno::EINTR)) => {
-                    if Instant::now() >= deadline {
-                        return Err(self.not_taken(nowait, self.holder()));
+            match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+                Ok(locked) => {
+                    if let Some(g) = self.claimed(locked, &thread)? {
+                        return Ok(LockGuard {
+                            _thread: thread,
+                            file: Some(g),
+                            path: &self.path,
+                        });
                     }
-                    std::thread::sleep(pause);
-                    pause = (pause * 2).min(Duration::from_millis(2));
-                    continue;
+                }
+                Err((f, nix::errno::Errno::EWOULDBLOCK)) | Err((f, nix::errno::Errno::EINTR)) => {
+                    pending = Some(f);
+                    self.wait_turn(deadline, nowait, &mut waiter)?;
                 }
                 Err((_, e)) => {
                     return Err(Error::sys(
@@ -151,28 +194,68 @@ impl HotplugLock {
                         e,
                     ))
                 }
-            };
-            let held = locked
-                .metadata()
-                .map_err(|e| Error::io("cannot fstat the hotplug lock", e))?;
-            match std::fs::symlink_metadata(&self.path) {
-                Ok(now) if now.dev() == held.dev() && now.ino() == held.ino() => {
-                    // The owner record, for whoever waits: best effort.
-                    let mut f: &File = &locked;
-                    if held.len() != 0 {
-                        let _ = f.set_len(0);
-                    }
-                    let _ = f.write_all(owner_record().as_bytes());
-                    return Ok(LockGuard {
-                        _thread: thread,
-                        file: Some(locked),
-                        path: &self.path,
-                    });
-                }
-                // Unlinked (or replaced) by the previous holder: try again.
-                _ => continue,
             }
         }
+    }
+
+    /// The flock is ours: if the path still names its file, the lock is
+    /// held (the owner record is written); `None` when the previous holder
+    /// unlinked or replaced it meanwhile (try again).
+    fn claimed(
+        &self,
+        locked: Flock<File>,
+        _thread: &MutexGuard<'_, ()>,
+    ) -> Result<Option<Flock<File>>> {
+        let held = locked
+            .metadata()
+            .map_err(|e| Error::io("cannot fstat the hotplug lock", e))?;
+        match std::fs::symlink_metadata(&self.path) {
+            Ok(now) if now.dev() == held.dev() && now.ino() == held.ino() => {
+                // The owner record, for whoever waits: best effort.
+                let mut f: &File = &locked;
+                if held.len() != 0 {
+                    let _ = f.set_len(0);
+                }
+                let _ = f.write_all(owner_record().as_bytes());
+                Ok(Some(locked))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// After a failed try: the error once the deadline has passed, else
+    /// wait until the holder may have let go. Woken when it does: Xen's
+    /// `release_lock` unlinks the file, a holder that exits closes it. The
+    /// watch is made before the next try (the first wait returns at once),
+    /// so a release between the try and the wait is seen. The kernel
+    /// reports a close just before it drops the closing file's flock, so a
+    /// try right after a close event can still fail: then it is tried
+    /// again after 1, 2 and 4 ms. A holder that only unlocks (`flock -u`)
+    /// sends no event: each wait is cut at 100 ms.
+    fn wait_turn(&self, deadline: Instant, nowait: bool, w: &mut Waiter) -> Result<()> {
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(self.not_taken(nowait, self.holder()));
+        }
+        if !w.made {
+            w.made = true;
+            w.watch = crate::sys::notify::DirWatch::new(&self.dir).ok();
+            return Ok(());
+        }
+        let cap = match w.recheck {
+            0 => Duration::from_millis(100),
+            n => Duration::from_millis(1 << (3 - n.min(3))),
+        };
+        w.recheck = w.recheck.saturating_sub(1);
+        match &w.watch {
+            Some(watch) => {
+                if watch.wait((deadline - now).min(cap)) {
+                    w.recheck = 3;
+                }
+            }
+            None => std::thread::sleep(Duration::from_millis(2)),
+        }
+        Ok(())
     }
 
     fn not_taken(&self, nowait: bool, holder: String) -> Error {
@@ -228,16 +311,39 @@ impl HotplugLock {
     }
 }
 
-/// What xenblock writes into the lock file while it holds it.
-fn owner_record() -> String {
-    // The executable does not change within a process image: read it once.
+/// The executable, read once per process image. Read when a lock is made
+/// (on the caller's thread), so that a worker never initialises it: a child
+/// forked while a worker did would find it half-made.
+fn exe() -> &'static str {
     static EXE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    let exe = EXE.get_or_init(|| {
+    EXE.get_or_init(|| {
         std::env::current_exe()
             .ok()
             .map(|p| p.display().to_string())
             .unwrap_or_else(|| "?".into())
-    });
+    })
+}
+
+/// A waiter's watch on the lock directory (made at its second failed
+/// try) and how many quick re-tries follow the last event.
+#[derive(Default)]
+struct Waiter {
+    watch: Option<crate::sys::notify::DirWatch>,
+    made: bool,
+    recheck: u32,
+}
+
+/// Whether `path` names the file `f` is open on.
+fn same_file(f: &File, path: &Path) -> bool {
+    match (f.metadata(), std::fs::symlink_metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
+/// What xenblock writes into the lock file while it holds it.
+fn owner_record() -> String {
+    let exe = exe();
     format!(
         "xenblock in process {} ({exe}), since {} s after the epoch\n",
         std::process::id(),

@@ -64,6 +64,10 @@ pub struct xenblock_config {
     /// How long prepare, release and reconcile wait for the hotplug lock, in
     /// ms; 0 = 10000. (ABI 1.1; older callers get the default.)
     pub lock_timeout_ms: u32,
+    /// How many threads of the library run the ops of `xenblock_op_start`
+    /// (started on demand; ops on more backends wait in a queue); 0 = 4.
+    /// (ABI 1.2; older callers get the default.)
+    pub workers: u32,
 }
 
 /// The smallest `xenblock_config` accepted: ABI 1.0 callers set at least
@@ -102,6 +106,7 @@ pub(crate) unsafe fn config_from_c(cfg: *const xenblock_config) -> Result<Config
         log_fn: None,
         log_data: std::ptr::null_mut(),
         lock_timeout_ms: 0,
+        workers: 0,
     };
     // SAFETY: the caller's struct has at least min(size, full) readable bytes;
     // ours has `full`; they do not overlap. A newer caller's extra fields are
@@ -141,6 +146,9 @@ pub(crate) unsafe fn config_from_c(cfg: *const xenblock_config) -> Result<Config
     }
     if c.lock_timeout_ms != 0 {
         config.lock_timeout = Duration::from_millis(c.lock_timeout_ms.into());
+    }
+    if c.workers != 0 {
+        config.workers = c.workers.min(1024) as usize;
     }
     if let Some(f) = c.log_fn {
         let data = SendPtr(c.log_data);

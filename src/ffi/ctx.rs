@@ -34,7 +34,7 @@ pub unsafe extern "C" fn xenblock_ctx_new(
         let config = unsafe { config_from_c(cfg) }?;
         let id = NEXT_CTX_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let ctx = Box::new(xenblock_ctx {
-            inner: Context::new(config)?,
+            inner: std::sync::Arc::new(Context::new(config)?),
             id,
         });
         LIVE_CTX.lock().push(id);
@@ -44,8 +44,21 @@ pub unsafe extern "C" fn xenblock_ctx_new(
     })
 }
 
-/// Free a context. NULL is ignored. Never blocks (closes the built-in
-/// client's connection, if any).
+/// Free a context. NULL is ignored. Ops started on it
+/// (`xenblock_op_start`) and not yet started by a worker are cancelled:
+/// they become done at once, `xenblock_op_finish` gives
+/// `XENBLOCK_CANCELLED`, and nothing of them was done. Ops already running
+/// are waited for, so this call blocks as long as they take (each bounded
+/// as `xenblock_prepare`); the caller's event loop need not run meanwhile.
+/// When it returns, the context's threads have ended and its descriptors
+/// are closed; ops not yet freed stay valid (finish, fd, error, free).
+/// Without ops in flight it never blocks (closes the built-in client's
+/// connection, if any).
+///
+/// In a child process forked while the context existed, the context is not
+/// the child's: this call then frees nothing (the parent's threads and
+/// locks are not in the child) and the memory is left; make a new context
+/// in the child.
 ///
 /// # Safety
 /// `ctx` is NULL or was returned by `xenblock_ctx_new` and not yet freed; no
@@ -58,6 +71,13 @@ pub unsafe extern "C" fn xenblock_ctx_free(ctx: *mut xenblock_ctx) {
     let _ = catch_unwind(AssertUnwindSafe(|| {
         // SAFETY: ctx came from Box::into_raw in xenblock_ctx_new.
         let ctx = unsafe { Box::from_raw(ctx) };
+        if !ctx.inner.is_own_process() {
+            // Inherited through fork: its mutexes may be held by threads
+            // that do not exist here. Touch nothing.
+            std::mem::forget(ctx);
+            return;
+        }
+        ctx.inner.shutdown_workers();
         LIVE_CTX.lock().retain(|id| *id != ctx.id);
         let _ = CTX_ERRORS.try_with(|m| m.borrow_mut().remove(&ctx.id));
         drop(ctx);
@@ -208,11 +228,12 @@ unsafe fn call(
         }
         // SAFETY: by contract.
         let p = unsafe { c_str(backend_path, "backend_path") }?;
+        // In the backend's turn: after the ops started on it before.
         let run = || {
             if add {
-                c.inner.prepare(p).map(|_| ())
+                c.inner.prepare_ordered(p).map(|_| ())
             } else {
-                c.inner.release(p).map(|_| ())
+                c.inner.release_ordered(p).map(|_| ())
             }
         };
         if flags & XENBLOCK_NOWAIT != 0 {

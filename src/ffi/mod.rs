@@ -13,12 +13,14 @@
 //!   returned pointer stays valid and which function frees it.
 //! - Thread safety: a `xenblock_ctx` may be used from several threads at
 //!   once; attaches are serialised by the hotplug lock where they must be.
-//!   Store callbacks may then be called from several threads at once.
+//!   Store callbacks may then be called from several threads at once, and
+//!   from the library's own worker threads for ops (`xenblock_op_start`).
 
 //!
 //! The C ABI is split by concern: [`config`] (the config struct and its
 //! `abi_size` rules), [`store`] (caller-supplied xenstore callbacks), [`ctx`]
-//! (contexts and the prepare/release/reconcile calls), [`plan`] (the plan API
+//! (contexts and the prepare/release/reconcile calls), [`op`] (the
+//! fd-driven asynchronous calls, ABI 1.2), [`plan`] (the plan API
 //! for hosts that exec scripts themselves); this module has the status codes,
 //! the panic boundary and the per-thread error messages.
 
@@ -26,11 +28,13 @@
 
 pub mod config;
 pub mod ctx;
+pub mod op;
 pub mod plan;
 pub mod store;
 
 pub use config::*;
 pub use ctx::*;
+pub use op::*;
 pub use plan::*;
 pub use store::*;
 
@@ -47,7 +51,7 @@ use std::path::PathBuf;
 /// the SONAME's version (`libxenblock.so.<major>`).
 pub const XENBLOCK_ABI_MAJOR: u32 = 1;
 /// Minor version of the C ABI; grows with compatible additions.
-pub const XENBLOCK_ABI_MINOR: u32 = 1;
+pub const XENBLOCK_ABI_MINOR: u32 = 2;
 
 /// Result of every fallible xenblock function. Values are stable.
 #[repr(u32)]
@@ -81,7 +85,11 @@ pub enum xenblock_status {
     /// script, another toolstack process or another thread). Nothing was
     /// done and nothing was written to xenstore: call again later. This is
     /// not `XENBLOCK_BUSY` (the sharing rule's refusal, which is final).
+    /// From `xenblock_op_finish`: the op is still running (wait for its fd).
     XENBLOCK_WOULD_BLOCK = 12,
+    /// Only from `xenblock_op_finish`: the op was still queued, not started,
+    /// when its context was freed. Nothing was done. (ABI 1.2.)
+    XENBLOCK_CANCELLED = 13,
 }
 
 use xenblock_status::*;
@@ -100,12 +108,14 @@ fn status_of(kind: ErrorKind) -> xenblock_status {
         ErrorKind::Unsupported => XENBLOCK_UNSUPPORTED,
         ErrorKind::Internal => XENBLOCK_INTERNAL,
         ErrorKind::WouldBlock => XENBLOCK_WOULD_BLOCK,
+        ErrorKind::Cancelled => XENBLOCK_CANCELLED,
     }
 }
 
 /// An opaque context. Create with `xenblock_ctx_new`, free with `xenblock_ctx_free`.
 pub struct xenblock_ctx {
-    pub(crate) inner: Context,
+    /// Shared with the context's running ops (`xenblock_op_start`).
+    pub(crate) inner: std::sync::Arc<Context>,
     /// Unique for the life of the process (addresses are reused, ids not).
     pub(crate) id: u64,
 }
@@ -254,6 +264,7 @@ pub extern "C" fn xenblock_status_str(status: u32) -> *const c_char {
         10 => "not supported\0",
         11 => "internal error\0",
         12 => "would block: the hotplug lock is taken, try again\0",
+        13 => "cancelled: the context was freed before the op started\0",
         _ => "unknown status\0",
     };
     s.as_ptr().cast()

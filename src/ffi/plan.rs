@@ -35,7 +35,7 @@ struct PlanBox {
     _env: Vec<*const c_char>,
 }
 
-/// `xenblock_plan_new` actions.
+/// `xenblock_plan_new` and `xenblock_op_start` actions.
 #[repr(u32)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum xenblock_action {

@@ -11,6 +11,7 @@ pub mod dm;
 #[cfg(target_os = "linux")]
 pub mod loopdev;
 pub mod mountinfo;
+pub mod notify;
 #[cfg(target_os = "linux")]
 pub mod ofdlock;
 #[cfg(target_os = "linux")]

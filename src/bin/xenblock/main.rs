@@ -388,11 +388,13 @@ fn audit(common: &Common, json: bool) -> Result<(), Failure> {
             |_| json::Object::new(),
         );
     }
-    let mut config = config(common);
     // Read-only: no claims index (it writes a sentinel node).
-    config.claims_index = false;
-    let r = Context::new(config)
-        .map_err(|e| Failure::new(exit::STORE, e.to_string()))
+    let r = config(common)
+        .map_err(|m| Failure::new(exit::USAGE, m))
+        .and_then(|mut config| {
+            config.claims_index = false;
+            Context::new(config).map_err(|e| Failure::new(exit::STORE, e.to_string()))
+        })
         .and_then(|ctx| Ok(ctx.audit()?));
     let a = match r {
         Ok(a) => a,

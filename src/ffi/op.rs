@@ -1,0 +1,257 @@
+//! The fd-driven asynchronous calls (ABI 1.2): `xenblock_op_start` queues
+//! a prepare or release for the context's worker threads and returns at
+//! once; the op's descriptor polls readable when it is done;
+//! `xenblock_op_finish` gives its outcome.
+//!
+//! For a host with an event loop (libxl, libvirt): start the op, add
+//! `xenblock_op_fd(op)` to the loop for reading (level-triggered: it stays
+//! readable until the op is freed; never read or close it), call
+//! `xenblock_op_finish` when it is readable, then `xenblock_op_free`.
+
+use super::xenblock_status::{self, *};
+use super::{c_str, ctx::ctx_ref, guard, set_thread_error, status_of, to_cstring, xenblock_ctx};
+use crate::error::{Error, ErrorKind};
+use crate::worker::{Action, Op};
+use std::ffi::{c_char, CString};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::OnceLock;
+
+const LIVE: u64 = 0x7865_6e62_6c6f_6370; // "xenblocp"
+const FREED: u64 = 0x6465_6164_6465_6164;
+
+/// An asynchronous prepare or release. Made by `xenblock_op_start`, freed
+/// by `xenblock_op_free`; it does not depend on its context's life.
+pub struct xenblock_op {
+    magic: u64,
+    op: parking_lot::Mutex<Op>,
+    /// The outcome's message, made once when first asked after it is done.
+    message: OnceLock<CString>,
+    status: OnceLock<xenblock_status>,
+}
+
+/// # Safety
+/// `op` is NULL or a pointer from `xenblock_op_start` not yet freed.
+unsafe fn op_ref<'a>(op: *const xenblock_op, name: &str) -> Result<&'a xenblock_op, String> {
+    // SAFETY: NULL or live by contract.
+    match unsafe { op.as_ref() } {
+        None => Err(format!("{name}: op is NULL")),
+        Some(o) if o.magic == LIVE => Ok(o),
+        Some(_) => Err(format!(
+            "{name}: op is not an op made by xenblock_op_start (or it was freed)"
+        )),
+    }
+}
+
+impl xenblock_op {
+    /// The outcome, taken once from the op and kept here.
+    fn settle(&self) -> Option<xenblock_status> {
+        if let Some(s) = self.status.get() {
+            return Some(*s);
+        }
+        let mut op = self.op.lock();
+        let r = op.finish();
+        let (status, msg) = match r {
+            Ok(_) => (XENBLOCK_OK, String::new()),
+            Err(e) if e.kind() == ErrorKind::WouldBlock && !op.is_done() => return None,
+            Err(e) => (status_of(e.kind()), e.to_string()),
+        };
+        let _ = self.message.set(to_cstring(&msg));
+        let _ = self.status.set(status);
+        self.status.get().copied()
+    }
+}
+
+/// The flags `xenblock_op_start` knows: none yet.
+const OP_FLAGS_KNOWN: u32 = 0;
+
+/// Start preparing (`XENBLOCK_ACTION_ADD`) or releasing
+/// (`XENBLOCK_ACTION_REMOVE`; `action` is an `xenblock_action`) the backend at `backend_path` (as
+/// `xenblock_prepare`) on the context's worker threads. `flags` must be 0.
+///
+/// It checks its arguments and queues the op: it never waits for xenstore,
+/// the hotplug lock, a script, a disk or the loop driver (at most it takes
+/// a short internal mutex and, the first times, starts a thread). On
+/// `XENBLOCK_OK` `*out` holds the op; otherwise `*out` is NULL, nothing was
+/// queued and `xenblock_ctx_last_error(ctx)` says why.
+///
+/// Ops on one backend run one at a time in the order they were started
+/// (also after, and before, the synchronous calls on that backend); ops on
+/// different backends run in parallel, up to `xenblock_config.workers`.
+/// The work is that of `xenblock_prepare`/`xenblock_release`, with the
+/// same xenstore writes, the same lock wait (bounded by `lock_timeout_ms`)
+/// and the same outcomes. With `store_ops`, the callbacks are called from
+/// the worker threads, possibly several at once, and never from the
+/// thread calling `xenblock_op_start`: they must not need a lock that
+/// thread holds while it waits for the op.
+///
+/// # Safety
+/// `ctx` is a live context; `backend_path` is NULL or NUL-terminated; `out`
+/// is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn xenblock_op_start(
+    ctx: *mut xenblock_ctx,
+    backend_path: *const c_char,
+    action: u32,
+    flags: u32,
+    out: *mut *mut xenblock_op,
+) -> xenblock_status {
+    // SAFETY: by contract.
+    let Some(c) = (unsafe { ctx_ref(ctx) }) else {
+        set_thread_error("xenblock_op_start: ctx is NULL");
+        if !out.is_null() {
+            // SAFETY: writable by contract.
+            unsafe { *out = std::ptr::null_mut() };
+        }
+        return XENBLOCK_INVALID_ARGUMENT;
+    };
+    guard(Some(c), || {
+        if out.is_null() {
+            return Err(Error::InvalidArgument(
+                "xenblock_op_start: out is NULL".into(),
+            ));
+        }
+        // SAFETY: non-NULL and writable by contract.
+        unsafe { *out = std::ptr::null_mut() };
+        if flags & !OP_FLAGS_KNOWN != 0 {
+            return Err(Error::InvalidArgument(format!(
+                "xenblock_op_start: flags {flags:#x} has bits this library (ABI {}.{}) does not \
+                 know; pass 0 (an op never blocks its caller, and its lock wait is bounded by \
+                 lock_timeout_ms)",
+                super::XENBLOCK_ABI_MAJOR,
+                super::XENBLOCK_ABI_MINOR
+            )));
+        }
+        let action = match action {
+            0 => Action::Add,
+            1 => Action::Remove,
+            a => {
+                return Err(Error::InvalidArgument(format!(
+                    "xenblock_op_start: action {a} is not XENBLOCK_ACTION_ADD (0) or \
+                     XENBLOCK_ACTION_REMOVE (1)"
+                )))
+            }
+        };
+        // SAFETY: by contract.
+        let p = unsafe { c_str(backend_path, "backend_path") }?;
+        let op = c.inner.start(p, action)?;
+        let boxed = Box::new(xenblock_op {
+            magic: LIVE,
+            op: parking_lot::Mutex::new(op),
+            message: OnceLock::new(),
+            status: OnceLock::new(),
+        });
+        // SAFETY: writable by contract.
+        unsafe { *out = Box::into_raw(boxed) };
+        Ok(())
+    })
+}
+
+/// The op's descriptor: it polls readable (POLLIN) once the op is done and
+/// stays readable until the op is freed (level-triggered). It is valid
+/// until `xenblock_op_free`; never read, write or close it. -1 for a NULL
+/// or foreign `op`.
+///
+/// # Safety
+/// `op` is NULL or an op not yet freed.
+#[no_mangle]
+pub unsafe extern "C" fn xenblock_op_fd(op: *const xenblock_op) -> std::ffi::c_int {
+    catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: by contract.
+        match unsafe { op_ref(op, "xenblock_op_fd") } {
+            Ok(o) => o.op.lock().fd(),
+            Err(m) => {
+                set_thread_error(&m);
+                -1
+            }
+        }
+    }))
+    .unwrap_or(-1)
+}
+
+/// The op's outcome: `XENBLOCK_WOULD_BLOCK` while it runs (nothing to do:
+/// wait for its descriptor), else the status `xenblock_prepare` or
+/// `xenblock_release` would have returned (or `XENBLOCK_CANCELLED`, see
+/// `xenblock_ctx_free`), whose message is `xenblock_op_error(op)`. The
+/// outcome is returned once: a second call gives
+/// `XENBLOCK_INVALID_ARGUMENT` (message in `xenblock_last_error()`).
+/// Never blocks.
+///
+/// # Safety
+/// `op` is NULL or an op not yet freed.
+#[no_mangle]
+pub unsafe extern "C" fn xenblock_op_finish(op: *mut xenblock_op) -> xenblock_status {
+    // SAFETY: by contract.
+    let o = match unsafe { op_ref(op, "xenblock_op_finish") } {
+        Ok(o) => o,
+        Err(m) => {
+            set_thread_error(&m);
+            return XENBLOCK_INVALID_ARGUMENT;
+        }
+    };
+    let mut status = XENBLOCK_INTERNAL;
+    let g = guard(None, || {
+        if let Some(s) = o.status.get() {
+            let what = o.op.lock();
+            return Err(Error::InvalidArgument(format!(
+                "xenblock_op_finish: the op on {} was already finished (its status was \"{}\"); \
+                 call xenblock_op_finish once per op",
+                what.backend(),
+                status_text(*s)
+            )));
+        }
+        status = o.settle().unwrap_or(XENBLOCK_WOULD_BLOCK);
+        Ok(())
+    });
+    if g != XENBLOCK_OK {
+        return g;
+    }
+    status
+}
+
+fn status_text(s: xenblock_status) -> String {
+    let p = super::xenblock_status_str(s as u32);
+    // SAFETY: xenblock_status_str returns a static NUL-terminated string.
+    unsafe { std::ffi::CStr::from_ptr(p) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// The message of the op's outcome: "" on success, and while the op runs;
+/// after `xenblock_op_finish` returned a failure, what happened and what to
+/// do. Valid until `xenblock_op_free`. Never NULL.
+///
+/// # Safety
+/// `op` is NULL or an op not yet freed.
+#[no_mangle]
+pub unsafe extern "C" fn xenblock_op_error(op: *const xenblock_op) -> *const c_char {
+    catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: by contract.
+        match unsafe { op_ref(op, "xenblock_op_error") } {
+            Ok(o) => o.message.get().map_or(c"".as_ptr(), |m| m.as_ptr()),
+            Err(_) => c"".as_ptr(),
+        }
+    }))
+    .unwrap_or(c"".as_ptr())
+}
+
+/// Free an op, at any time. An op freed before it is done still runs to
+/// its end in the background (its effects stay; a later release of the
+/// backend undoes a prepare); its descriptor is closed when it is done.
+/// NULL is ignored. Never blocks.
+///
+/// # Safety
+/// `op` is NULL or an op not yet freed; no other thread uses it during or
+/// after this call.
+#[no_mangle]
+pub unsafe extern "C" fn xenblock_op_free(op: *mut xenblock_op) {
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: by contract.
+        if unsafe { op_ref(op, "xenblock_op_free") }.is_err() {
+            return;
+        }
+        // SAFETY: a live op from Box::into_raw in xenblock_op_start.
+        let mut b = unsafe { Box::from_raw(op) };
+        b.magic = FREED;
+        drop(b);
+    }));
+}

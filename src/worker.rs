@@ -1,0 +1,525 @@
+//! The library's own threads: ops that prepare or release a backend away
+//! from the caller's thread, each signalled done on a descriptor.
+//!
+//! [`Context::start`] checks its arguments and queues the op; it never
+//! waits for xenstore, the hotplug lock, a script, a disk or the loop
+//! driver. A pool of at most [`Config::workers`](crate::Config::workers)
+//! threads, started on demand, runs the ops with the very calls of the
+//! synchronous API ([`Context::prepare`], [`Context::release`]): one code
+//! path. Ops on one backend run in the order they were started, one at a
+//! time (a lane per backend); ops on different backends run in parallel.
+//! The synchronous calls take their turn in the same lane, on the caller's
+//! thread, so a release called while an op adds the same backend waits for
+//! that op.
+//!
+//! A context that is dropped (`xenblock_ctx_free`) cancels the ops still
+//! queued (they finish with [`ErrorKind::Cancelled`], nothing done), waits
+//! for the running ones, and joins its threads. In a child forked while
+//! ops ran, the parent's pool is left alone (its threads do not exist
+//! there, and its mutex may be held): the pool records the process it
+//! belongs to.
+
+use crate::attach::{Prepared, Released};
+use crate::context::Context;
+use crate::error::{Error, ErrorKind, Result};
+use crate::sys::notify::DoneFlag;
+use parking_lot::{Condvar, Mutex};
+use std::collections::{HashMap, VecDeque};
+use std::os::fd::RawFd;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// Default number of worker threads of a context.
+pub const DEFAULT_WORKERS: usize = 4;
+
+/// What an op does to its backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Prepare the disk (`block add`).
+    Add,
+    /// Release it (`block remove`).
+    Remove,
+}
+
+/// What a finished op did.
+#[derive(Debug)]
+pub enum Outcome {
+    Prepared(Prepared),
+    Released(Released),
+}
+
+/// The part of an op the worker and the caller share.
+struct Shared {
+    done: DoneFlag,
+    result: Mutex<Slot>,
+}
+
+enum Slot {
+    Running,
+    Done(Result<Outcome>),
+    /// The outcome was returned; its kind (`None`: success).
+    Taken(Option<ErrorKind>),
+}
+
+impl Shared {
+    fn complete(&self, r: Result<Outcome>) {
+        *self.result.lock() = Slot::Done(r);
+        self.done.set();
+    }
+}
+
+/// An op started by [`Context::start`]. Dropping it before it is done is
+/// fine: the op still runs to its end, and its effects stay.
+pub struct Op {
+    shared: Arc<Shared>,
+    backend: String,
+    action: Action,
+}
+
+impl std::fmt::Debug for Op {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Op")
+            .field("backend", &self.backend)
+            .field("action", &self.action)
+            .field("done", &self.is_done())
+            .finish()
+    }
+}
+
+impl Op {
+    /// A descriptor that polls readable once the op is done and stays so
+    /// until the op is dropped. Never read or close it.
+    pub fn fd(&self) -> RawFd {
+        self.shared.done.fd()
+    }
+
+    /// Whether the op is done (its outcome may have been taken already).
+    pub fn is_done(&self) -> bool {
+        !matches!(*self.shared.result.lock(), Slot::Running)
+    }
+
+    /// The backend path the op was started with.
+    pub fn backend(&self) -> &str {
+        &self.backend
+    }
+
+    /// The op's action.
+    pub fn action(&self) -> Action {
+        self.action
+    }
+
+    /// The outcome, once: [`ErrorKind::WouldBlock`] while the op runs,
+    /// [`ErrorKind::InvalidArgument`] when the outcome was taken before.
+    pub fn finish(&mut self) -> Result<Outcome> {
+        let mut slot = self.shared.result.lock();
+        match &*slot {
+            Slot::Running => Err(Error::WouldBlock(format!(
+                "the op {} on {} is still running; wait for its descriptor to poll readable",
+                self.verb(),
+                self.backend
+            ))),
+            Slot::Taken(kind) => Err(Error::InvalidArgument(format!(
+                "the outcome of the op {} on {} was already returned ({}); an op is \
+                 finished once",
+                self.verb(),
+                self.backend,
+                kind.map_or("ok".to_string(), |k| k.to_string())
+            ))),
+            Slot::Done(r) => {
+                let kind = r.as_ref().err().map(Error::kind);
+                match std::mem::replace(&mut *slot, Slot::Taken(kind)) {
+                    Slot::Done(r) => r,
+                    _ => Err(Error::Internal("an op's outcome vanished".into())),
+                }
+            }
+        }
+    }
+
+    /// Wait (blocking this thread) until the op is done, then [`Op::finish`].
+    pub fn wait(&mut self) -> Result<Outcome> {
+        self.shared.done.wait(None);
+        self.finish()
+    }
+
+    /// Wait at most `timeout`; true once done.
+    pub fn wait_timeout(&self, timeout: Duration) -> bool {
+        self.shared.done.wait(Some(timeout))
+    }
+
+    fn verb(&self) -> &'static str {
+        match self.action {
+            Action::Add => "add",
+            Action::Remove => "remove",
+        }
+    }
+}
+
+type Work = Box<dyn FnOnce() -> Result<Outcome> + Send>;
+
+enum Job {
+    Op {
+        op: Arc<Shared>,
+        work: Work,
+    },
+    /// A synchronous call waiting for its turn on its caller's thread.
+    Inline(u64),
+}
+
+#[derive(Default)]
+struct Lane {
+    running: bool,
+    queue: VecDeque<Job>,
+}
+
+#[derive(Default)]
+struct State {
+    lanes: HashMap<String, Lane>,
+    /// Lanes whose first job is an op, none running: for the workers.
+    ready: VecDeque<String>,
+    threads: Vec<JoinHandle<()>>,
+    idle: usize,
+    closing: bool,
+    next_ticket: u64,
+}
+
+struct PoolShared {
+    state: Mutex<State>,
+    work: Condvar,
+    turn: Condvar,
+}
+
+/// The worker threads and the per-backend lanes of one context.
+pub(crate) struct Pool {
+    shared: Arc<PoolShared>,
+    max: usize,
+    /// The process the pool belongs to (see the module doc on fork).
+    pid: u32,
+}
+
+/// The lane of a backend path: `backend/vbd/7/51712` and
+/// `/local/domain/0/backend/vbd/7/51712` are one backend.
+fn lane_key(path: &str) -> String {
+    let p = path.trim_end_matches('/');
+    if let Some(rest) = p.strip_prefix("/local/domain/") {
+        if let Some(i) = rest.find('/') {
+            return rest[i + 1..].to_string();
+        }
+    }
+    p.to_string()
+}
+
+impl Pool {
+    pub(crate) fn new(max: usize) -> Pool {
+        Pool {
+            shared: Arc::new(PoolShared {
+                state: Mutex::new(State::default()),
+                work: Condvar::new(),
+                turn: Condvar::new(),
+            }),
+            max: max.max(1),
+            pid: std::process::id(),
+        }
+    }
+
+    /// Queue `work` on the lane of `key`; a worker is started if none is
+    /// idle and the pool is not full.
+    fn submit(&self, key: String, op: Arc<Shared>, work: Work) -> Result<()> {
+        let mut st = self.shared.state.lock();
+        if st.closing {
+            return Err(Error::BadState(
+                "the context is being freed; no op can be started on it".into(),
+            ));
+        }
+        let lane = st.lanes.entry(key.clone()).or_default();
+        let first = !lane.running && lane.queue.is_empty();
+        lane.queue.push_back(Job::Op { op, work });
+        if !first {
+            // Its turn comes when the lane's earlier job ends.
+            return Ok(());
+        }
+        st.ready.push_back(key.clone());
+        // Lanes ready beyond the idle workers get a new worker, up to max.
+        // (An idle worker takes a ready lane in the same critical section
+        // in which it stops counting as idle, so the comparison is exact.)
+        if st.ready.len() > st.idle && st.threads.len() < self.max {
+            let shared = self.shared.clone();
+            let spawned = std::thread::Builder::new()
+                .name("xenblock-op".into())
+                .spawn(move || worker(shared));
+            match spawned {
+                Ok(h) => st.threads.push(h),
+                Err(e) if st.threads.is_empty() => {
+                    // Nobody could run it: take it back, report.
+                    st.ready.pop_back();
+                    if let Some(lane) = st.lanes.get_mut(&key) {
+                        lane.queue.pop_back();
+                        if lane.queue.is_empty() && !lane.running {
+                            st.lanes.remove(&key);
+                        }
+                    }
+                    return Err(Error::io("cannot start a xenblock worker thread", e));
+                }
+                // The workers there are will take it.
+                Err(_) => {}
+            }
+        }
+        // Woken after the mutex is let go, so that the worker does not
+        // find it taken (and the caller is not held up by the switch).
+        drop(st);
+        self.shared.work.notify_one();
+        Ok(())
+    }
+
+    /// Run `f` on this thread in the lane of `key`, after the ops started
+    /// on that backend before it.
+    /// With `nowait`, a lane in use gives [`ErrorKind::WouldBlock`] at once.
+    pub(crate) fn inline<T>(
+        &self,
+        path: &str,
+        nowait: bool,
+        f: impl FnOnce() -> Result<T>,
+    ) -> Result<T> {
+        let key = lane_key(path);
+        {
+            let mut st = self.shared.state.lock();
+            let lane = st.lanes.entry(key.clone()).or_default();
+            if lane.running || !lane.queue.is_empty() {
+                if nowait {
+                    return Err(Error::WouldBlock(format!(
+                        "an op on {path} started before this call is still running; try again \
+                         later"
+                    )));
+                }
+                let ticket = st.next_ticket;
+                st.next_ticket += 1;
+                st.lanes
+                    .get_mut(&key)
+                    .expect("lane made above")
+                    .queue
+                    .push_back(Job::Inline(ticket));
+                loop {
+                    let lane = st.lanes.get_mut(&key).expect("a lane with a job stays");
+                    if !lane.running
+                        && matches!(lane.queue.front(), Some(Job::Inline(t)) if *t == ticket)
+                    {
+                        lane.queue.pop_front();
+                        break;
+                    }
+                    self.shared.turn.wait(&mut st);
+                }
+            }
+            st.lanes.get_mut(&key).expect("lane made above").running = true;
+        }
+        struct Turn<'a>(&'a PoolShared, String);
+        impl Drop for Turn<'_> {
+            fn drop(&mut self) {
+                let mut st = self.0.state.lock();
+                end_turn(self.0, &mut st, &self.1);
+            }
+        }
+        let _turn = Turn(&self.shared, key);
+        f()
+    }
+
+    /// Cancel the queued ops, wait for the running ones, join the threads.
+    /// In a forked child, nothing (the parent's threads are not there).
+    pub(crate) fn shutdown(&self) {
+        if std::process::id() != self.pid {
+            return;
+        }
+        let threads = {
+            let mut st = self.shared.state.lock();
+            st.closing = true;
+            let mut cancelled = Vec::new();
+            for lane in st.lanes.values_mut() {
+                lane.queue.retain_mut(|j| match j {
+                    Job::Op { op, .. } => {
+                        cancelled.push(op.clone());
+                        false
+                    }
+                    Job::Inline(_) => true,
+                });
+            }
+            st.ready.clear();
+            for op in cancelled {
+                op.complete(Err(Error::Cancelled(
+                    "the context was freed before this op started; nothing was done".into(),
+                )));
+            }
+            self.shared.work.notify_all();
+            self.shared.turn.notify_all();
+            std::mem::take(&mut st.threads)
+        };
+        let me = std::thread::current().id();
+        for t in threads {
+            if t.thread().id() != me {
+                let _ = t.join();
+            }
+        }
+    }
+
+    /// Whether this pool was made in this process (not inherited by fork).
+    pub(crate) fn is_own(&self) -> bool {
+        std::process::id() == self.pid
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// The lane of `key` is free again: hand it to its next job.
+fn end_turn(p: &PoolShared, st: &mut State, key: &str) {
+    let Some(lane) = st.lanes.get_mut(key) else {
+        return;
+    };
+    lane.running = false;
+    match lane.queue.front() {
+        None => {
+            st.lanes.remove(key);
+        }
+        Some(Job::Op { .. }) => {
+            st.ready.push_back(key.to_string());
+            p.work.notify_one();
+        }
+        Some(Job::Inline(_)) => {
+            p.turn.notify_all();
+        }
+    }
+}
+
+/// Block the asynchronous signals on a worker thread: the host's handlers
+/// run on the host's own threads. (Children get a clean mask at exec.)
+fn block_signals() {
+    use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow, Signal};
+    let mut set = SigSet::all();
+    for s in [
+        Signal::SIGSEGV,
+        Signal::SIGBUS,
+        Signal::SIGFPE,
+        Signal::SIGILL,
+        Signal::SIGABRT,
+        Signal::SIGTRAP,
+    ] {
+        set.remove(s);
+    }
+    let _ = pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None);
+}
+
+fn worker(p: Arc<PoolShared>) {
+    block_signals();
+    let mut st = p.state.lock();
+    loop {
+        if let Some(key) = st.ready.pop_front() {
+            // A ready lane has an op first and none running; check anyway,
+            // and never take a synchronous caller's place.
+            let job = st.lanes.get_mut(&key).and_then(|lane| {
+                if lane.running || !matches!(lane.queue.front(), Some(Job::Op { .. })) {
+                    return None;
+                }
+                lane.running = true;
+                lane.queue.pop_front()
+            });
+            let Some(Job::Op { op, work }) = job else {
+                continue;
+            };
+            drop(st);
+            let r =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).unwrap_or_else(|e| {
+                    let what = e
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| e.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "unknown panic".into());
+                    Err(Error::Internal(format!(
+                        "internal error in xenblock (please report): {what}"
+                    )))
+                });
+            op.complete(r);
+            drop(op);
+            st = p.state.lock();
+            end_turn(&p, &mut st, &key);
+        } else if st.closing {
+            return;
+        } else {
+            st.idle += 1;
+            p.work.wait(&mut st);
+            st.idle -= 1;
+        }
+    }
+}
+
+impl Context {
+    /// Start preparing (`Action::Add`) or releasing (`Action::Remove`) the
+    /// backend at `backend_path` on the context's worker threads. Returns at
+    /// once: the path's shape is checked here, everything else happens in
+    /// the op ([`Op::fd`], [`Op::finish`]). The op holds the context until
+    /// it is done.
+    pub fn start(self: &Arc<Self>, backend_path: &str, action: Action) -> Result<Op> {
+        let path = crate::spec::normalise_path(backend_path)?;
+        crate::spec::check_backend_shape(&path)?;
+        let shared = Arc::new(Shared {
+            done: DoneFlag::new()
+                .map_err(|e| Error::io("cannot make the op's descriptor (eventfd)", e))?,
+            result: Mutex::new(Slot::Running),
+        });
+        let ctx = self.clone();
+        let p = path.clone();
+        let work: Work = Box::new(move || match action {
+            Action::Add => ctx.prepare(&p).map(Outcome::Prepared),
+            Action::Remove => ctx.release(&p).map(Outcome::Released),
+        });
+        self.pool.submit(lane_key(&path), shared.clone(), work)?;
+        Ok(Op {
+            shared,
+            backend: path,
+            action,
+        })
+    }
+
+    /// Stop the worker threads: the queued ops are cancelled, the running
+    /// ones waited for. Also done when the context is dropped.
+    pub fn shutdown_workers(&self) {
+        self.pool.shutdown();
+    }
+
+    /// Whether the context was made in this process (not inherited by
+    /// `fork`): an inherited one must not be used or freed.
+    pub fn is_own_process(&self) -> bool {
+        self.pool.is_own()
+    }
+
+    /// [`Context::prepare`] in the backend's turn (after the ops started
+    /// on it before), on this thread.
+    /// Inside [`crate::lock::no_wait`], an op still running on the backend
+    /// gives [`ErrorKind::WouldBlock`] at once.
+    pub fn prepare_ordered(&self, backend_path: &str) -> Result<Prepared> {
+        let nowait = crate::lock::is_no_wait();
+        self.pool
+            .inline(backend_path, nowait, || self.prepare(backend_path))
+    }
+
+    /// [`Context::release`] in the backend's turn, on this thread.
+    pub fn release_ordered(&self, backend_path: &str) -> Result<Released> {
+        let nowait = crate::lock::is_no_wait();
+        self.pool
+            .inline(backend_path, nowait, || self.release(backend_path))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lane_key;
+
+    #[test]
+    fn one_lane_per_backend_whatever_the_spelling() {
+        assert_eq!(lane_key("backend/vbd/7/51712"), "backend/vbd/7/51712");
+        assert_eq!(
+            lane_key("/local/domain/0/backend/vbd/7/51712/"),
+            "backend/vbd/7/51712"
+        );
+    }
+}

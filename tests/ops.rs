@@ -1,0 +1,392 @@
+//! The op API (`Context::start`, `Op::fd`, `Op::finish`): work on the
+//! library's threads, completion on a descriptor, per-backend order,
+//! parallel backends, lock waits woken by the holder's release, shutdown.
+//! Needs root (loop devices).
+
+mod common;
+use common::{require_root, Env};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use xenblock::{Action, Config, Context, ErrorKind, Outcome, Prepared, Released};
+
+/// Whether `fd` (an op's, kept open by the op) polls readable now.
+fn readable(fd: i32) -> bool {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd; a zero timeout.
+    unsafe { libc::poll(&mut p, 1, 0) == 1 }
+}
+
+/// Another process holding the hotplug lock, as a script would; released
+/// by killing it (its descriptor closes).
+struct Holder(Option<std::process::Child>);
+impl Holder {
+    fn start(lock_dir: &Path) -> Holder {
+        std::fs::create_dir_all(lock_dir).unwrap();
+        let lock = lock_dir.join("block");
+        let child = std::process::Command::new("sh")
+            .args(["-c", "exec 9>>\"$0\" && flock 9 && exec sleep 60"])
+            .arg(&lock)
+            .spawn()
+            .unwrap();
+        let h = Holder(Some(child));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let locks = std::fs::read_to_string("/proc/locks").unwrap();
+            if let Ok(st) = std::fs::metadata(&lock) {
+                use std::os::unix::fs::MetadataExt;
+                if xenblock::lock::flock_holder(&locks, st.dev(), st.ino()).is_some() {
+                    return h;
+                }
+            }
+            assert!(Instant::now() < deadline, "flock(1) did not take the lock");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    /// Let the lock go; returns when the holder is gone.
+    fn release(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+impl Drop for Holder {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+fn arc_ctx(env: &Env, f: impl FnOnce(&mut Config)) -> Arc<Context> {
+    let mut c = env.config();
+    f(&mut c);
+    Arc::new(Context::new(c).unwrap())
+}
+
+/// A file-backed backend of domain `dom`, device `dev`.
+fn file_backend(env: &mut Env, dom: u32, dev: u32) -> (String, PathBuf) {
+    let img = env.image(&format!("d{dom}-{dev}.img"), 1 << 20);
+    env.domain(dom, &format!("/vm/{dom}"));
+    let be = env.backend(dom, dev, &img.display().to_string(), "w");
+    env.write(&format!("{be}/type"), "file");
+    (be, img)
+}
+
+#[test]
+fn an_op_prepares_and_releases_and_its_fd_stays_readable() {
+    require_root();
+    let mut env = Env::new();
+    let (be, img) = file_backend(&mut env, 7, 51712);
+    let ctx = arc_ctx(&env, |_| {});
+    let mut op = ctx.start(&be, Action::Add).unwrap();
+    assert!(op.wait_timeout(Duration::from_secs(10)), "the op completed");
+    assert!(readable(op.fd()));
+    match op.finish().unwrap() {
+        Outcome::Prepared(Prepared::Connected { .. }) => {}
+        o => panic!("unexpected outcome {o:?}"),
+    }
+    // Level-triggered: still readable after the outcome was taken.
+    assert!(readable(op.fd()));
+    assert_eq!(
+        env.read(&format!("{be}/hotplug-status")).as_deref(),
+        Some("connected")
+    );
+    assert_eq!(env.loops_of(&img).len(), 1);
+    // A second finish is refused, clearly.
+    let e = op.finish().unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+    assert!(e.to_string().contains("already returned"), "{e}");
+    let mut rel = ctx.start(&be, Action::Remove).unwrap();
+    assert!(matches!(
+        rel.wait().unwrap(),
+        Outcome::Released(Released::Detached(_))
+    ));
+    assert!(env.loops_of(&img).is_empty());
+}
+
+#[test]
+fn bad_paths_are_refused_at_start_and_nothing_is_queued() {
+    let env = Env::new();
+    let ctx = arc_ctx(&env, |_| {});
+    for bad in [
+        "",
+        "backend/vbd/x/1",
+        "/local/domain/0",
+        "backend/vbd/7/51712/params",
+        "a/../b/1/2",
+    ] {
+        let e = ctx.start(bad, Action::Add).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{bad}: {e}");
+    }
+    // A well-formed path of a backend that does not exist: the op says so.
+    let mut op = ctx.start("backend/vbd/9/51712", Action::Add).unwrap();
+    let e = op.wait().unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+}
+
+#[test]
+fn start_returns_at_once_and_the_op_completes_within_50ms_of_the_lock_release() {
+    require_root();
+    let mut env = Env::new();
+    let (be, img) = file_backend(&mut env, 7, 51712);
+    let mut holder = Holder::start(&env.dir.join("lock"));
+    let ctx = arc_ctx(&env, |_| {});
+    let t = Instant::now();
+    let mut op = ctx.start(&be, Action::Add).unwrap();
+    let started = t.elapsed();
+    assert!(
+        started < Duration::from_millis(20),
+        "op_start took {started:?}"
+    );
+    assert!(
+        !op.wait_timeout(Duration::from_millis(300)),
+        "the op waits for the lock"
+    );
+    assert_eq!(op.finish().unwrap_err().kind(), ErrorKind::WouldBlock);
+    holder.release();
+    let released = Instant::now();
+    assert!(op.wait_timeout(Duration::from_secs(5)));
+    let after = released.elapsed();
+    eprintln!("the op completed {after:?} after the lock's release");
+    assert!(
+        after < Duration::from_millis(50),
+        "the op completed {after:?} after the lock's release"
+    );
+    op.finish().unwrap();
+    assert_eq!(env.loops_of(&img).len(), 1);
+    ctx.release(&be).unwrap();
+    env.unprepare(&be);
+    let t = Instant::now();
+    ctx.prepare(&be).unwrap();
+    eprintln!("a synchronous prepare of it takes {:?}", t.elapsed());
+    ctx.release(&be).unwrap();
+}
+
+#[test]
+fn the_lock_timeout_bounds_an_op() {
+    require_root();
+    let mut env = Env::new();
+    let (be, _img) = file_backend(&mut env, 7, 51712);
+    let _holder = Holder::start(&env.dir.join("lock"));
+    let ctx = arc_ctx(&env, |c| c.lock_timeout = Duration::from_millis(300));
+    let t = Instant::now();
+    let mut op = ctx.start(&be, Action::Add).unwrap();
+    assert!(op.wait_timeout(Duration::from_secs(5)));
+    let took = t.elapsed();
+    assert_eq!(op.finish().unwrap_err().kind(), ErrorKind::Timeout);
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_millis(1500),
+        "{took:?}"
+    );
+}
+
+#[test]
+fn ops_on_one_backend_run_in_order_and_a_sync_call_takes_its_turn() {
+    require_root();
+    let mut env = Env::new();
+    let (be, img) = file_backend(&mut env, 7, 51712);
+    let mut holder = Holder::start(&env.dir.join("lock"));
+    let ctx = arc_ctx(&env, |_| {});
+    let mut add = ctx.start(&be, Action::Add).unwrap();
+    let mut remove = ctx.start(&be, Action::Remove).unwrap();
+    // A synchronous prepare on the same backend, after both ops.
+    let c2 = ctx.clone();
+    let b2 = be.clone();
+    let sync = std::thread::spawn(move || c2.prepare_ordered(&b2).map(|_| ()));
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(!add.is_done() && !remove.is_done() && !sync.is_finished());
+    holder.release();
+    assert!(add.wait_timeout(Duration::from_secs(5)));
+    assert!(remove.wait_timeout(Duration::from_secs(5)));
+    add.finish().unwrap();
+    remove.finish().unwrap();
+    sync.join().unwrap().unwrap();
+    // Add, then remove: no loop device at the end (remove first would
+    // have left the add's). The sync prepare came after both: the backend
+    // still names the released device, so it had nothing to do.
+    assert!(env.loops_of(&img).is_empty());
+}
+
+#[test]
+fn nowait_sync_call_gives_would_block_while_an_op_runs_on_its_backend() {
+    require_root();
+    let mut env = Env::new();
+    let (be, _img) = file_backend(&mut env, 7, 51712);
+    let mut holder = Holder::start(&env.dir.join("lock"));
+    let ctx = arc_ctx(&env, |_| {});
+    let mut add = ctx.start(&be, Action::Add).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    let e = xenblock::lock::no_wait(|| ctx.release_ordered(&be)).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::WouldBlock, "{e}");
+    holder.release();
+    add.wait().unwrap();
+    ctx.release(&be).unwrap();
+}
+
+fn sleepy_script(dir: &Path, ms: u32) -> PathBuf {
+    let p = dir.join("sleepy");
+    std::fs::write(
+        &p,
+        format!("#!/bin/sh\nsleep {}.{:03}\nexit 0\n", ms / 1000, ms % 1000),
+    )
+    .unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    p
+}
+
+#[test]
+fn ops_on_different_backends_run_in_parallel() {
+    let env = Env::new();
+    let script = sleepy_script(&env.dir, 400);
+    let mut bes = Vec::new();
+    for dev in 0..4 {
+        env.domain(8, "/vm/8");
+        let be = env.backend(8, 51712 + dev, "/nonexistent", "w");
+        env.write(&format!("{be}/script"), &script.display().to_string());
+        bes.push(be);
+    }
+    let ctx = arc_ctx(&env, |c| c.workers = 4);
+    let t = Instant::now();
+    let mut ops: Vec<_> = bes
+        .iter()
+        .map(|b| ctx.start(b, Action::Add).unwrap())
+        .collect();
+    for op in &mut ops {
+        assert!(matches!(
+            op.wait().unwrap(),
+            Outcome::Prepared(Prepared::Script)
+        ));
+    }
+    let took = t.elapsed();
+    assert!(
+        took < Duration::from_millis(1200),
+        "4 scripts of 400 ms on 4 workers took {took:?} (serial would be 1.6 s)"
+    );
+    // With one worker they queue.
+    let one = arc_ctx(&env, |c| c.workers = 1);
+    let t = Instant::now();
+    let mut ops: Vec<_> = bes
+        .iter()
+        .map(|b| one.start(b, Action::Remove).unwrap())
+        .collect();
+    for op in &mut ops {
+        op.wait().unwrap();
+    }
+    assert!(
+        t.elapsed() >= Duration::from_millis(1600),
+        "{:?}",
+        t.elapsed()
+    );
+}
+
+#[test]
+fn a_dropped_op_still_completes_and_its_effects_stay() {
+    require_root();
+    let mut env = Env::new();
+    let (be, img) = file_backend(&mut env, 7, 51712);
+    let ctx = arc_ctx(&env, |_| {});
+    drop(ctx.start(&be, Action::Add).unwrap());
+    // A release started after it runs after it: wait for that one.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while env.read(&format!("{be}/hotplug-status")).is_none() {
+        assert!(Instant::now() < deadline, "the dropped op did not complete");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(env.loops_of(&img).len(), 1);
+    ctx.start(&be, Action::Remove).unwrap().wait().unwrap();
+    assert!(env.loops_of(&img).is_empty());
+}
+
+#[test]
+fn shutdown_cancels_queued_ops_and_waits_for_the_running_one() {
+    require_root();
+    let mut env = Env::new();
+    let (be1, img1) = file_backend(&mut env, 7, 51712);
+    let (be2, img2) = file_backend(&mut env, 7, 51728);
+    let mut holder = Holder::start(&env.dir.join("lock"));
+    let ctx = arc_ctx(&env, |c| c.workers = 1);
+    let mut running = ctx.start(&be1, Action::Add).unwrap();
+    let mut queued = ctx.start(&be2, Action::Add).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let c2 = ctx.clone();
+    let shut = std::thread::spawn(move || c2.shutdown_workers());
+    assert!(
+        queued.wait_timeout(Duration::from_secs(2)),
+        "cancelled at once"
+    );
+    assert_eq!(queued.finish().unwrap_err().kind(), ErrorKind::Cancelled);
+    assert!(env.read(&format!("{be2}/hotplug-status")).is_none());
+    assert!(env.loops_of(&img2).is_empty());
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(!shut.is_finished(), "shutdown waits for the running op");
+    holder.release();
+    shut.join().unwrap();
+    assert!(running.is_done());
+    running.finish().unwrap();
+    assert_eq!(env.loops_of(&img1).len(), 1);
+    // No op can start any more.
+    assert_eq!(
+        ctx.start(&be2, Action::Add).unwrap_err().kind(),
+        ErrorKind::BadState
+    );
+    ctx.release(&be1).unwrap();
+}
+
+#[test]
+fn a_holder_that_unlinks_as_xens_release_lock_wakes_the_op_while_it_keeps_its_descriptor() {
+    require_root();
+    let mut env = Env::new();
+    let (be, img) = file_backend(&mut env, 7, 51712);
+    let lock_dir = env.dir.join("lock");
+    std::fs::create_dir_all(&lock_dir).unwrap();
+    let lock = lock_dir.join("block");
+    // Xen's locking.sh: flock, then release_lock removes the file; the
+    // script's descriptor (and so the flock on the old file) lives on.
+    let mut holder = std::process::Command::new("sh")
+        .args([
+            "-c",
+            "exec 9>>\"$0\" && flock 9 && echo locked && read x && rm -f \"$0\" && exec sleep 60",
+        ])
+        .arg(&lock)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::BufRead;
+        let mut line = String::new();
+        std::io::BufReader::new(holder.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "locked");
+    }
+    let ctx = arc_ctx(&env, |_| {});
+    let mut op = ctx.start(&be, Action::Add).unwrap();
+    assert!(!op.wait_timeout(Duration::from_millis(300)));
+    {
+        use std::io::Write;
+        holder.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
+    }
+    // The removal is the release: wait for it, then time the op.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while lock.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    let released = Instant::now();
+    assert!(op.wait_timeout(Duration::from_secs(5)));
+    let after = released.elapsed();
+    let _ = holder.kill();
+    let _ = holder.wait();
+    op.finish().unwrap();
+    assert!(
+        after < Duration::from_millis(50),
+        "the op completed {after:?} after the holder removed the lock file"
+    );
+    assert_eq!(env.loops_of(&img).len(), 1);
+    ctx.release(&be).unwrap();
+}
