@@ -98,6 +98,20 @@ impl Drop for Images {
 }
 
 /// Wait until every op is done; the time each became done, from `t0`.
+/// Undo what a prepare wrote, as if libxl had made the backend afresh.
+fn unprepare(writer: &XsClient, be: &str) {
+    for k in [
+        "physical-device",
+        "physical-device-path",
+        "node",
+        "diskseq",
+        "hotplug-status",
+        "hotplug-error",
+    ] {
+        writer.remove(NO_TX, &format!("{be}/{k}")).unwrap();
+    }
+}
+
 fn wait_all(ops: &[Op], t0: Instant) -> Vec<Duration> {
     let mut done = vec![None; ops.len()];
     while done.iter().any(Option::is_none) {
@@ -219,14 +233,7 @@ fn main() {
     for _ in 0..3 {
         ctx.prepare(warm).unwrap();
         ctx.release(warm).unwrap();
-        for k in [
-            "physical-device",
-            "physical-device-path",
-            "node",
-            "hotplug-status",
-        ] {
-            writer.remove(NO_TX, &format!("{warm}/{k}")).unwrap();
-        }
+        unprepare(&writer, warm);
     }
     let warm_ops: Vec<Op> = (0..8)
         .map(|_| ctx.start(warm, Action::Remove).unwrap())
@@ -238,14 +245,7 @@ fn main() {
             ctx.prepare(warm).unwrap();
             let d = t.elapsed();
             ctx.release(warm).unwrap();
-            for k in [
-                "physical-device",
-                "physical-device-path",
-                "node",
-                "hotplug-status",
-            ] {
-                writer.remove(NO_TX, &format!("{warm}/{k}")).unwrap();
-            }
+            unprepare(&writer, warm);
             d
         })
         .collect();
@@ -259,14 +259,7 @@ fn main() {
             ctx.prepare(warm).unwrap();
             let d = t.elapsed();
             ctx.release(warm).unwrap();
-            for k in [
-                "physical-device",
-                "physical-device-path",
-                "node",
-                "hotplug-status",
-            ] {
-                writer.remove(NO_TX, &format!("{warm}/{k}")).unwrap();
-            }
+            unprepare(&writer, warm);
             d
         })
         .collect();
@@ -337,39 +330,16 @@ fn main() {
         }
         // As if libxl had made the backends afresh (phy: nothing to release).
         for i in 0..200 {
-            for k in [
-                "physical-device",
-                "physical-device-path",
-                "node",
-                "hotplug-status",
-            ] {
-                writer
-                    .remove(NO_TX, &format!("backend/vbd/{}/51712/{k}", 10 + i))
-                    .unwrap();
-            }
+            unprepare(&writer, &format!("backend/vbd/{}/51712", 10 + i));
         }
         // One decision now, so that the index has read the resets' watch
         // events before the next round (their cost is not the lock's).
         ctx.prepare(warm).unwrap();
         ctx.release(warm).unwrap();
-        for k in [
-            "physical-device",
-            "physical-device-path",
-            "node",
-            "hotplug-status",
-        ] {
-            writer.remove(NO_TX, &format!("{warm}/{k}")).unwrap();
-        }
+        unprepare(&writer, warm);
         ctx.prepare(warm).unwrap();
         ctx.release(warm).unwrap();
-        for k in [
-            "physical-device",
-            "physical-device-path",
-            "node",
-            "hotplug-status",
-        ] {
-            writer.remove(NO_TX, &format!("{warm}/{k}")).unwrap();
-        }
+        unprepare(&writer, warm);
         if round == 0 {
             let st = ctx.claims_index_stats();
             eprintln!(
@@ -397,14 +367,7 @@ fn main() {
     let seq = t.elapsed();
     for be in &files {
         ctx.release(be).unwrap();
-        for k in [
-            "physical-device",
-            "physical-device-path",
-            "node",
-            "hotplug-status",
-        ] {
-            writer.remove(NO_TX, &format!("{be}/{k}")).unwrap();
-        }
+        unprepare(&writer, be);
     }
     let t = Instant::now();
     let ops: Vec<Op> = files

@@ -80,11 +80,6 @@
 #define XENBLOCK_NOWAIT 1
 
 /**
- * Default number of worker threads of a context.
- */
-#define DEFAULT_WORKERS 4
-
-/**
  * `xenblock_plan_new` and `xenblock_op_start` actions.
  */
 enum xenblock_action
