@@ -2,7 +2,7 @@
 //!
 //! A toolstack that forks a helper runs one of them for every disk event,
 //! and building clap's parser costs each run ≈ 115 µs and 32 page faults on
-//! the bench machine (BENCHMARKS.md, "Fifth round"), a tenth of the whole
+//! the bench machine (BENCHMARKS.md, "What a one-shot start costs"), a tenth of the whole
 //! command. [`per_disk`] understands only the plain form,
 //! `[COMMON OPTIONS] prepare|release [--json] BACKEND_PATH` with the common
 //! options anywhere, each at most once as `--name value`; for anything else
