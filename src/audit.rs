@@ -153,7 +153,18 @@ impl Context {
         .unwrap_or_else(|| key.to_string());
         let _early = EarlyTx(self);
         let keys = vec![key];
-        let (topology, overlap, mounts, swaps) = self.gather_stack(&keys, true)?;
+        #[allow(unused_mut)]
+        let (mut topology, overlap, mounts, swaps) = self.gather_stack(&keys, true)?;
+        // Ask the kernel too, as prepare does: an exclusive opener (a mount
+        // in another mount namespace, an external journal or log device)
+        // shows in no table. blkback opens a guest's device without
+        // claiming it exclusively, so a running guest's own backend does not
+        // show here as a holder.
+        #[cfg(target_os = "linux")]
+        if mode == Mode::Write && self.config.flavour == Flavour::Linux {
+            let src = crate::sys::blockdev::Sources::system();
+            crate::sys::blockdev::probe_exclusive(&src, &mut topology, &overlap, true);
+        }
         let wanted = |k: &Key| overlap.contains(k);
         let claims = self.gather_claims(backend, &wanted)?;
         let identity = self.identity(&domid)?;

@@ -422,3 +422,34 @@ fn audit_finds_a_guests_disk_that_dom0_has_mounted() {
         "{out}"
     );
 }
+
+#[test]
+fn audit_finds_a_guests_disk_held_exclusively_in_dom0() {
+    common::require_root();
+    let mut env = Env::new();
+    env.domain(44, "/vm/forty-four");
+    let dev = env.block_device("held.img");
+    let be = env.backend(44, 51712, &dev.display().to_string(), "w");
+    let (rc, out, err) = run(&env, &["prepare", &be]);
+    assert_eq!(rc, 0, "{out}{err}");
+    assert_eq!(run(&env, &["audit"]).0, 0);
+    // Something in dom0 then claims the device exclusively, as a mount in
+    // another mount namespace or an external journal does: only the
+    // kernel knows.
+    use std::os::unix::fs::OpenOptionsExt;
+    let held = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_EXCL)
+        .open(&dev)
+        .unwrap();
+    let (rc, out, err) = run(&env, &["audit"]);
+    drop(held);
+    assert_eq!(rc, 3, "{out}{err}");
+    assert!(
+        out.starts_with(&format!("conflict: {be} (domain 44, read-write): "))
+            && out.contains("exclusively"),
+        "{out}"
+    );
+    // Released: clean again.
+    assert_eq!(run(&env, &["audit"]).0, 0);
+}
