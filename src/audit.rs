@@ -224,10 +224,16 @@ impl Context {
                         ));
                     }
                 }
-                LoopOf::File(Key::File {
-                    dev: info.backing_dev,
-                    ino: info.backing_ino,
-                })
+                // Over a block device (`losetup /dev/X`): checked as X, as
+                // prepare checks it; otherwise as its file.
+                let dir = std::path::Path::new(&sys);
+                LoopOf::File(
+                    crate::sys::blockdev::backing_device(dir, info.backing_dev, info.backing_ino)
+                        .unwrap_or(Key::File {
+                            dev: info.backing_dev,
+                            ino: info.backing_ino,
+                        }),
+                )
             }
             Ok(None) => LoopOf::Stale(format!("loop device {d} is no longer bound")),
             // Not readable as a loop device: checked as the device itself.
