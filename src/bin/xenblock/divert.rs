@@ -127,6 +127,20 @@ pub fn enable(target: Option<&Path>) -> Result<(), Failure> {
                 )
             })?,
     };
+    // `disable` and `status` know the link as xenblock's by its target's
+    // name: a link to any other name could not be taken back.
+    if target.file_name().is_none_or(|n| n != "xenblock") {
+        return Err(Failure::new(
+            exit::FAILED,
+            format!(
+                "--target {}: the program must be named xenblock (disable and status \
+                 recognise the link by that name). Give the path of a file or symlink \
+                 named xenblock, e.g. /usr/local/sbin/xenblock linked to it. Nothing was \
+                 changed.",
+                target.display()
+            ),
+        ));
+    }
     if !target.is_absolute() || !under_root(&target.to_string_lossy()).is_file() {
         return Err(Failure::new(
             exit::FAILED,
