@@ -250,7 +250,15 @@ pub fn enable(target: Option<&Path>) -> Result<(), Failure> {
             ))
         }
     };
-    if let Err(f) = dpkg_divert(&["--package", PACKAGE, "--divert", DIVERTED, "--add", SCRIPT]) {
+    if let Err(f) = dpkg_divert(&[
+        "--package",
+        PACKAGE,
+        "--no-rename",
+        "--divert",
+        DIVERTED,
+        "--add",
+        SCRIPT,
+    ]) {
         if made_copy {
             let _ = std::fs::remove_file(&diverted);
         }
@@ -346,7 +354,7 @@ pub fn disable() -> Result<(), Failure> {
             if have_xen && !same_file(&script, &diverted) {
                 put_back(&diverted, &script)?;
             }
-            dpkg_divert(&["--package", PACKAGE, "--remove", SCRIPT]).map_err(|f| {
+            dpkg_divert(&["--package", PACKAGE, "--no-rename", "--remove", SCRIPT]).map_err(|f| {
                 let now = if have_xen {
                     "Xen's script is back in place"
                 } else {
