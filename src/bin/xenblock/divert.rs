@@ -329,7 +329,14 @@ pub fn disable() -> Result<(), Failure> {
                 // The extra name a failed `enable` could not take back.
                 let _ = std::fs::remove_file(&diverted);
             }
-            println!("not enabled: {SCRIPT} is Xen's own script; nothing changed");
+            if script.symlink_metadata().is_ok() {
+                println!("not enabled: {SCRIPT} is Xen's own script; nothing changed");
+            } else {
+                println!(
+                    "not enabled: {SCRIPT} does not exist (Xen's tools not installed); \
+                     nothing changed"
+                );
+            }
             Ok(())
         }
         Some(PACKAGE) => {
