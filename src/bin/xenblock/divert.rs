@@ -433,6 +433,9 @@ pub fn status() -> Result<(), Failure> {
         Some(v) if !v.is_empty() => crate::IMAGE_LOCKS_ENV,
         _ => "default",
     };
-    println!("image locks: {locks} ({from}; see docs/image-locks.md)");
+    println!(
+        "image locks: {locks} ({from}, in this shell's environment; hotplugs use the \
+         toolstack's: xendomains, libvirtd, xl; see docs/image-locks.md)"
+    );
     Ok(())
 }
