@@ -127,7 +127,12 @@ pub const IMAGE_LOCKS_ENV: &str = "XENBLOCK_IMAGE_LOCKS";
 pub fn image_locks() -> Result<ImageLocks, String> {
     match std::env::var(IMAGE_LOCKS_ENV) {
         Ok(v) if !v.is_empty() => {
-            ImageLocks::parse(&v).map_err(|e| format!("{IMAGE_LOCKS_ENV}: {e}"))
+            ImageLocks::parse(&v).map_err(|_| {
+                format!(
+                    "{IMAGE_LOCKS_ENV} is '{v}'; expected required, best-effort or off \
+                     (or unset, for best-effort)"
+                )
+            })
         }
         Ok(_) | Err(std::env::VarError::NotPresent) => Ok(ImageLocks::default()),
         Err(std::env::VarError::NotUnicode(_)) => Err(format!(
