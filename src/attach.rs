@@ -863,9 +863,11 @@ impl Context {
         let recorded = match b.diskseq.as_deref() {
             None => None,
             Some(text) => Some(crate::sys::diskseq::parse(text).ok_or_else(|| {
-                Error::InvalidArgument(format!(
-                    "{}: 'diskseq' is {text:?}, not a disk sequence number in hex; not \
-                     touching {node} (detach it by hand if it is this backend's)",
+                Error::BadState(format!(
+                    "{}: 'diskseq' is '{text}', not a disk sequence number in hex, so \
+                     xenblock cannot tell whether loop device {node} is still this \
+                     backend's; it is left attached. Check with `losetup {node}` that it \
+                     serves this backend's disk, then detach it with `losetup -d {node}`",
                     b.path
                 ))
             })?),
