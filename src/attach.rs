@@ -245,7 +245,7 @@ impl Context {
                 "{}: path closed or removed during hotplug add: state is {}, expected 2 (InitWait)",
                 b.path,
                 state
-                    .map(|s| format!("{s:?}"))
+                    .map(|s| format!("'{s}'"))
                     .unwrap_or_else(|| "missing".into())
             )));
         }
@@ -844,7 +844,7 @@ impl Context {
         };
         if !is_loop_node(node) {
             return Err(Error::InvalidArgument(format!(
-                "{}: 'node' is {node:?}, which is not a loop device (/dev/loopN); not touching it",
+                "{}: 'node' is '{node}', which is not a loop device (/dev/loopN); not touching it",
                 b.path
             )));
         }
