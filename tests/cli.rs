@@ -508,3 +508,26 @@ fn xenblock_dev(p: &std::path::Path) -> String {
     let st = xenblock::sys::stat::stat(p).unwrap();
     xenblock::sharing::DevNum::from_dev_t(st.rdev).to_string()
 }
+
+#[test]
+fn audit_exits_only_with_the_codes_its_help_lists() {
+    common::require_root();
+    let o = Command::new(env!("CARGO_BIN_EXE_xenblock"))
+        .args(["audit", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&o.stdout);
+    for code in ["0", "1", "2", "3", "6", "7"] {
+        assert!(
+            help.lines().any(|l| l.trim_start().starts_with(&format!("{code}  "))),
+            "exit {code} not in audit --help: {help}"
+        );
+    }
+    let o = Command::new(env!("CARGO_BIN_EXE_xenblock"))
+        .arg("audit")
+        .env("XENSTORED_PATH", "/nonexistent/xenblock-test.sock")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(6), "{err}");
+}

@@ -43,8 +43,9 @@ Exit status:
   0  no conflict found
   3  conflicts found (each listed, with what holds the disk)
   1  the audit could not tell for some backends (listed), or failed
-  6  xenstored cannot be reached
-  7  not root: nothing was checked";
+  2  usage error (a bad option or directory)
+  6  xenstored cannot be reached or does not answer
+  7  not root, or permission denied: nothing was checked";
 
 pub const AFTER_HELP: &str = "\
 Environment:

@@ -377,6 +377,18 @@ fn run(cli: Cli) -> Result<(), Failure> {
     }
 }
 
+/// An error of the audit itself mapped onto the exit codes cli::AUDIT_HELP
+/// lists: xenstored (6), permission (7), anything else (1) — never the
+/// not-found (4), timed-out (5) or usage (2) of the other subcommands.
+fn audit_failure(e: xenblock::Error) -> Failure {
+    let code = match e.kind() {
+        ErrorKind::Store => exit::STORE,
+        ErrorKind::Permission => exit::PERMISSION,
+        _ => exit::FAILED,
+    };
+    Failure::new(code, e.to_string())
+}
+
 /// `xenblock audit`: the report on stdout (text or one JSON object),
 /// whatever it found; the exit status says what (cli::AUDIT_HELP).
 fn audit(common: &Common, json: bool) -> Result<(), Failure> {
@@ -398,9 +410,17 @@ fn audit(common: &Common, json: bool) -> Result<(), Failure> {
         .map_err(|m| Failure::new(exit::USAGE, m))
         .and_then(|mut config| {
             config.claims_index = false;
-            Context::new(config).map_err(|e| Failure::new(exit::STORE, e.to_string()))
+            // As for every subcommand: failing to connect is exit 6.
+            Context::new(config).map_err(|e| {
+                let code = match e.kind() {
+                    ErrorKind::InvalidArgument => exit::USAGE,
+                    ErrorKind::Permission => exit::PERMISSION,
+                    _ => exit::STORE,
+                };
+                Failure::new(code, e.to_string())
+            })
         })
-        .and_then(|ctx| Ok(ctx.audit()?));
+        .and_then(|ctx| ctx.audit().map_err(audit_failure));
     let a = match r {
         Ok(a) => a,
         Err(f) => {
