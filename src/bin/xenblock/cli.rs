@@ -39,6 +39,9 @@ dom0's mounts and swap. A loop device counts as the file it serves. Writes
 nothing and takes no lock. For hosts switching from Xen's script, which may
 already have given one image read-write to two guests.
 
+Not checked: image locks. A QEMU process (or qemu-img, qemu-nbd) holding an
+image a backend also uses is not reported; prepare tests the locks.
+
 Exit status:
   0  no conflict found
   3  conflicts found (each listed, with what holds the disk)
