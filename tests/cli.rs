@@ -491,7 +491,10 @@ fn audit_sees_a_loop_device_over_a_block_device_as_that_device() {
     // Guest 46 is given the block device itself read-write.
     let b = env.backend(46, 51712, &dev.display().to_string(), "w");
     env.write(&format!("{b}/physical-device"), &xenblock_dev(&dev));
-    env.write(&format!("{b}/physical-device-path"), &dev.display().to_string());
+    env.write(
+        &format!("{b}/physical-device-path"),
+        &dev.display().to_string(),
+    );
     env.write(&format!("{b}/hotplug-status"), "connected");
     let (rc, out, err) = run(&env, &["audit"]);
     assert_eq!(rc, 3, "{out}{err}");
@@ -500,7 +503,10 @@ fn audit_sees_a_loop_device_over_a_block_device_as_that_device() {
         .filter(|l| l.starts_with("conflict: "))
         .collect();
     assert_eq!(conflicts.len(), 2, "{out}");
-    assert!(conflicts[0].contains(&a) && conflicts[0].contains(&b), "{out}");
+    assert!(
+        conflicts[0].contains(&a) && conflicts[0].contains(&b),
+        "{out}"
+    );
 }
 
 /// The `physical-device` text (`MAJOR:MINOR` in hex) of block node `p`.
@@ -519,7 +525,8 @@ fn audit_exits_only_with_the_codes_its_help_lists() {
     let help = String::from_utf8_lossy(&o.stdout);
     for code in ["0", "1", "2", "3", "6", "7"] {
         assert!(
-            help.lines().any(|l| l.trim_start().starts_with(&format!("{code}  "))),
+            help.lines()
+                .any(|l| l.trim_start().starts_with(&format!("{code}  "))),
             "exit {code} not in audit --help: {help}"
         );
     }

@@ -378,7 +378,10 @@ fn a_target_not_named_xenblock_is_refused_and_changes_nothing() {
     let (r, dir, original) = with_xens_script("othername");
     std::fs::create_dir_all(r.0.join("usr/local/sbin")).unwrap();
     std::fs::write(r.0.join("usr/local/sbin/xenblock-0.3"), "stand-in").unwrap();
-    let (rc, out) = xenblock(&r.0, &["enable", "--target", "/usr/local/sbin/xenblock-0.3"]);
+    let (rc, out) = xenblock(
+        &r.0,
+        &["enable", "--target", "/usr/local/sbin/xenblock-0.3"],
+    );
     assert_eq!(rc, 1, "{out}");
     assert!(
         out.contains("must be named xenblock") && out.contains("Nothing was changed"),
@@ -393,7 +396,10 @@ fn a_target_not_named_xenblock_is_refused_and_changes_nothing() {
     assert_eq!(rc, 0, "{out}");
     let (rc, out) = xenblock(&r.0, &["status"]);
     assert!(rc == 0 && out.starts_with("enabled:"), "{out}");
-    assert!(out.contains("in this shell's environment; hotplugs use the toolstack's"), "{out}");
+    assert!(
+        out.contains("in this shell's environment; hotplugs use the toolstack's"),
+        "{out}"
+    );
     let (rc, out) = xenblock(&r.0, &["disable"]);
     assert_eq!(rc, 0, "{out}");
     assert_eq!(std::fs::read(dir.join("block")).unwrap(), original);
@@ -404,6 +410,9 @@ fn disable_without_xens_script_says_it_is_absent() {
     let r = scratch("absent");
     let (rc, out) = xenblock(&r.0, &["disable"]);
     assert_eq!(rc, 0, "{out}");
-    assert!(out.starts_with("not enabled") && out.contains("does not exist"), "{out}");
+    assert!(
+        out.starts_with("not enabled") && out.contains("does not exist"),
+        "{out}"
+    );
     assert!(!out.contains("Xen's own script"), "{out}");
 }

@@ -451,7 +451,8 @@ fn status_shows_the_setting_and_bad_values_are_usage_errors() {
         .env("XENBLOCK_IMAGE_LOCKS", "sometimes"));
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(
-        text(&o).contains("XENBLOCK_IMAGE_LOCKS is 'sometimes'; expected required, best-effort or off"),
+        text(&o)
+            .contains("XENBLOCK_IMAGE_LOCKS is 'sometimes'; expected required, best-effort or off"),
         "{}",
         text(&o)
     );

@@ -361,21 +361,23 @@ pub fn disable() -> Result<(), Failure> {
             if have_xen && !same_file(&script, &diverted) {
                 put_back(&diverted, &script)?;
             }
-            dpkg_divert(&["--package", PACKAGE, "--no-rename", "--remove", SCRIPT]).map_err(|f| {
-                let now = if have_xen {
-                    "Xen's script is back in place"
-                } else {
-                    "nothing else was changed"
-                };
-                Failure::new(
-                    f.code,
-                    format!(
-                        "{}; {now}, but the diversion is still registered. Run `xenblock \
+            dpkg_divert(&["--package", PACKAGE, "--no-rename", "--remove", SCRIPT]).map_err(
+                |f| {
+                    let now = if have_xen {
+                        "Xen's script is back in place"
+                    } else {
+                        "nothing else was changed"
+                    };
+                    Failure::new(
+                        f.code,
+                        format!(
+                            "{}; {now}, but the diversion is still registered. Run `xenblock \
                          disable` again once dpkg-divert works.",
-                        f.message
-                    ),
-                )
-            })?;
+                            f.message
+                        ),
+                    )
+                },
+            )?;
             if have_xen {
                 // Only the extra name of the same file.
                 if same_file(&script, &diverted) {

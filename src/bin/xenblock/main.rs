@@ -126,14 +126,12 @@ pub const IMAGE_LOCKS_ENV: &str = "XENBLOCK_IMAGE_LOCKS";
 /// `image_locks` from the environment (default best-effort).
 pub fn image_locks() -> Result<ImageLocks, String> {
     match std::env::var(IMAGE_LOCKS_ENV) {
-        Ok(v) if !v.is_empty() => {
-            ImageLocks::parse(&v).map_err(|_| {
-                format!(
-                    "{IMAGE_LOCKS_ENV} is '{v}'; expected required, best-effort or off \
+        Ok(v) if !v.is_empty() => ImageLocks::parse(&v).map_err(|_| {
+            format!(
+                "{IMAGE_LOCKS_ENV} is '{v}'; expected required, best-effort or off \
                      (or unset, for best-effort)"
-                )
-            })
-        }
+            )
+        }),
         Ok(_) | Err(std::env::VarError::NotPresent) => Ok(ImageLocks::default()),
         Err(std::env::VarError::NotUnicode(_)) => Err(format!(
             "{IMAGE_LOCKS_ENV} is not valid UTF-8; expected required, best-effort or off"
