@@ -39,8 +39,10 @@ dom0's mounts and swap. A loop device counts as the file it serves. Writes
 nothing and takes no lock. For hosts switching from Xen's script, which may
 already have given one image read-write to two guests.
 
-Not checked: image locks. A QEMU process (or qemu-img, qemu-nbd) holding an
-image a backend also uses is not reported; prepare tests the locks.
+An image file is also tested for QEMU-compatible image locks held by
+others (a QEMU guest, qemu-img, qemu-nbd) that prepare would refuse today.
+Known gap: a loop device xenblock attached without locks (image locks off,
+or before the upgrade that added them) can hide one such holder.
 
 Exit status:
   0  no conflict found
