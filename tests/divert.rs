@@ -116,8 +116,11 @@ fn a_hand_made_link_or_a_foreign_file_is_not_touched() {
     let (rc, out) = xenblock(&r.0, T);
     assert_eq!(rc, 1, "{out}");
     assert!(out.contains("linked by hand"), "{out}");
+    // Xen's script is a conffile: a plain reinstall would not restore it.
+    assert!(out.contains("--force-confmiss xen-utils-common"), "{out}");
     let (rc, out) = xenblock(&r.0, &["disable"]);
     assert_eq!(rc, 1, "{out}");
+    assert!(out.contains("--force-confmiss xen-utils-common"), "{out}");
     assert_eq!(diversions(&r.0), "");
 
     // Enabled, then something replaces the link: disable refuses to lose it.

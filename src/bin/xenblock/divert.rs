@@ -215,9 +215,11 @@ pub fn enable(target: Option<&Path>) -> Result<(), Failure> {
                 exit::FAILED,
                 format!(
                     "{SCRIPT} already links to xenblock but no diversion is registered (it \
-                     was linked by hand). Put Xen's script back first: rm {SCRIPT} && \
-                     apt install --reinstall xen-utils-common; then run `xenblock enable`. \
-                     Nothing was changed."
+                     was linked by hand). Put Xen's script back first (it is a conffile \
+                     of xen-utils-common, and disk hotplugs fail until it is back): rm \
+                     {SCRIPT} && apt-get install --reinstall -o \
+                     Dpkg::Options::=--force-confmiss xen-utils-common; then run `xenblock \
+                     enable`. Nothing was changed."
                 ),
             ))
         }
@@ -319,8 +321,10 @@ pub fn disable() -> Result<(), Failure> {
                     format!(
                         "{SCRIPT} links to xenblock but no diversion is registered (it was \
                          linked by hand), so Xen's script is not kept anywhere. Restore it \
-                         with: rm {SCRIPT} && apt install --reinstall xen-utils-common. \
-                         Nothing was changed."
+                         (a conffile of xen-utils-common; disk hotplugs fail until it is \
+                         back) with: rm {SCRIPT} && apt-get install --reinstall -o \
+                         Dpkg::Options::=--force-confmiss xen-utils-common. Nothing was \
+                         changed."
                     ),
                 ));
             }
