@@ -1190,9 +1190,9 @@ fn resolve_target(backend: &str, target: &Path) -> Result<(PathBuf, FileStat)> {
             .all(|c| matches!(c, Component::Normal(_)))
         {
             return Err(Error::InvalidArgument(format!(
-                "{backend}: relative target {:?} may only name a device under /dev \
+                "{backend}: relative target '{}' may only name a device under /dev \
                  (no '.' or '..'); give an absolute path",
-                target
+                target.display()
             )));
         }
         Path::new("/dev").join(target)
@@ -1208,9 +1208,9 @@ fn resolve_target(backend: &str, target: &Path) -> Result<(PathBuf, FileStat)> {
                     to.display()
                 ),
                 Err(_) if relative => format!(
-                    "{:?} is relative, so it names a device under /dev, and {} does not exist \
+                    "'{}' is relative, so it names a device under /dev, and {} does not exist \
                      (a file needs its absolute path, e.g. target=/srv/xen/{})",
-                    target,
+                    target.display(),
                     candidate.display(),
                     target.display()
                 ),
