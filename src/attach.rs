@@ -245,7 +245,7 @@ impl Context {
                 "{}: path closed or removed during hotplug add: state is {}, expected 2 (InitWait)",
                 b.path,
                 state
-                    .map(|s| format!("{s:?}"))
+                    .map(|s| format!("'{s}'"))
                     .unwrap_or_else(|| "missing".into())
             )));
         }
@@ -844,7 +844,7 @@ impl Context {
         };
         if !is_loop_node(node) {
             return Err(Error::InvalidArgument(format!(
-                "{}: 'node' is {node:?}, which is not a loop device (/dev/loopN); not touching it",
+                "{}: 'node' is '{node}', which is not a loop device (/dev/loopN); not touching it",
                 b.path
             )));
         }
@@ -863,9 +863,11 @@ impl Context {
         let recorded = match b.diskseq.as_deref() {
             None => None,
             Some(text) => Some(crate::sys::diskseq::parse(text).ok_or_else(|| {
-                Error::InvalidArgument(format!(
-                    "{}: 'diskseq' is {text:?}, not a disk sequence number in hex; not \
-                     touching {node} (detach it by hand if it is this backend's)",
+                Error::BadState(format!(
+                    "{}: 'diskseq' is '{text}', not a disk sequence number in hex, so \
+                     xenblock cannot tell whether loop device {node} is still this \
+                     backend's; it is left attached. Check with `losetup {node}` that it \
+                     serves this backend's disk, then detach it with `losetup -d {node}`",
                     b.path
                 ))
             })?),
@@ -1188,9 +1190,9 @@ fn resolve_target(backend: &str, target: &Path) -> Result<(PathBuf, FileStat)> {
             .all(|c| matches!(c, Component::Normal(_)))
         {
             return Err(Error::InvalidArgument(format!(
-                "{backend}: relative target {:?} may only name a device under /dev \
+                "{backend}: relative target '{}' may only name a device under /dev \
                  (no '.' or '..'); give an absolute path",
-                target
+                target.display()
             )));
         }
         Path::new("/dev").join(target)
@@ -1206,9 +1208,9 @@ fn resolve_target(backend: &str, target: &Path) -> Result<(PathBuf, FileStat)> {
                     to.display()
                 ),
                 Err(_) if relative => format!(
-                    "{:?} is relative, so it names a device under /dev, and {} does not exist \
+                    "'{}' is relative, so it names a device under /dev, and {} does not exist \
                      (a file needs its absolute path, e.g. target=/srv/xen/{})",
-                    target,
+                    target.display(),
                     candidate.display(),
                     target.display()
                 ),

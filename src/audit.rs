@@ -153,7 +153,18 @@ impl Context {
         .unwrap_or_else(|| key.to_string());
         let _early = EarlyTx(self);
         let keys = vec![key];
-        let (topology, overlap, mounts, swaps) = self.gather_stack(&keys, true)?;
+        #[allow(unused_mut)]
+        let (mut topology, overlap, mounts, swaps) = self.gather_stack(&keys, true)?;
+        // Ask the kernel too, as prepare does: an exclusive opener (a mount
+        // in another mount namespace, an external journal or log device)
+        // shows in no table. blkback opens a guest's device without
+        // claiming it exclusively, so a running guest's own backend does not
+        // show here as a holder.
+        #[cfg(target_os = "linux")]
+        if mode == Mode::Write && self.config.flavour == Flavour::Linux {
+            let src = crate::sys::blockdev::Sources::system();
+            crate::sys::blockdev::probe_exclusive(&src, &mut topology, &overlap, true);
+        }
         let wanted = |k: &Key| overlap.contains(k);
         let claims = self.gather_claims(backend, &wanted)?;
         let identity = self.identity(&domid)?;
@@ -180,6 +191,26 @@ impl Context {
             match r {
                 Refusal::Doubt { .. } => report.unsure.push(f),
                 _ => report.conflicts.push(f),
+            }
+            return Ok(());
+        }
+        // An image file: anyone else holding QEMU-compatible image locks
+        // (a QEMU guest, qemu-nbd...) that prepare would refuse today.
+        #[cfg(target_os = "linux")]
+        if let (Key::File { dev, ino }, true) = (
+            key,
+            self.config.image_locks != crate::imagelock::ImageLocks::Off,
+        ) {
+            let found = |message: String| Finding {
+                backend: backend.to_string(),
+                domid: domid.clone(),
+                mode,
+                message,
+            };
+            match image_lock_holder(&req.target, dev, ino, mode) {
+                Ok(None) => {}
+                Ok(Some(m)) => report.conflicts.push(found(m)),
+                Err(m) => report.unsure.push(found(m)),
             }
         }
         Ok(())
@@ -213,16 +244,105 @@ impl Context {
                         ));
                     }
                 }
-                LoopOf::File(Key::File {
-                    dev: info.backing_dev,
-                    ino: info.backing_ino,
-                })
+                // Over a block device (`losetup /dev/X`): checked as X, as
+                // prepare checks it; otherwise as its file.
+                let dir = std::path::Path::new(&sys);
+                LoopOf::File(
+                    crate::sys::blockdev::backing_device(dir, info.backing_dev, info.backing_ino)
+                        .unwrap_or(Key::File {
+                            dev: info.backing_dev,
+                            ino: info.backing_ino,
+                        }),
+                )
             }
             Ok(None) => LoopOf::Stale(format!("loop device {d} is no longer bound")),
             // Not readable as a loop device: checked as the device itself.
             Err(_) => LoopOf::NotLoop,
         }
     }
+}
+
+/// Whether someone other than the loop devices over the file holds image
+/// locks that a prepare of `mode` would be refused for, tested from a
+/// fresh read-only open that takes no lock (prepare's test, without its
+/// own locks): `Ok(Some(message))` names the holder, `Err` says why it
+/// cannot be told. Each of xenblock's loop devices over the file explains
+/// one shared lock on the write bytes, as in prepare (docs/image-locks.md);
+/// untagged ones (Xen's script, `losetup`) hold none, so unlike prepare the
+/// audit does not count them.
+#[cfg(target_os = "linux")]
+fn image_lock_holder(
+    shown: &str,
+    dev: u64,
+    ino: u64,
+    mode: Mode,
+) -> std::result::Result<Option<String>, String> {
+    use crate::imagelock::{plan, refusal, LEASE_BYTE, PERM_BASE, SHARED_BASE, WRITE};
+    use crate::sys::ofdlock;
+    let cannot = |what: &str, e: &dyn std::fmt::Display| {
+        format!("cannot test the image locks of {shown} ({what}: {e})")
+    };
+    let Ok(file) = std::fs::File::open(shown) else {
+        return Ok(None); // not a path that opens: nothing to test here
+    };
+    match crate::sys::stat::fstat(std::os::fd::AsFd::as_fd(&file)) {
+        Ok(st) if st.dev == dev && st.ino == ino => {}
+        _ => return Ok(None), // the path names another file now
+    }
+    let p = plan(mode);
+    let mut bytes: Vec<(u64, bool)> = p.hold.iter().map(|b| (SHARED_BASE + b, true)).collect();
+    bytes.extend(p.deny.iter().map(|b| (PERM_BASE + b, true)));
+    if let Some(x) = p.lease_test {
+        bytes.push((LEASE_BYTE, x));
+    }
+    let mut held: Option<Vec<ofdlock::Held>> = None;
+    let mut loops: Option<(usize, usize)> = None;
+    for (byte, exclusive) in bytes {
+        let c = match ofdlock::test(&file, byte, 1, exclusive) {
+            Ok(Some(c)) => c,
+            Ok(None) => continue,
+            Err(e) => return Err(cannot("F_OFD_GETLK", &e)),
+        };
+        let ours = match byte {
+            b if b == PERM_BASE + WRITE => Some(true),
+            b if b == SHARED_BASE + WRITE => Some(false),
+            _ => None,
+        };
+        if let (Some(rw_only), false, None) = (ours, c.exclusive, c.pid) {
+            let (all, rw) = match loops {
+                Some(l) => l,
+                None => {
+                    // Only xenblock's (tagged) loop devices can hold locks:
+                    // one of Xen's script hides nobody here.
+                    let tag = crate::attach::LOOP_TAG_PREFIX.as_bytes();
+                    let l: Vec<_> = crate::sys::loopdev::backed_by(dev, ino)
+                        .map_err(|e| cannot("loop devices", &e))?
+                        .into_iter()
+                        .filter(|l| l.file_name.starts_with(tag))
+                        .collect();
+                    *loops.insert((l.len(), l.iter().filter(|l| !l.read_only).count()))
+                }
+            };
+            let h = match &held {
+                Some(h) => h,
+                None => {
+                    held.insert(ofdlock::held_on(dev, ino).map_err(|e| cannot("/proc/locks", &e))?)
+                }
+            };
+            let n = h
+                .iter()
+                .filter(|l| l.ofd && !l.exclusive && l.covers(byte))
+                .count();
+            if n <= if rw_only { rw } else { all } {
+                continue;
+            }
+        }
+        return Ok(Some(format!(
+            "image locks: {}",
+            refusal(shown, mode, byte, &c)
+        )));
+    }
+    Ok(None)
 }
 
 #[cfg(target_os = "linux")]

@@ -44,7 +44,7 @@ impl ImageLocks {
             "best-effort" => Ok(ImageLocks::BestEffort),
             "off" => Ok(ImageLocks::Off),
             _ => Err(Error::InvalidArgument(format!(
-                "image_locks is {s:?}; expected required, best-effort or off"
+                "image_locks is '{s}'; expected required, best-effort or off"
             ))),
         }
     }

@@ -422,3 +422,119 @@ fn audit_finds_a_guests_disk_that_dom0_has_mounted() {
         "{out}"
     );
 }
+
+/// Detaches a loop device the test made outside [`Env`]'s images.
+struct Detach(std::path::PathBuf);
+
+impl Drop for Detach {
+    fn drop(&mut self) {
+        let _ = xenblock::sys::loopdev::detach(&self.0);
+    }
+}
+
+#[test]
+fn audit_finds_a_guests_disk_held_exclusively_in_dom0() {
+    common::require_root();
+    let mut env = Env::new();
+    env.domain(44, "/vm/forty-four");
+    let dev = env.block_device("held.img");
+    let be = env.backend(44, 51712, &dev.display().to_string(), "w");
+    let (rc, out, err) = run(&env, &["prepare", &be]);
+    assert_eq!(rc, 0, "{out}{err}");
+    assert_eq!(run(&env, &["audit"]).0, 0);
+    // Something in dom0 then claims the device exclusively, as a mount in
+    // another mount namespace or an external journal does: only the
+    // kernel knows.
+    use std::os::unix::fs::OpenOptionsExt;
+    let held = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_EXCL)
+        .open(&dev)
+        .unwrap();
+    let (rc, out, err) = run(&env, &["audit"]);
+    drop(held);
+    assert_eq!(rc, 3, "{out}{err}");
+    assert!(
+        out.starts_with(&format!("conflict: {be} (domain 44, read-write): "))
+            && out.contains("exclusively"),
+        "{out}"
+    );
+    // Released: clean again.
+    assert_eq!(run(&env, &["audit"]).0, 0);
+}
+
+#[test]
+fn audit_sees_a_loop_device_over_a_block_device_as_that_device() {
+    common::require_root();
+    let mut env = Env::new();
+    env.domain(45, "/vm/forty-five");
+    env.domain(46, "/vm/forty-six");
+    let dev = env.block_device("under.img");
+    // Xen's script for guest 45: `losetup` over the block device node.
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&dev)
+        .unwrap();
+    let lo = xenblock::sys::loopdev::attach(&f, false, b"stock-over-dev").unwrap();
+    let _outer = Detach(lo.path.clone());
+    drop(f);
+    let node = lo.path.display().to_string();
+    let a = env.backend(45, 51712, &dev.display().to_string(), "w");
+    env.write(&format!("{a}/physical-device"), &lo.dev.to_string());
+    env.write(&format!("{a}/physical-device-path"), &node);
+    env.write(&format!("{a}/node"), &node);
+    env.write(&format!("{a}/hotplug-status"), "connected");
+    let (rc, out, err) = run(&env, &["audit"]);
+    assert_eq!(rc, 0, "{out}{err}");
+    assert_eq!(out.trim(), "no conflict found among 1 disk handed out");
+    // Guest 46 is given the block device itself read-write.
+    let b = env.backend(46, 51712, &dev.display().to_string(), "w");
+    env.write(&format!("{b}/physical-device"), &xenblock_dev(&dev));
+    env.write(
+        &format!("{b}/physical-device-path"),
+        &dev.display().to_string(),
+    );
+    env.write(&format!("{b}/hotplug-status"), "connected");
+    let (rc, out, err) = run(&env, &["audit"]);
+    assert_eq!(rc, 3, "{out}{err}");
+    let conflicts: Vec<&str> = out
+        .lines()
+        .filter(|l| l.starts_with("conflict: "))
+        .collect();
+    assert_eq!(conflicts.len(), 2, "{out}");
+    assert!(
+        conflicts[0].contains(&a) && conflicts[0].contains(&b),
+        "{out}"
+    );
+}
+
+/// The `physical-device` text (`MAJOR:MINOR` in hex) of block node `p`.
+fn xenblock_dev(p: &std::path::Path) -> String {
+    let st = xenblock::sys::stat::stat(p).unwrap();
+    xenblock::sharing::DevNum::from_dev_t(st.rdev).to_string()
+}
+
+#[test]
+fn audit_exits_only_with_the_codes_its_help_lists() {
+    common::require_root();
+    let o = Command::new(env!("CARGO_BIN_EXE_xenblock"))
+        .args(["audit", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&o.stdout);
+    for code in ["0", "1", "2", "3", "6", "7"] {
+        assert!(
+            help.lines()
+                .any(|l| l.trim_start().starts_with(&format!("{code}  "))),
+            "exit {code} not in audit --help: {help}"
+        );
+    }
+    let o = Command::new(env!("CARGO_BIN_EXE_xenblock"))
+        .arg("audit")
+        .env("XENSTORED_PATH", "/nonexistent/xenblock-test.sock")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(6), "{err}");
+}

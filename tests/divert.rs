@@ -116,8 +116,11 @@ fn a_hand_made_link_or_a_foreign_file_is_not_touched() {
     let (rc, out) = xenblock(&r.0, T);
     assert_eq!(rc, 1, "{out}");
     assert!(out.contains("linked by hand"), "{out}");
+    // Xen's script is a conffile: a plain reinstall would not restore it.
+    assert!(out.contains("--force-confmiss xen-utils-common"), "{out}");
     let (rc, out) = xenblock(&r.0, &["disable"]);
     assert_eq!(rc, 1, "{out}");
+    assert!(out.contains("--force-confmiss xen-utils-common"), "{out}");
     assert_eq!(diversions(&r.0), "");
 
     // Enabled, then something replaces the link: disable refuses to lose it.
@@ -371,4 +374,48 @@ fn the_maintainer_scripts_undo_enable_keeping_a_script_in_place() {
         assert!(!dir.join("block.xen-orig").exists(), "{script}");
         assert_eq!(diversions(&r.0), "", "{script}");
     }
+}
+
+#[test]
+fn a_target_not_named_xenblock_is_refused_and_changes_nothing() {
+    let (r, dir, original) = with_xens_script("othername");
+    std::fs::create_dir_all(r.0.join("usr/local/sbin")).unwrap();
+    std::fs::write(r.0.join("usr/local/sbin/xenblock-0.3"), "stand-in").unwrap();
+    let (rc, out) = xenblock(
+        &r.0,
+        &["enable", "--target", "/usr/local/sbin/xenblock-0.3"],
+    );
+    assert_eq!(rc, 1, "{out}");
+    assert!(
+        out.contains("must be named xenblock") && out.contains("Nothing was changed"),
+        "{out}"
+    );
+    assert_eq!(std::fs::read(dir.join("block")).unwrap(), original);
+    assert!(!dir.join("block.xen-orig").exists());
+    assert_eq!(diversions(&r.0), "");
+    // A link named xenblock to that program is accepted, and undone.
+    std::os::unix::fs::symlink("xenblock-0.3", r.0.join("usr/local/sbin/xenblock")).unwrap();
+    let (rc, out) = xenblock(&r.0, &["enable", "--target", "/usr/local/sbin/xenblock"]);
+    assert_eq!(rc, 0, "{out}");
+    let (rc, out) = xenblock(&r.0, &["status"]);
+    assert!(rc == 0 && out.starts_with("enabled:"), "{out}");
+    assert!(
+        out.contains("in this shell's environment; hotplugs use the toolstack's"),
+        "{out}"
+    );
+    let (rc, out) = xenblock(&r.0, &["disable"]);
+    assert_eq!(rc, 0, "{out}");
+    assert_eq!(std::fs::read(dir.join("block")).unwrap(), original);
+}
+
+#[test]
+fn disable_without_xens_script_says_it_is_absent() {
+    let r = scratch("absent");
+    let (rc, out) = xenblock(&r.0, &["disable"]);
+    assert_eq!(rc, 0, "{out}");
+    assert!(
+        out.starts_with("not enabled") && out.contains("does not exist"),
+        "{out}"
+    );
+    assert!(!out.contains("Xen's own script"), "{out}");
 }

@@ -451,10 +451,12 @@ fn status_shows_the_setting_and_bad_values_are_usage_errors() {
         .env("XENBLOCK_IMAGE_LOCKS", "sometimes"));
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(
-        text(&o).contains("expected required, best-effort or off"),
+        text(&o)
+            .contains("XENBLOCK_IMAGE_LOCKS is 'sometimes'; expected required, best-effort or off"),
         "{}",
         text(&o)
     );
+    assert!(!text(&o).contains("image_locks"), "{}", text(&o));
 }
 
 /// What the locks add to a file prepare with nothing in the way: `take` on
@@ -520,4 +522,53 @@ fn reconcile_ends_the_lock_with_the_loop_device() {
     wait_until("the locks are gone", || ofd_locks(&img) == 0);
     let o = qemu_io_write(&img);
     assert!(o.status.success(), "{}", text(&o));
+}
+
+#[test]
+fn audit_reports_a_qemu_writer_on_an_image_a_guest_uses() {
+    require_root();
+    let mut env = Env::new();
+    env.domain(61, "/vm/sixty-one");
+    env.domain(62, "/vm/sixty-two");
+    let mine = env.image("audit-mine.img", SIZE);
+    let img = env.image("audit-stock.img", SIZE);
+    // A disk xenblock prepared (its loop device holds the locks), and one
+    // Xen's script attached (a loop device without locks).
+    let a = env.backend(61, 51712, &mine.display().to_string(), "w");
+    env.ctx().prepare(&a).unwrap();
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&img)
+        .unwrap();
+    let lo = xenblock::sys::loopdev::attach(&f, false, b"stock-script").unwrap();
+    drop(f);
+    let b = env.backend(62, 51712, &img.display().to_string(), "w");
+    let node = lo.path.display().to_string();
+    env.write(&format!("{b}/physical-device"), &lo.dev.to_string());
+    env.write(&format!("{b}/physical-device-path"), &node);
+    env.write(&format!("{b}/node"), &node);
+    env.write(&format!("{b}/hotplug-status"), "connected");
+    let o = xenblock_cli(&env, &["audit"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    // qemu-io then writes the image guest 62 uses.
+    let q = qemu_io_holding(&img);
+    let o = xenblock_cli(&env, &["audit"]);
+    drop(q);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(3), "{out}");
+    let conflicts: Vec<&str> = out
+        .lines()
+        .filter(|l| l.starts_with("conflict: "))
+        .collect();
+    assert_eq!(conflicts.len(), 1, "{out}");
+    assert!(
+        conflicts[0].starts_with(&format!(
+            "conflict: {b} (domain 62, read-write): image locks: "
+        )) && conflicts[0].contains(&img.display().to_string())
+            && conflicts[0].contains("writes to it"),
+        "{out}"
+    );
+    let o = xenblock_cli(&env, &["audit"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
 }

@@ -728,3 +728,27 @@ fn a_successful_prepare_logs_only_a_debug_sentence() {
         prepared[0].1
     );
 }
+
+#[test]
+fn release_with_a_garbled_diskseq_leaves_the_device_and_says_what_to_do() {
+    require_root();
+    let mut env = Env::new();
+    let img = env.image("garbled-seq.img", 1 << 20);
+    env.domain(36, "/vm/thirty-six");
+    let be = env.backend(36, 51712, &img.display().to_string(), "w");
+    let ctx = env.ctx();
+    ctx.prepare(&be).unwrap();
+    let node = env.read(&format!("{be}/node")).unwrap();
+    env.write(&format!("{be}/diskseq"), "not-hex");
+    let e = ctx.release(&be).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::BadState, "{e}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("'not-hex'")
+            && !msg.contains("\"not-hex\"")
+            && msg.contains(&node)
+            && msg.contains(&format!("losetup -d {node}")),
+        "{msg}"
+    );
+    assert_eq!(env.loops_of(&img).len(), 1, "the device is left attached");
+}

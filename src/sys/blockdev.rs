@@ -294,7 +294,7 @@ pub fn probe_exclusive(src: &Sources, topo: &mut Topology, o: &Overlap, names: b
 /// A loop device's backing file when it is a block device node (`losetup
 /// /dev/X`): X, as a device. The node is named by sysfs `loop/backing_file`
 /// and must be the file the kernel reports (`lo_device`, `lo_inode`).
-fn backing_device(loop_dir: &Path, dev: u64, ino: u64) -> Option<Key> {
+pub fn backing_device(loop_dir: &Path, dev: u64, ino: u64) -> Option<Key> {
     // Device nodes live on devtmpfs (or a tmpfs /dev): an anonymous device
     // number. An image on a disk's filesystem costs nothing more.
     if DevNum::from_dev_t(dev).major != 0 {

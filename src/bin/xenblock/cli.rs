@@ -39,12 +39,18 @@ dom0's mounts and swap. A loop device counts as the file it serves. Writes
 nothing and takes no lock. For hosts switching from Xen's script, which may
 already have given one image read-write to two guests.
 
+An image file is also tested for QEMU-compatible image locks held by
+others (a QEMU guest, qemu-img, qemu-nbd) that prepare would refuse today.
+Known gap: a loop device xenblock attached without locks (image locks off,
+or before the upgrade that added them) can hide one such holder.
+
 Exit status:
   0  no conflict found
   3  conflicts found (each listed, with what holds the disk)
   1  the audit could not tell for some backends (listed), or failed
-  6  xenstored cannot be reached
-  7  not root: nothing was checked";
+  2  usage error (a bad option or directory)
+  6  xenstored cannot be reached or does not answer
+  7  not root, or permission denied: nothing was checked";
 
 pub const AFTER_HELP: &str = "\
 Environment:

@@ -127,6 +127,20 @@ pub fn enable(target: Option<&Path>) -> Result<(), Failure> {
                 )
             })?,
     };
+    // `disable` and `status` know the link as xenblock's by its target's
+    // name: a link to any other name could not be taken back.
+    if target.file_name().is_none_or(|n| n != "xenblock") {
+        return Err(Failure::new(
+            exit::FAILED,
+            format!(
+                "--target {}: the program must be named xenblock (disable and status \
+                 recognise the link by that name). Give the path of a file or symlink \
+                 named xenblock, e.g. /usr/local/sbin/xenblock linked to it. Nothing was \
+                 changed.",
+                target.display()
+            ),
+        ));
+    }
     if !target.is_absolute() || !under_root(&target.to_string_lossy()).is_file() {
         return Err(Failure::new(
             exit::FAILED,
@@ -201,9 +215,11 @@ pub fn enable(target: Option<&Path>) -> Result<(), Failure> {
                 exit::FAILED,
                 format!(
                     "{SCRIPT} already links to xenblock but no diversion is registered (it \
-                     was linked by hand). Put Xen's script back first: rm {SCRIPT} && \
-                     apt install --reinstall xen-utils-common; then run `xenblock enable`. \
-                     Nothing was changed."
+                     was linked by hand). Put Xen's script back first (it is a conffile \
+                     of xen-utils-common, and disk hotplugs fail until it is back): rm \
+                     {SCRIPT} && apt-get install --reinstall -o \
+                     Dpkg::Options::=--force-confmiss xen-utils-common; then run `xenblock \
+                     enable`. Nothing was changed."
                 ),
             ))
         }
@@ -236,7 +252,15 @@ pub fn enable(target: Option<&Path>) -> Result<(), Failure> {
             ))
         }
     };
-    if let Err(f) = dpkg_divert(&["--package", PACKAGE, "--divert", DIVERTED, "--add", SCRIPT]) {
+    if let Err(f) = dpkg_divert(&[
+        "--package",
+        PACKAGE,
+        "--no-rename",
+        "--divert",
+        DIVERTED,
+        "--add",
+        SCRIPT,
+    ]) {
         if made_copy {
             let _ = std::fs::remove_file(&diverted);
         }
@@ -297,8 +321,10 @@ pub fn disable() -> Result<(), Failure> {
                     format!(
                         "{SCRIPT} links to xenblock but no diversion is registered (it was \
                          linked by hand), so Xen's script is not kept anywhere. Restore it \
-                         with: rm {SCRIPT} && apt install --reinstall xen-utils-common. \
-                         Nothing was changed."
+                         (a conffile of xen-utils-common; disk hotplugs fail until it is \
+                         back) with: rm {SCRIPT} && apt-get install --reinstall -o \
+                         Dpkg::Options::=--force-confmiss xen-utils-common. Nothing was \
+                         changed."
                     ),
                 ));
             }
@@ -307,7 +333,14 @@ pub fn disable() -> Result<(), Failure> {
                 // The extra name a failed `enable` could not take back.
                 let _ = std::fs::remove_file(&diverted);
             }
-            println!("not enabled: {SCRIPT} is Xen's own script; nothing changed");
+            if script.symlink_metadata().is_ok() {
+                println!("not enabled: {SCRIPT} is Xen's own script; nothing changed");
+            } else {
+                println!(
+                    "not enabled: {SCRIPT} does not exist (Xen's tools not installed); \
+                     nothing changed"
+                );
+            }
             Ok(())
         }
         Some(PACKAGE) => {
@@ -332,21 +365,23 @@ pub fn disable() -> Result<(), Failure> {
             if have_xen && !same_file(&script, &diverted) {
                 put_back(&diverted, &script)?;
             }
-            dpkg_divert(&["--package", PACKAGE, "--remove", SCRIPT]).map_err(|f| {
-                let now = if have_xen {
-                    "Xen's script is back in place"
-                } else {
-                    "nothing else was changed"
-                };
-                Failure::new(
-                    f.code,
-                    format!(
-                        "{}; {now}, but the diversion is still registered. Run `xenblock \
+            dpkg_divert(&["--package", PACKAGE, "--no-rename", "--remove", SCRIPT]).map_err(
+                |f| {
+                    let now = if have_xen {
+                        "Xen's script is back in place"
+                    } else {
+                        "nothing else was changed"
+                    };
+                    Failure::new(
+                        f.code,
+                        format!(
+                            "{}; {now}, but the diversion is still registered. Run `xenblock \
                          disable` again once dpkg-divert works.",
-                        f.message
-                    ),
-                )
-            })?;
+                            f.message
+                        ),
+                    )
+                },
+            )?;
             if have_xen {
                 // Only the extra name of the same file.
                 if same_file(&script, &diverted) {
@@ -404,6 +439,9 @@ pub fn status() -> Result<(), Failure> {
         Some(v) if !v.is_empty() => crate::IMAGE_LOCKS_ENV,
         _ => "default",
     };
-    println!("image locks: {locks} ({from}; see docs/image-locks.md)");
+    println!(
+        "image locks: {locks} ({from}, in this shell's environment; hotplugs use the \
+         toolstack's: xendomains, libvirtd, xl; see docs/image-locks.md)"
+    );
     Ok(())
 }

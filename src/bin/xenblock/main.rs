@@ -126,9 +126,12 @@ pub const IMAGE_LOCKS_ENV: &str = "XENBLOCK_IMAGE_LOCKS";
 /// `image_locks` from the environment (default best-effort).
 pub fn image_locks() -> Result<ImageLocks, String> {
     match std::env::var(IMAGE_LOCKS_ENV) {
-        Ok(v) if !v.is_empty() => {
-            ImageLocks::parse(&v).map_err(|e| format!("{IMAGE_LOCKS_ENV}: {e}"))
-        }
+        Ok(v) if !v.is_empty() => ImageLocks::parse(&v).map_err(|_| {
+            format!(
+                "{IMAGE_LOCKS_ENV} is '{v}'; expected required, best-effort or off \
+                     (or unset, for best-effort)"
+            )
+        }),
         Ok(_) | Err(std::env::VarError::NotPresent) => Ok(ImageLocks::default()),
         Err(std::env::VarError::NotUnicode(_)) => Err(format!(
             "{IMAGE_LOCKS_ENV} is not valid UTF-8; expected required, best-effort or off"
@@ -372,6 +375,18 @@ fn run(cli: Cli) -> Result<(), Failure> {
     }
 }
 
+/// An error of the audit itself mapped onto the exit codes cli::AUDIT_HELP
+/// lists: xenstored (6), permission (7), anything else (1) — never the
+/// not-found (4), timed-out (5) or usage (2) of the other subcommands.
+fn audit_failure(e: xenblock::Error) -> Failure {
+    let code = match e.kind() {
+        ErrorKind::Store => exit::STORE,
+        ErrorKind::Permission => exit::PERMISSION,
+        _ => exit::FAILED,
+    };
+    Failure::new(code, e.to_string())
+}
+
 /// `xenblock audit`: the report on stdout (text or one JSON object),
 /// whatever it found; the exit status says what (cli::AUDIT_HELP).
 fn audit(common: &Common, json: bool) -> Result<(), Failure> {
@@ -393,9 +408,17 @@ fn audit(common: &Common, json: bool) -> Result<(), Failure> {
         .map_err(|m| Failure::new(exit::USAGE, m))
         .and_then(|mut config| {
             config.claims_index = false;
-            Context::new(config).map_err(|e| Failure::new(exit::STORE, e.to_string()))
+            // As for every subcommand: failing to connect is exit 6.
+            Context::new(config).map_err(|e| {
+                let code = match e.kind() {
+                    ErrorKind::InvalidArgument => exit::USAGE,
+                    ErrorKind::Permission => exit::PERMISSION,
+                    _ => exit::STORE,
+                };
+                Failure::new(code, e.to_string())
+            })
         })
-        .and_then(|ctx| Ok(ctx.audit()?));
+        .and_then(|ctx| ctx.audit().map_err(audit_failure));
     let a = match r {
         Ok(a) => a,
         Err(f) => {
