@@ -524,6 +524,36 @@ static void case_abi_size(struct ct_env *e)
     CHECK(strstr(xenblock_last_error(), "does not have") != NULL, "last error: \"%s\"",
           xenblock_last_error());
 
+    /* ABI 1.2 grew the struct: `workers` lies beyond the whole ABI 1.1
+     * struct, whose last 4 bytes (after lock_timeout_ms, up to pointer
+     * alignment) were tail padding. */
+    size_t v11 = offsetof(xenblock_config, lock_timeout_ms) + sizeof(uint32_t);
+    v11 = (v11 + _Alignof(void *) - 1) / _Alignof(void *) * _Alignof(void *);
+    CHECK(offsetof(xenblock_config, workers) >= v11,
+          "workers at offset %zu, inside the %zu bytes of an ABI 1.1 config",
+          offsetof(xenblock_config, workers), v11);
+    CHECK(sizeof(xenblock_config) > v11, "sizeof(xenblock_config) is %zu: did not grow past %zu",
+          sizeof(xenblock_config), v11);
+    /* A 1.1 caller: abi_size = its sizeof, junk in its tail padding (now
+     * reserved0): accepted, the junk is not read as a field. */
+    ct_config(e, &cfg);
+    cfg.abi_size = (uint32_t)v11;
+    memset((char *)&cfg + offsetof(xenblock_config, lock_timeout_ms) + sizeof(uint32_t), 0xa5,
+           v11 - offsetof(xenblock_config, lock_timeout_ms) - sizeof(uint32_t));
+    ctx = NULL;
+    CHECK_STATUS(xenblock_ctx_new(&cfg, &ctx), XENBLOCK_OK, NULL);
+    CHECK(ctx != NULL, "an ABI 1.1 config with junk tail padding was refused: %s",
+          xenblock_last_error());
+    xenblock_ctx_free(ctx);
+    /* reserved0 is ignored in a 1.2 struct too; workers beyond a smaller
+     * abi_size is not read. */
+    ct_config(e, &cfg);
+    cfg.reserved0 = 0xa5a5a5a5u;
+    ctx = NULL;
+    CHECK_STATUS(xenblock_ctx_new(&cfg, &ctx), XENBLOCK_OK, NULL);
+    CHECK(ctx != NULL, "reserved0 set: refused: %s", xenblock_last_error());
+    xenblock_ctx_free(ctx);
+
     /* The ABI 1.0 minimum: up to script_dir. The fields after it are
      * garbage in the caller's memory and must not be read. */
     memset(&cfg, 0xa5, sizeof cfg);

@@ -334,6 +334,11 @@ typedef struct xenblock_config {
    */
   uint32_t lock_timeout_ms;
   /**
+   * Ignored, never read as a value: ABI 1.1 compilers left these 4 bytes as
+   * tail padding, so a 1.1 caller may leave anything here. (ABI 1.2.)
+   */
+  uint32_t reserved0;
+  /**
    * How many threads of the library run the ops of `xenblock_op_start`
    * (started on demand; ops on more backends wait in a queue); 0 = 4.
    * (ABI 1.2; older callers get the default.)
