@@ -112,13 +112,22 @@ impl Op {
     /// The outcome, once: [`ErrorKind::WouldBlock`] while the op runs,
     /// [`ErrorKind::InvalidArgument`] when the outcome was taken before.
     pub fn finish(&mut self) -> Result<Outcome> {
-        let mut slot = self.shared.result.lock();
-        match &*slot {
-            Slot::Running => Err(Error::WouldBlock(format!(
+        self.try_finish().unwrap_or_else(|| {
+            Err(Error::WouldBlock(format!(
                 "the op {} on {} is still running; wait for its descriptor to poll readable",
                 self.verb(),
                 self.backend
-            ))),
+            )))
+        })
+    }
+
+    /// The outcome, once, or `None` while the op runs. The check and the
+    /// take are one critical section: an op completing meanwhile is seen
+    /// by the next call, never lost.
+    pub fn try_finish(&mut self) -> Option<Result<Outcome>> {
+        let mut slot = self.shared.result.lock();
+        Some(match &*slot {
+            Slot::Running => return None,
             Slot::Taken(kind) => Err(Error::InvalidArgument(format!(
                 "the outcome of the op {} on {} was already returned ({}); an op is \
                  finished once",
@@ -133,7 +142,7 @@ impl Op {
                     _ => Err(Error::Internal("an op's outcome vanished".into())),
                 }
             }
-        }
+        })
     }
 
     /// Wait (blocking this thread) until the op is done, then [`Op::finish`].

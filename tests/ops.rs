@@ -390,3 +390,74 @@ fn a_holder_that_unlinks_as_xens_release_lock_wakes_the_op_while_it_keeps_its_de
     assert_eq!(env.loops_of(&img).len(), 1);
     ctx.release(&be).unwrap();
 }
+
+/// xenblock_op_finish polled in a tight loop while ops complete: once the
+/// op's descriptor polls readable, the outcome is the op's own, never a
+/// "still running" kept as final (the check and the take are one critical
+/// section). Not deterministic: many short ops widen the window the old
+/// code had between them.
+#[test]
+fn op_finish_polled_while_the_op_completes_never_keeps_would_block() {
+    use std::ffi::{CStr, CString};
+    use xenblock::ffi::xenblock_status::*;
+    use xenblock::ffi::*;
+    let env = Env::new();
+    let sock = CString::new(env.sock.to_str().unwrap()).unwrap();
+    let lock_dir = CString::new(env.dir.join("lock").to_str().unwrap()).unwrap();
+    std::env::set_var("XENSTORED_PATH", sock.to_str().unwrap());
+    let cfg = xenblock_config {
+        abi_size: std::mem::size_of::<xenblock_config>() as u32,
+        flavour: 0,
+        store: std::ptr::null(),
+        lock_dir: lock_dir.as_ptr(),
+        script_dir: std::ptr::null(),
+        script_timeout_ms: 0,
+        store_timeout_ms: 0,
+        log_fn: None,
+        log_data: std::ptr::null_mut(),
+        lock_timeout_ms: 0,
+        reserved0: 0,
+        workers: 0,
+    };
+    let mut ctx: *mut xenblock_ctx = std::ptr::null_mut();
+    // SAFETY: a complete config; ctx receives the context.
+    assert_eq!(unsafe { xenblock_ctx_new(&cfg, &mut ctx) }, XENBLOCK_OK);
+    // A backend that does not exist: the op fails at once on the worker.
+    let be = CString::new("backend/vbd/4242/51712").unwrap();
+    for i in 0..2000 {
+        let mut op: *mut xenblock_op = std::ptr::null_mut();
+        // SAFETY: live ctx, NUL-terminated path, op receives the op.
+        let st = unsafe { xenblock_op_start(ctx, be.as_ptr(), 0, 0, &mut op) };
+        assert_eq!(st, XENBLOCK_OK);
+        // SAFETY: a live op.
+        let fd = unsafe { xenblock_op_fd(op) };
+        let st = loop {
+            // SAFETY: a live op.
+            let st = unsafe { xenblock_op_finish(op) };
+            if st != XENBLOCK_WOULD_BLOCK {
+                break st;
+            }
+            if readable(fd) {
+                // Done before this call: the next answer must be the outcome.
+                // SAFETY: a live op.
+                let st = unsafe { xenblock_op_finish(op) };
+                assert_ne!(
+                    st, XENBLOCK_WOULD_BLOCK,
+                    "op {i}: WOULD_BLOCK kept as final"
+                );
+                break st;
+            }
+        };
+        assert!(
+            st != XENBLOCK_OK && st != XENBLOCK_INVALID_ARGUMENT,
+            "op {i}: {st:?}"
+        );
+        // SAFETY: a live op; the message is NUL-terminated.
+        let msg = unsafe { CStr::from_ptr(xenblock_op_error(op)) };
+        assert!(!msg.to_bytes().is_empty(), "op {i}: no message");
+        // SAFETY: a live op, freed once.
+        unsafe { xenblock_op_free(op) };
+    }
+    // SAFETY: live ctx, no op left.
+    unsafe { xenblock_ctx_free(ctx) };
+}

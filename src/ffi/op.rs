@@ -10,7 +10,7 @@
 
 use super::xenblock_status::{self, *};
 use super::{c_str, ctx::ctx_ref, guard, set_thread_error, status_of, to_cstring, xenblock_ctx};
-use crate::error::{Error, ErrorKind};
+use crate::error::Error;
 use crate::worker::{Action, Op};
 use std::ffi::{c_char, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -49,10 +49,11 @@ impl xenblock_op {
             return Some(*s);
         }
         let mut op = self.op.lock();
-        let r = op.finish();
-        let (status, msg) = match r {
+        // Running-or-done and the take under one lock: an op that completes
+        // right after a "still running" answer is not mistaken for one whose
+        // outcome is WOULD_BLOCK.
+        let (status, msg) = match op.try_finish()? {
             Ok(_) => (XENBLOCK_OK, String::new()),
-            Err(e) if e.kind() == ErrorKind::WouldBlock && !op.is_done() => return None,
             Err(e) => (status_of(e.kind()), e.to_string()),
         };
         let _ = self.message.set(to_cstring(&msg));
