@@ -425,6 +425,12 @@ xenblock_status xenblock_ctx_new(const struct xenblock_config *cfg, struct xenbl
  * Without ops in flight it never blocks (closes the built-in client's
  * connection, if any).
  *
+ * Deadlock rule: with `store_ops`, the running ops call the callbacks on
+ * the worker threads while this call waits for them. Do not hold, across
+ * this call, a lock those callbacks take (libxl: the ctx lock; with
+ * `libxl__ctx_lock` held, finish or let the ops end first), or the worker
+ * waits for the lock, this call waits for the worker, and neither returns.
+ *
  * In a child process forked while the context existed, the context is not
  * the child's: this call then frees nothing (the parent's threads and
  * locks are not in the child) and the memory is left; make a new context
@@ -469,6 +475,13 @@ const char *xenblock_ctx_last_error(const struct xenblock_ctx *ctx);
  * plus a 2 s grace to kill it, without the lock. Hosts with an event loop
  * use `xenblock_prepare_ex(..., XENBLOCK_NOWAIT)` and `xenblock_plan_new`.
  *
+ * Ops in flight on the same backend (`xenblock_op_start`) go first: this
+ * call waits for them to end (with `XENBLOCK_NOWAIT` it returns
+ * `XENBLOCK_WOULD_BLOCK` instead). Deadlock rule: with `store_ops`, those
+ * ops call the callbacks on the worker threads while this thread waits, so
+ * do not hold, across this call, a lock the callbacks take (libxl: the ctx
+ * lock) while an op runs on that backend; or use `XENBLOCK_NOWAIT`.
+ *
  * # Safety
  * `ctx` is a live context; `backend_path` is NULL or NUL-terminated.
  */
@@ -493,8 +506,9 @@ xenblock_status xenblock_prepare_ex(struct xenblock_ctx *ctx,
  * Release the disk of a backend: what `block remove` does (detach the loop
  * device of a file target only when it carries this backend's tag, or no
  * xenblock tag and serves that file, and, where the kernel has diskseq, is
- * the binding prepare recorded in `diskseq`). Idempotent. Transactions and blocking as
- * `xenblock_prepare` (release writes nothing to the backend).
+ * the binding prepare recorded in `diskseq`). Idempotent. Transactions,
+ * blocking, the wait for ops in flight on the backend and its deadlock
+ * rule as `xenblock_prepare` (release writes nothing to the backend).
  *
  * # Safety
  * `ctx` is a live context; `backend_path` is NULL or NUL-terminated.
