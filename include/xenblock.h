@@ -415,11 +415,17 @@ xenblock_status xenblock_ctx_new(const struct xenblock_config *cfg, struct xenbl
 
 /**
  * Free a context. NULL is ignored. Ops started on it
- * (`xenblock_op_start`) and not yet started by a worker are cancelled:
- * they become done at once, `xenblock_op_finish` gives
- * `XENBLOCK_CANCELLED`, and nothing of them was done. Ops already running
- * are waited for, so this call blocks as long as they take (each bounded
- * as `xenblock_prepare`); the caller's event loop need not run meanwhile.
+ * (`xenblock_op_start`) and not yet started by a worker, and ops waiting
+ * for the hotplug lock, are cancelled: they become done at once (a lock
+ * waiter is woken, it does not wait for the holder),
+ * `xenblock_op_finish` gives `XENBLOCK_CANCELLED`, and nothing of them was
+ * done (no `hotplug-status` written). Ops past the lock are waited for:
+ * this call then blocks until they end, which is their xenstore round
+ * trips (each bounded by `store_timeout_ms`, or by the callbacks with
+ * `store_ops`), their disk and loop-device system calls (a `stat` of a
+ * target on a dead network filesystem is not bounded) and, for a
+ * custom-script backend, the script (`script_timeout_ms` plus 2 s). The
+ * caller's event loop need not run meanwhile.
  * When it returns, the context's threads have ended and its descriptors
  * are closed; ops not yet freed stay valid (finish, fd, error, free).
  * Without ops in flight it never blocks (closes the built-in client's

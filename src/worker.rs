@@ -13,8 +13,9 @@
 //! that op.
 //!
 //! A context that is dropped (`xenblock_ctx_free`) cancels the ops still
-//! queued (they finish with [`ErrorKind::Cancelled`], nothing done), waits
-//! for the running ones, and joins its threads. In a child forked while
+//! queued and wakes those waiting for the hotplug lock (they finish with
+//! [`ErrorKind::Cancelled`], nothing done), waits for the ops past the lock,
+//! and joins its threads. In a child forked while
 //! ops ran, the parent's pool is left alone (its threads do not exist
 //! there, and its mutex may be held): the pool records the process it
 //! belongs to.
@@ -492,6 +493,11 @@ impl Context {
     /// Stop the worker threads: the queued ops are cancelled, the running
     /// ones waited for. Also done when the context is dropped.
     pub fn shutdown_workers(&self) {
+        // Ops waiting for the hotplug lock end at once (Cancelled), so the
+        // join below waits only for ops past the lock.
+        if self.pool.is_own() {
+            self.lock.close();
+        }
         self.pool.shutdown();
     }
 

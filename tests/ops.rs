@@ -303,38 +303,55 @@ fn a_dropped_op_still_completes_and_its_effects_stay() {
 }
 
 #[test]
-fn shutdown_cancels_queued_ops_and_waits_for_the_running_one() {
+fn shutdown_cancels_queued_and_lock_waiting_ops_and_waits_for_the_running_one() {
     require_root();
     let mut env = Env::new();
     let (be1, img1) = file_backend(&mut env, 7, 51712);
     let (be2, img2) = file_backend(&mut env, 7, 51728);
-    let mut holder = Holder::start(&env.dir.join("lock"));
-    let ctx = arc_ctx(&env, |c| c.workers = 1);
-    let mut running = ctx.start(&be1, Action::Add).unwrap();
+    let be3 = env.backend(7, 51744, "/nonexistent", "w");
+    // be3 runs a custom script (no hotplug lock): an op past the lock.
+    let script = sleepy_script(&env.dir, 600);
+    env.write(&format!("{be3}/script"), &script.display().to_string());
+    let _holder = Holder::start(&env.dir.join("lock"));
+    let ctx = arc_ctx(&env, |c| c.workers = 2);
+    let mut scripted = ctx.start(&be3, Action::Add).unwrap();
+    let mut waiting = ctx.start(&be1, Action::Add).unwrap();
     let mut queued = ctx.start(&be2, Action::Add).unwrap();
-    std::thread::sleep(Duration::from_millis(100));
+    std::thread::sleep(Duration::from_millis(150));
+    assert!(!waiting.is_done() && !scripted.is_done());
     let c2 = ctx.clone();
+    let t0 = Instant::now();
     let shut = std::thread::spawn(move || c2.shutdown_workers());
-    assert!(
-        queued.wait_timeout(Duration::from_secs(2)),
-        "cancelled at once"
-    );
-    assert_eq!(queued.finish().unwrap_err().kind(), ErrorKind::Cancelled);
+    for (op, img) in [(&mut queued, &img2), (&mut waiting, &img1)] {
+        assert!(
+            op.wait_timeout(Duration::from_millis(200)),
+            "cancelled at once, without waiting for the lock's holder"
+        );
+        let e = op.finish().unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Cancelled, "{e}");
+        assert!(e.to_string().contains("nothing was done"), "{e}");
+        assert!(env.loops_of(img).is_empty());
+    }
+    assert!(env.read(&format!("{be1}/hotplug-status")).is_none());
     assert!(env.read(&format!("{be2}/hotplug-status")).is_none());
-    assert!(env.loops_of(&img2).is_empty());
     std::thread::sleep(Duration::from_millis(100));
-    assert!(!shut.is_finished(), "shutdown waits for the running op");
-    holder.release();
+    assert!(
+        !shut.is_finished(),
+        "shutdown waits for the op past the lock"
+    );
     shut.join().unwrap();
-    assert!(running.is_done());
-    running.finish().unwrap();
-    assert_eq!(env.loops_of(&img1).len(), 1);
-    // No op can start any more.
+    assert!(
+        t0.elapsed() >= Duration::from_millis(300),
+        "{:?}",
+        t0.elapsed()
+    );
+    assert!(scripted.is_done());
+    scripted.finish().unwrap();
+    // No op can start any more; the holder still holds the lock.
     assert_eq!(
         ctx.start(&be2, Action::Add).unwrap_err().kind(),
         ErrorKind::BadState
     );
-    ctx.release(&be1).unwrap();
 }
 
 #[test]
