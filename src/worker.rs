@@ -17,8 +17,9 @@
 //! [`ErrorKind::Cancelled`], nothing done), waits for the ops past the lock,
 //! and joins its threads. In a child forked while
 //! ops ran, the parent's pool is left alone (its threads do not exist
-//! there, and its mutex may be held): the pool records the process it
-//! belongs to.
+//! there, and its mutex may be held): the pool records the fork generation
+//! (`sys::fork`) it belongs to, which a pid cannot tell across PID
+//! namespaces.
 
 use crate::attach::{Prepared, Released};
 use crate::context::Context;
@@ -203,8 +204,8 @@ struct PoolShared {
 pub(crate) struct Pool {
     shared: Arc<PoolShared>,
     max: usize,
-    /// The process the pool belongs to (see the module doc on fork).
-    pid: u32,
+    /// The fork generation it was made in (`sys::fork`).
+    generation: u64,
 }
 
 /// The lane of a backend path: `backend/vbd/7/51712` and
@@ -228,7 +229,10 @@ impl Pool {
                 turn: Condvar::new(),
             }),
             max: max.max(1),
-            pid: std::process::id(),
+            generation: {
+                crate::sys::fork::install();
+                crate::sys::fork::generation()
+            },
         }
     }
 
@@ -335,7 +339,7 @@ impl Pool {
     /// Cancel the queued ops, wait for the running ones, join the threads.
     /// In a forked child, nothing (the parent's threads are not there).
     pub(crate) fn shutdown(&self) {
-        if std::process::id() != self.pid {
+        if !self.is_own() {
             return;
         }
         let threads = {
@@ -371,7 +375,7 @@ impl Pool {
 
     /// Whether this pool was made in this process (not inherited by fork).
     pub(crate) fn is_own(&self) -> bool {
-        std::process::id() == self.pid
+        crate::sys::fork::generation() == self.generation
     }
 }
 

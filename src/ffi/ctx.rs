@@ -37,7 +37,7 @@ pub unsafe extern "C" fn xenblock_ctx_new(
             inner: std::sync::Arc::new(Context::new(config)?),
             id,
         });
-        LIVE_CTX.lock().push(id);
+        LIVE_CTX.get().lock().push(id);
         // SAFETY: as above.
         unsafe { *out = Box::into_raw(ctx) };
         Ok(())
@@ -90,7 +90,7 @@ pub unsafe extern "C" fn xenblock_ctx_free(ctx: *mut xenblock_ctx) {
             return;
         }
         ctx.inner.shutdown_workers();
-        LIVE_CTX.lock().retain(|id| *id != ctx.id);
+        LIVE_CTX.get().lock().retain(|id| *id != ctx.id);
         let _ = CTX_ERRORS.try_with(|m| m.borrow_mut().remove(&ctx.id));
         drop(ctx);
     }));

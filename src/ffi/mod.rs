@@ -40,7 +40,6 @@ pub use store::*;
 
 use crate::context::Context;
 use crate::error::{Error, ErrorKind, Result};
-use parking_lot::Mutex;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::ffi::{c_char, CStr, CString};
@@ -131,7 +130,8 @@ thread_local! {
 }
 
 /// Ids of the contexts not yet freed, to prune messages of freed ones.
-static LIVE_CTX: Mutex<Vec<u64>> = Mutex::new(Vec::new());
+/// Fresh in a forked child (a worker may hold it at the fork).
+static LIVE_CTX: crate::sys::fork::PerFork<Vec<u64>> = crate::sys::fork::PerFork::new();
 static NEXT_CTX_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 fn to_cstring(s: &str) -> CString {
@@ -148,7 +148,7 @@ impl xenblock_ctx {
             let mut m = m.borrow_mut();
             m.insert(self.id, to_cstring(msg));
             if m.len() > 16 {
-                let live = LIVE_CTX.lock();
+                let live = LIVE_CTX.get().lock();
                 m.retain(|id, _| live.contains(id));
             }
         });
