@@ -403,6 +403,17 @@ static void case_invalid_args(struct ct_env *e)
     CHECK(strstr(xenblock_last_error(), "ctx") != NULL, "last error: %s", xenblock_last_error());
     CHECK_STR(xenblock_ctx_last_error(NULL), "");
     xenblock_ctx_free(NULL);
+    /* A pointer that is not a context (its magic is checked, as an op's):
+     * refused, not used; ctx_free leaves it alone. */
+    _Alignas(16) unsigned char foreign[128];
+    memset(foreign, 0, sizeof foreign);
+    CHECK_STATUS(xenblock_prepare((xenblock_ctx *)foreign, be), XENBLOCK_INVALID_ARGUMENT, NULL);
+    CHECK(strstr(xenblock_last_error(), "not a live context") != NULL, "last error: %s",
+          xenblock_last_error());
+    CHECK_STR(xenblock_ctx_last_error((xenblock_ctx *)foreign), "");
+    xenblock_ctx_free((xenblock_ctx *)foreign);
+    CHECK(strstr(xenblock_last_error(), "not a live context") != NULL, "last error: %s",
+          xenblock_last_error());
 
     ct_config(e, &cfg);
     CHECK_STATUS(xenblock_ctx_new(&cfg, NULL), XENBLOCK_INVALID_ARGUMENT, NULL);

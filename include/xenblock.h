@@ -620,8 +620,12 @@ const char *xenblock_op_error(const struct xenblock_op *op);
 /**
  * Free an op, at any time. An op freed before it is done still runs to
  * its end in the background (its effects stay; a later release of the
- * backend undoes a prepare); its descriptor is closed when it is done.
- * NULL is ignored. Never blocks.
+ * backend undoes a prepare); its descriptor is closed when it is done, on
+ * a worker thread, so the descriptor number may be reused by then: remove
+ * it from the host's poll/epoll set BEFORE this call (an `EPOLL_CTL_DEL`
+ * afterwards may hit another file). NULL is ignored. Never blocks. A
+ * second free of the same op is caught when its memory still holds the
+ * freed mark: best effort, not a guarantee (as for contexts).
  *
  * # Safety
  * `op` is NULL or an op not yet freed; no other thread uses it during or

@@ -34,6 +34,7 @@ pub unsafe extern "C" fn xenblock_ctx_new(
         let config = unsafe { config_from_c(cfg) }?;
         let id = NEXT_CTX_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let ctx = Box::new(xenblock_ctx {
+            magic: super::CTX_LIVE,
             inner: std::sync::Arc::new(Context::new(config)?),
             id,
         });
@@ -81,8 +82,17 @@ pub unsafe extern "C" fn xenblock_ctx_free(ctx: *mut xenblock_ctx) {
         return;
     }
     let _ = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: NULL-checked; live or (best effort) caught by its magic.
+        if unsafe { ctx_ref(ctx) }.is_none() {
+            set_thread_error(
+                "xenblock_ctx_free: not a live context (freed already, or not made by \
+                 xenblock_ctx_new); nothing was freed",
+            );
+            return;
+        }
         // SAFETY: ctx came from Box::into_raw in xenblock_ctx_new.
-        let ctx = unsafe { Box::from_raw(ctx) };
+        let mut ctx = unsafe { Box::from_raw(ctx) };
+        ctx.magic = super::CTX_FREED;
         if !ctx.inner.is_own_process() {
             // Inherited through fork: its mutexes may be held by threads
             // that do not exist here. Touch nothing.
@@ -108,8 +118,11 @@ pub unsafe extern "C" fn xenblock_ctx_last_error(ctx: *const xenblock_ctx) -> *c
         return c"".as_ptr();
     }
     catch_unwind(AssertUnwindSafe(|| {
-        // SAFETY: live context by contract.
-        let id = unsafe { &*ctx }.id;
+        // SAFETY: live context by contract (its magic checked, best effort).
+        let Some(c) = (unsafe { ctx_ref(ctx) }) else {
+            return c"".as_ptr();
+        };
+        let id = c.id;
         // The CString's heap buffer stays put until this thread replaces it.
         CTX_ERRORS
             .try_with(|m| m.borrow().get(&id).map(|s| s.as_ptr()))
@@ -120,11 +133,15 @@ pub unsafe extern "C" fn xenblock_ctx_last_error(ctx: *const xenblock_ctx) -> *c
     .unwrap_or(c"".as_ptr())
 }
 
+/// The context, or `None` for NULL or a pointer that is not a live
+/// context (its magic is checked: a best-effort catch of a use after
+/// `xenblock_ctx_free` or of a foreign pointer, as for ops).
+///
 /// # Safety
 /// `ctx` is NULL or a live context.
 pub(crate) unsafe fn ctx_ref<'a>(ctx: *const xenblock_ctx) -> Option<&'a xenblock_ctx> {
     // SAFETY: NULL or live by contract.
-    unsafe { ctx.as_ref() }
+    unsafe { ctx.as_ref() }.filter(|c| c.magic == super::CTX_LIVE)
 }
 
 /// `flags` of `xenblock_prepare_ex` and `xenblock_release_ex`: never wait
@@ -236,7 +253,7 @@ unsafe fn call(
 ) -> xenblock_status {
     // SAFETY: by contract.
     let Some(c) = (unsafe { ctx_ref(ctx) }) else {
-        set_thread_error(&format!("{name}: ctx is NULL"));
+        set_thread_error(&format!("{name}: ctx is NULL or not a live context"));
         return XENBLOCK_INVALID_ARGUMENT;
     };
     guard(Some(c), || {
@@ -286,7 +303,7 @@ pub unsafe extern "C" fn xenblock_reconcile(
 ) -> xenblock_status {
     // SAFETY: by contract.
     let Some(c) = (unsafe { ctx_ref(ctx) }) else {
-        set_thread_error("xenblock_reconcile: ctx is NULL");
+        set_thread_error("xenblock_reconcile: ctx is NULL or not a live context");
         return XENBLOCK_INVALID_ARGUMENT;
     };
     guard(Some(c), || {

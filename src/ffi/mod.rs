@@ -113,6 +113,9 @@ fn status_of(kind: ErrorKind) -> xenblock_status {
 
 /// An opaque context. Create with `xenblock_ctx_new`, free with `xenblock_ctx_free`.
 pub struct xenblock_ctx {
+    /// [`CTX_LIVE`] while the context lives; [`CTX_FREED`] once freed
+    /// (best effort: reading it after the free reads freed memory).
+    pub(crate) magic: u64,
     /// Shared with the context's running ops (`xenblock_op_start`).
     pub(crate) inner: std::sync::Arc<Context>,
     /// Unique for the life of the process (addresses are reused, ids not).
@@ -128,6 +131,11 @@ thread_local! {
     /// that ends takes its messages with it.
     static CTX_ERRORS: RefCell<HashMap<u64, CString>> = RefCell::new(HashMap::new());
 }
+
+/// `xenblock_ctx.magic` of a live context ("xenblctx").
+pub(crate) const CTX_LIVE: u64 = 0x7865_6e62_6c63_7478;
+/// `xenblock_ctx.magic` once freed.
+pub(crate) const CTX_FREED: u64 = 0x6465_6164_6374_7821;
 
 /// Ids of the contexts not yet freed, to prune messages of freed ones.
 /// Fresh in a forked child (a worker may hold it at the fork).
