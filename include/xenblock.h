@@ -334,6 +334,11 @@ typedef struct xenblock_config {
    */
   uint32_t lock_timeout_ms;
   /**
+   * Ignored, never read as a value: ABI 1.1 compilers left these 4 bytes as
+   * tail padding, so a 1.1 caller may leave anything here. (ABI 1.2.)
+   */
+  uint32_t reserved0;
+  /**
    * How many threads of the library run the ops of `xenblock_op_start`
    * (started on demand; ops on more backends wait in a queue); 0 = 4.
    * (ABI 1.2; older callers get the default.)
@@ -410,15 +415,27 @@ xenblock_status xenblock_ctx_new(const struct xenblock_config *cfg, struct xenbl
 
 /**
  * Free a context. NULL is ignored. Ops started on it
- * (`xenblock_op_start`) and not yet started by a worker are cancelled:
- * they become done at once, `xenblock_op_finish` gives
- * `XENBLOCK_CANCELLED`, and nothing of them was done. Ops already running
- * are waited for, so this call blocks as long as they take (each bounded
- * as `xenblock_prepare`); the caller's event loop need not run meanwhile.
+ * (`xenblock_op_start`) and not yet started by a worker, and ops waiting
+ * for the hotplug lock, are cancelled: they become done at once (a lock
+ * waiter is woken, it does not wait for the holder),
+ * `xenblock_op_finish` gives `XENBLOCK_CANCELLED`, and nothing of them was
+ * done (no `hotplug-status` written). Ops past the lock are waited for:
+ * this call then blocks until they end, which is their xenstore round
+ * trips (each bounded by `store_timeout_ms`, or by the callbacks with
+ * `store_ops`), their disk and loop-device system calls (a `stat` of a
+ * target on a dead network filesystem is not bounded) and, for a
+ * custom-script backend, the script (`script_timeout_ms` plus 2 s). The
+ * caller's event loop need not run meanwhile.
  * When it returns, the context's threads have ended and its descriptors
  * are closed; ops not yet freed stay valid (finish, fd, error, free).
  * Without ops in flight it never blocks (closes the built-in client's
  * connection, if any).
+ *
+ * Deadlock rule: with `store_ops`, the running ops call the callbacks on
+ * the worker threads while this call waits for them. Do not hold, across
+ * this call, a lock those callbacks take (libxl: the ctx lock; with
+ * `libxl__ctx_lock` held, finish or let the ops end first), or the worker
+ * waits for the lock, this call waits for the worker, and neither returns.
  *
  * In a child process forked while the context existed, the context is not
  * the child's: this call then frees nothing (the parent's threads and
@@ -464,6 +481,13 @@ const char *xenblock_ctx_last_error(const struct xenblock_ctx *ctx);
  * plus a 2 s grace to kill it, without the lock. Hosts with an event loop
  * use `xenblock_prepare_ex(..., XENBLOCK_NOWAIT)` and `xenblock_plan_new`.
  *
+ * Ops in flight on the same backend (`xenblock_op_start`) go first: this
+ * call waits for them to end (with `XENBLOCK_NOWAIT` it returns
+ * `XENBLOCK_WOULD_BLOCK` instead). Deadlock rule: with `store_ops`, those
+ * ops call the callbacks on the worker threads while this thread waits, so
+ * do not hold, across this call, a lock the callbacks take (libxl: the ctx
+ * lock) while an op runs on that backend; or use `XENBLOCK_NOWAIT`.
+ *
  * # Safety
  * `ctx` is a live context; `backend_path` is NULL or NUL-terminated.
  */
@@ -488,8 +512,9 @@ xenblock_status xenblock_prepare_ex(struct xenblock_ctx *ctx,
  * Release the disk of a backend: what `block remove` does (detach the loop
  * device of a file target only when it carries this backend's tag, or no
  * xenblock tag and serves that file, and, where the kernel has diskseq, is
- * the binding prepare recorded in `diskseq`). Idempotent. Transactions and blocking as
- * `xenblock_prepare` (release writes nothing to the backend).
+ * the binding prepare recorded in `diskseq`). Idempotent. Transactions,
+ * blocking, the wait for ops in flight on the backend and its deadlock
+ * rule as `xenblock_prepare` (release writes nothing to the backend).
  *
  * # Safety
  * `ctx` is a live context; `backend_path` is NULL or NUL-terminated.
@@ -595,8 +620,12 @@ const char *xenblock_op_error(const struct xenblock_op *op);
 /**
  * Free an op, at any time. An op freed before it is done still runs to
  * its end in the background (its effects stay; a later release of the
- * backend undoes a prepare); its descriptor is closed when it is done.
- * NULL is ignored. Never blocks.
+ * backend undoes a prepare); its descriptor is closed when it is done, on
+ * a worker thread, so the descriptor number may be reused by then: remove
+ * it from the host's poll/epoll set BEFORE this call (an `EPOLL_CTL_DEL`
+ * afterwards may hit another file). NULL is ignored. Never blocks. A
+ * second free of the same op is caught when its memory still holds the
+ * freed mark: best effort, not a guarantee (as for contexts).
  *
  * # Safety
  * `op` is NULL or an op not yet freed; no other thread uses it during or

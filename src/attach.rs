@@ -157,8 +157,9 @@ impl Context {
     /// Write `hotplug-error` and `hotplug-status` (busy for a refusal, error
     /// otherwise), only if the backend directory still exists.
     fn report_failure(&self, path: &str, e: &Error) {
-        if e.kind() == ErrorKind::WouldBlock {
-            // Nothing was done and the caller will try again: no failure to record.
+        if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Cancelled) {
+            // Nothing was done and the caller will try again (a cancelled
+            // op: with a new context): no failure to record.
             self.log(LogLevel::Debug, &format!("{path}: {e}"));
             return;
         }

@@ -14,7 +14,6 @@ use std::collections::HashSet;
 use std::fs::File;
 #[cfg(target_os = "linux")]
 use std::io;
-use std::sync::Mutex;
 
 #[cfg(target_os = "linux")]
 use crate::context::LogLevel;
@@ -391,9 +390,10 @@ fn without_locks(
 
 /// True the first time an image is named in this process.
 pub fn first_warning(dev: u64, ino: u64) -> bool {
-    static WARNED: Mutex<Option<HashSet<(u64, u64)>>> = Mutex::new(None);
-    let mut w = WARNED.lock().unwrap_or_else(|p| p.into_inner());
-    w.get_or_insert_with(HashSet::new).insert((dev, ino))
+    // Fresh in a forked child (a worker may hold it at the fork).
+    static WARNED: crate::sys::fork::PerFork<HashSet<(u64, u64)>> =
+        crate::sys::fork::PerFork::new();
+    WARNED.get().lock().insert((dev, ino))
 }
 
 #[cfg(test)]

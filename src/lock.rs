@@ -25,6 +25,7 @@ use std::fs::{DirBuilder, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// Where upstream's scripts keep their locks.
@@ -62,6 +63,10 @@ pub struct HotplugLock {
     dir: PathBuf,
     mutex: Mutex<()>,
     timeout: Duration,
+    /// Set by [`HotplugLock::close`]: waits end with [`Error::Cancelled`].
+    closed: AtomicBool,
+    /// Polls readable once closed, so a waiter's poll wakes at once.
+    closing: Option<crate::sys::notify::DoneFlag>,
 }
 
 /// Proof of holding the lock; dropping it releases (unlinks, then unlocks).
@@ -80,6 +85,49 @@ impl HotplugLock {
             dir: dir.to_path_buf(),
             mutex: Mutex::new(()),
             timeout,
+            closed: AtomicBool::new(false),
+            // Without it (no descriptor left), waiters notice the close
+            // within their 100 ms re-check.
+            closing: crate::sys::notify::DoneFlag::new().ok(),
+        }
+    }
+
+    /// The context is going away: every wait for the lock, now or later,
+    /// ends at once with [`Error::Cancelled`]; a holder keeps the lock until
+    /// its guard drops.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        if let Some(f) = &self.closing {
+            f.set();
+        }
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(Error::Cancelled(format!(
+                "the context was freed while this call waited for the hotplug lock {}; \
+                 nothing was done",
+                self.path.display()
+            )));
+        }
+        Ok(())
+    }
+
+    /// The in-process mutex, waited for in slices so that a close ends the
+    /// wait.
+    fn lock_thread(&self, deadline: Instant, nowait: bool) -> Result<MutexGuard<'_, ()>> {
+        loop {
+            self.check_open()?;
+            let slice = (Instant::now() + Duration::from_millis(20)).min(deadline);
+            if let Some(g) = self.mutex.try_lock_until(slice) {
+                return Ok(g);
+            }
+            if Instant::now() >= deadline {
+                return Err(self.not_taken(
+                    nowait,
+                    "another thread of this process (the same xenblock context)".into(),
+                ));
+            }
         }
     }
 
@@ -93,15 +141,7 @@ impl HotplugLock {
     pub fn acquire(&self) -> Result<LockGuard<'_>> {
         let nowait = NO_WAIT.with(Cell::get);
         let deadline = Instant::now() + if nowait { Duration::ZERO } else { self.timeout };
-        let thread = match self.mutex.try_lock_until(deadline) {
-            Some(g) => g,
-            None => {
-                return Err(self.not_taken(
-                    nowait,
-                    "another thread of this process (the same xenblock context)".into(),
-                ))
-            }
-        };
+        let thread = self.lock_thread(deadline, nowait)?;
         let mut waiter = Waiter::default();
         let mut dir_made = false;
         // The file of a failed try, kept open for the next: a waiter that
@@ -233,6 +273,7 @@ impl HotplugLock {
     /// again after 1, 2 and 4 ms. A holder that only unlocks (`flock -u`)
     /// sends no event: each wait is cut at 100 ms.
     fn wait_turn(&self, deadline: Instant, nowait: bool, w: &mut Waiter) -> Result<()> {
+        self.check_open()?;
         let now = Instant::now();
         if now >= deadline {
             return Err(self.not_taken(nowait, self.holder()));
@@ -249,7 +290,8 @@ impl HotplugLock {
         w.recheck = w.recheck.saturating_sub(1);
         match &w.watch {
             Some(watch) => {
-                if watch.wait((deadline - now).min(cap)) {
+                let stop = self.closing.as_ref().map(|f| f.as_fd());
+                if watch.wait((deadline - now).min(cap), stop) {
                     w.recheck = 3;
                 }
             }
@@ -547,6 +589,36 @@ mod tests {
         let e = lock.acquire().err().expect("must time out");
         assert_eq!(e.kind(), crate::ErrorKind::Timeout);
         assert!(e.to_string().contains("hotplug lock"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn close_wakes_the_waiters_of_the_flock_and_of_the_mutex_at_once() {
+        let dir = std::env::temp_dir().join(format!("xenblock-lock4-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = File::create(dir.join(LOCK_NAME)).unwrap();
+        let _held = Flock::lock(f, FlockArg::LockExclusive).unwrap();
+        let lock = HotplugLock::new(&dir, Duration::from_secs(30));
+        let t0 = Instant::now();
+        let errs = std::thread::scope(|s| {
+            // One waits on the flock, the other on the in-process mutex.
+            let a = s.spawn(|| lock.acquire().err());
+            let b = s.spawn(|| lock.acquire().err());
+            std::thread::sleep(Duration::from_millis(300));
+            lock.close();
+            [a.join().unwrap(), b.join().unwrap()]
+        });
+        assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+        for e in errs {
+            let e = e.expect("a closed lock is not taken");
+            assert_eq!(e.kind(), crate::ErrorKind::Cancelled, "{e}");
+            assert!(e.to_string().contains("nothing was done"), "{e}");
+        }
+        // Later calls are cancelled too.
+        assert_eq!(
+            lock.acquire().err().unwrap().kind(),
+            crate::ErrorKind::Cancelled
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -65,7 +65,8 @@ pub fn normalise_path(path: &str) -> Result<String> {
     store::validate_path(p)?;
     if p.split('/').any(|c| c == "." || c == "..") {
         return Err(Error::InvalidArgument(format!(
-            "backend path {p:?} contains '.' or '..' components"
+            "backend path {} contains '.' or '..' components",
+            quoted(p)
         )));
     }
     Ok(p.to_string())
@@ -120,8 +121,9 @@ fn no_backend(path: &str) -> Error {
 pub fn check_backend_shape(path: &str) -> Result<()> {
     let shape = || {
         Error::InvalidArgument(format!(
-            "{path:?} is not a device backend path: expected <root>/<domid>/<devid> with \
-             numeric ids, e.g. backend/vbd/7/51712"
+            "{} is not a device backend path: expected <root>/<domid>/<devid> with \
+             numeric ids, e.g. backend/vbd/7/51712",
+            quoted(path)
         ))
     };
     let mut it = path.rsplitn(3, '/');
@@ -233,7 +235,7 @@ impl Backend {
                 if self.frontend_id.is_none() {
                     "missing".to_string()
                 } else {
-                    format!("{raw:?}")
+                    quoted(raw)
                 }
             ))
         })
@@ -280,15 +282,51 @@ pub fn backend_root(path: &str) -> Result<&str> {
     match root {
         Some(r) if !r.is_empty() => Ok(r),
         _ => Err(Error::InvalidArgument(format!(
-            "backend path {path:?} is not of the form <root>/<domid>/<devid> \
-             (e.g. backend/vbd/7/51712)"
+            "backend path {} is not of the form <root>/<domid>/<devid> \
+             (e.g. backend/vbd/7/51712)",
+            quoted(path)
         ))),
     }
+}
+
+/// `s` in double quotes for a message, as a C programmer would write it:
+/// control bytes as `\n`, `\t`, `\r` or `\xNN`, quotes and backslashes
+/// escaped, everything else (UTF-8 included) as it is. Never a Rust Debug
+/// form (`\u{..}`).
+pub fn quoted(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                out.push_str(&format!("\\x{:02x}", c as u32))
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quoted_escapes_control_bytes_as_c_does() {
+        assert_eq!(quoted("a/b"), "\"a/b\"");
+        assert_eq!(quoted("x\ny\tz\u{1}\u{7f}"), "\"x\\ny\\tz\\x01\\x7f\"");
+        assert_eq!(quoted("q\"\\é"), "\"q\\\"\\\\é\"");
+        let e = check_backend_shape("backend/vbd/\u{1b}[31m")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("\"backend/vbd/\\x1b[31m\" is not"), "{e}");
+    }
 
     #[test]
     fn handler_choice() {

@@ -13,11 +13,13 @@
 //! that op.
 //!
 //! A context that is dropped (`xenblock_ctx_free`) cancels the ops still
-//! queued (they finish with [`ErrorKind::Cancelled`], nothing done), waits
-//! for the running ones, and joins its threads. In a child forked while
+//! queued and wakes those waiting for the hotplug lock (they finish with
+//! [`ErrorKind::Cancelled`], nothing done), waits for the ops past the lock,
+//! and joins its threads. In a child forked while
 //! ops ran, the parent's pool is left alone (its threads do not exist
-//! there, and its mutex may be held): the pool records the process it
-//! belongs to.
+//! there, and its mutex may be held): the pool records the fork generation
+//! (`sys::fork`) it belongs to, which a pid cannot tell across PID
+//! namespaces.
 
 use crate::attach::{Prepared, Released};
 use crate::context::Context;
@@ -112,13 +114,22 @@ impl Op {
     /// The outcome, once: [`ErrorKind::WouldBlock`] while the op runs,
     /// [`ErrorKind::InvalidArgument`] when the outcome was taken before.
     pub fn finish(&mut self) -> Result<Outcome> {
-        let mut slot = self.shared.result.lock();
-        match &*slot {
-            Slot::Running => Err(Error::WouldBlock(format!(
+        self.try_finish().unwrap_or_else(|| {
+            Err(Error::WouldBlock(format!(
                 "the op {} on {} is still running; wait for its descriptor to poll readable",
                 self.verb(),
                 self.backend
-            ))),
+            )))
+        })
+    }
+
+    /// The outcome, once, or `None` while the op runs. The check and the
+    /// take are one critical section: an op completing meanwhile is seen
+    /// by the next call, never lost.
+    pub fn try_finish(&mut self) -> Option<Result<Outcome>> {
+        let mut slot = self.shared.result.lock();
+        Some(match &*slot {
+            Slot::Running => return None,
             Slot::Taken(kind) => Err(Error::InvalidArgument(format!(
                 "the outcome of the op {} on {} was already returned ({}); an op is \
                  finished once",
@@ -133,7 +144,7 @@ impl Op {
                     _ => Err(Error::Internal("an op's outcome vanished".into())),
                 }
             }
-        }
+        })
     }
 
     /// Wait (blocking this thread) until the op is done, then [`Op::finish`].
@@ -193,8 +204,8 @@ struct PoolShared {
 pub(crate) struct Pool {
     shared: Arc<PoolShared>,
     max: usize,
-    /// The process the pool belongs to (see the module doc on fork).
-    pid: u32,
+    /// The fork generation it was made in (`sys::fork`).
+    generation: u64,
 }
 
 /// The lane of a backend path: `backend/vbd/7/51712` and
@@ -218,7 +229,10 @@ impl Pool {
                 turn: Condvar::new(),
             }),
             max: max.max(1),
-            pid: std::process::id(),
+            generation: {
+                crate::sys::fork::install();
+                crate::sys::fork::generation()
+            },
         }
     }
 
@@ -325,7 +339,7 @@ impl Pool {
     /// Cancel the queued ops, wait for the running ones, join the threads.
     /// In a forked child, nothing (the parent's threads are not there).
     pub(crate) fn shutdown(&self) {
-        if std::process::id() != self.pid {
+        if !self.is_own() {
             return;
         }
         let threads = {
@@ -361,7 +375,7 @@ impl Pool {
 
     /// Whether this pool was made in this process (not inherited by fork).
     pub(crate) fn is_own(&self) -> bool {
-        std::process::id() == self.pid
+        crate::sys::fork::generation() == self.generation
     }
 }
 
@@ -483,6 +497,11 @@ impl Context {
     /// Stop the worker threads: the queued ops are cancelled, the running
     /// ones waited for. Also done when the context is dropped.
     pub fn shutdown_workers(&self) {
+        // Ops waiting for the hotplug lock end at once (Cancelled), so the
+        // join below waits only for ops past the lock.
+        if self.pool.is_own() {
+            self.lock.close();
+        }
         self.pool.shutdown();
     }
 

@@ -66,6 +66,7 @@ fn calls_during_thread_teardown_do_not_panic() {
             log_fn: None,
             log_data: std::ptr::null_mut(),
             lock_timeout_ms: 0,
+            reserved0: 0,
             workers: 0,
         };
         let mut ctx: *mut xenblock_ctx = std::ptr::null_mut();

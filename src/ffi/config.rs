@@ -64,6 +64,9 @@ pub struct xenblock_config {
     /// How long prepare, release and reconcile wait for the hotplug lock, in
     /// ms; 0 = 10000. (ABI 1.1; older callers get the default.)
     pub lock_timeout_ms: u32,
+    /// Ignored, never read as a value: ABI 1.1 compilers left these 4 bytes as
+    /// tail padding, so a 1.1 caller may leave anything here. (ABI 1.2.)
+    pub reserved0: u32,
     /// How many threads of the library run the ops of `xenblock_op_start`
     /// (started on demand; ops on more backends wait in a queue); 0 = 4.
     /// (ABI 1.2; older callers get the default.)
@@ -73,6 +76,17 @@ pub struct xenblock_config {
 /// The smallest `xenblock_config` accepted: ABI 1.0 callers set at least
 /// `abi_size`..`script_dir`.
 const CONFIG_MIN_SIZE: usize = std::mem::offset_of!(xenblock_config, script_timeout_ms);
+
+// The layout is ABI: `workers` (1.2) must lie beyond the 64 bytes of a 1.1
+// struct, tail padding included, so that the struct grows and a 1.2 caller's
+// `workers` reaches an older library's zero-tail check. (On 32-bit targets
+// the 1.1 struct had no tail padding; `reserved0` is simply unused there.)
+#[cfg(target_pointer_width = "64")]
+const _: () = assert!(std::mem::offset_of!(xenblock_config, reserved0) == 60);
+#[cfg(target_pointer_width = "64")]
+const _: () = assert!(std::mem::offset_of!(xenblock_config, workers) == 64);
+#[cfg(target_pointer_width = "64")]
+const _: () = assert!(std::mem::size_of::<xenblock_config>() == 72);
 
 /// Read a caller's config, honouring `abi_size`.
 ///
@@ -106,6 +120,7 @@ pub(crate) unsafe fn config_from_c(cfg: *const xenblock_config) -> Result<Config
         log_fn: None,
         log_data: std::ptr::null_mut(),
         lock_timeout_ms: 0,
+        reserved0: 0,
         workers: 0,
     };
     // SAFETY: the caller's struct has at least min(size, full) readable bytes;

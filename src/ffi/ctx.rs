@@ -34,10 +34,11 @@ pub unsafe extern "C" fn xenblock_ctx_new(
         let config = unsafe { config_from_c(cfg) }?;
         let id = NEXT_CTX_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let ctx = Box::new(xenblock_ctx {
+            magic: super::CTX_LIVE,
             inner: std::sync::Arc::new(Context::new(config)?),
             id,
         });
-        LIVE_CTX.lock().push(id);
+        LIVE_CTX.get().lock().push(id);
         // SAFETY: as above.
         unsafe { *out = Box::into_raw(ctx) };
         Ok(())
@@ -45,15 +46,27 @@ pub unsafe extern "C" fn xenblock_ctx_new(
 }
 
 /// Free a context. NULL is ignored. Ops started on it
-/// (`xenblock_op_start`) and not yet started by a worker are cancelled:
-/// they become done at once, `xenblock_op_finish` gives
-/// `XENBLOCK_CANCELLED`, and nothing of them was done. Ops already running
-/// are waited for, so this call blocks as long as they take (each bounded
-/// as `xenblock_prepare`); the caller's event loop need not run meanwhile.
+/// (`xenblock_op_start`) and not yet started by a worker, and ops waiting
+/// for the hotplug lock, are cancelled: they become done at once (a lock
+/// waiter is woken, it does not wait for the holder),
+/// `xenblock_op_finish` gives `XENBLOCK_CANCELLED`, and nothing of them was
+/// done (no `hotplug-status` written). Ops past the lock are waited for:
+/// this call then blocks until they end, which is their xenstore round
+/// trips (each bounded by `store_timeout_ms`, or by the callbacks with
+/// `store_ops`), their disk and loop-device system calls (a `stat` of a
+/// target on a dead network filesystem is not bounded) and, for a
+/// custom-script backend, the script (`script_timeout_ms` plus 2 s). The
+/// caller's event loop need not run meanwhile.
 /// When it returns, the context's threads have ended and its descriptors
 /// are closed; ops not yet freed stay valid (finish, fd, error, free).
 /// Without ops in flight it never blocks (closes the built-in client's
 /// connection, if any).
+///
+/// Deadlock rule: with `store_ops`, the running ops call the callbacks on
+/// the worker threads while this call waits for them. Do not hold, across
+/// this call, a lock those callbacks take (libxl: the ctx lock; with
+/// `libxl__ctx_lock` held, finish or let the ops end first), or the worker
+/// waits for the lock, this call waits for the worker, and neither returns.
 ///
 /// In a child process forked while the context existed, the context is not
 /// the child's: this call then frees nothing (the parent's threads and
@@ -69,8 +82,17 @@ pub unsafe extern "C" fn xenblock_ctx_free(ctx: *mut xenblock_ctx) {
         return;
     }
     let _ = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: NULL-checked; live or (best effort) caught by its magic.
+        if unsafe { ctx_ref(ctx) }.is_none() {
+            set_thread_error(
+                "xenblock_ctx_free: not a live context (freed already, or not made by \
+                 xenblock_ctx_new); nothing was freed",
+            );
+            return;
+        }
         // SAFETY: ctx came from Box::into_raw in xenblock_ctx_new.
-        let ctx = unsafe { Box::from_raw(ctx) };
+        let mut ctx = unsafe { Box::from_raw(ctx) };
+        ctx.magic = super::CTX_FREED;
         if !ctx.inner.is_own_process() {
             // Inherited through fork: its mutexes may be held by threads
             // that do not exist here. Touch nothing.
@@ -78,7 +100,7 @@ pub unsafe extern "C" fn xenblock_ctx_free(ctx: *mut xenblock_ctx) {
             return;
         }
         ctx.inner.shutdown_workers();
-        LIVE_CTX.lock().retain(|id| *id != ctx.id);
+        LIVE_CTX.get().lock().retain(|id| *id != ctx.id);
         let _ = CTX_ERRORS.try_with(|m| m.borrow_mut().remove(&ctx.id));
         drop(ctx);
     }));
@@ -96,8 +118,11 @@ pub unsafe extern "C" fn xenblock_ctx_last_error(ctx: *const xenblock_ctx) -> *c
         return c"".as_ptr();
     }
     catch_unwind(AssertUnwindSafe(|| {
-        // SAFETY: live context by contract.
-        let id = unsafe { &*ctx }.id;
+        // SAFETY: live context by contract (its magic checked, best effort).
+        let Some(c) = (unsafe { ctx_ref(ctx) }) else {
+            return c"".as_ptr();
+        };
+        let id = c.id;
         // The CString's heap buffer stays put until this thread replaces it.
         CTX_ERRORS
             .try_with(|m| m.borrow().get(&id).map(|s| s.as_ptr()))
@@ -108,11 +133,15 @@ pub unsafe extern "C" fn xenblock_ctx_last_error(ctx: *const xenblock_ctx) -> *c
     .unwrap_or(c"".as_ptr())
 }
 
+/// The context, or `None` for NULL or a pointer that is not a live
+/// context (its magic is checked: a best-effort catch of a use after
+/// `xenblock_ctx_free` or of a foreign pointer, as for ops).
+///
 /// # Safety
 /// `ctx` is NULL or a live context.
 pub(crate) unsafe fn ctx_ref<'a>(ctx: *const xenblock_ctx) -> Option<&'a xenblock_ctx> {
     // SAFETY: NULL or live by contract.
-    unsafe { ctx.as_ref() }
+    unsafe { ctx.as_ref() }.filter(|c| c.magic == super::CTX_LIVE)
 }
 
 /// `flags` of `xenblock_prepare_ex` and `xenblock_release_ex`: never wait
@@ -141,6 +170,13 @@ pub const XENBLOCK_NOWAIT: u32 = 1;
 /// backend instead: the script's run, `script_timeout_ms` (40 s by default)
 /// plus a 2 s grace to kill it, without the lock. Hosts with an event loop
 /// use `xenblock_prepare_ex(..., XENBLOCK_NOWAIT)` and `xenblock_plan_new`.
+///
+/// Ops in flight on the same backend (`xenblock_op_start`) go first: this
+/// call waits for them to end (with `XENBLOCK_NOWAIT` it returns
+/// `XENBLOCK_WOULD_BLOCK` instead). Deadlock rule: with `store_ops`, those
+/// ops call the callbacks on the worker threads while this thread waits, so
+/// do not hold, across this call, a lock the callbacks take (libxl: the ctx
+/// lock) while an op runs on that backend; or use `XENBLOCK_NOWAIT`.
 ///
 /// # Safety
 /// `ctx` is a live context; `backend_path` is NULL or NUL-terminated.
@@ -175,8 +211,9 @@ pub unsafe extern "C" fn xenblock_prepare_ex(
 /// Release the disk of a backend: what `block remove` does (detach the loop
 /// device of a file target only when it carries this backend's tag, or no
 /// xenblock tag and serves that file, and, where the kernel has diskseq, is
-/// the binding prepare recorded in `diskseq`). Idempotent. Transactions and blocking as
-/// `xenblock_prepare` (release writes nothing to the backend).
+/// the binding prepare recorded in `diskseq`). Idempotent. Transactions,
+/// blocking, the wait for ops in flight on the backend and its deadlock
+/// rule as `xenblock_prepare` (release writes nothing to the backend).
 ///
 /// # Safety
 /// `ctx` is a live context; `backend_path` is NULL or NUL-terminated.
@@ -216,7 +253,7 @@ unsafe fn call(
 ) -> xenblock_status {
     // SAFETY: by contract.
     let Some(c) = (unsafe { ctx_ref(ctx) }) else {
-        set_thread_error(&format!("{name}: ctx is NULL"));
+        set_thread_error(&format!("{name}: ctx is NULL or not a live context"));
         return XENBLOCK_INVALID_ARGUMENT;
     };
     guard(Some(c), || {
@@ -266,7 +303,7 @@ pub unsafe extern "C" fn xenblock_reconcile(
 ) -> xenblock_status {
     // SAFETY: by contract.
     let Some(c) = (unsafe { ctx_ref(ctx) }) else {
-        set_thread_error("xenblock_reconcile: ctx is NULL");
+        set_thread_error("xenblock_reconcile: ctx is NULL or not a live context");
         return XENBLOCK_INVALID_ARGUMENT;
     };
     guard(Some(c), || {

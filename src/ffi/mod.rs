@@ -40,7 +40,6 @@ pub use store::*;
 
 use crate::context::Context;
 use crate::error::{Error, ErrorKind, Result};
-use parking_lot::Mutex;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::ffi::{c_char, CStr, CString};
@@ -114,6 +113,9 @@ fn status_of(kind: ErrorKind) -> xenblock_status {
 
 /// An opaque context. Create with `xenblock_ctx_new`, free with `xenblock_ctx_free`.
 pub struct xenblock_ctx {
+    /// [`CTX_LIVE`] while the context lives; [`CTX_FREED`] once freed
+    /// (best effort: reading it after the free reads freed memory).
+    pub(crate) magic: u64,
     /// Shared with the context's running ops (`xenblock_op_start`).
     pub(crate) inner: std::sync::Arc<Context>,
     /// Unique for the life of the process (addresses are reused, ids not).
@@ -130,8 +132,14 @@ thread_local! {
     static CTX_ERRORS: RefCell<HashMap<u64, CString>> = RefCell::new(HashMap::new());
 }
 
+/// `xenblock_ctx.magic` of a live context ("xenblctx").
+pub(crate) const CTX_LIVE: u64 = 0x7865_6e62_6c63_7478;
+/// `xenblock_ctx.magic` once freed.
+pub(crate) const CTX_FREED: u64 = 0x6465_6164_6374_7821;
+
 /// Ids of the contexts not yet freed, to prune messages of freed ones.
-static LIVE_CTX: Mutex<Vec<u64>> = Mutex::new(Vec::new());
+/// Fresh in a forked child (a worker may hold it at the fork).
+static LIVE_CTX: crate::sys::fork::PerFork<Vec<u64>> = crate::sys::fork::PerFork::new();
 static NEXT_CTX_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 fn to_cstring(s: &str) -> CString {
@@ -148,7 +156,7 @@ impl xenblock_ctx {
             let mut m = m.borrow_mut();
             m.insert(self.id, to_cstring(msg));
             if m.len() > 16 {
-                let live = LIVE_CTX.lock();
+                let live = LIVE_CTX.get().lock();
                 m.retain(|id, _| live.contains(id));
             }
         });

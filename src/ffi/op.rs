@@ -10,7 +10,7 @@
 
 use super::xenblock_status::{self, *};
 use super::{c_str, ctx::ctx_ref, guard, set_thread_error, status_of, to_cstring, xenblock_ctx};
-use crate::error::{Error, ErrorKind};
+use crate::error::Error;
 use crate::worker::{Action, Op};
 use std::ffi::{c_char, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -29,6 +29,10 @@ pub struct xenblock_op {
     status: OnceLock<xenblock_status>,
 }
 
+/// The magic check is best effort: after `xenblock_op_free` it reads
+/// freed memory, which may by then hold anything (a use after free is the
+/// caller's bug; this only makes the common case fail clearly).
+///
 /// # Safety
 /// `op` is NULL or a pointer from `xenblock_op_start` not yet freed.
 unsafe fn op_ref<'a>(op: *const xenblock_op, name: &str) -> Result<&'a xenblock_op, String> {
@@ -49,10 +53,11 @@ impl xenblock_op {
             return Some(*s);
         }
         let mut op = self.op.lock();
-        let r = op.finish();
-        let (status, msg) = match r {
+        // Running-or-done and the take under one lock: an op that completes
+        // right after a "still running" answer is not mistaken for one whose
+        // outcome is WOULD_BLOCK.
+        let (status, msg) = match op.try_finish()? {
             Ok(_) => (XENBLOCK_OK, String::new()),
-            Err(e) if e.kind() == ErrorKind::WouldBlock && !op.is_done() => return None,
             Err(e) => (status_of(e.kind()), e.to_string()),
         };
         let _ = self.message.set(to_cstring(&msg));
@@ -97,7 +102,7 @@ pub unsafe extern "C" fn xenblock_op_start(
 ) -> xenblock_status {
     // SAFETY: by contract.
     let Some(c) = (unsafe { ctx_ref(ctx) }) else {
-        set_thread_error("xenblock_op_start: ctx is NULL");
+        set_thread_error("xenblock_op_start: ctx is NULL or not a live context");
         if !out.is_null() {
             // SAFETY: writable by contract.
             unsafe { *out = std::ptr::null_mut() };
@@ -236,8 +241,12 @@ pub unsafe extern "C" fn xenblock_op_error(op: *const xenblock_op) -> *const c_c
 
 /// Free an op, at any time. An op freed before it is done still runs to
 /// its end in the background (its effects stay; a later release of the
-/// backend undoes a prepare); its descriptor is closed when it is done.
-/// NULL is ignored. Never blocks.
+/// backend undoes a prepare); its descriptor is closed when it is done, on
+/// a worker thread, so the descriptor number may be reused by then: remove
+/// it from the host's poll/epoll set BEFORE this call (an `EPOLL_CTL_DEL`
+/// afterwards may hit another file). NULL is ignored. Never blocks. A
+/// second free of the same op is caught when its memory still holds the
+/// freed mark: best effort, not a guarantee (as for contexts).
 ///
 /// # Safety
 /// `op` is NULL or an op not yet freed; no other thread uses it during or

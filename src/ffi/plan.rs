@@ -65,7 +65,7 @@ pub unsafe extern "C" fn xenblock_plan_new(
 ) -> xenblock_status {
     // SAFETY: by contract.
     let Some(c) = (unsafe { ctx_ref(ctx) }) else {
-        set_thread_error("xenblock_plan_new: ctx is NULL");
+        set_thread_error("xenblock_plan_new: ctx is NULL or not a live context");
         return XENBLOCK_INVALID_ARGUMENT;
     };
     guard(Some(c), || {

@@ -276,7 +276,8 @@ fn uevent_seqnum() -> Option<u64> {
 
 /// The last scan of the bound loop devices, and the uevent count read just
 /// before it.
-static BOUND: std::sync::Mutex<Option<(u64, Vec<u32>)>> = std::sync::Mutex::new(None);
+/// Fresh in a forked child (a worker may hold it at the fork).
+static BOUND: super::fork::PerFork<Option<(u64, Vec<u32>)>> = super::fork::PerFork::new();
 
 /// [`scan_bound`], reused while the kernel has sent no uevent since: binding
 /// a loop device sends one (`change`, once its `loop/` directory exists),
@@ -285,14 +286,15 @@ static BOUND: std::sync::Mutex<Option<(u64, Vec<u32>)>> = std::sync::Mutex::new(
 /// sysfs), every call scans.
 fn bound_numbers() -> Result<Vec<u32>> {
     let seq = uevent_seqnum();
-    if let (Some(s), Ok(cache)) = (seq, BOUND.lock()) {
+    if let Some(s) = seq {
+        let cache = BOUND.get().lock();
         if let Some((_, numbers)) = cache.as_ref().filter(|(at, _)| *at == s) {
             return Ok(numbers.clone());
         }
     }
     let numbers = scan_bound()?;
-    if let (Some(s), Ok(mut cache)) = (seq, BOUND.lock()) {
-        *cache = Some((s, numbers.clone()));
+    if let Some(s) = seq {
+        *BOUND.get().lock() = Some((s, numbers.clone()));
     }
     Ok(numbers)
 }

@@ -43,6 +43,11 @@ impl DoneFlag {
         self.read.as_raw_fd()
     }
 
+    /// The same, borrowed.
+    pub fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.read.as_fd()
+    }
+
     /// Wait until the flag is set, or `timeout` (`None`: for ever) passes;
     /// true once set.
     pub fn wait(&self, timeout: Option<Duration>) -> bool {
@@ -52,6 +57,15 @@ impl DoneFlag {
 
 /// Poll one descriptor for reading; true when readable. EINTR retries.
 fn wait_readable(fd: std::os::fd::BorrowedFd<'_>, timeout: Option<Duration>) -> bool {
+    wait_readable2(fd, None, timeout)
+}
+
+/// Poll `fd` and `other` (if any) for reading; true when one is readable.
+fn wait_readable2(
+    fd: std::os::fd::BorrowedFd<'_>,
+    other: Option<std::os::fd::BorrowedFd<'_>>,
+    timeout: Option<Duration>,
+) -> bool {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     let deadline = timeout.map(|t| std::time::Instant::now() + t);
     loop {
@@ -65,7 +79,18 @@ fn wait_readable(fd: std::os::fd::BorrowedFd<'_>, timeout: Option<Duration>) -> 
             }
         };
         let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
-        match poll(&mut fds, left) {
+        let mut both;
+        let fds: &mut [PollFd] = match other {
+            None => &mut fds,
+            Some(o) => {
+                both = [
+                    PollFd::new(fd, PollFlags::POLLIN),
+                    PollFd::new(o, PollFlags::POLLIN),
+                ];
+                &mut both
+            }
+        };
+        match poll(fds, left) {
             Ok(n) if n > 0 => return true,
             Ok(_) => return false,
             Err(nix::errno::Errno::EINTR) => continue,
@@ -108,12 +133,12 @@ impl DirWatch {
         }
     }
 
-    /// Wait for an event (or `timeout`), then forget every event queued;
-    /// true when woken by an event.
-    pub fn wait(&self, timeout: Duration) -> bool {
+    /// Wait for an event (or `timeout`, or `stop` polling readable), then
+    /// forget every event queued; true when woken by an event or `stop`.
+    pub fn wait(&self, timeout: Duration, stop: Option<std::os::fd::BorrowedFd<'_>>) -> bool {
         #[cfg(target_os = "linux")]
         {
-            if wait_readable(self.inotify.as_fd(), Some(timeout)) {
+            if wait_readable2(self.inotify.as_fd(), stop, Some(timeout)) {
                 while matches!(self.inotify.read_events(), Ok(v) if !v.is_empty()) {}
                 return true;
             }
@@ -121,6 +146,7 @@ impl DirWatch {
         }
         #[cfg(not(target_os = "linux"))]
         {
+            let _ = stop;
             std::thread::sleep(timeout.min(Duration::from_millis(2)));
             false
         }
