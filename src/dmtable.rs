@@ -12,7 +12,15 @@
 //!   device, `length` sectors from its offset;
 //! - `zero`, `error`: no device.
 //!
-//! Every other target (mirror, raid, thin, cache, snapshot, integrity,
+//! Targets whose blocks the kernel keeps apart from their neighbours' on
+//! the same lower device ([`Extent::Arbitrated`]): `thin` (each thin device
+//! of a pool has blocks of its own; shared snapshot blocks are copied on
+//! write) and `snapshot`, `snapshot-origin`, `snapshot-merge` (an LVM
+//! snapshot and its origin over the origin's `-real` device: writes to the
+//! origin copy the old blocks to the snapshot's store first). Two LVs of one
+//! thin pool, or an LV and its snapshot, are side by side.
+//!
+//! Every other target (mirror, raid, cache, integrity,
 //! multipath, verity...), and a known one whose parameters do not parse,
 //! covers the whole of every device it names (`major:minor`).
 use crate::sharing::DevNum;
@@ -37,6 +45,9 @@ pub enum Extent {
     Range { start: u64, size: u64 },
     /// All of it: a target we cannot reason about.
     Whole,
+    /// Blocks the kernel keeps apart from every other such device on the
+    /// same lower device (thin, snapshot): extent unknown, but disjoint.
+    Arbitrated,
 }
 
 /// Every (lower device, extent) a table maps onto, in table order.
@@ -65,6 +76,14 @@ fn known(t: &Target) -> Option<Vec<(DevNum, Extent)>> {
     let range = |start: u64, size: u64| Extent::Range { start, size };
     match t.kind.as_str() {
         "zero" | "error" => Some(Vec::new()),
+        "thin" | "snapshot" | "snapshot-origin" | "snapshot-merge" => {
+            let v: Vec<_> = a
+                .iter()
+                .filter_map(|s| DevNum::parse_decimal(s))
+                .map(|d| (d, Extent::Arbitrated))
+                .collect();
+            (!v.is_empty()).then_some(v)
+        }
         "linear" | "flakey" => Some(vec![(dev(0)?, range(num(1)?, t.length))]),
         "crypt" => Some(vec![(dev(3)?, range(num(4)?, t.length))]),
         "striped" => {
@@ -155,6 +174,27 @@ mod tests {
             vec![(d(8, 16), r(7, 100))]
         );
         assert!(lower_extents(&[t(0, 100, "zero", ""), t(100, 5, "error", "")]).is_empty());
+    }
+
+    #[test]
+    fn thin_and_snapshot_targets_are_arbitrated_by_the_kernel() {
+        assert_eq!(
+            lower_extents(&[t(0, 100, "thin", "253:2 7")]),
+            vec![(d(253, 2), Extent::Arbitrated)]
+        );
+        assert_eq!(
+            lower_extents(&[t(0, 100, "snapshot-origin", "253:1")]),
+            vec![(d(253, 1), Extent::Arbitrated)]
+        );
+        assert_eq!(
+            lower_extents(&[t(0, 100, "snapshot", "253:1 253:3 P 8")]),
+            vec![
+                (d(253, 1), Extent::Arbitrated),
+                (d(253, 3), Extent::Arbitrated)
+            ]
+        );
+        // No device named: as any target that does not parse.
+        assert_eq!(lower_extents(&[t(0, 100, "thin", "x 7")]), vec![]);
     }
 
     #[test]

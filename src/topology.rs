@@ -73,8 +73,18 @@ pub fn edges_meet(a: &Layer, b: &Layer) -> bool {
         }
         // Two stacked devices of unknown extent (md, bcache, ...): taken to
         // be disjoint, as the kernel lets only one of them claim a device.
+        // Thin devices of one pool, and a snapshot beside its origin, are
+        // kept apart by the kernel too (`dmtable::Extent::Arbitrated`).
         (None, None) => false,
-        // A known extent beside an unknown one: assumed to meet.
+        // A device-mapper range beside a stacked device of unknown extent:
+        // either the kernel lets only one of them hold the device (md,
+        // bcache exclude dm), or the unknown one is a thin device or a
+        // snapshot whose blocks the kernel arbitrates (LVM's read-only pool
+        // device is a linear map over the pool beside its thin devices).
+        (Some(_), None) if matches!(a, Layer::Mapped { .. }) => false,
+        (None, Some(_)) if matches!(b, Layer::Mapped { .. }) => false,
+        // A partition beside a stacked device of unknown extent: assumed
+        // to meet.
         _ => true,
     }
 }
@@ -569,8 +579,30 @@ mod tests {
         // Against a partition: by sectors too.
         assert!(!edges_meet(&m(0, 2048), &p(2048, 10)));
         assert!(edges_meet(&m(0, 2049), &p(2048, 10)));
-        // Against a stacked device of unknown extent: assumed to meet.
-        assert!(edges_meet(&m(0, 1), &Layer::Stacked));
+        // Against a stacked device of unknown extent: md and bcache exclude
+        // dm, and thin devices and snapshots are arbitrated by the kernel.
+        assert!(!edges_meet(&m(0, 1), &Layer::Stacked));
+        assert!(!edges_meet(&Layer::Stacked, &m(0, u64::MAX)));
+        // A partition beside one is still assumed to meet it.
+        assert!(edges_meet(&p(0, 1), &Layer::Stacked));
+        // A thin pool: two thin LVs and LVM's read-only pool device (a
+        // linear map over the pool) are side by side; the pool under them
+        // stays held by each.
+        let (tpool, t1, t2, pooldev) = (d(253, 2), d(253, 4), d(253, 5), d(253, 3));
+        let on_pool = |u, layer| Edge {
+            upper: u,
+            lower: tpool,
+            layer,
+        };
+        let thin = topo(vec![
+            on_pool(t1, Layer::Stacked),
+            on_pool(t2, Layer::Stacked),
+            on_pool(pooldev, m(0, 1 << 20)),
+        ]);
+        for (x, y) in [(t1, t2), (t2, t1), (t1, pooldev), (pooldev, t2)] {
+            assert!(!overlaps(&thin, x, y));
+        }
+        assert!(overlaps(&thin, t1, tpool) && overlaps(&thin, tpool, t2));
         // Two LVs on one PV through the walk: apart side by side, met when
         // their tables overlap, and the PV under both stays held by each.
         let (pv, a, b) = (d(8, 17), d(253, 1), d(253, 2));

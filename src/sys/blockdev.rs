@@ -736,6 +736,7 @@ impl SysGraph<'_> {
                 .map(|(_, e)| match *e {
                     crate::dmtable::Extent::Range { start, size } => Layer::Mapped { start, size },
                     crate::dmtable::Extent::Whole => whole,
+                    crate::dmtable::Extent::Arbitrated => Layer::Stacked,
                 })
                 .collect(),
             _ => Vec::new(),

@@ -15,19 +15,25 @@ scenario() {
     dev=$(losetup -f --show "$img") || { outcome "cannot make a loop device"; return; }
     n=$(blockdev --getsz "$dev"); half=$((n / 2)); q=$((n / 4))
 
-    # a: sectors [0, half); b: [q, q + half), which meets a on [q, half).
-    if dmsetup create "$name-a" --table "0 $half linear $dev 0" &&
-        dmsetup create "$name-b" --table "0 $half linear $dev $q" && dmsetup mknodes; then
+    # a: sectors [0, half), given to g1 first; then b: [q, q + half), which
+    # meets a on [q, half), asked for by g2. (While b exists unused in dom0,
+    # a is refused to any guest already: dom0 holds its sectors.)
+    if dmsetup create "$name-a" --table "0 $half linear $dev 0" && dmsetup mknodes; then
         guest_cfg g1 'true' "format=raw,vdev=xvda,access=rw,target=/dev/mapper/$name-a"
         guest_cfg g2 'true' "format=raw,vdev=xvda,access=rw,target=/dev/mapper/$name-b"
         if xl create -p /tmp/g1.cfg; then
             d1=$(domid g1)
-            xl create -p /tmp/g2.cfg >/tmp/g2.err 2>&1; rc=$?
-            sed 's/^/xl: /' /tmp/g2.err
-            if [ $rc -eq 0 ] && exists g2; then res="$res; overlapping: CREATED"
-            elif grep -q "domain $d1\b" /tmp/g2.err; then res="$res; overlapping: refused, naming domain <g1>"
-            else res="$res; overlapping: refused: $(xl_err /tmp/g2.err)"; fi
-            xl destroy g2 2>/dev/null; xl destroy g1
+            if dmsetup create "$name-b" --table "0 $half linear $dev $q" && dmsetup mknodes; then
+                xl create -p /tmp/g2.cfg >/tmp/g2.err 2>&1; rc=$?
+                sed 's/^/xl: /' /tmp/g2.err
+                if [ $rc -eq 0 ] && exists g2; then res="$res; overlapping: CREATED"
+                elif grep -q "domain $d1\b" /tmp/g2.err; then res="$res; overlapping: refused, naming domain <g1>"
+                else res="$res; overlapping: refused: $(xl_err /tmp/g2.err)"; fi
+                xl destroy g2 2>/dev/null
+            else
+                res="$res; overlapping: dmsetup failed"
+            fi
+            xl destroy g1
         else
             res="$res; overlapping: first guest failed"
         fi
