@@ -50,6 +50,9 @@
 #[path = "../tests/common/xsd.rs"]
 mod xsd;
 
+mod common;
+use common::write_many;
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -57,7 +60,6 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 use xenblock::store::client::XsClient;
-use xenblock::store::wire::MsgType;
 use xenblock::store::{Store, NO_TX};
 use xenblock::{Config, Context, Prepared};
 
@@ -394,26 +396,6 @@ struct Bench {
     lean: bool,
 }
 
-fn write_many(store: &XsClient, kv: &[(String, String)]) {
-    for chunk in kv.chunks(20_000) {
-        let payloads = chunk
-            .iter()
-            .map(|(k, v)| {
-                let mut p = k.as_bytes().to_vec();
-                p.push(0);
-                p.extend_from_slice(v.as_bytes());
-                p
-            })
-            .collect();
-        for r in store
-            .pipeline(MsgType::Write, NO_TX, payloads, "populate")
-            .unwrap()
-        {
-            r.unwrap();
-        }
-    }
-}
-
 /// The nodes libxl writes for a disk, plus what a connected hotplug left.
 fn backend_nodes(
     kv: &mut Vec<(String, String)>,
@@ -507,16 +489,7 @@ impl Bench {
 
     /// Undo what a prepare wrote, as if libxl had made the backend afresh.
     fn reset(&self, be: &str) {
-        for k in [
-            "physical-device",
-            "physical-device-path",
-            "node",
-            "diskseq",
-            "hotplug-status",
-            "hotplug-error",
-        ] {
-            self.store.remove(NO_TX, &format!("{be}/{k}")).unwrap();
-        }
+        common::unprepare(&self.store, be);
     }
 
     fn check_connected(&self, be: &str, what: &str) {

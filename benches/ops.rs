@@ -18,11 +18,13 @@
 #[path = "../tests/common/xsd.rs"]
 mod xsd;
 
+mod common;
+use common::{unprepare, write_many};
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use xenblock::store::client::XsClient;
-use xenblock::store::wire::MsgType;
 use xenblock::store::{Store, NO_TX};
 use xenblock::{Action, Config, Context, Op};
 
@@ -33,26 +35,6 @@ fn pct(v: &mut [Duration], p: f64) -> Duration {
 
 fn us(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
-}
-
-fn write_many(store: &XsClient, kv: &[(String, String)]) {
-    for chunk in kv.chunks(20_000) {
-        let payloads = chunk
-            .iter()
-            .map(|(k, v)| {
-                let mut p = k.as_bytes().to_vec();
-                p.push(0);
-                p.extend_from_slice(v.as_bytes());
-                p
-            })
-            .collect();
-        for r in store
-            .pipeline(MsgType::Write, NO_TX, payloads, "populate")
-            .unwrap()
-        {
-            r.unwrap();
-        }
-    }
 }
 
 /// A backend as libxl writes it (the nodes a decision reads), state 2.
@@ -94,21 +76,6 @@ impl Drop for Images {
                 }
             }
         }
-    }
-}
-
-/// Wait until every op is done; the time each became done, from `t0`.
-/// Undo what a prepare wrote, as if libxl had made the backend afresh.
-fn unprepare(writer: &XsClient, be: &str) {
-    for k in [
-        "physical-device",
-        "physical-device-path",
-        "node",
-        "diskseq",
-        "hotplug-status",
-        "hotplug-error",
-    ] {
-        writer.remove(NO_TX, &format!("{be}/{k}")).unwrap();
     }
 }
 
