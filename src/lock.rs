@@ -560,12 +560,18 @@ mod tests {
         assert_eq!(flock_holder(text, libc::makedev(8, 2), 42), Some(555));
     }
 
-    #[test]
-    fn nowait_gives_wouldblock_at_once_and_names_the_holder() {
-        let dir = std::env::temp_dir().join(format!("xenblock-lock3-{}", std::process::id()));
+    /// A private lock directory whose lock file this process holds through
+    /// a description of its own, as another process would.
+    fn held_elsewhere(tag: &str) -> (std::path::PathBuf, Flock<File>) {
+        let dir = std::env::temp_dir().join(format!("xenblock-lock{tag}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let f = File::create(dir.join(LOCK_NAME)).unwrap();
-        let _held = Flock::lock(f, FlockArg::LockExclusive).unwrap();
+        (dir, Flock::lock(f, FlockArg::LockExclusive).unwrap())
+    }
+
+    #[test]
+    fn nowait_gives_wouldblock_at_once_and_names_the_holder() {
+        let (dir, _held) = held_elsewhere("3");
         let lock = HotplugLock::new(&dir, Duration::from_secs(30));
         let t = Instant::now();
         let e = no_wait(|| lock.acquire()).err().expect("must not wait");
@@ -581,10 +587,7 @@ mod tests {
 
     #[test]
     fn held_flock_from_elsewhere_times_out() {
-        let dir = std::env::temp_dir().join(format!("xenblock-lock2-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let f = File::create(dir.join(LOCK_NAME)).unwrap();
-        let _held = Flock::lock(f, FlockArg::LockExclusive).unwrap();
+        let (dir, _held) = held_elsewhere("2");
         let lock = HotplugLock::new(&dir, Duration::from_millis(50));
         let e = lock.acquire().err().expect("must time out");
         assert_eq!(e.kind(), crate::ErrorKind::Timeout);
@@ -594,10 +597,7 @@ mod tests {
 
     #[test]
     fn close_wakes_the_waiters_of_the_flock_and_of_the_mutex_at_once() {
-        let dir = std::env::temp_dir().join(format!("xenblock-lock4-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let f = File::create(dir.join(LOCK_NAME)).unwrap();
-        let _held = Flock::lock(f, FlockArg::LockExclusive).unwrap();
+        let (dir, _held) = held_elsewhere("4");
         let lock = HotplugLock::new(&dir, Duration::from_secs(30));
         let t0 = Instant::now();
         let errs = std::thread::scope(|s| {
