@@ -69,8 +69,12 @@ set -euo pipefail
 
 SRC=$(cd "$(dirname "$0")/.." && pwd -P)
 CACHE=${XENBLOCK_CACHE:-${HOME:-/root}/.cache/xenblock}
-VM=$CACHE/vm
-RUN=$VM/run
+# XENVM_DIR: where the images and run state live (default $CACHE/vm); a
+# checkout that changes the image recipe can use its own, not rebuild others'.
+VM=${XENVM_DIR:-$CACHE/vm}
+# XENVM_INSTANCE=NAME: a VM of its own (run state in $VM/run-NAME), so two
+# checkouts (e.g. worktrees) can each run one; the images are shared.
+RUN=$VM/run${XENVM_INSTANCE:+-$XENVM_INSTANCE}
 XEN_VERSION=4.17.5+72-g01140da4e8-1
 SUITE=bookworm
 BOOT_TIMEOUT=${XENVM_BOOT_TIMEOUT:-300}
@@ -120,6 +124,16 @@ mirror() {
 build_images() {
     need_host_tools
     mkdir -p "$VM"
+    # Instances share the images: one builds, the others wait for it.
+    exec 7>"$VM/.images.lock"
+    flock -w 1200 7 || die "waited 20 minutes for $VM/.images.lock (another xenvm.sh is building the images)"
+    build_images_locked
+    local rc=$?
+    exec 7>&-
+    return $rc
+}
+
+build_images_locked() {
     if [ "$(cat "$VM/.recipe" 2>/dev/null)" = "$RECIPE" ] && [ -s "$VM/dom0.cpio" ] &&
        [ -s "$VM/guest.cpio.gz" ] && [ -s "$VM/xen" ] && [ -s "$VM/vmlinuz" ]; then
         return 0
@@ -372,8 +386,8 @@ stop_vm() {
 
 lock_vm() {
     mkdir -p "$VM"
-    exec 8>"$VM/.vm.lock"
-    flock -w 900 8 || die "waited 15 minutes for $VM/.vm.lock (another xenvm.sh up/down holds it)"
+    exec 8>"$RUN.lock"
+    flock -w 900 8 || die "waited 15 minutes for $RUN.lock (another xenvm.sh up/down holds it)"
 }
 
 cmd_up() {
