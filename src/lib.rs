@@ -16,6 +16,7 @@ pub mod attach;
 pub mod audit;
 pub mod context;
 mod describe;
+pub mod devkey;
 pub mod dmtable;
 pub mod error;
 pub mod ffi;

@@ -29,7 +29,7 @@
 //! gathered from sysfs ([`Topology`]) or a generator in the fuzzer. The
 //! gatherer in `sys::blockdev` runs the same walk over sysfs itself, so it
 //! reads exactly the entries the decision needs.
-use crate::sharing::Key;
+use crate::devkey::Key;
 use std::collections::{HashMap, HashSet, VecDeque};
 
 /// How an upper node sits on a lower one.
@@ -400,7 +400,7 @@ pub fn overlaps(t: &Topology, a: Key, b: Key) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sharing::DevNum;
+    use crate::devkey::DevNum;
 
     fn d(major: u32, minor: u32) -> Key {
         Key::Dev(DevNum { major, minor })
