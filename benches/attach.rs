@@ -63,14 +63,12 @@ use xenblock::store::client::XsClient;
 use xenblock::store::{Store, NO_TX};
 use xenblock::{Config, Context, Prepared};
 
-const CLI_BUILT: &str = env!("CARGO_BIN_EXE_xenblock");
-
 /// The CLI measured: the one built with the bench, or `XENBLOCK_BENCH_CLI`
 /// (where the build tree is elsewhere, as in the real-Xen VM's dom0).
 fn cli_path() -> PathBuf {
     std::env::var_os("XENBLOCK_BENCH_CLI")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(CLI_BUILT))
+        .unwrap_or_else(|| xsd::exe("xenblock"))
 }
 const MANIFEST: &str = env!("CARGO_MANIFEST_DIR");
 

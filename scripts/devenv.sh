@@ -15,7 +15,7 @@ if [ ! -f "$rel/libxenblock.so" ]; then
     exit 1
 fi
 major=$(sed -n 's/^#define XENBLOCK_ABI_MAJOR \([0-9]*\)$/\1/p' include/xenblock.h)
-version=$(sed -n '/^\[package\]/,/^\[/s/^version *= *"\([^"]*\)".*/\1/p' Cargo.toml | head -n1)
+version=$(sed -n '/^\[workspace.package\]/,/^\[/s/^version *= *"\([^"]*\)".*/\1/p' Cargo.toml | head -n1)
 ln -sfn libxenblock.so "$rel/libxenblock.so.$major"
 mkdir -p "$rel/pkgconfig"
 sed -e "s|@PREFIX@|$top|g" -e "s|@LIBDIR@|$rel|g" -e "s|@VERSION@|$version|g" \

@@ -37,7 +37,7 @@ if [ ! -f "$SO" ]; then
 fi
 major=$(sed -n 's/^#define XENBLOCK_ABI_MAJOR \([0-9]*\)$/\1/p' include/xenblock.h)
 minor=$(sed -n 's/^#define XENBLOCK_ABI_MINOR \([0-9]*\)$/\1/p' include/xenblock.h)
-version=$(sed -n '/^\[package\]/,/^\[/s/^version *= *"\([^"]*\)".*/\1/p' Cargo.toml | head -n1)
+version=$(sed -n '/^\[workspace.package\]/,/^\[/s/^version *= *"\([^"]*\)".*/\1/p' Cargo.toml | head -n1)
 if [ -z "$major" ] || [ -z "$minor" ] || [ -z "$version" ]; then
     echo "install.sh: cannot read the ABI version (include/xenblock.h) or the version (Cargo.toml)" >&2
     exit 1

@@ -38,11 +38,21 @@ XENBLOCK_DEBS_ROOT=$(scripts/xen-debs.sh)
 export XENBLOCK_DEBS_ROOT
 echo "Xen 4.17 tools unpacked under $XENBLOCK_DEBS_ROOT"
 
-step "cargo fmt --check"
-cargo fmt --check
+step "cargo fmt --all --check"
+cargo fmt --all --check
 
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets -- -D warnings
+
+step "the library links only its base crates (the programs are crates of their own)"
+# README "Building": a distro packager of libxenblock sees libc, nix,
+# parking_lot and thiserror, nothing the CLI or the test bed needs.
+deps=$(cargo tree -p xenblock -e normal --depth 1 --prefix none | sed 1d | awk '{print $1}' | sort | tr '\n' ' ')
+if [ "$deps" != "libc nix parking_lot thiserror " ]; then
+  echo "the library's dependencies are: $deps; expected: libc nix parking_lot thiserror" >&2
+  echo "(a crate only the CLI or the embedded xenstored needs belongs in crates/)" >&2
+  exit 1
+fi
 
 step "build (release) and check the generated header is committed"
 cargo build --release --bins --lib

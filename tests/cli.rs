@@ -9,7 +9,7 @@ use common::Env;
 use std::process::Command;
 
 fn run(env: &Env, args: &[&str]) -> (i32, String, String) {
-    let o = Command::new(env!("CARGO_BIN_EXE_xenblock"))
+    let o = Command::new(common::exe("xenblock"))
         .args(args)
         .arg("--lock-dir")
         .arg(env.dir.join("lock"))
@@ -122,7 +122,7 @@ fn exit_codes_for_missing_things_and_usage() {
 
 #[test]
 fn xenstored_unreachable_is_exit_6_with_what_to_do() {
-    let o = Command::new(env!("CARGO_BIN_EXE_xenblock"))
+    let o = Command::new(common::exe("xenblock"))
         .args(["prepare", "backend/vbd/1/51712"])
         .env("XENSTORED_PATH", "/nonexistent/xenblock-test.sock")
         .output()
@@ -149,7 +149,7 @@ fn every_subcommand_has_help_and_version() {
             ("--help", "Usage: xenblock"),
             ("--version", env!("CARGO_PKG_VERSION")),
         ] {
-            let o = Command::new(env!("CARGO_BIN_EXE_xenblock"))
+            let o = Command::new(common::exe("xenblock"))
                 .args([sub, flag])
                 .output()
                 .unwrap();
@@ -158,7 +158,7 @@ fn every_subcommand_has_help_and_version() {
             assert!(out.contains(want), "{sub} {flag}: {out}");
         }
     }
-    let o = Command::new(env!("CARGO_BIN_EXE_xenblock"))
+    let o = Command::new(common::exe("xenblock"))
         .arg("--help")
         .output()
         .unwrap();
@@ -241,7 +241,7 @@ fn closed_standard_descriptors_are_reopened_on_dev_null() {
     let mut child = Command::new("sh")
         .arg("-c")
         .arg(r#"exec "$0" "$@" <&- >&- 2>&-"#)
-        .arg(env!("CARGO_BIN_EXE_xenblock"))
+        .arg(common::exe("xenblock"))
         .args(["prepare", "--lock-timeout", "10", "--lock-dir"])
         .arg(&lock_dir)
         .arg(&b)
@@ -286,7 +286,7 @@ fn closed_standard_descriptors_are_reopened_on_dev_null() {
 fn the_program_loads_glibc_and_no_other_library() {
     let o = Command::new("readelf")
         .args(["--dynamic", "--wide"])
-        .arg(env!("CARGO_BIN_EXE_xenblock"))
+        .arg(common::exe("xenblock"))
         .output()
         .expect("run readelf (binutils, which the Rust toolchain's linker needs)");
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -518,7 +518,7 @@ fn xenblock_dev(p: &std::path::Path) -> String {
 #[test]
 fn audit_exits_only_with_the_codes_its_help_lists() {
     common::require_root();
-    let o = Command::new(env!("CARGO_BIN_EXE_xenblock"))
+    let o = Command::new(common::exe("xenblock"))
         .args(["audit", "--help"])
         .output()
         .unwrap();
@@ -530,7 +530,7 @@ fn audit_exits_only_with_the_codes_its_help_lists() {
             "exit {code} not in audit --help: {help}"
         );
     }
-    let o = Command::new(env!("CARGO_BIN_EXE_xenblock"))
+    let o = Command::new(common::exe("xenblock"))
         .arg("audit")
         .env("XENSTORED_PATH", "/nonexistent/xenblock-test.sock")
         .output()

@@ -86,7 +86,7 @@ impl Run {
         let block = dir.join("block");
         if !block.exists() {
             std::fs::create_dir_all(&dir).unwrap();
-            std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_xenblock"), &block).unwrap();
+            std::os::unix::fs::symlink(common::exe("xenblock"), &block).unwrap();
         }
         self.scripts.spawn_script(&block, command, be)
     }

@@ -189,7 +189,7 @@ fn drop_in_hotplug_binary_gives_upstreams_nodes() {
         .unwrap()
         .success());
     std::fs::remove_file(ours.join("block")).unwrap();
-    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_xenblock"), ours.join("block")).unwrap();
+    std::os::unix::fs::symlink(common::exe("xenblock"), ours.join("block")).unwrap();
     let dev = env.block_device("dropin-phy.img");
     let img = env.image("dropin.img", 1 << 20);
     env.domain(6, "/vm/six");
@@ -302,7 +302,7 @@ fn the_drop_in_run_from_its_own_path_is_done_in_process() {
     let dir = env.dir.join("elsewhere");
     std::fs::create_dir_all(&dir).unwrap();
     let me = dir.join("block");
-    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_xenblock"), &me).unwrap();
+    std::os::unix::fs::symlink(common::exe("xenblock"), &me).unwrap();
     env.domain(9, "/vm/nine");
     let be = env.backend(9, 51712, &img.display().to_string(), "r");
     env.write(&format!("{be}/script"), &me.display().to_string());

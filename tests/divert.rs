@@ -3,6 +3,8 @@
 //! host's /etc/xen. Needs root (enable/disable refuse otherwise) and Debian's
 //! dpkg-divert; fails, never skips, without them.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -30,7 +32,7 @@ fn scratch(name: &str) -> Root {
 }
 
 fn xenblock(root: &Path, args: &[&str]) -> (i32, String) {
-    let o: Output = Command::new(env!("CARGO_BIN_EXE_xenblock"))
+    let o: Output = Command::new(common::exe("xenblock"))
         .args(args)
         .env("XENBLOCK_DIVERT_ROOT", root)
         .output()
@@ -173,7 +175,7 @@ impl FakeDivert {
             self.bin.display(),
             std::env::var("PATH").unwrap_or_default()
         );
-        let o = Command::new(env!("CARGO_BIN_EXE_xenblock"))
+        let o = Command::new(common::exe("xenblock"))
             .args(args)
             .env("XENBLOCK_DIVERT_ROOT", root)
             .env("PATH", path)

@@ -108,7 +108,7 @@ fn cli_selects_the_flavour_at_run_time() {
     let img = env.image("cli.img", 1 << 20);
     env.domain(1, "/vm/one");
     let be = env.backend(1, 51712, &img.display().to_string(), "w");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_xenblock"))
+    let out = std::process::Command::new(common::exe("xenblock"))
         .args(["prepare", "--flavour", "freebsd", "--lock-dir"])
         .arg(env.dir.join("lock"))
         .arg(&be)
@@ -124,7 +124,7 @@ fn cli_selects_the_flavour_at_run_time() {
         env.read(&format!("{be}/physical-device-path")),
         Some(img.display().to_string())
     );
-    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_xenblock"))
+    let bad = std::process::Command::new(common::exe("xenblock"))
         .args(["prepare", "--flavour", "plan9", &be])
         .output()
         .unwrap();

@@ -394,7 +394,7 @@ fn off_takes_and_checks_nothing() {
 }
 
 fn xenblock_cli(env: &Env, args: &[&str]) -> Output {
-    run(Command::new(env!("CARGO_BIN_EXE_xenblock"))
+    run(Command::new(common::exe("xenblock"))
         .args(args)
         .env("XENSTORED_PATH", &env.sock)
         .env("XENBLOCK_LOCK_DIR", env.dir.join("lock")))
@@ -429,7 +429,7 @@ fn the_lock_outlives_the_preparer_and_ends_with_the_loop_device() {
 #[test]
 fn status_shows_the_setting_and_bad_values_are_usage_errors() {
     let env = Env::new();
-    let o = run(Command::new(env!("CARGO_BIN_EXE_xenblock"))
+    let o = run(Command::new(common::exe("xenblock"))
         .arg("status")
         .env("XENBLOCK_IMAGE_LOCKS", "required"));
     assert!(
@@ -437,7 +437,7 @@ fn status_shows_the_setting_and_bad_values_are_usage_errors() {
         "{}",
         text(&o)
     );
-    let o = run(Command::new(env!("CARGO_BIN_EXE_xenblock"))
+    let o = run(Command::new(common::exe("xenblock"))
         .arg("status")
         .env_remove("XENBLOCK_IMAGE_LOCKS"));
     assert!(
@@ -445,7 +445,7 @@ fn status_shows_the_setting_and_bad_values_are_usage_errors() {
         "{}",
         text(&o)
     );
-    let o = run(Command::new(env!("CARGO_BIN_EXE_xenblock"))
+    let o = run(Command::new(common::exe("xenblock"))
         .args(["prepare", "backend/vbd/5/51712"])
         .env("XENSTORED_PATH", &env.sock)
         .env("XENBLOCK_IMAGE_LOCKS", "sometimes"));

@@ -506,7 +506,7 @@ fn sigterm_removes_socket_and_stale_socket_is_replaced() {
     let mut d = Daemon::start_at(dir, socket.clone());
     assert_eq!(d.client().read(0, "/").unwrap(), "");
     // A second daemon on a live socket refuses to start.
-    let st = std::process::Command::new(env!("CARGO_BIN_EXE_xenblock-xenstored"))
+    let st = std::process::Command::new(xsd::exe("xenblock-xenstored"))
         .arg("--socket")
         .arg(&socket)
         .stdout(std::process::Stdio::null())
@@ -556,7 +556,7 @@ fn ready_fd_and_pidfile() {
     let dir = xsd::temp_dir("ready");
     let socket = dir.join("sock");
     let pidfile = dir.join("pid");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_xenblock-xenstored"))
+    let mut child = std::process::Command::new(xsd::exe("xenblock-xenstored"))
         .arg("--socket")
         .arg(&socket)
         .args(["--ready-fd", "1", "--pidfile"])

@@ -24,10 +24,10 @@
 #![no_main]
 
 #[allow(dead_code)]
-#[path = "../../src/bin/xenblock-xenstored/server.rs"]
+#[path = "../../crates/xenblock-xenstored/src/server.rs"]
 mod server;
 #[allow(dead_code)]
-#[path = "../../src/bin/xenblock-xenstored/tree.rs"]
+#[path = "../../crates/xenblock-xenstored/src/tree.rs"]
 mod tree;
 
 use libfuzzer_sys::fuzz_target;

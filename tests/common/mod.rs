@@ -4,6 +4,8 @@
 #![allow(dead_code)]
 
 pub mod xsd;
+#[allow(unused_imports)] // not every test runs a program
+pub use xsd::exe;
 
 use std::path::{Path, PathBuf};
 

@@ -47,7 +47,7 @@ impl Daemon {
 
     /// Start with extra command-line arguments.
     pub fn start_with(dir: PathBuf, socket: PathBuf, extra: &[&str]) -> Daemon {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_xenblock-xenstored"))
+        let mut child = Command::new(exe("xenblock-xenstored"))
             .arg("--socket")
             .arg(&socket)
             .args(extra)
@@ -248,4 +248,25 @@ pub fn split(p: &[u8]) -> Vec<String> {
         .iter()
         .map(|s| String::from_utf8_lossy(s).into_owned())
         .collect()
+}
+
+/// A program of the workspace (`xenblock`, `xenblock-xenstored`): the
+/// programs are crates of their own (crates/), so cargo gives the library's
+/// tests no `CARGO_BIN_EXE_*`; they sit beside this test's `deps/` directory
+/// once built (`cargo build --release --workspace`, as scripts/test-all.sh
+/// does before `cargo test`).
+pub fn exe(name: &str) -> PathBuf {
+    let me = std::env::current_exe().expect("the test's own path");
+    let dir = me
+        .parent()
+        .and_then(Path::parent)
+        .expect("a test binary lives in target/PROFILE/deps");
+    let p = dir.join(name);
+    assert!(
+        p.is_file(),
+        "{} is missing: build the programs first with `cargo build --release --workspace` \
+         (scripts/test-all.sh does)",
+        p.display()
+    );
+    p
 }

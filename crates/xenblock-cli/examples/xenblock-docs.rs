@@ -2,11 +2,11 @@
 //! the bash/zsh/fish completions from the same clap definition as the
 //! program's `--help`. The package build runs it:
 //!
-//!     cargo run --release --example xenblock-docs -- OUTDIR
+//!     cargo run --release -p xenblock-cli --example xenblock-docs -- OUTDIR
 //!
 //! OUTDIR/man/*.1, OUTDIR/completions/{xenblock.bash,_xenblock,xenblock.fish}.
 
-#[path = "../src/bin/xenblock/cli.rs"]
+#[path = "../src/cli.rs"]
 #[allow(dead_code)]
 mod cli;
 
