@@ -6,7 +6,8 @@
 #      own export as a client: "host B"
 #   A  a second client: "host A"
 #
-# Both mount S:/ at /mnt/nfs and run xenblock (from target/release) against an
+# Both mount S:/ at /mnt/nfs and run xenblock (this checkout's target/release,
+# or NFSVM_BIN=DIR: e.g. another build, to compare) against an
 # embedded xenblock-xenstored of their own (no Xen is needed for loop devices
 # and image locks), and QEMU's own qemu-io from Debian 12's qemu-utils.
 #
@@ -27,6 +28,9 @@
 #   b-qemu-refused       B: `qemu-io -c 'write 0 512'` fails with QEMU's own
 #                        `Failed to get "write" lock`
 #   a-release            A: `xenblock release`: the loop device is gone
+#   a-reads-b-write-refused  on a fresh image: a `qemu-io -r` reader on B and a
+#                        `xenblock` `r` disk on A coexist (both may hold read
+#                        delegations); B's qemu-io write and `xenblock` `w` are refused
 #   b-takes-after-release  B: the prepare now succeeds; A's is refused meanwhile;
 #                        B releases
 #   a-dies-b-refused     A prepares again, A's VM is killed (SIGKILL to QEMU):
@@ -59,7 +63,8 @@
 #
 # Bounded timeouts (seconds): NFSVM_BOOT_TIMEOUT=240 per VM to ready (network
 # up, export mounted, lock grace over); NFSVM_EXEC_TIMEOUT=120 per command;
-# the take-over poll stops at lease + grace + NFSVM_SLACK (default 20).
+# the take-over poll stops at lease + grace + NFSVM_SLACK (default 20); the
+# image build: 10 min for the kernel's download, 20 min for debootstrap.
 set -euo pipefail
 
 SRC=$(cd "$(dirname "$0")/.." && pwd -P)
@@ -125,7 +130,7 @@ build_image() {
     fi
     [ -n "$kpkg" ] || die "cannot find Debian 12's linux-image-6.1 package (apt-cache depends linux-image-amd64)"
     mkdir -p "$DIR/debs"
-    (cd "$DIR/debs" && rm -f ./*.deb && apt-get download "$kpkg" >&2) || die "apt-get download $kpkg failed"
+    (cd "$DIR/debs" && rm -f ./*.deb && timeout 600 apt-get download "$kpkg" >&2) || die "apt-get download $kpkg failed"
     local x=$DIR/unpack
     rm -rf "$x"; mkdir -p "$x"
     dpkg -x "$DIR"/debs/linux-image-*.deb "$x"
@@ -136,7 +141,7 @@ build_image() {
     if [ "$(cat "$base/.done" 2>/dev/null)" != "$PKGS" ]; then
         rm -rf "$base" "$base.tmp"
         log "debootstrap $SUITE (minbase + $PKGS) from $(mirror)"
-        debootstrap --variant=minbase --arch=amd64 --include="$PKGS" \
+        timeout 1200 debootstrap --variant=minbase --arch=amd64 --include="$PKGS" \
             "$SUITE" "$base.tmp" "$(mirror)" >"$DIR/debootstrap.log" 2>&1 ||
             { tail -n 20 "$DIR/debootstrap.log" >&2; die "debootstrap failed (log: $DIR/debootstrap.log)"; }
         echo "$PKGS" >"$base.tmp/.done"
@@ -371,6 +376,10 @@ indent() { sed 's/^/    /' <<<"$1" >&2; }
 IMG=/mnt/nfs/disk.img
 PREP='be=$(nfsvm-be "$1" "$2" '"$IMG"') && xenblock prepare "$be"; rc=$?; echo "rc=$rc"; exit $rc'
 
+# The locks of the exported file in the server's /proc/locks (dev as major:minor in hex).
+SERVER_LOCKS='d=$(stat -c %d /export/disk.img); i=$(stat -c %i /export/disk.img)
+grep " $(printf %02x:%02x $((d >> 8)) $((d & 255))):$i " /proc/locks'
+
 prepare_on() {   # prepare_on VM DEVID MODE: OUT, RC of `xenblock prepare`
     vm_run "$1" "set -- $2 $3; $PREP"
 }
@@ -395,7 +404,7 @@ run_checks() {
     fi
 
     # S, the server: nfsd holds A's locks on the exported file.
-    vm_run s 'ino=$(stat -c %i /export/disk.img); grep ":$ino " /proc/locks'
+    vm_run s "$SERVER_LOCKS"
     if grep -q ' 100 101$' <<<"$OUT" && grep -q ' 201 201$' <<<"$OUT"; then
         check server-sees-locks PASS "nfsd holds bytes 100-101 and 201 for A"
     else
@@ -426,23 +435,32 @@ run_checks() {
     if [ "$RC" = 0 ]; then check a-release PASS "no loop device left on A"
     else check a-release FAIL "exit $RC: $OUT"; fi
 
-    # A reads (mode r: it lets nobody write); B may not write.
-    prepare_on a 51720 r
+    # Readers on both hosts (each may hold a read delegation, under which
+    # the NFS client keeps its locks to itself); then B may not write.
+    local R=/mnt/nfs/ro.img
+    vm_run s "truncate -s 16M $R && { sleep 100 | qemu-io -r -f raw $R >/dev/null 2>&1 & echo \$! >/run/reader.pid; } &&
+        sleep 2 && kill -0 \$(cat /run/reader.pid)"
+    local br_rc=$RC
+    vm_run a "be=\$(nfsvm-be 51720 r $R) && xenblock prepare \$be"
     local ar_rc=$RC ar_out=$OUT
-    prepare_on s 51720 w
-    local bw_rc=$RC bw_out=$OUT
-    vm_run s "qemu-io -f raw -c 'write 0 512' $IMG"
+    vm_run s "${SERVER_LOCKS//disk.img/ro.img}"
+    local deleg
+    deleg=$(grep -c DELEG <<<"$OUT" || true)
+    vm_run s "qemu-io -f raw -c 'write 0 512' $R"
     local bq_rc=$RC bq_out=$OUT
-    vm_run s 'ino=$(stat -c %i /export/disk.img); grep ":$ino " /proc/locks'
-    local locks=$OUT
-    release_on s 51720 >/dev/null; release_on a 51720
-    if [ "$ar_rc" = 0 ] && [ "$bw_rc" = 3 ] && [ "$bq_rc" != 0 ] && grep -q 'Failed to get "write" lock' <<<"$bq_out"; then
-        check a-reads-b-write-refused PASS "A prepared r; B's xenblock w (exit 3) and qemu-io write refused"
+    vm_run s "be=\$(nfsvm-be 51720 w $R) && xenblock prepare \$be"
+    local bw_rc=$RC bw_out=$OUT
+    vm_run s "kill \$(cat /run/reader.pid) && ! losetup -j $R | grep -q ."
+    local bl_rc=$RC
+    vm_run a "xenblock release backend/vbd/\$NFSVM_DOM/51720 && ! losetup -j $R | grep -q ."
+    if [ "$br_rc" = 0 ] && [ "$ar_rc" = 0 ] && [ "$bq_rc" != 0 ] && grep -q 'Failed to get "write" lock' <<<"$bq_out" &&
+       [ "$bw_rc" = 3 ] && grep -q 'another host' <<<"$bw_out" && [ "$bl_rc" = 0 ] && [ "$RC" = 0 ]; then
+        check a-reads-b-write-refused PASS "a qemu-io -r on B and xenblock r on A coexist ($deleg read delegation(s) at the server); B's qemu-io write and xenblock w (exit 3) refused"
     else
-        check a-reads-b-write-refused FAIL "A r: exit $ar_rc (want 0); B xenblock w: exit $bw_rc (want 3); B qemu-io write: exit $bq_rc (want a lock failure)"
-        indent "$ar_out"; indent "$bw_out"; indent "$bq_out"
+        check a-reads-b-write-refused FAIL "B reader: exit $br_rc; A xenblock r: exit $ar_rc (want 0); B qemu-io write: exit $bq_rc (want a lock failure); B xenblock w: exit $bw_rc (want 3, another host); cleanup B $bl_rc, A $RC"
+        indent "$ar_out"; indent "$bq_out"; indent "$bw_out"
     fi
-    indent "$locks"
+
     prepare_on s 51728 w
     local b2_out=$OUT b2_rc=$RC
     prepare_on a 51728 w
