@@ -270,13 +270,14 @@ fn refuse_unless_own(
         if c.pid.is_some() {
             return Err(Error::Busy(refusal(img.shown, mode, byte, &c)));
         }
-        let h =
-            match &held {
-                Some(h) => h,
-                None => held.insert(ofdlock::held_on(img.dev, img.ino).map_err(|e| {
-                    Error::io("cannot read /proc/locks to explain an image lock", e)
-                })?),
-            };
+        let h = match &held {
+            Some(h) => h,
+            // Nothing to explain the holder with: refuse, in general words.
+            None => match ofdlock::held_on(img.dev, img.ino) {
+                Ok(v) => held.insert(v),
+                Err(_) => return Err(Error::Busy(refusal(img.shown, mode, byte, &c))),
+            },
+        };
         // /proc/locks lists this prepare's own (shared) lock on the byte
         // too; it is in the way of an exclusive test only.
         let mine = x
