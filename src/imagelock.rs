@@ -283,11 +283,7 @@ fn refuse_unless_own(
         let mine = x
             && (p.hold.iter().any(|b| PERM_BASE + b == byte)
                 || p.deny.iter().any(|b| SHARED_BASE + b == byte));
-        let local = h
-            .iter()
-            .filter(|l| l.covers(byte) && (x || l.exclusive))
-            .count()
-            .saturating_sub(usize::from(mine));
+        let local = local_holders(h, byte, x, mine);
         if local == 0 {
             return Err(Error::Busy(elsewhere_refusal(img.shown, mode, byte, &c)));
         }
@@ -314,6 +310,17 @@ fn refuse_unless_own(
         return Err(Error::Busy(refusal(img.shown, mode, byte, &c)));
     }
     Ok(())
+}
+
+#[cfg(target_os = "linux")]
+/// How many of this host's locks (`/proc/locks`) are in the way of a test
+/// of `byte` (exclusive or shared), not counting the prepare's own shared
+/// lock on it (`mine`). Zero means the holder is on another host.
+fn local_holders(held: &[ofdlock::Held], byte: u64, exclusive: bool, mine: bool) -> usize {
+    held.iter()
+        .filter(|l| l.covers(byte) && (exclusive || l.exclusive))
+        .count()
+        .saturating_sub(usize::from(mine))
 }
 
 #[cfg(target_os = "linux")]
@@ -510,6 +517,33 @@ mod tests {
             m.contains(&format!("process {}", std::process::id())),
             "{m}"
         );
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn holders_on_this_host() {
+        let shared = |start, end| ofdlock::Held {
+            ofd: true,
+            exclusive: false,
+            start,
+            end: Some(end),
+        };
+        // Only the prepare's own lock on 201: the holder is elsewhere.
+        let mine_only = [shared(100, 101), shared(201, 201)];
+        assert_eq!(local_holders(&mine_only, 201, true, true), 0);
+        assert_eq!(local_holders(&mine_only, 101, true, true), 0);
+        // A local QEMU's lock on 201 too: one holder here.
+        let with_qemu = [shared(100, 101), shared(201, 201), shared(200, 201)];
+        assert_eq!(local_holders(&with_qemu, 201, true, true), 1);
+        // A shared test (the lease byte) is in the way of exclusive locks only.
+        let lease = ofdlock::Held {
+            ofd: false,
+            exclusive: true,
+            start: 0,
+            end: Some(0),
+        };
+        assert_eq!(local_holders(&[shared(0, 0)], 0, false, false), 0);
+        assert_eq!(local_holders(&[lease], 0, false, false), 1);
     }
 
     #[test]
