@@ -249,6 +249,12 @@ fn test(img: &Image<'_>, start: u64, len: u64, exclusive: bool) -> Result<Option
 #[cfg(target_os = "linux")]
 /// A conflict was found: test byte by byte, and let pass the bytes whose
 /// holders are all explained by our own loop devices over the file.
+///
+/// A lock that names no process (an OFD lock, or one held through a network
+/// file system's server) is looked up in this host's `/proc/locks`: if no
+/// lock of this host explains the conflict, the holder is another host
+/// sharing the file system (NFSv4 forwards locks to the server, and the
+/// server refuses for every client; docs/image-locks.md, "Across hosts").
 fn refuse_unless_own(
     img: &Image<'_>,
     mode: Mode,
@@ -261,6 +267,26 @@ fn refuse_unless_own(
         let Some(c) = test(img, byte, 1, x)? else {
             continue;
         };
+        if c.pid.is_some() {
+            return Err(Error::Busy(refusal(img.shown, mode, byte, &c)));
+        }
+        let h = match &held {
+            Some(h) => h,
+            // Nothing to explain the holder with: refuse, in general words.
+            None => match ofdlock::held_on(img.dev, img.ino) {
+                Ok(v) => held.insert(v),
+                Err(_) => return Err(Error::Busy(refusal(img.shown, mode, byte, &c))),
+            },
+        };
+        // /proc/locks lists this prepare's own (shared) lock on the byte
+        // too; it is in the way of an exclusive test only.
+        let mine = x
+            && (p.hold.iter().any(|b| PERM_BASE + b == byte)
+                || p.deny.iter().any(|b| SHARED_BASE + b == byte));
+        let local = local_holders(h, byte, x, mine);
+        if local == 0 {
+            return Err(Error::Busy(elsewhere_refusal(img.shown, mode, byte, &c)));
+        }
         // Our loop devices hold shared OFD locks on 101 (read-write ones)
         // and 201 (all but `w!`), never on 0 or 200.
         let ours = match byte {
@@ -268,20 +294,11 @@ fn refuse_unless_own(
             b if b == SHARED_BASE + WRITE => Some(false),
             _ => None,
         };
-        if let (Some(ours), false, None) = (ours, c.exclusive, c.pid) {
+        if let (Some(ours), false) = (ours, c.exclusive) {
             let o = match own_loops {
                 Some(o) => o,
                 None => *own_loops.insert(own()?),
             };
-            let h = match &held {
-                Some(h) => h,
-                None => held.insert(ofdlock::held_on(img.dev, img.ino).map_err(|e| {
-                    Error::io("cannot read /proc/locks to explain an image lock", e)
-                })?),
-            };
-            // /proc/locks lists this prepare's own lock on the byte too.
-            let mine = p.hold.iter().any(|b| PERM_BASE + b == byte)
-                || p.deny.iter().any(|b| SHARED_BASE + b == byte);
             let n = h
                 .iter()
                 .filter(|l| l.ofd && !l.exclusive && l.covers(byte))
@@ -293,6 +310,49 @@ fn refuse_unless_own(
         return Err(Error::Busy(refusal(img.shown, mode, byte, &c)));
     }
     Ok(())
+}
+
+#[cfg(target_os = "linux")]
+/// How many of this host's locks (`/proc/locks`) are in the way of a test
+/// of `byte` (exclusive or shared), not counting the prepare's own shared
+/// lock on it (`mine`). Zero means the holder is on another host.
+fn local_holders(held: &[ofdlock::Held], byte: u64, exclusive: bool, mine: bool) -> usize {
+    held.iter()
+        .filter(|l| l.covers(byte) && (exclusive || l.exclusive))
+        .count()
+        .saturating_sub(usize::from(mine))
+}
+
+#[cfg(target_os = "linux")]
+/// The refusal when no lock of this host is in the way: the holder is on
+/// another host sharing the file system.
+pub fn elsewhere_refusal(shown: &str, mode: Mode, byte: u64, c: &Conflict) -> String {
+    if byte == LEASE_BYTE {
+        return refusal(shown, mode, byte, c);
+    }
+    let asked = match mode {
+        Mode::Read => "read-only",
+        _ => "read-write",
+    };
+    format!(
+        "{shown} is in use on another host: a QEMU-compatible user (a guest prepared by \
+         xenblock, or a QEMU) {} (lock byte {byte}); no process on this host holds that \
+         lock, so another host sharing this file system does (NFSv4 keeps the locks on the \
+         server), or a process in a PID namespace this one cannot see. It will not be \
+         attached {asked}; stop that user first (a host that died keeps its locks until \
+         the server's lease on them ends)",
+        what_it_does(byte)
+    )
+}
+
+#[cfg(target_os = "linux")]
+fn what_it_does(byte: u64) -> &'static str {
+    match byte {
+        b if b == PERM_BASE + WRITE => "writes to it",
+        b if b == SHARED_BASE + WRITE => "lets nobody else write to it",
+        b if b == SHARED_BASE + CONSISTENT_READ => "lets nobody else read it",
+        _ => "holds a lock on it",
+    }
 }
 
 #[cfg(target_os = "linux")]
@@ -321,12 +381,7 @@ pub fn refusal(shown: &str, mode: Mode, byte: u64, c: &Conflict) -> String {
              so it will not be attached {asked}; stop the libvirt guest that uses it"
         );
     }
-    let what = match byte {
-        b if b == PERM_BASE + WRITE => "writes to it",
-        b if b == SHARED_BASE + WRITE => "lets nobody else write to it",
-        b if b == SHARED_BASE + CONSISTENT_READ => "lets nobody else read it",
-        _ => "holds a lock on it",
-    };
+    let what = what_it_does(byte);
     let holder = match c.pid {
         Some(pid) => format!("{} holds that lock", process(pid)),
         None => "the lock is an OFD lock, which names no process: another process on this \
@@ -462,6 +517,54 @@ mod tests {
             m.contains(&format!("process {}", std::process::id())),
             "{m}"
         );
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn holders_on_this_host() {
+        let shared = |start, end| ofdlock::Held {
+            ofd: true,
+            exclusive: false,
+            start,
+            end: Some(end),
+        };
+        // Only the prepare's own lock on 201: the holder is elsewhere.
+        let mine_only = [shared(100, 101), shared(201, 201)];
+        assert_eq!(local_holders(&mine_only, 201, true, true), 0);
+        assert_eq!(local_holders(&mine_only, 101, true, true), 0);
+        // A local QEMU's lock on 201 too: one holder here.
+        let with_qemu = [shared(100, 101), shared(201, 201), shared(200, 201)];
+        assert_eq!(local_holders(&with_qemu, 201, true, true), 1);
+        // A shared test (the lease byte) is in the way of exclusive locks only.
+        let lease = ofdlock::Held {
+            ofd: false,
+            exclusive: true,
+            start: 0,
+            end: Some(0),
+        };
+        assert_eq!(local_holders(&[shared(0, 0)], 0, false, false), 0);
+        assert_eq!(local_holders(&[lease], 0, false, false), 1);
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn a_holder_no_local_lock_explains_is_on_another_host() {
+        let remote = Conflict {
+            start: 201,
+            len: 1,
+            exclusive: false,
+            pid: None,
+        };
+        let m = elsewhere_refusal("/nfs/img", Mode::Write, 201, &remote);
+        assert!(
+            m.contains("in use on another host")
+                && m.contains("lets nobody else write")
+                && m.contains("lease"),
+            "{m}"
+        );
+        // A lease on byte 0 keeps libvirt's words.
+        let m = elsewhere_refusal("/nfs/img", Mode::Read, 0, &remote);
+        assert!(m.contains("virtlockd") && m.contains("another host"), "{m}");
     }
 
     #[test]
