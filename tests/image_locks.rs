@@ -572,3 +572,181 @@ fn audit_reports_a_qemu_writer_on_an_image_a_guest_uses() {
     let o = xenblock_cli(&env, &["audit"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
 }
+
+/// A loop device the test binds by hand (no xenblock tag, no image locks),
+/// detached on drop.
+struct HandLoop(PathBuf);
+
+impl HandLoop {
+    fn over(target: &Path) -> HandLoop {
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(target)
+            .unwrap();
+        HandLoop(
+            xenblock::sys::loopdev::attach(&f, false, b"by-hand")
+                .unwrap()
+                .path,
+        )
+    }
+    fn shown(&self) -> String {
+        self.0.display().to_string()
+    }
+}
+
+impl Drop for HandLoop {
+    fn drop(&mut self) {
+        let _ = xenblock::sys::loopdev::detach(&self.0);
+    }
+}
+
+/// An image a QEMU holds is a claim of the sharing rule wherever it sits in
+/// the target's stack: here under a loop device bound by hand and given as
+/// a `phy` disk (no image lock of the prepare itself touches that file).
+/// A writer refuses both modes, a read-only QEMU only read-write; the
+/// claims index (built by the first decisions) serves those decisions.
+#[test]
+fn an_image_qemu_holds_under_a_loop_device_is_a_claim() {
+    require_root();
+    let mut env = Env::new();
+    let img = env.image("under.img", SIZE);
+    let lo = HandLoop::over(&img);
+    env.domain(5, "/vm/a");
+    let w = env.backend(5, 51712, &lo.shown(), "w");
+    let r = env.backend(5, 51728, &lo.shown(), "r");
+    let ctx = env.ctx();
+    // Free: given (twice, so that the claims index is built).
+    for _ in 0..2 {
+        ctx.prepare(&w).unwrap();
+        ctx.release(&w).unwrap();
+        env.unprepare(&w);
+    }
+    let served = ctx.claims_index_stats().served;
+
+    let q = qemu_io_holding(&img);
+    for be in [&w, &r] {
+        let m = prepare_err(&ctx, be).to_string();
+        assert!(
+            m.contains(&format!(
+                "{} is a loop device over {}: {} is in use: a QEMU-compatible user writes to it \
+                 (lock byte 101)",
+                lo.shown(),
+                img.display(),
+                img.display()
+            )) && m.contains("names no process"),
+            "{m}"
+        );
+        assert_eq!(
+            env.read(&format!("{be}/hotplug-status")).as_deref(),
+            Some("busy")
+        );
+        env.unprepare(be);
+    }
+    drop(q);
+    assert!(
+        ctx.claims_index_stats().served > served,
+        "the index decided: {:?}",
+        ctx.claims_index_stats()
+    );
+
+    // A read-only QEMU forbids writing only.
+    let q = qemu_system(&img, true);
+    ctx.prepare(&r).unwrap();
+    ctx.release(&r).unwrap();
+    env.unprepare(&r);
+    let m = prepare_err(&ctx, &w).to_string();
+    assert!(
+        m.contains("lets nobody else write to it (lock byte 201)"),
+        "{m}"
+    );
+    env.unprepare(&w);
+    drop(q);
+    wait_until("QEMU's locks are gone", || ofd_locks(&img) == 0);
+    ctx.prepare(&w).unwrap();
+    ctx.release(&w).unwrap();
+}
+
+/// A virtlockd lease on an image under a loop device: a claim naming the
+/// leaseholder's process. The lease (a classic POSIX write lock on byte 0,
+/// as virtlockd takes it) is held by another process, as virtlockd is:
+/// a process's POSIX locks go when it closes any descriptor of the file,
+/// which the lock test itself does.
+#[test]
+fn a_lease_under_a_loop_device_is_a_claim_naming_its_process() {
+    require_root();
+    let mut env = Env::new();
+    let img = env.image("lease-under.img", SIZE);
+    let lo = HandLoop::over(&img);
+    env.domain(5, "/vm/a");
+    let be = env.backend(5, 51712, &lo.shown(), "r");
+    let script = "use Fcntl; $| = 1; open(my $f, '+<', $ARGV[0]) or die \"open: $!\"; \
+                  fcntl($f, F_SETLK, pack('s s x4 q q i x4', F_WRLCK, SEEK_SET, 0, 1, 0)) \
+                  or die \"lock: $!\"; print \"locked\\n\"; sleep 60";
+    let mut child = Command::new("perl")
+        .args(["-e", script])
+        .arg(&img)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let mut line = String::new();
+    use std::io::BufRead;
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let holder = Proc(child);
+    assert_eq!(line, "locked\n");
+    let ctx = env.ctx();
+    let m = prepare_err(&ctx, &be).to_string();
+    assert!(
+        m.contains("is leased by libvirt (a virtlockd read-write lease: lock byte 0)")
+            && m.contains(&format!("the lease is held by process {pid} (perl)")),
+        "{m}"
+    );
+    drop(holder);
+    env.unprepare(&be);
+    ctx.prepare(&be).unwrap();
+    ctx.release(&be).unwrap();
+}
+
+/// `xenblock audit` reports a disk whose stack holds an image a QEMU
+/// writes: a `phy` disk on a loop device over another loop device over the
+/// image (the audit checks the disk as the lower device, so the image is
+/// found only as a claim in its stack).
+#[test]
+fn audit_reports_an_image_qemu_holds_in_a_disks_stack() {
+    require_root();
+    let mut env = Env::new();
+    env.domain(63, "/vm/sixty-three");
+    let img = env.image("audit-under.img", SIZE);
+    let lower = HandLoop::over(&img);
+    let upper = HandLoop::over(&lower.0);
+    let b = env.backend(63, 51712, &upper.shown(), "w");
+    env.ctx().prepare(&b).unwrap();
+    let o = xenblock_cli(&env, &["audit"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let q = qemu_io_holding(&img);
+    let o = xenblock_cli(&env, &["audit"]);
+    drop(q);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(3), "{out}");
+    let conflicts: Vec<&str> = out
+        .lines()
+        .filter(|l| l.starts_with("conflict: "))
+        .collect();
+    assert_eq!(conflicts.len(), 1, "{out}");
+    assert!(
+        conflicts[0].starts_with(&format!(
+            "conflict: {b} (domain 63, read-write): image locks: "
+        )) && conflicts[0].contains(&format!(
+            "is a loop device over {}: {} is in use: a QEMU-compatible user writes to it",
+            img.display(),
+            img.display()
+        )),
+        "{out}"
+    );
+    env.ctx().release(&b).unwrap();
+    drop(upper);
+}
