@@ -19,8 +19,10 @@ TITLE="a qdisk guest (QEMU) and a blkback guest on one image, both rw: who refus
 # qdisk q1 beside it; then b1 goes and blkback b2 asks while q1 holds it.
 EXPECT_stock="blkback first: qdisk guest CREATED, audit exit 3; qdisk first: blkback guest CREATED"
 EXPECT_dropin="blkback first: qdisk guest CREATED, audit exit 3; qdisk first: blkback guest refused, naming QEMU and its pid"
+# step WHAT: a timestamped line in the log (where the time goes under TCG).
+step() { echo "[$((SECONDS - t0)) s] $*"; }
 scenario() {
-    local img res rc dq qpid i
+    local img res rc dq qpid i t0=$SECONDS
     img=$(image s29.img)
     guest_cfg b1 'true' "format=raw,vdev=xvda,access=rw,target=$img"
     guest_cfg q1 'true' "format=raw,vdev=xvda,access=rw,backendtype=qdisk,target=$img"
@@ -30,9 +32,11 @@ scenario() {
     xl create -p /tmp/b1.cfg >/tmp/b1.err 2>&1 ||
         { sed 's/^/xl b1: /' /tmp/b1.err; outcome "first blkback guest refused"; return; }
 
+    step "blkback guest b1 created"
     # 1. blkback first, then the qdisk guest.
     xl create -p /tmp/q1.cfg >/tmp/q1.err 2>&1; rc=$?
     sed 's/^/xl q1: /' /tmp/q1.err
+    step "qdisk guest q1 asked for (xl exit $rc)"
     if [ $rc -eq 0 ] && exists q1; then
         dq=$(domid q1)
         qpid=$(xenstore-read "/local/domain/$dq/image/device-model-pid" 2>/dev/null)
@@ -48,6 +52,7 @@ scenario() {
         res="blkback first: qdisk guest refused ($(xl_err /tmp/q1.err))"
     fi
     xl destroy b1
+    step "b1 destroyed"
 
     # 2. The qdisk guest holds the image; a blkback guest asks.
     if ! exists q1; then
@@ -58,6 +63,7 @@ scenario() {
     fi
     xl create -p /tmp/b2.cfg >/tmp/b2.err 2>&1; rc=$?
     sed 's/^/xl b2: /' /tmp/b2.err
+    step "blkback guest b2 asked for (xl exit $rc)"
     if [ $rc -eq 0 ] && exists b2; then
         res="$res; qdisk first: blkback guest CREATED"
     elif grep -q "through QEMU" /tmp/b2.err && [ -n "$qpid" ] && grep -q "through QEMU (pid $qpid," /tmp/b2.err; then
@@ -69,6 +75,7 @@ scenario() {
     fi
     xl destroy b2 2>/dev/null
     xl destroy q1
+    step "q1 destroyed"
     # Nothing of QEMU may stay: its process and its backend directory.
     for i in $(seq 50); do pgrep -f xen-qemu-system-i386 >/dev/null || break; sleep 0.2; done
     pgrep -f xen-qemu-system-i386 >/dev/null && res="$res; LEAK: QEMU still running"
