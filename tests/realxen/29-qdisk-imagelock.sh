@@ -17,10 +17,12 @@ TITLE="a qdisk guest (QEMU) and a blkback guest on one image, both rw: who refus
 #
 # One QEMU start per mode (each costs ~25 s under TCG): blkback b1, then
 # qdisk q1 beside it; then b1 goes and blkback b2 asks while q1 holds it.
-EXPECT_stock="blkback first: qdisk guest CREATED, audit exit 3; qdisk first: blkback guest CREATED"
-EXPECT_dropin="blkback first: qdisk guest CREATED, audit exit 3; qdisk first: blkback guest refused, naming QEMU and its pid"
+EXPECT_stock="blkback first: qdisk guest CREATED (QEMU took no image lock), audit exit 3; qdisk first: blkback guest CREATED"
+EXPECT_dropin="blkback first: qdisk guest CREATED (QEMU took no image lock), audit exit 3; qdisk first: blkback guest refused, naming QEMU and its pid"
 # step WHAT: a timestamped line in the log (where the time goes under TCG).
 step() { echo "[$((SECONDS - t0)) s] $*"; }
+# nlocks FILE: how many byte-range locks /proc/locks lists on FILE.
+nlocks() { grep -cE " [0-9a-f]+:[0-9a-f]+:$(stat -c %i "$1") " /proc/locks || true; }
 scenario() {
     local img res rc dq qpid i t0=$SECONDS
     img=$(image s29.img)
@@ -34,6 +36,7 @@ scenario() {
 
     step "blkback guest b1 created"
     # 1. blkback first, then the qdisk guest.
+    local before after; before=$(nlocks "$img")
     xl create -p /tmp/q1.cfg >/tmp/q1.err 2>&1; rc=$?
     sed 's/^/xl q1: /' /tmp/q1.err
     step "qdisk guest q1 asked for (xl exit $rc)"
@@ -43,9 +46,14 @@ scenario() {
         echo "QEMU of q1: pid ${qpid:-?}; its descriptors on the image:"
         ls -l "/proc/$qpid/fd" 2>/dev/null | grep -F "$img" || echo "  (none)"
         echo "/proc/locks:"; cat /proc/locks
+        after=$(nlocks "$img")
         xenblock audit >/tmp/audit.out 2>&1; rc=$?
         sed 's/^/audit: /' /tmp/audit.out
-        res="blkback first: qdisk guest CREATED, audit exit $rc"
+        if [ "$after" = "$before" ]; then
+            res="blkback first: qdisk guest CREATED (QEMU took no image lock), audit exit $rc"
+        else
+            res="blkback first: qdisk guest CREATED (QEMU took $((after - before)) image locks), audit exit $rc"
+        fi
     elif grep -q 'Failed to get "write" lock' /var/log/xen/qemu-dm-q1.log 2>/dev/null; then
         res="blkback first: qdisk guest refused by QEMU (Failed to get \"write\" lock)"
     else
