@@ -552,7 +552,11 @@ fn cost_in_a_whole_file_prepare() {
         let (mut o, mut n) = (Vec::new(), Vec::new());
         // Which goes first alternates too.
         for first_on in [b % 2 == 0, b % 2 != 0] {
-            let (c, v) = if first_on { (&on, &mut n) } else { (&off, &mut o) };
+            let (c, v) = if first_on {
+                (&on, &mut n)
+            } else {
+                (&off, &mut o)
+            };
             for _ in 0..50 {
                 v.push(cycle(c));
             }
