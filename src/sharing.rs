@@ -1204,4 +1204,96 @@ mod tests {
             "ok {oks} local {locals} guest {guests}"
         );
     }
+
+    // ---- lock claims ----
+
+    #[test]
+    fn lock_claims_writers_block_all_write_forbidders_block_writers() {
+        let img = Key::File {
+            dev: 0x801,
+            ino: 12,
+        };
+        let lock = |mode| LockClaim {
+            key: img,
+            path: "/srv/disk.img".into(),
+            mode,
+            what: "is in use: a QEMU-compatible user writes to it (lock byte 101)".into(),
+            holder: "process 42 (qemu-io) holds that lock".into(),
+        };
+        let decide_with = |r: &Request, locks: &[LockClaim], claims: &[Claim]| {
+            decide(
+                r,
+                &Facts {
+                    topology: &Topology::default(),
+                    mounts: &[],
+                    swaps: &[],
+                    claims,
+                    locks,
+                },
+            )
+        };
+        let w = req(Mode::Write, vm("/vm/a"), vec![img]);
+        let r = req(Mode::Read, vm("/vm/a"), vec![img]);
+        let f = req(Mode::Force, vm("/vm/a"), vec![img]);
+        let writer = [lock(Mode::Write)];
+        let reader = [lock(Mode::Read)];
+        for q in [&w, &r] {
+            let e = decide_with(q, &writer, &[]).unwrap_err();
+            assert!(matches!(e, Refusal::Locked { .. }), "{e:?}");
+            let m = e.message(q);
+            assert!(
+                m.starts_with("/srv/disk.img is in use: a QEMU-compatible user writes to it")
+                    && m.contains("process 42 (qemu-io)")
+                    && m.contains(&format!(
+                        "refusing to attach /srv/disk.img {}",
+                        q.mode.describe()
+                    )),
+                "{m}"
+            );
+        }
+        assert!(decide_with(&w, &reader, &[]).is_err());
+        assert_eq!(decide_with(&r, &reader, &[]), Ok(()));
+        assert_eq!(decide_with(&f, &writer, &[]), Ok(()));
+        // Not in the overlap: no claim.
+        let other = req(Mode::Write, vm("/vm/a"), vec![LOOP1]);
+        assert_eq!(decide_with(&other, &writer, &[]), Ok(()));
+        // Another VM's backend is named first; the same VM's is no refusal,
+        // but the lock still is (no same-VM exception outside Xen).
+        let theirs = [theirs(img, Mode::Write)];
+        assert!(matches!(
+            decide_with(&w, &writer, &theirs),
+            Err(Refusal::Guest { .. })
+        ));
+        let mine = [claim(THEIRS, "7", img, Mode::Write, vm("/vm/a"))];
+        assert!(matches!(
+            decide_with(&w, &writer, &mine),
+            Err(Refusal::Locked { .. })
+        ));
+    }
+
+    #[test]
+    fn a_qdisk_holder_is_named_with_its_qemu_pid() {
+        let r = req(Mode::Write, vm("/vm/a"), vec![LOOP0]);
+        let mut e = Refusal::Guest {
+            backend: "backend/qdisk/7/51712".into(),
+            domid: "7".into(),
+            key: LOOP0,
+            mode: Mode::Write,
+            via: vec![],
+            pid: None,
+        };
+        let m = e.message(&r);
+        assert!(
+            m.contains("by domain 7 through QEMU (backend/qdisk/7/51712)"),
+            "{m}"
+        );
+        if let Refusal::Guest { pid, .. } = &mut e {
+            *pid = Some(594);
+        }
+        let m = e.message(&r);
+        assert!(
+            m.contains("by domain 7 through QEMU (pid 594, backend/qdisk/7/51712)"),
+            "{m}"
+        );
+    }
 }
