@@ -15,6 +15,10 @@ TITLE="a qdisk guest (QEMU) and a blkback guest on one image, both rw: who refus
 # script (stock) looks only at loop devices and gives the image read-write
 # to the second guest: its known wrong answer.
 #
+# Every mode but stock puts xenblock in the hotplug path (drop-in,
+# in-process, plugin): those without an EXPECT of their own are held to
+# EXPECT_dropin (run-one.sh).
+#
 # One QEMU start per mode (each costs ~25 s under TCG): blkback b1, then
 # qdisk q1 beside it; then b1 goes and blkback b2 asks while q1 holds it.
 EXPECT_stock="blkback first: qdisk guest CREATED (QEMU took no image lock), audit exit 3; qdisk first: blkback guest CREATED"
