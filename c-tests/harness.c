@@ -25,6 +25,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -589,6 +590,90 @@ static void case_abi_size(struct ct_env *e)
     CHECK(ct_loop_wait_detached(node, img), "%s still attached", node);
     ct_domain_purge(e->xs, 81);
     xenblock_ctx_free(ctx);
+}
+
+/* How many OFD locks /proc/locks lists on the file at `path`. */
+static int ofd_locks_on(const char *path)
+{
+    struct stat st;
+    if (stat(path, &st) != 0)
+        return -1;
+    char want[64];
+    snprintf(want, sizeof want, " %02x:%02x:%lu ", major(st.st_dev), minor(st.st_dev),
+             (unsigned long)st.st_ino);
+    FILE *f = fopen("/proc/locks", "r");
+    if (!f)
+        return -1;
+    char line[512];
+    int n = 0;
+    while (fgets(line, sizeof line, f))
+        if (strstr(line, "OFDLCK") && !strstr(line, "->") && strstr(line, want))
+            n++;
+    fclose(f);
+    return n;
+}
+
+/* ABI 1.3: `image_locks` from C. 0 (the default) takes QEMU's image locks
+ * on a file disk, held by its loop device; XENBLOCK_IMAGE_LOCKS_OFF takes
+ * none; an unknown value and a set `reserved2` are refused; junk in
+ * `reserved1` (the 1.2 struct's tail padding) is ignored; an ABI 1.2-sized
+ * struct gets the default whatever lies beyond it. */
+static void case_image_locks(struct ct_env *e)
+{
+    char img[PATH_MAX], node[PATH_MAX];
+    ct_image(e, "locks.img", 1 << 20, img);
+    ct_domain_purge(e->xs, 82);
+    struct ct_disk d = {.domid = 82, .devid = XVDA, .params = img, .mode = "w",
+                        .vm = "/vm/c0ffee00-0000-0000-0000-000000000082"};
+    static const struct {
+        uint32_t value;
+        size_t abi_size; /* 0: sizeof */
+        bool locks;
+    } runs[] = {
+        {XENBLOCK_IMAGE_LOCKS_DEFAULT, 0, true},
+        {XENBLOCK_IMAGE_LOCKS_BEST_EFFORT, 0, true},
+        {XENBLOCK_IMAGE_LOCKS_REQUIRED, 0, true},
+        {XENBLOCK_IMAGE_LOCKS_OFF, 0, false},
+        /* An ABI 1.2 caller: image_locks lies beyond its struct. */
+        {XENBLOCK_IMAGE_LOCKS_OFF, offsetof(xenblock_config, image_locks), true},
+    };
+    for (size_t i = 0; i < sizeof runs / sizeof runs[0]; i++) {
+        xenblock_config cfg;
+        ct_config(e, &cfg);
+        cfg.image_locks = runs[i].value;
+        cfg.reserved1 = 0xa5a5a5a5u;
+        if (runs[i].abi_size)
+            cfg.abi_size = (uint32_t)runs[i].abi_size;
+        xenblock_ctx *ctx = NULL;
+        CHECK_STATUS(xenblock_ctx_new(&cfg, &ctx), XENBLOCK_OK, NULL);
+        REQUIRE(ctx != NULL, "image_locks %u: refused: %s", runs[i].value, xenblock_last_error());
+        ct_disk_add(e->xs, &d);
+        CHECK_STATUS(xenblock_prepare(ctx, d.arg), XENBLOCK_OK, ctx);
+        check_file_connected(e, &d, img, false, node, sizeof node);
+        int n = ofd_locks_on(img);
+        CHECK(runs[i].locks ? n > 0 : n == 0, "image_locks %u (abi_size %zu): %d OFD locks on %s",
+              runs[i].value, runs[i].abi_size, n, img);
+        remove_disk(e, ctx, &d);
+        CHECK(ct_loop_wait_detached(node, img), "%s still attached", node);
+        xenblock_ctx_free(ctx);
+    }
+    CHECK(ofd_locks_on(img) == 0, "locks left on %s after release", img);
+
+    xenblock_config cfg;
+    ct_config(e, &cfg);
+    cfg.image_locks = 4;
+    xenblock_ctx *ctx = (xenblock_ctx *)&cfg;
+    CHECK_STATUS(xenblock_ctx_new(&cfg, &ctx), XENBLOCK_INVALID_ARGUMENT, NULL);
+    CHECK(ctx == NULL, "*out not NULL after a failure");
+    CHECK(strstr(xenblock_last_error(), "image_locks is 4") != NULL, "last error: \"%s\"",
+          xenblock_last_error());
+    ct_config(e, &cfg);
+    cfg.reserved2 = 1;
+    ctx = NULL;
+    CHECK_STATUS(xenblock_ctx_new(&cfg, &ctx), XENBLOCK_INVALID_ARGUMENT, NULL);
+    CHECK(strstr(xenblock_last_error(), "reserved2 is 1") != NULL, "last error: \"%s\"",
+          xenblock_last_error());
+    ct_domain_purge(e->xs, 82);
 }
 
 /* What an embedding host relies on: plans only for backends that exist, a
@@ -1312,6 +1397,7 @@ static const struct test_case cases[] = {
     {"custom_script", true, case_custom_script},
     {"invalid_args", true, case_invalid_args},
     {"abi_size", true, case_abi_size},
+    {"image_locks", true, case_image_locks},
     {"embedding", true, case_embedding},
     {"threads_one_ctx", true, case_threads_one_ctx},
     {"threads_many_ctx", true, case_threads_many_ctx},

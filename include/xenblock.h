@@ -70,7 +70,7 @@
 /**
  * Minor version of the C ABI; grows with compatible additions.
  */
-#define XENBLOCK_ABI_MINOR 2
+#define XENBLOCK_ABI_MINOR 3
 
 /**
  * `flags` of `xenblock_prepare_ex` and `xenblock_release_ex`: never wait
@@ -112,6 +112,37 @@ enum xenblock_flavour
 };
 #ifndef __cplusplus
 typedef uint32_t xenblock_flavour;
+#endif // __cplusplus
+
+/**
+ * What to do about QEMU-compatible image locks on file disks
+ * (`xenblock_config.image_locks`, ABI 1.3; docs/image-locks.md).
+ */
+enum xenblock_image_locks
+#ifdef __cplusplus
+  : uint32_t
+#endif // __cplusplus
+ {
+  /**
+   * The default: `XENBLOCK_IMAGE_LOCKS_BEST_EFFORT`.
+   */
+  XENBLOCK_IMAGE_LOCKS_DEFAULT = 0,
+  /**
+   * Take and check them; refuse a file on a file system without locks.
+   */
+  XENBLOCK_IMAGE_LOCKS_REQUIRED = 1,
+  /**
+   * Take and check them; on a file system without locks, warn once per
+   * image and attach without.
+   */
+  XENBLOCK_IMAGE_LOCKS_BEST_EFFORT = 2,
+  /**
+   * Neither take nor check them.
+   */
+  XENBLOCK_IMAGE_LOCKS_OFF = 3,
+};
+#ifndef __cplusplus
+typedef uint32_t xenblock_image_locks;
 #endif // __cplusplus
 
 /**
@@ -344,6 +375,21 @@ typedef struct xenblock_config {
    * (ABI 1.2; older callers get the default.)
    */
   uint32_t workers;
+  /**
+   * Ignored, never read as a value: the 4 bytes of ABI 1.2's tail
+   * padding, where a 1.2 caller may leave anything. (ABI 1.3.)
+   */
+  uint32_t reserved1;
+  /**
+   * `xenblock_image_locks` value: QEMU-compatible image locks on file
+   * disks; 0 = best-effort. (ABI 1.3; older callers get the default.)
+   */
+  uint32_t image_locks;
+  /**
+   * Must be zero (anything else is refused), for a later field: the 4
+   * bytes that would otherwise be tail padding. (ABI 1.3.)
+   */
+  uint32_t reserved2;
 } xenblock_config;
 
 /**

@@ -475,13 +475,127 @@ impl Context {
             identity,
             keys: keys.to_vec(),
         };
+        // Image files in the stack that users outside Xen hold with image
+        // locks (a loop device given as `phy`, a loop device over another):
+        // claims too. The request's own file is not among them: the image
+        // lock of the prepare itself tests it, on its own description.
+        let locks = self.gather_lock_claims(&overlap, keys, &[], &mut topology);
         let facts = Facts {
             topology: &topology,
             mounts: &mounts,
             swaps: &swaps,
             claims: &claims,
+            locks: &locks,
         };
-        sharing::decide(&req, &facts).map_err(|r| Error::Busy(r.message(&req)))
+        sharing::decide(&req, &facts).map_err(|mut r| {
+            if let sharing::Refusal::Guest {
+                backend,
+                domid,
+                pid,
+                ..
+            } = &mut r
+            {
+                if names
+                    && backend
+                        .rsplitn(3, '/')
+                        .nth(2)
+                        .is_some_and(|r| r.ends_with("qdisk"))
+                {
+                    *pid = self.device_model_pid(domid);
+                }
+            }
+            Error::Busy(r.message(&req))
+        })
+    }
+
+    /// The pid of the QEMU libxl started as domain `domid`'s device model
+    /// (it serves the domain's qdisk backends), if it is running.
+    pub(crate) fn device_model_pid(&self, domid: &str) -> Option<u32> {
+        let p = format!("/local/domain/{domid}/image/device-model-pid");
+        let v = read_string(&*self.store, NO_TX, &p).ok()??;
+        let pid: u32 = v.trim().parse().ok()?;
+        #[cfg(target_os = "linux")]
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            return None;
+        }
+        Some(pid)
+    }
+
+    /// The image files in `overlap` (other than `skip`) that a user outside
+    /// Xen holds with QEMU-compatible image locks, as claims
+    /// ([`crate::imagelock::lock_claim`]). A file is found by the path
+    /// `known` gives it, or by the backing file of a loop device over it in
+    /// the overlap; one with neither cannot be tested (an overlayfs layer
+    /// reached without a loop device) and is left out. A test that fails is
+    /// a doubt. Linux flavour only; nothing is read when the overlap has no
+    /// other file.
+    #[allow(unused_variables)]
+    pub(crate) fn gather_lock_claims(
+        &self,
+        overlap: &Overlap,
+        skip: &[Key],
+        known: &[(Key, String)],
+        topology: &mut Topology,
+    ) -> Vec<sharing::LockClaim> {
+        #[cfg(target_os = "linux")]
+        {
+            if self.config.flavour != Flavour::Linux
+                || self.config.image_locks == crate::imagelock::ImageLocks::Off
+            {
+                return Vec::new();
+            }
+            let files: Vec<(u64, u64)> = overlap
+                .nodes()
+                .iter()
+                .filter(|k| !skip.contains(k))
+                .filter_map(|k| match *k {
+                    Key::File { dev, ino } => Some((dev, ino)),
+                    Key::Dev(_) => None,
+                })
+                .collect();
+            if files.is_empty() {
+                return Vec::new();
+            }
+            let mut paths: Vec<((u64, u64), String)> = known
+                .iter()
+                .filter_map(|(k, p)| match *k {
+                    Key::File { dev, ino } => Some(((dev, ino), p.clone())),
+                    Key::Dev(_) => None,
+                })
+                .collect();
+            for k in overlap.nodes() {
+                let Key::Dev(d) = k else { continue };
+                if d.major != 7 {
+                    continue;
+                }
+                let sys = format!("/sys/dev/block/{}:{}/loop/backing_file", d.major, d.minor);
+                let Ok(p) = std::fs::read_to_string(&sys) else {
+                    continue;
+                };
+                let p = p.trim_end_matches('\n').to_string();
+                if let Ok(st) = crate::sys::stat::stat(Path::new(&p)) {
+                    if files.contains(&(st.dev, st.ino))
+                        && !paths.iter().any(|(f, _)| *f == (st.dev, st.ino))
+                    {
+                        paths.push(((st.dev, st.ino), p));
+                    }
+                }
+            }
+            let mut out = Vec::new();
+            for (f, p) in paths {
+                if !files.contains(&f) {
+                    continue;
+                }
+                match crate::imagelock::lock_claim(&p, f.0, f.1) {
+                    Ok(Some(c)) => out.push(c),
+                    Ok(None) => {}
+                    Err(m) => topology.doubts.push(m),
+                }
+            }
+            out
+        }
+        #[cfg(not(target_os = "linux"))]
+        Vec::new()
     }
 
     /// The block stack around `keys` (Linux flavour: from sysfs, with dom0's
@@ -1134,7 +1248,7 @@ const OTHER_DISK_ROOTS: &[&str] = &["vbd", "vbd3", "qdisk"];
 /// The path in a qdisk/vbd3 `params`: libxl writes `<format>:<path>`
 /// (`aio:/srv/a.img` for raw, `qcow2:/...`, `vhd:/...`); older toolstacks
 /// nest prefixes (`tap:aio:/...`) or write the bare path.
-fn params_path(v: &str) -> Option<&str> {
+pub(crate) fn params_path(v: &str) -> Option<&str> {
     let mut rest = v;
     for _ in 0..4 {
         if rest.starts_with('/') {

@@ -145,7 +145,13 @@ impl Context {
         #[cfg(not(target_os = "linux"))]
         let _ = diskseq;
         report.checked += 1;
-        // Named as people know it: a file by its path, a device by its node.
+        // Named as people know it: a file by its path, a device by its node
+        // (a qdisk/vbd3 `params` less its `<format>:` prefix).
+        let params = match (kind, params) {
+            ("vbd", p) => p,
+            (_, Some(p)) => Some(crate::attach::params_path(&p).map_or(p.clone(), str::to_string)),
+            (_, None) => None,
+        };
         let target = match key {
             Key::File { .. } => params.or(pdp),
             Key::Dev(_) => pdp.or(params),
@@ -175,42 +181,50 @@ impl Context {
             identity,
             keys,
         };
+        // Image files in the stack, the disk's own included, that a user
+        // outside Xen (a QEMU guest, qemu-nbd, a virtlockd lease, another
+        // host) holds with image locks: claims like the backends'.
+        let known: Vec<(Key, String)> = match key {
+            k @ Key::File { .. } => vec![(k, req.target.clone())],
+            Key::Dev(_) => Vec::new(),
+        };
+        let locks = self.gather_lock_claims(&overlap, &[], &known, &mut topology);
         let facts = Facts {
             topology: &topology,
             mounts: &mounts,
             swaps: &swaps,
             claims: &claims,
+            locks: &locks,
         };
-        if let Err(r) = sharing::decide(&req, &facts) {
+        if let Err(mut r) = sharing::decide(&req, &facts) {
+            if let Refusal::Guest {
+                backend,
+                domid,
+                pid,
+                ..
+            } = &mut r
+            {
+                if backend
+                    .rsplitn(3, '/')
+                    .nth(2)
+                    .is_some_and(|r| r.ends_with("qdisk"))
+                {
+                    *pid = self.device_model_pid(domid);
+                }
+            }
+            let message = match r {
+                Refusal::Locked { .. } => format!("image locks: {}", r.message(&req)),
+                _ => r.message(&req),
+            };
             let f = Finding {
                 backend: backend.to_string(),
                 domid,
                 mode,
-                message: r.message(&req),
+                message,
             };
             match r {
                 Refusal::Doubt { .. } => report.unsure.push(f),
                 _ => report.conflicts.push(f),
-            }
-            return Ok(());
-        }
-        // An image file: anyone else holding QEMU-compatible image locks
-        // (a QEMU guest, qemu-nbd...) that prepare would refuse today.
-        #[cfg(target_os = "linux")]
-        if let (Key::File { dev, ino }, true) = (
-            key,
-            self.config.image_locks != crate::imagelock::ImageLocks::Off,
-        ) {
-            let found = |message: String| Finding {
-                backend: backend.to_string(),
-                domid: domid.clone(),
-                mode,
-                message,
-            };
-            match image_lock_holder(&req.target, dev, ino, mode) {
-                Ok(None) => {}
-                Ok(Some(m)) => report.conflicts.push(found(m)),
-                Err(m) => report.unsure.push(found(m)),
             }
         }
         Ok(())
@@ -260,89 +274,6 @@ impl Context {
             Err(_) => LoopOf::NotLoop,
         }
     }
-}
-
-/// Whether someone other than the loop devices over the file holds image
-/// locks that a prepare of `mode` would be refused for, tested from a
-/// fresh read-only open that takes no lock (prepare's test, without its
-/// own locks): `Ok(Some(message))` names the holder, `Err` says why it
-/// cannot be told. Each of xenblock's loop devices over the file explains
-/// one shared lock on the write bytes, as in prepare (docs/image-locks.md);
-/// untagged ones (Xen's script, `losetup`) hold none, so unlike prepare the
-/// audit does not count them.
-#[cfg(target_os = "linux")]
-fn image_lock_holder(
-    shown: &str,
-    dev: u64,
-    ino: u64,
-    mode: Mode,
-) -> std::result::Result<Option<String>, String> {
-    use crate::imagelock::{plan, refusal, LEASE_BYTE, PERM_BASE, SHARED_BASE, WRITE};
-    use crate::sys::ofdlock;
-    let cannot = |what: &str, e: &dyn std::fmt::Display| {
-        format!("cannot test the image locks of {shown} ({what}: {e})")
-    };
-    let Ok(file) = std::fs::File::open(shown) else {
-        return Ok(None); // not a path that opens: nothing to test here
-    };
-    match crate::sys::stat::fstat(std::os::fd::AsFd::as_fd(&file)) {
-        Ok(st) if st.dev == dev && st.ino == ino => {}
-        _ => return Ok(None), // the path names another file now
-    }
-    let p = plan(mode);
-    let mut bytes: Vec<(u64, bool)> = p.hold.iter().map(|b| (SHARED_BASE + b, true)).collect();
-    bytes.extend(p.deny.iter().map(|b| (PERM_BASE + b, true)));
-    if let Some(x) = p.lease_test {
-        bytes.push((LEASE_BYTE, x));
-    }
-    let mut held: Option<Vec<ofdlock::Held>> = None;
-    let mut loops: Option<(usize, usize)> = None;
-    for (byte, exclusive) in bytes {
-        let c = match ofdlock::test(&file, byte, 1, exclusive) {
-            Ok(Some(c)) => c,
-            Ok(None) => continue,
-            Err(e) => return Err(cannot("F_OFD_GETLK", &e)),
-        };
-        let ours = match byte {
-            b if b == PERM_BASE + WRITE => Some(true),
-            b if b == SHARED_BASE + WRITE => Some(false),
-            _ => None,
-        };
-        if let (Some(rw_only), false, None) = (ours, c.exclusive, c.pid) {
-            let (all, rw) = match loops {
-                Some(l) => l,
-                None => {
-                    // Only xenblock's (tagged) loop devices can hold locks:
-                    // one of Xen's script hides nobody here.
-                    let tag = crate::attach::LOOP_TAG_PREFIX.as_bytes();
-                    let l: Vec<_> = crate::sys::loopdev::backed_by(dev, ino)
-                        .map_err(|e| cannot("loop devices", &e))?
-                        .into_iter()
-                        .filter(|l| l.file_name.starts_with(tag))
-                        .collect();
-                    *loops.insert((l.len(), l.iter().filter(|l| !l.read_only).count()))
-                }
-            };
-            let h = match &held {
-                Some(h) => h,
-                None => {
-                    held.insert(ofdlock::held_on(dev, ino).map_err(|e| cannot("/proc/locks", &e))?)
-                }
-            };
-            let n = h
-                .iter()
-                .filter(|l| l.ofd && !l.exclusive && l.covers(byte))
-                .count();
-            if n <= if rw_only { rw } else { all } {
-                continue;
-            }
-        }
-        return Ok(Some(format!(
-            "image locks: {}",
-            refusal(shown, mode, byte, &c)
-        )));
-    }
-    Ok(None)
 }
 
 #[cfg(target_os = "linux")]

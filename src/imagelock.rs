@@ -356,16 +356,18 @@ fn what_it_does(byte: u64) -> &'static str {
 }
 
 #[cfg(target_os = "linux")]
-/// Who holds the image, in words.
-pub fn refusal(shown: &str, mode: Mode, byte: u64, c: &Conflict) -> String {
-    let asked = match mode {
-        Mode::Read => "read-only",
-        _ => "read-write",
-    };
-    let process = |pid: u32| match ofdlock::process_name(pid) {
+fn process(pid: u32) -> String {
+    match ofdlock::process_name(pid) {
         Some(n) => format!("process {pid} ({n})"),
         None => format!("process {pid}"),
-    };
+    }
+}
+
+#[cfg(target_os = "linux")]
+/// What a conflicting lock on `byte` means and who holds it, in words:
+/// ("is in use: a QEMU-compatible user writes to it (lock byte 101)",
+/// "the lock is an OFD lock, which names no process: ...").
+pub fn holder_words(byte: u64, c: &Conflict) -> (String, String) {
     if byte == LEASE_BYTE {
         let kind = if c.exclusive {
             "read-write"
@@ -373,12 +375,14 @@ pub fn refusal(shown: &str, mode: Mode, byte: u64, c: &Conflict) -> String {
             "shareable"
         };
         let holder = match c.pid {
-            Some(pid) => format!("held by {}", process(pid)),
-            None => "held from another host (no process on this host owns it)".to_string(),
+            Some(pid) => format!("the lease is held by {}", process(pid)),
+            None => {
+                "the lease is held from another host (no process on this host owns it)".to_string()
+            }
         };
-        return format!(
-            "{shown} is leased by libvirt (a virtlockd {kind} lease: lock byte 0, {holder}), \
-             so it will not be attached {asked}; stop the libvirt guest that uses it"
+        return (
+            format!("is leased by libvirt (a virtlockd {kind} lease: lock byte 0)"),
+            holder,
         );
     }
     let what = what_it_does(byte);
@@ -389,10 +393,133 @@ pub fn refusal(shown: &str, mode: Mode, byte: u64, c: &Conflict) -> String {
                  finds it) or another host sharing this file system"
             .to_string(),
     };
-    format!(
-        "{shown} is in use: a QEMU-compatible user {what} (lock byte {byte}); {holder}. \
-         It will not be attached {asked}; stop that user first"
+    (
+        format!("is in use: a QEMU-compatible user {what} (lock byte {byte})"),
+        holder,
     )
+}
+
+#[cfg(target_os = "linux")]
+/// Who holds the image, in words.
+pub fn refusal(shown: &str, mode: Mode, byte: u64, c: &Conflict) -> String {
+    let asked = match mode {
+        Mode::Read => "read-only",
+        _ => "read-write",
+    };
+    let (what, holder) = holder_words(byte, c);
+    if byte == LEASE_BYTE {
+        return format!(
+            "{shown} {what}, {holder}, so it will not be attached {asked}; stop the libvirt \
+             guest that uses it"
+        );
+    }
+    format!("{shown} {what}; {holder}. It will not be attached {asked}; stop that user first")
+}
+
+#[cfg(target_os = "linux")]
+/// Whether a user other than xenblock's own loop devices over the file
+/// holds it with image locks, as a claim for the sharing rule
+/// ([`crate::sharing::LockClaim`]): tested from a fresh read-only open that
+/// takes no lock (so other hosts on NFSv4 are seen too). Each of
+/// xenblock's (tagged) loop devices over the file explains one shared lock
+/// on the write bytes, as in [`take`]; untagged ones (Xen's script,
+/// `losetup`) hold none. `Err` says why it cannot be told.
+pub fn lock_claim(
+    path: &str,
+    dev: u64,
+    ino: u64,
+) -> std::result::Result<Option<crate::sharing::LockClaim>, String> {
+    let cannot = |what: &str, e: &dyn std::fmt::Display| {
+        format!("cannot test the image locks of {path} ({what}: {e})")
+    };
+    let Ok(file) = File::open(path) else {
+        return Ok(None); // not a path that opens: nothing to test here
+    };
+    match crate::sys::stat::fstat(std::os::fd::AsFd::as_fd(&file)) {
+        Ok(st) if st.dev == dev && st.ino == ino => {}
+        _ => return Ok(None), // the path names another file now
+    }
+    // The holder's mode per byte: writers and read-forbidders conflict
+    // with everyone; write-forbidders with writers; a lease as its kind.
+    let tests = [
+        (PERM_BASE + WRITE, Some(Mode::Write)),
+        (SHARED_BASE + CONSISTENT_READ, Some(Mode::Write)),
+        (LEASE_BYTE, None),
+        (SHARED_BASE + WRITE, Some(Mode::Read)),
+    ];
+    let mut held: Option<Vec<ofdlock::Held>> = None;
+    let mut loops: Option<(usize, usize)> = None;
+    for (byte, mode) in tests {
+        let c = match ofdlock::test(&file, byte, 1, true) {
+            Ok(Some(c)) => c,
+            Ok(None) => continue,
+            Err(e) => return Err(cannot("F_OFD_GETLK", &e)),
+        };
+        let mode = mode.unwrap_or(if c.exclusive { Mode::Write } else { Mode::Read });
+        let claim = |what: String, holder: String| crate::sharing::LockClaim {
+            key: crate::sharing::Key::File { dev, ino },
+            path: path.to_string(),
+            mode,
+            what,
+            holder,
+        };
+        if c.pid.is_none() {
+            let h = match &held {
+                Some(h) => h,
+                None => {
+                    held.insert(ofdlock::held_on(dev, ino).map_err(|e| cannot("/proc/locks", &e))?)
+                }
+            };
+            // No lock of this host in the way: another host's (NFSv4).
+            if local_holders(h, byte, true, false) == 0 {
+                return Ok(Some(claim(
+                    format!(
+                        "is in use on another host: a QEMU-compatible user {} (lock byte {byte})",
+                        what_it_does(byte)
+                    ),
+                    "no process on this host holds that lock, so another host sharing this \
+                     file system does (NFSv4 keeps the locks on the server), or a process in a \
+                     PID namespace this one cannot see"
+                        .to_string(),
+                )));
+            }
+        }
+        let ours = match byte {
+            b if b == PERM_BASE + WRITE => Some(true),
+            b if b == SHARED_BASE + WRITE => Some(false),
+            _ => None,
+        };
+        if let (Some(rw_only), false, None) = (ours, c.exclusive, c.pid) {
+            let (all, rw) = match loops {
+                Some(l) => l,
+                None => {
+                    let tag = crate::attach::LOOP_TAG_PREFIX.as_bytes();
+                    let l: Vec<_> = crate::sys::loopdev::backed_by(dev, ino)
+                        .map_err(|e| cannot("loop devices", &e))?
+                        .into_iter()
+                        .filter(|l| l.file_name.starts_with(tag))
+                        .collect();
+                    *loops.insert((l.len(), l.iter().filter(|l| !l.read_only).count()))
+                }
+            };
+            let h = match &held {
+                Some(h) => h,
+                None => {
+                    held.insert(ofdlock::held_on(dev, ino).map_err(|e| cannot("/proc/locks", &e))?)
+                }
+            };
+            let n = h
+                .iter()
+                .filter(|l| l.ofd && !l.exclusive && l.covers(byte))
+                .count();
+            if n <= if rw_only { rw } else { all } {
+                continue;
+            }
+        }
+        let (what, holder) = holder_words(byte, &c);
+        return Ok(Some(claim(what, holder)));
+    }
+    Ok(None)
 }
 
 #[cfg(target_os = "linux")]

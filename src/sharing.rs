@@ -77,6 +77,29 @@ pub struct Claim {
     pub identity: VmIdentity,
 }
 
+/// An image file someone outside xenstore holds with QEMU-compatible image
+/// locks (docs/image-locks.md): a QEMU or qemu-img/qemu-io/qemu-nbd
+/// process, a libvirt virtlockd lease, or another host on a shared file
+/// system. A claim like a backend's, but of nobody the sharing rule can
+/// ask to share (no same-VM exception).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockClaim {
+    /// The file.
+    pub key: Key,
+    /// Its path, as the lock test found it.
+    pub path: String,
+    /// `Write` when the holder writes (or forbids reading, or holds a
+    /// read-write lease): it conflicts with every request. `Read` when it
+    /// only forbids others to write (a read-only QEMU, a shareable lease):
+    /// it conflicts with read-write requests.
+    pub mode: Mode,
+    /// What the holder does, e.g. "a QEMU-compatible user writes to it
+    /// (lock byte 101)".
+    pub what: String,
+    /// Who holds it, as far as this host can tell.
+    pub holder: String,
+}
+
 /// A mounted filesystem in the backend domain.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mount {
@@ -102,6 +125,17 @@ pub enum Refusal {
         domid: String,
         key: Key,
         mode: Mode,
+        via: Vec<Step>,
+        /// The process serving that backend, when known (the QEMU of a
+        /// qdisk backend); [`decide`] leaves it `None`, the caller fills it.
+        pid: Option<u32>,
+    },
+    /// An image file in the target's stack is held by a user outside Xen
+    /// with QEMU-compatible image locks ([`LockClaim`]).
+    Locked {
+        path: String,
+        what: String,
+        holder: String,
         via: Vec<Step>,
     },
     /// Active swap in the backend domain.
@@ -140,6 +174,8 @@ pub struct Facts<'a> {
     pub mounts: &'a [Mount],
     pub swaps: &'a [Swap],
     pub claims: &'a [Claim],
+    /// Image files in the stack held by users outside Xen (image locks).
+    pub locks: &'a [LockClaim],
 }
 
 /// Whether two frontends belong to the same VM: any of `a.vm == b.vm`,
@@ -181,6 +217,7 @@ pub fn check(req: &Request, mounts: &[Mount], claims: &[Claim]) -> Result<(), Re
             mounts,
             swaps: &[],
             claims,
+            locks: &[],
         },
     )
 }
@@ -195,6 +232,9 @@ pub fn check(req: &Request, mounts: &[Mount], claims: &[Claim]) -> Result<(), Re
 /// 2. active swap on an overlapping device or file (any mode);
 /// 3. another backend's claim on an overlapping key, under the guest rule of
 ///    [`check`] (same-VM and stubdom exceptions, `!` holders block writers);
+///    then an image file in the overlap held with image locks by a user
+///    outside Xen ([`LockClaim`]: writers block everyone, users that only
+///    forbid writing block writers);
 /// 4. for `Write` only: a device the backend domain stacks over the target
 ///    (dm, md, ... built on it: writing under it corrupts it), then any doubt
 ///    about the topology (unreadable entries, too many devices).
@@ -249,6 +289,19 @@ pub fn decide(req: &Request, f: &Facts<'_>) -> Result<(), Refusal> {
             key: c.key,
             mode: c.mode,
             via: via(&c.key),
+            pid: None,
+        });
+    }
+    if let Some(l) = f
+        .locks
+        .iter()
+        .find(|l| o.contains(&l.key) && (req.mode == Mode::Write || l.mode == Mode::Write))
+    {
+        return Err(Refusal::Locked {
+            path: l.path.clone(),
+            what: l.what.clone(),
+            holder: l.holder.clone(),
+            via: via(&l.key),
         });
     }
     if req.mode == Mode::Write {
@@ -362,17 +415,45 @@ impl Refusal {
                     )
                 }
             }
+            Refusal::Locked {
+                path,
+                what,
+                holder,
+                via,
+            } => {
+                let what = format!(
+                    "{} {}; {}",
+                    one_line(path),
+                    one_line(what),
+                    one_line(holder)
+                );
+                let chain = if via.is_empty() {
+                    String::new()
+                } else {
+                    format!("{}: ", chain(&target, via))
+                };
+                format!(
+                    "{chain}{what}; refusing to attach {target} {want} to {ours}. Stop that \
+                     user first."
+                )
+            }
             Refusal::Guest {
                 backend,
                 domid,
                 key,
                 mode,
                 via,
+                pid,
             } => {
                 let (domid, backend) = (one_line(domid), one_line(backend));
+                // The QEMU serving a qdisk backend, by pid when known.
+                let served = through(&backend).map(|t| match pid {
+                    Some(p) => (t, format!("pid {p}, {backend}")),
+                    None => (t, backend.clone()),
+                });
                 let advice = "Detach it there first, or use mode 'r' on both to share it \
                               read-only.";
-                match (via.is_empty(), through(&backend)) {
+                match (via.is_empty(), served) {
                     (true, None) => {
                         let what = match key {
                             Key::Dev(d) => format!("device {d}"),
@@ -384,7 +465,7 @@ impl Refusal {
                             mode.describe(),
                         )
                     }
-                    (true, Some(through)) => format!(
+                    (true, Some((through, backend))) => format!(
                         "{target} is used {} by domain {domid} {through} ({backend}); refusing \
                          to attach it {want} to {ours}. {advice}",
                         mode.describe()
@@ -395,7 +476,7 @@ impl Refusal {
                         chain(&target, via),
                         mode.describe()
                     ),
-                    (false, Some(through)) => format!(
+                    (false, Some((through, backend))) => format!(
                         "{}, which domain {domid} uses {} {through} ({backend}); refusing to \
                          attach {target} {want} to {ours}. {advice}",
                         chain(&target, via),
@@ -508,6 +589,7 @@ mod tests {
             key,
             mode,
             via: vec![],
+            pid: None,
         })
     }
     fn local_refusal(d: DevNum, read_only: bool) -> Result<(), Refusal> {
@@ -1120,6 +1202,98 @@ mod tests {
         assert!(
             oks > 2_000 && locals > 1_000 && guests > 1_000,
             "ok {oks} local {locals} guest {guests}"
+        );
+    }
+
+    // ---- lock claims ----
+
+    #[test]
+    fn lock_claims_writers_block_all_write_forbidders_block_writers() {
+        let img = Key::File {
+            dev: 0x801,
+            ino: 12,
+        };
+        let lock = |mode| LockClaim {
+            key: img,
+            path: "/srv/disk.img".into(),
+            mode,
+            what: "is in use: a QEMU-compatible user writes to it (lock byte 101)".into(),
+            holder: "process 42 (qemu-io) holds that lock".into(),
+        };
+        let decide_with = |r: &Request, locks: &[LockClaim], claims: &[Claim]| {
+            decide(
+                r,
+                &Facts {
+                    topology: &Topology::default(),
+                    mounts: &[],
+                    swaps: &[],
+                    claims,
+                    locks,
+                },
+            )
+        };
+        let w = req(Mode::Write, vm("/vm/a"), vec![img]);
+        let r = req(Mode::Read, vm("/vm/a"), vec![img]);
+        let f = req(Mode::Force, vm("/vm/a"), vec![img]);
+        let writer = [lock(Mode::Write)];
+        let reader = [lock(Mode::Read)];
+        for q in [&w, &r] {
+            let e = decide_with(q, &writer, &[]).unwrap_err();
+            assert!(matches!(e, Refusal::Locked { .. }), "{e:?}");
+            let m = e.message(q);
+            assert!(
+                m.starts_with("/srv/disk.img is in use: a QEMU-compatible user writes to it")
+                    && m.contains("process 42 (qemu-io)")
+                    && m.contains(&format!(
+                        "refusing to attach /srv/disk.img {}",
+                        q.mode.describe()
+                    )),
+                "{m}"
+            );
+        }
+        assert!(decide_with(&w, &reader, &[]).is_err());
+        assert_eq!(decide_with(&r, &reader, &[]), Ok(()));
+        assert_eq!(decide_with(&f, &writer, &[]), Ok(()));
+        // Not in the overlap: no claim.
+        let other = req(Mode::Write, vm("/vm/a"), vec![LOOP1]);
+        assert_eq!(decide_with(&other, &writer, &[]), Ok(()));
+        // Another VM's backend is named first; the same VM's is no refusal,
+        // but the lock still is (no same-VM exception outside Xen).
+        let theirs = [theirs(img, Mode::Write)];
+        assert!(matches!(
+            decide_with(&w, &writer, &theirs),
+            Err(Refusal::Guest { .. })
+        ));
+        let mine = [claim(THEIRS, "7", img, Mode::Write, vm("/vm/a"))];
+        assert!(matches!(
+            decide_with(&w, &writer, &mine),
+            Err(Refusal::Locked { .. })
+        ));
+    }
+
+    #[test]
+    fn a_qdisk_holder_is_named_with_its_qemu_pid() {
+        let r = req(Mode::Write, vm("/vm/a"), vec![LOOP0]);
+        let mut e = Refusal::Guest {
+            backend: "backend/qdisk/7/51712".into(),
+            domid: "7".into(),
+            key: LOOP0,
+            mode: Mode::Write,
+            via: vec![],
+            pid: None,
+        };
+        let m = e.message(&r);
+        assert!(
+            m.contains("by domain 7 through QEMU (backend/qdisk/7/51712)"),
+            "{m}"
+        );
+        if let Refusal::Guest { pid, .. } = &mut e {
+            *pid = Some(594);
+        }
+        let m = e.message(&r);
+        assert!(
+            m.contains("by domain 7 through QEMU (pid 594, backend/qdisk/7/51712)"),
+            "{m}"
         );
     }
 }

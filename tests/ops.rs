@@ -435,6 +435,9 @@ fn op_finish_polled_while_the_op_completes_never_keeps_would_block() {
         lock_timeout_ms: 0,
         reserved0: 0,
         workers: 0,
+        reserved1: 0,
+        image_locks: 0,
+        reserved2: 0,
     };
     let mut ctx: *mut xenblock_ctx = std::ptr::null_mut();
     // SAFETY: a complete config; ctx receives the context.

@@ -68,6 +68,9 @@ fn calls_during_thread_teardown_do_not_panic() {
             lock_timeout_ms: 0,
             reserved0: 0,
             workers: 0,
+            reserved1: 0,
+            image_locks: 0,
+            reserved2: 0,
         };
         let mut ctx: *mut xenblock_ctx = std::ptr::null_mut();
         // SAFETY: cfg is a complete struct; ctx receives the new context.

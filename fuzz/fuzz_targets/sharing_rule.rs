@@ -317,6 +317,7 @@ fuzz_target!(|inp: Input| {
         mounts: &mounts,
         swaps: &swaps,
         claims: &claims,
+        locks: &[],
     };
     let verdict = sharing::decide(&req, &facts);
     let o = Oracle {
@@ -379,6 +380,7 @@ fuzz_target!(|inp: Input| {
                     (backend, domid, key, mode)
                 );
             }
+            Err(Refusal::Locked { .. }) => panic!("a lock refusal without any lock claim given"),
             Err(Refusal::Held { via }) => {
                 assert!(first_mount.is_none() && first_swap.is_none() && first_claim.is_none());
                 assert!(!holders.is_empty(), "held by nothing: {via:?}");
@@ -407,6 +409,7 @@ fuzz_target!(|inp: Input| {
             mounts: &mounts,
             swaps: &[],
             claims: &claims,
+            locks: &[],
         },
     );
     assert_eq!(plain, bare);

@@ -5,6 +5,7 @@ use super::store::{xenblock_store_ops, CallbackStore};
 use super::{opt_path, to_cstring};
 use crate::context::{Config, Flavour, LogLevel};
 use crate::error::{Error, Result};
+use crate::imagelock::ImageLocks;
 use std::ffi::{c_char, c_void};
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,6 +29,22 @@ pub enum xenblock_log_level {
     XENBLOCK_LOG_INFO = 1,
     XENBLOCK_LOG_WARN = 2,
     XENBLOCK_LOG_ERROR = 3,
+}
+
+/// What to do about QEMU-compatible image locks on file disks
+/// (`xenblock_config.image_locks`, ABI 1.3; docs/image-locks.md).
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum xenblock_image_locks {
+    /// The default: `XENBLOCK_IMAGE_LOCKS_BEST_EFFORT`.
+    XENBLOCK_IMAGE_LOCKS_DEFAULT = 0,
+    /// Take and check them; refuse a file on a file system without locks.
+    XENBLOCK_IMAGE_LOCKS_REQUIRED = 1,
+    /// Take and check them; on a file system without locks, warn once per
+    /// image and attach without.
+    XENBLOCK_IMAGE_LOCKS_BEST_EFFORT = 2,
+    /// Neither take nor check them.
+    XENBLOCK_IMAGE_LOCKS_OFF = 3,
 }
 
 /// Log callback: `msg` is valid only during the call. May be called from
@@ -71,6 +88,15 @@ pub struct xenblock_config {
     /// (started on demand; ops on more backends wait in a queue); 0 = 4.
     /// (ABI 1.2; older callers get the default.)
     pub workers: u32,
+    /// Ignored, never read as a value: the 4 bytes of ABI 1.2's tail
+    /// padding, where a 1.2 caller may leave anything. (ABI 1.3.)
+    pub reserved1: u32,
+    /// `xenblock_image_locks` value: QEMU-compatible image locks on file
+    /// disks; 0 = best-effort. (ABI 1.3; older callers get the default.)
+    pub image_locks: u32,
+    /// Must be zero (anything else is refused), for a later field: the 4
+    /// bytes that would otherwise be tail padding. (ABI 1.3.)
+    pub reserved2: u32,
 }
 
 /// The smallest `xenblock_config` accepted: ABI 1.0 callers set at least
@@ -85,8 +111,18 @@ const CONFIG_MIN_SIZE: usize = std::mem::offset_of!(xenblock_config, script_time
 const _: () = assert!(std::mem::offset_of!(xenblock_config, reserved0) == 60);
 #[cfg(target_pointer_width = "64")]
 const _: () = assert!(std::mem::offset_of!(xenblock_config, workers) == 64);
+// `image_locks` (1.3) lies beyond the 72 bytes of a 1.2 struct, tail
+// padding (now `reserved1`) included, so a 1.2 library refuses a 1.3
+// caller's setting rather than ignore it: a caller asking for `required` is
+// never silently given `best-effort`. That is why neither `reserved0` nor
+// the 1.2 tail padding is reused: a 1.2 library ignores both. `reserved2`
+// keeps the new tail explicit and zero.
 #[cfg(target_pointer_width = "64")]
-const _: () = assert!(std::mem::size_of::<xenblock_config>() == 72);
+const _: () = assert!(std::mem::offset_of!(xenblock_config, reserved1) == 68);
+#[cfg(target_pointer_width = "64")]
+const _: () = assert!(std::mem::offset_of!(xenblock_config, image_locks) == 72);
+#[cfg(target_pointer_width = "64")]
+const _: () = assert!(std::mem::size_of::<xenblock_config>() == 80);
 
 /// Read a caller's config, honouring `abi_size`.
 ///
@@ -122,6 +158,9 @@ pub(crate) unsafe fn config_from_c(cfg: *const xenblock_config) -> Result<Config
         lock_timeout_ms: 0,
         reserved0: 0,
         workers: 0,
+        reserved1: 0,
+        image_locks: 0,
+        reserved2: 0,
     };
     // SAFETY: the caller's struct has at least min(size, full) readable bytes;
     // ours has `full`; they do not overlap. A newer caller's extra fields are
@@ -164,6 +203,24 @@ pub(crate) unsafe fn config_from_c(cfg: *const xenblock_config) -> Result<Config
     }
     if c.workers != 0 {
         config.workers = c.workers.min(1024) as usize;
+    }
+    config.image_locks = match c.image_locks {
+        0 | 2 => ImageLocks::BestEffort,
+        1 => ImageLocks::Required,
+        3 => ImageLocks::Off,
+        v => {
+            return Err(Error::InvalidArgument(format!(
+                "xenblock_config.image_locks is {v}; expected 0 (default: best-effort), \
+                 1 (required), 2 (best-effort) or 3 (off)"
+            )))
+        }
+    };
+    if c.reserved2 != 0 {
+        return Err(Error::InvalidArgument(format!(
+            "xenblock_config.reserved2 is {}; it must be zero (a field of a later \
+             libxenblock?): zero-initialise the struct",
+            c.reserved2
+        )));
     }
     if let Some(f) = c.log_fn {
         let data = SendPtr(c.log_data);

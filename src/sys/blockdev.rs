@@ -1152,6 +1152,7 @@ mod tests {
                 mounts,
                 swaps,
                 claims,
+                locks: &[],
             };
             sharing::decide(r, &f).map_err(|e| e.message(r))
         };
@@ -1526,6 +1527,7 @@ mod tests {
                     mounts: &[],
                     swaps: &[],
                     claims: &[],
+                    locks: &[],
                 }
             ),
             Err(Refusal::Doubt { .. })
