@@ -30,8 +30,10 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 CACHE=${XENBLOCK_CACHE:-${HOME:-/root}/.cache/xenblock}
-LIVE=$CACHE/vm/run/chan/logs   # run-one.sh writes here (dom0: /xenblock/chan/logs)
-KEEP=$CACHE/realxen/last-run   # kept after the VM goes: every log of the last run
+# The VM's run state, as scripts/xenvm.sh names it (XENVM_DIR, XENVM_INSTANCE).
+VMRUN=${XENVM_DIR:-$CACHE/vm}/run${XENVM_INSTANCE:+-$XENVM_INSTANCE}
+LIVE=$VMRUN/chan/logs   # run-one.sh writes here (dom0: /xenblock/chan/logs)
+KEEP=$CACHE/realxen/last-run${XENVM_INSTANCE:+-$XENVM_INSTANCE}   # kept after the VM goes: every log of the last run
 read -r -a modes <<<"${XENVM_MODES:-stock dropin inprocess}"
 export XENVM_ATTACH_CYCLES=${XENVM_ATTACH_CYCLES:-5}
 SCEN_T=${XENVM_SCENARIO_TIMEOUT:-420}
@@ -163,11 +165,11 @@ fi
 for name in "${steps[@]}"; do
     for mode in $(modes_of "$name"); do run_case "$name" "$mode"; done
 done
-cp "$CACHE/vm/run/console.log" "$KEEP/console.log" 2>/dev/null
+cp "$VMRUN/console.log" "$KEEP/console.log" 2>/dev/null
 
 # ---------------------------------------------------------------- summary
 total=$((SECONDS - t0))
-boot=$(cat "$CACHE/vm/run/boot-seconds" 2>/dev/null || echo "?")
+boot=$(cat "$VMRUN/boot-seconds" 2>/dev/null || echo "?")
 printf '\n== real-Xen suite: summary (%s s here, dom0 booted in %s s; logs in %s)\n' "$total" "$boot" "$KEEP"
 awk -F'\t' '
 { if (!($1 in seen)) { seen[$1] = 1; order[n++] = $1 }
