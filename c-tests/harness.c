@@ -1287,7 +1287,35 @@ static void case_ops_ctx_free(struct ct_env *e)
     ct_domain_purge(e->xs, 42);
 }
 
-/* A child forked while ops run makes a context of its own and uses it. */
+#define FD_BITS 1024
+
+/* The descriptors below FD_BITS this process has open now (the listing's
+ * own excluded); -1 if /proc/self/fd cannot be read. */
+static int fd_snapshot(unsigned char open_fds[FD_BITS])
+{
+    memset(open_fds, 0, FD_BITS);
+    DIR *d = opendir("/proc/self/fd");
+    if (!d)
+        return -1;
+    int n = 0;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        if (de->d_name[0] == '.')
+            continue;
+        int fd = atoi(de->d_name);
+        if (fd == dirfd(d) || fd < 0 || fd >= FD_BITS)
+            continue;
+        open_fds[fd] = 1;
+        n++;
+    }
+    closedir(d);
+    return n;
+}
+
+/* A child forked while ops run makes a context of its own and uses it;
+ * freeing the inherited context and op closes every descriptor of
+ * xenblock the child inherited (the connection, the eventfds, the lock
+ * directory's inotify watch, the waiting op's lock file). */
 static void case_ops_fork(struct ct_env *e)
 {
     char img[2][PATH_MAX], node[PATH_MAX];
@@ -1301,11 +1329,21 @@ static void case_ops_fork(struct ct_env *e)
                                 .mode = "w", .vm = "/vm/c0ffee00-0000-0000-0000-000000000043"};
         ct_disk_add(e->xs, &d[i]);
     }
+    /* The descriptors before any of xenblock's (and the harness's own
+     * below): what the child must be back to. */
+    static unsigned char before[FD_BITS], after[FD_BITS];
+    REQUIRE(fd_snapshot(before) > 0, "cannot list /proc/self/fd");
     xenblock_ctx *ctx = ct_ctx(e);
     int lock = hold_lock(e);
     xenblock_op *op;
     CHECK_STATUS(xenblock_op_start(ctx, d[0].arg, XENBLOCK_ACTION_ADD, 0, &op), XENBLOCK_OK,
                  ctx);
+    /* Other ops queued behind it, on other backends and on its own. */
+    xenblock_op *more[2];
+    CHECK_STATUS(xenblock_op_start(ctx, "backend/vbd/43/1", XENBLOCK_ACTION_REMOVE, 0, &more[0]),
+                 XENBLOCK_OK, ctx);
+    CHECK_STATUS(xenblock_op_start(ctx, d[0].arg, XENBLOCK_ACTION_ADD, 0, &more[1]),
+                 XENBLOCK_OK, ctx);
     usleep(100000); /* the worker waits for the lock, inside the library */
     int result[2];
     REQUIRE(pipe(result) == 0, "pipe: %s", strerror(errno));
@@ -1346,10 +1384,35 @@ static void case_ops_fork(struct ct_env *e)
         if (xenblock_release(c, d[1].arg) != XENBLOCK_OK)
             _exit(8);
         xenblock_ctx_free(c);
-        /* The parent's context, inherited: freeing it frees nothing. */
+        /* The parent's ops cannot be finished here, only freed. */
+        if (xenblock_op_finish(op) != XENBLOCK_BAD_STATE)
+            _exit(10);
+        /* The parent's context and ops, inherited: freeing them touches
+         * none of the parent's threads or locks; it closes the
+         * descriptors they had (the context first, then the ops, or the
+         * other way round). */
+        xenblock_op_free(more[0]);
         xenblock_ctx_free(ctx);
+        xenblock_op_free(op);
+        xenblock_op_free(more[1]);
         if (xs)
             xs_close(xs);
+        if (fd_snapshot(after) < 0)
+            _exit(11);
+        after[result[1]] = 0;
+        for (int fd = 0; fd < FD_BITS; fd++) {
+            if (after[fd] && !before[fd]) {
+                char p[64], target[PATH_MAX] = "";
+                snprintf(p, sizeof p, "/proc/self/fd/%d", fd);
+                ssize_t n = readlink(p, target, sizeof target - 1);
+                if (n > 0)
+                    target[n] = 0;
+                fprintf(stderr, "child: descriptor %d (%s) is left open\n", fd, target);
+                if (write(result[1], "fd", 2) != 2)
+                    _exit(9);
+                _exit(12);
+            }
+        }
         if (write(result[1], "ok", 2) != 2)
             _exit(9);
         _exit(0);
@@ -1370,6 +1433,14 @@ static void case_ops_fork(struct ct_env *e)
     CHECK_STATUS(xenblock_op_finish(op), XENBLOCK_OK, NULL);
     xenblock_op_free(op);
     check_file_connected(e, &d[0], img[0], false, node, sizeof node);
+    /* The ops queued behind it ran in the parent (a second add of d[0]
+     * finds it prepared). */
+    for (int i = 0; i < 2; i++) {
+        p.fd = xenblock_op_fd(more[i]);
+        CHECK(poll(&p, 1, 20000) == 1, "the parent's queued op %d did not complete", i);
+        CHECK_STATUS(xenblock_op_finish(more[i]), XENBLOCK_OK, NULL);
+        xenblock_op_free(more[i]);
+    }
     CHECK(ct_loops_of(img[1]) == 0, "the child's disk is still attached");
     for (int i = 0; i < 2; i++) {
         ct_disk_close(e->xs, &d[i]);

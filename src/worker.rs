@@ -425,6 +425,7 @@ fn block_signals() {
 
 fn worker(p: Arc<PoolShared>) {
     block_signals();
+    crate::sys::thread::set_batch();
     let mut st = p.state.lock();
     loop {
         if let Some(key) = st.ready.pop_front() {
@@ -476,7 +477,7 @@ impl Context {
         let path = crate::spec::normalise_path(backend_path)?;
         crate::spec::check_backend_shape(&path)?;
         let shared = Arc::new(Shared {
-            done: DoneFlag::new()
+            done: DoneFlag::new(self.fd_owner)
                 .map_err(|e| Error::io("cannot make the op's descriptor (eventfd)", e))?,
             result: Mutex::new(Slot::Running),
         });
@@ -503,6 +504,20 @@ impl Context {
             self.lock.close();
         }
         self.pool.shutdown();
+    }
+
+    /// In a child forked while this context existed (not
+    /// [`Context::is_own_process`]): close the descriptors it and its ops
+    /// had open at the fork (the xenstore connection, the eventfds, the
+    /// lock's directory watch and lock file, the `/proc` files), taking no
+    /// lock. The context must not be used afterwards, nor dropped (forget
+    /// it: its mutexes may be held by threads that are not in the child).
+    /// Returns how many were closed. Nothing in the process it was made in.
+    pub fn close_inherited_fds(&self) -> usize {
+        if self.is_own_process() {
+            return 0;
+        }
+        crate::sys::fdreg::close_inherited(self.fd_owner)
     }
 
     /// Whether the context was made in this process (not inherited by
