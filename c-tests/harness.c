@@ -1344,7 +1344,12 @@ static void case_ops_fork(struct ct_env *e)
                  XENBLOCK_OK, ctx);
     CHECK_STATUS(xenblock_op_start(ctx, d[0].arg, XENBLOCK_ACTION_ADD, 0, &more[1]),
                  XENBLOCK_OK, ctx);
-    usleep(100000); /* the worker waits for the lock, inside the library */
+    /* The release of a backend that does not exist ends at once; the
+     * first op's worker then waits for the lock, inside the library, and
+     * the second add of d[0] is queued behind it. */
+    struct pollfd p0 = {.fd = xenblock_op_fd(more[0]), .events = POLLIN};
+    CHECK(poll(&p0, 1, 20000) == 1, "the release of backend/vbd/43/1 did not complete");
+    usleep(100000);
     int result[2];
     REQUIRE(pipe(result) == 0, "pipe: %s", strerror(errno));
     fflush(NULL);
@@ -1451,6 +1456,153 @@ static void case_ops_fork(struct ct_env *e)
     ct_domain_purge(e->xs, 43);
 }
 
+/* ---- a process that exits while its op runs ------------------------------ */
+
+/* The store of the exiting child (libxs variant): libxenstore's, except
+ * that the outcome's write of `node` inside a transaction, once done, tells
+ * the main thread (through exit_pipe) and waits there for the exit: the
+ * process then ends with the loop device attached and the transaction
+ * half written. */
+static xenblock_store_ops exit_inner;
+static int exit_pipe[2] = {-1, -1};
+
+static int exit_write(void *o, uint32_t tx, const char *p, const char *v, size_t l)
+{
+    int r = exit_inner.write(o, tx, p, v, l);
+    size_t n = strlen(p);
+    if (tx != 0 && n > 5 && strcmp(p + n - 5, "/node") == 0) {
+        if (write(exit_pipe[1], "w", 1) != 1)
+            _exit(31);
+        for (;;)
+            pause();
+    }
+    return r;
+}
+
+/* The child: a context, one op, then exit() from main's thread while the
+ * op runs (`delay_us` after the start; with `at_write`, once the op is in
+ * the middle of its outcome's transaction). Never returns. */
+static void exit_mid_op(struct ct_env *e, const struct ct_disk *d, int delay_us, bool at_write)
+{
+    struct xs_handle *xs = NULL;
+    xenblock_store_ops ops;
+    xenblock_config cfg;
+    ct_config(e, &cfg);
+    if (e->store == CT_STORE_LIBXS) {
+        xs = xs_open(0);
+        if (!xs)
+            _exit(21);
+        ct_libxs_ops(&ops, xs);
+        if (at_write) {
+            exit_inner = ops;
+            ops.write = exit_write;
+        }
+        cfg.store = &ops;
+    }
+    xenblock_ctx *c = NULL;
+    if (xenblock_ctx_new(&cfg, &c) != XENBLOCK_OK)
+        _exit(22);
+    xenblock_op *o = NULL;
+    if (xenblock_op_start(c, d->arg, XENBLOCK_ACTION_ADD, 0, &o) != XENBLOCK_OK)
+        _exit(23);
+    if (at_write) {
+        char b;
+        if (read(exit_pipe[0], &b, 1) != 1)
+            _exit(24);
+    } else if (delay_us > 0) {
+        usleep((useconds_t)delay_us);
+    }
+    exit(0); /* as a return from main: atexit handlers run, threads die */
+}
+
+/* A process that exits while its op runs leaves no half-written xenstore
+ * state: the backend shows either the complete outcome (hotplug-status
+ * connected with physical-device, node and physical-device-path, and
+ * that loop device attached) or none of it; a loop device attached
+ * before the outcome was committed carries xenblock's tag, and
+ * xenblock_reconcile detaches it (the recovery of docs/contract.md). */
+static void case_ops_exit(struct ct_env *e)
+{
+    char img[PATH_MAX];
+    struct ct_disk d;
+    ct_domain_purge(e->xs, 44);
+    ct_image(e, "exit.img", 4 << 20, img);
+    xenblock_ctx *ctx = ct_ctx(e);
+    /* Exits at a spread of moments from before the worker starts to
+     * after the op is done; with the callback store also one at the
+     * worst moment, inside the outcome's transaction (deterministic). */
+    static const int delays_us[] = {0, 50, 100, 200, 300, 400, 600, 800, 1000, 1500, 2500, 5000, 50000};
+    int ntrials = (int)(sizeof delays_us / sizeof delays_us[0]);
+    if (e->store == CT_STORE_LIBXS)
+        ntrials++;
+    int complete = 0, nothing = 0, orphans = 0;
+    for (int t = 0; t < ntrials; t++) {
+        bool at_write = t == (int)(sizeof delays_us / sizeof delays_us[0]);
+        d = (struct ct_disk){.domid = 44, .devid = XVDA, .params = img, .mode = "w",
+                             .vm = "/vm/c0ffee00-0000-0000-0000-000000000044"};
+        ct_disk_add(e->xs, &d);
+        if (at_write)
+            REQUIRE(pipe(exit_pipe) == 0, "pipe: %s", strerror(errno));
+        fflush(NULL);
+        pid_t pid = fork();
+        REQUIRE(pid >= 0, "fork: %s", strerror(errno));
+        if (pid == 0)
+            exit_mid_op(e, &d, at_write ? 0 : delays_us[t], at_write);
+        int status = 0;
+        REQUIRE(waitpid(pid, &status, 0) == pid, "waitpid: %s", strerror(errno));
+        if (at_write) {
+            close(exit_pipe[0]);
+            close(exit_pipe[1]);
+        }
+        CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "trial %d: the child failed (%#x)",
+              t, status);
+        char *hs = ct_read(e->xs, "%s/hotplug-status", d.be);
+        char *pd = ct_read(e->xs, "%s/physical-device", d.be);
+        char *nd = ct_read(e->xs, "%s/node", d.be);
+        char *pp = ct_read(e->xs, "%s/physical-device-path", d.be);
+        int loops = ct_loops_of(img);
+        if (hs && strcmp(hs, "connected") == 0) {
+            complete++;
+            CHECK(pd && nd && pp, "trial %d: connected without physical-device/node/path", t);
+            CHECK(loops == 1, "trial %d: connected, %d loop devices on the image", t, loops);
+        } else {
+            CHECK(!hs && !pd && !nd && !pp,
+                  "trial %d: half-written: hotplug-status %s, physical-device %s, node %s, "
+                  "physical-device-path %s",
+                  t, hs ? hs : "-", pd ? pd : "-", nd ? nd : "-", pp ? pp : "-");
+            if (loops > 0)
+                orphans++;
+            else
+                nothing++;
+            CHECK(!at_write || loops == 1, "trial %d: exit inside the transaction: %d loops", t,
+                  loops);
+        }
+        /* The recovery: reconcile detaches what no backend names, and
+         * nothing that one does. */
+        uint32_t detached = 99;
+        CHECK_STATUS(xenblock_reconcile(ctx, "/local/domain/0/backend/vbd/44/", &detached),
+                     XENBLOCK_OK, ctx);
+        bool connected = hs && strcmp(hs, "connected") == 0;
+        CHECK(detached == (uint32_t)(connected ? 0 : loops), "trial %d: reconcile detached %u",
+              t, detached);
+        CHECK(ct_loops_of(img) == (connected ? 1 : 0), "trial %d: %d loops after reconcile", t,
+              ct_loops_of(img));
+        free(hs);
+        free(pd);
+        free(nd);
+        free(pp);
+        ct_disk_close(e->xs, &d);
+        CHECK_STATUS(xenblock_release(ctx, d.arg), XENBLOCK_OK, ctx);
+        CHECK(ct_loops_of(img) == 0, "trial %d: release left a loop device", t);
+        ct_disk_destroy(e->xs, &d);
+    }
+    fprintf(stderr, "ops_exit: %d complete, %d nothing written, %d orphan loop devices reconciled\n",
+            complete, nothing, orphans);
+    CHECK(e->store != CT_STORE_LIBXS || orphans >= 1, "the exit inside the transaction was not seen");
+    xenblock_ctx_free(ctx);
+    ct_domain_purge(e->xs, 44);
+}
+
 /* ---- main ------------------------------------------------------------- */
 
 struct test_case {
@@ -1476,6 +1628,7 @@ static const struct test_case cases[] = {
     {"ops_bad_input", true, case_ops_bad_input},
     {"ops_ctx_free", true, case_ops_ctx_free},
     {"ops_fork", true, case_ops_fork},
+    {"ops_exit", true, case_ops_exit},
     {"status_strings", false, case_status_strings},
     {"store_ops_args", false, case_store_ops_args},
 };

@@ -203,7 +203,10 @@ impl Context {
     /// The hotplug lock for a prepare if it is free now, else `None`
     /// (nothing waited for).
     pub(crate) fn hold_now(&self) -> Option<Held<'_>> {
-        crate::lock::no_wait(|| self.hold()).ok()
+        self.lock.try_acquire().map(|lock| Held {
+            _early: EarlyTx(self),
+            _lock: lock,
+        })
     }
 }
 

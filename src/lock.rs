@@ -153,10 +153,22 @@ impl HotplugLock {
     /// Take the lock, waiting at most the configured timeout (not at all
     /// inside [`no_wait`]).
     pub fn acquire(&self) -> Result<LockGuard<'_>> {
-        let nowait = NO_WAIT.with(Cell::get);
+        self.acquire_as(NO_WAIT.with(Cell::get), false)
+    }
+
+    /// Take the lock if it is free now; `None` (nothing waited for, and no
+    /// message made: finding the holder reads `/proc`) when it is taken.
+    pub fn try_acquire(&self) -> Option<LockGuard<'_>> {
+        self.acquire_as(true, true).ok()
+    }
+
+    fn acquire_as(&self, nowait: bool, quiet: bool) -> Result<LockGuard<'_>> {
         let deadline = Instant::now() + if nowait { Duration::ZERO } else { self.timeout };
         let mut thread = self.lock_thread(deadline, nowait)?;
-        let mut waiter = Waiter::default();
+        let mut waiter = Waiter {
+            quiet,
+            ..Waiter::default()
+        };
         let mut dir_made = false;
         // The file of a failed try, kept open for the next: a waiter that
         // closed and reopened it on every wake-up would wake every other
@@ -306,7 +318,12 @@ impl HotplugLock {
         self.check_open()?;
         let now = Instant::now();
         if now >= deadline {
-            return Err(self.not_taken(nowait, self.holder()));
+            let holder = if w.quiet {
+                String::new()
+            } else {
+                self.holder()
+            };
+            return Err(self.not_taken(nowait, holder));
         }
         if !w.made {
             w.made = true;
@@ -407,6 +424,8 @@ fn exe() -> &'static str {
 /// quick re-tries follow the last event.
 #[derive(Default)]
 struct Waiter {
+    /// No message wanted on failure (`try_acquire`).
+    quiet: bool,
     made: bool,
     recheck: u32,
 }
