@@ -80,8 +80,12 @@ const OP_FLAGS_KNOWN: u32 = 0;
 /// `xenblock_prepare`) on the context's worker threads. `flags` must be 0.
 ///
 /// It checks its arguments and queues the op: it never waits for xenstore,
-/// the hotplug lock, a script, a disk or the loop driver (at most it takes
-/// a short internal mutex and, the first times, starts a thread). On
+/// the hotplug lock, a script, a disk or the loop driver, and reads no
+/// file (at most it takes a short internal mutex, makes an eventfd and, the
+/// first times, starts a thread). A `stat()` that never returns (another
+/// guest's disk on a hung file system) delays the op and, as it holds the
+/// hotplug lock, every op needing it until `lock_timeout_ms`, never this
+/// call or its thread (docs/integration.md). On
 /// `XENBLOCK_OK` `*out` holds the op; otherwise `*out` is NULL, nothing was
 /// queued and `xenblock_ctx_last_error(ctx)` says why.
 ///
