@@ -245,7 +245,7 @@ impl Context {
             index,
             early_tx: parking_lot::Mutex::new(None),
             prefetched_roots: parking_lot::Mutex::new(None),
-            pool: crate::worker::Pool::new(config.workers),
+            pool: crate::worker::Pool::new(config.workers, fd_owner),
             #[cfg(target_os = "linux")]
             proc_files: parking_lot::Mutex::new(crate::sys::blockdev::ProcFiles::new_owned(
                 &crate::sys::blockdev::Sources::system(),

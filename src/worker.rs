@@ -192,10 +192,19 @@ struct State {
     idle: usize,
     closing: bool,
     next_ticket: u64,
+    /// Op descriptors made ahead by the workers, so that a start takes one
+    /// instead of making an eventfd on the caller's thread.
+    spare: Vec<DoneFlag>,
 }
+
+/// A worker about to wait for work first tops the spare descriptors up to
+/// this many (when fewer than half are left).
+const SPARE_FLAGS: usize = 16;
 
 struct PoolShared {
     state: Mutex<State>,
+    /// The owner the descriptors are listed under (`sys::fdreg`).
+    fd_owner: u32,
     work: Condvar,
     turn: Condvar,
 }
@@ -221,10 +230,11 @@ fn lane_key(path: &str) -> String {
 }
 
 impl Pool {
-    pub(crate) fn new(max: usize) -> Pool {
+    pub(crate) fn new(max: usize, fd_owner: u32) -> Pool {
         Pool {
             shared: Arc::new(PoolShared {
                 state: Mutex::new(State::default()),
+                fd_owner,
                 work: Condvar::new(),
                 turn: Condvar::new(),
             }),
@@ -234,6 +244,15 @@ impl Pool {
                 crate::sys::fork::generation()
             },
         }
+    }
+
+    /// A descriptor for a new op: a spare one made by a worker, else a new
+    /// eventfd (the first starts, and past a burst of [`SPARE_FLAGS`]).
+    fn take_flag(&self) -> std::io::Result<DoneFlag> {
+        if let Some(f) = self.shared.state.lock().spare.pop() {
+            return Ok(f);
+        }
+        DoneFlag::new(self.shared.fd_owner)
     }
 
     /// Queue `work` on the lane of `key`; a worker is started if none is
@@ -342,6 +361,7 @@ impl Pool {
         if !self.is_own() {
             return;
         }
+        let spares;
         let threads = {
             let mut st = self.shared.state.lock();
             st.closing = true;
@@ -363,8 +383,10 @@ impl Pool {
             }
             self.shared.work.notify_all();
             self.shared.turn.notify_all();
+            spares = std::mem::take(&mut st.spare);
             std::mem::take(&mut st.threads)
         };
+        drop(spares);
         let me = std::thread::current().id();
         for t in threads {
             if t.thread().id() != me {
@@ -459,6 +481,26 @@ fn worker(p: Arc<PoolShared>) {
             end_turn(&p, &mut st, &key);
         } else if st.closing {
             return;
+        } else if st.spare.len() < SPARE_FLAGS / 2 {
+            // Made here, off the callers' threads; listed under the
+            // context's owner like every op descriptor.
+            let want = SPARE_FLAGS - st.spare.len();
+            drop(st);
+            let made: Vec<DoneFlag> = (0..want)
+                .map_while(|_| DoneFlag::new(p.fd_owner).ok())
+                .collect();
+            let short = made.len() < want;
+            st = p.state.lock();
+            if !st.closing {
+                st.spare.extend(made);
+            }
+            if short {
+                // Out of descriptors: starts make their own (and fail
+                // clearly); wait for work rather than try again now.
+                st.idle += 1;
+                p.work.wait(&mut st);
+                st.idle -= 1;
+            }
         } else {
             st.idle += 1;
             p.work.wait(&mut st);
@@ -477,7 +519,9 @@ impl Context {
         let path = crate::spec::normalise_path(backend_path)?;
         crate::spec::check_backend_shape(&path)?;
         let shared = Arc::new(Shared {
-            done: DoneFlag::new(self.fd_owner)
+            done: self
+                .pool
+                .take_flag()
                 .map_err(|e| Error::io("cannot make the op's descriptor (eventfd)", e))?,
             result: Mutex::new(Slot::Running),
         });
