@@ -305,9 +305,10 @@ impl HotplugLock {
     /// and the lock tried again at once, so a release between the try and
     /// the wait is seen. The kernel reports a close just before it drops
     /// the closing file's flock, so a try right after a close event can
-    /// still fail: then it is tried again after 1, 2 and 4 ms. A holder
-    /// that only unlocks (`flock -u`) sends no event: each wait is cut at
-    /// 100 ms.
+    /// still fail: then it is tried again after 1, 2, 4, ... 32 ms (the
+    /// exiting holder may be preempted between the two on a loaded host;
+    /// no event marks the flock's end). A holder that only unlocks
+    /// (`flock -u`) sends no event: each wait is cut at 100 ms.
     fn wait_turn(
         &self,
         deadline: Instant,
@@ -335,14 +336,14 @@ impl HotplugLock {
         }
         let cap = match w.recheck {
             0 => Duration::from_millis(100),
-            n => Duration::from_millis(1 << (3 - n.min(3))),
+            n => Duration::from_millis(1 << (QUICK_RETRIES - n.min(QUICK_RETRIES))),
         };
         w.recheck = w.recheck.saturating_sub(1);
         match &mut turn.watch {
             Some(watch) => {
                 let stop = self.closing.as_ref().map(|f| f.as_fd());
                 if watch.wait((deadline - now).min(cap), stop) {
-                    w.recheck = 3;
+                    w.recheck = QUICK_RETRIES;
                 }
                 if watch.is_gone() {
                     // The directory was removed or moved: watch it anew.
@@ -419,6 +420,9 @@ fn exe() -> &'static str {
             .unwrap_or_else(|| "?".into())
     })
 }
+
+/// Quick re-tries after an event, at 1, 2, 4 ... 2^(n-1) ms.
+const QUICK_RETRIES: u32 = 6;
 
 /// One acquisition's wait: whether it has failed a try yet, and how many
 /// quick re-tries follow the last event.

@@ -190,6 +190,10 @@ struct State {
     ready: VecDeque<String>,
     threads: Vec<JoinHandle<()>>,
     idle: usize,
+    /// Idle workers notified and not yet awake (0 or 1): while one is on
+    /// its way, a start does not wake another; the woken worker wakes the
+    /// next if more lanes are ready ([`claim_wake`]).
+    waking: usize,
     closing: bool,
     next_ticket: u64,
     /// Op descriptors made ahead by the workers, so that a start takes one
@@ -299,8 +303,11 @@ impl Pool {
         }
         // Woken after the mutex is let go, so that the worker does not
         // find it taken (and the caller is not held up by the switch).
+        let wake = claim_wake(&mut st);
         drop(st);
-        self.shared.work.notify_one();
+        if wake {
+            self.shared.work.notify_one();
+        }
         Ok(())
     }
 
@@ -419,11 +426,28 @@ fn end_turn(p: &PoolShared, st: &mut State, key: &str) {
         }
         Some(Job::Op { .. }) => {
             st.ready.push_back(key.to_string());
-            p.work.notify_one();
+            if claim_wake(st) {
+                p.work.notify_one();
+            }
         }
         Some(Job::Inline(_)) => {
             p.turn.notify_all();
         }
+    }
+}
+
+/// Whether to wake an idle worker for a lane just made ready: yes when one
+/// is idle and none was woken already. A wake costs a futex call and, on a
+/// virtual machine, an inter-processor interrupt (several µs): a burst of
+/// starts pays it once, on its first start, and each worker woken wakes
+/// the next while lanes are ready and workers idle (`worker`), off the
+/// caller's thread.
+fn claim_wake(st: &mut State) -> bool {
+    if st.waking == 0 && st.idle > 0 {
+        st.waking = 1;
+        true
+    } else {
+        false
     }
 }
 
@@ -445,9 +469,16 @@ fn block_signals() {
     let _ = pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None);
 }
 
+/// Wait, idle, until woken (by [`claim_wake`]'s caller, or at shutdown).
+fn idle_wait(p: &PoolShared, st: &mut parking_lot::MutexGuard<'_, State>) {
+    st.idle += 1;
+    p.work.wait(st);
+    st.idle -= 1;
+    st.waking = st.waking.saturating_sub(1);
+}
+
 fn worker(p: Arc<PoolShared>) {
     block_signals();
-    crate::sys::thread::set_batch();
     let mut st = p.state.lock();
     loop {
         if let Some(key) = st.ready.pop_front() {
@@ -463,7 +494,12 @@ fn worker(p: Arc<PoolShared>) {
             let Some(Job::Op { op, work }) = job else {
                 continue;
             };
+            // More lanes ready and workers idle: wake the next one.
+            let chain = !st.ready.is_empty() && claim_wake(&mut st);
             drop(st);
+            if chain {
+                p.work.notify_one();
+            }
             let r =
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).unwrap_or_else(|e| {
                     let what = e
@@ -497,14 +533,10 @@ fn worker(p: Arc<PoolShared>) {
             if short {
                 // Out of descriptors: starts make their own (and fail
                 // clearly); wait for work rather than try again now.
-                st.idle += 1;
-                p.work.wait(&mut st);
-                st.idle -= 1;
+                idle_wait(&p, &mut st);
             }
         } else {
-            st.idle += 1;
-            p.work.wait(&mut st);
-            st.idle -= 1;
+            idle_wait(&p, &mut st);
         }
     }
 }

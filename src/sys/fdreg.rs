@@ -48,10 +48,20 @@ pub fn register(owner: u32, fd: RawFd) -> bool {
         return false;
     }
     let e = entry(owner, fd);
-    TABLE.iter().any(|slot| {
-        slot.compare_exchange(0, e, Ordering::AcqRel, Ordering::Relaxed)
-            .is_ok()
+    slots_from(fd).any(|slot| {
+        slot.load(Ordering::Relaxed) == 0
+            && slot
+                .compare_exchange(0, e, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
     })
+}
+
+/// Every slot, starting at the one of `fd` (descriptor numbers are
+/// distinct among open files, so that one is usually free, or the entry):
+/// one probe instead of a scan past every listed descriptor.
+fn slots_from(fd: RawFd) -> impl Iterator<Item = &'static AtomicU64> {
+    let start = fd as usize % SLOTS;
+    TABLE[start..].iter().chain(TABLE[..start].iter())
 }
 
 /// Unlist `fd` of `owner`; call it before closing the descriptor.
@@ -60,10 +70,11 @@ pub fn unregister(owner: u32, fd: RawFd) {
         return;
     }
     let e = entry(owner, fd);
-    for slot in &TABLE {
-        if slot
-            .compare_exchange(e, 0, Ordering::AcqRel, Ordering::Relaxed)
-            .is_ok()
+    for slot in slots_from(fd) {
+        if slot.load(Ordering::Relaxed) == e
+            && slot
+                .compare_exchange(e, 0, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
         {
             return;
         }
@@ -116,10 +127,11 @@ pub fn close_inherited_fd(owner: u32, fd: RawFd) -> bool {
         return false;
     }
     let e = entry(owner, fd);
-    for slot in &TABLE {
-        if slot
-            .compare_exchange(e, 0, Ordering::AcqRel, Ordering::Relaxed)
-            .is_ok()
+    for slot in slots_from(fd) {
+        if slot.load(Ordering::Relaxed) == e
+            && slot
+                .compare_exchange(e, 0, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
         {
             // SAFETY: listed as this owner's until now, so still open and
             // the owner's (see `close_inherited`).

@@ -20,4 +20,3 @@ pub mod ofdlock;
 pub mod procfile;
 pub mod start;
 pub mod stat;
-pub mod thread;
