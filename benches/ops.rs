@@ -272,8 +272,8 @@ fn main() {
             let be = format!("backend/vbd/{}/51712", 10 + i);
             let t = Instant::now();
             let op = ctx.start(&be, Action::Add).unwrap();
-            // The first 4 of a round wake an idle worker (a futex wake, and
-            // on 2 loaded cores often a switch to it); the rest only queue.
+            // The first 4 of a round find idle workers: the first wakes one
+            // (a futex wake), which wakes the next; the rest only queue.
             if i < 4 {
                 waking.push(t.elapsed());
             } else {
@@ -367,7 +367,7 @@ fn main() {
         us(smax)
     );
     println!(
-        "| op start that wakes an idle worker (10 × 4 ops), p50 / max | {:.1} / {:.1} µs |",
+        "| op start, first 4 of a round (workers idle; the first wakes one), p50 / max | {:.1} / {:.1} µs |",
         us(w50),
         us(wmax)
     );
