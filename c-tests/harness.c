@@ -23,7 +23,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/fuse.h>
+#include <signal.h>
 #include <sys/file.h>
+#include <sys/mount.h>
+#include <sys/sysmacros.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/wait.h>
@@ -1287,7 +1291,35 @@ static void case_ops_ctx_free(struct ct_env *e)
     ct_domain_purge(e->xs, 42);
 }
 
-/* A child forked while ops run makes a context of its own and uses it. */
+#define FD_BITS 1024
+
+/* The descriptors below FD_BITS this process has open now (the listing's
+ * own excluded); -1 if /proc/self/fd cannot be read. */
+static int fd_snapshot(unsigned char open_fds[FD_BITS])
+{
+    memset(open_fds, 0, FD_BITS);
+    DIR *d = opendir("/proc/self/fd");
+    if (!d)
+        return -1;
+    int n = 0;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        if (de->d_name[0] == '.')
+            continue;
+        int fd = atoi(de->d_name);
+        if (fd == dirfd(d) || fd < 0 || fd >= FD_BITS)
+            continue;
+        open_fds[fd] = 1;
+        n++;
+    }
+    closedir(d);
+    return n;
+}
+
+/* A child forked while ops run makes a context of its own and uses it;
+ * freeing the inherited context and op closes every descriptor of
+ * xenblock the child inherited (the connection, the eventfds, the lock
+ * directory's inotify watch, the waiting op's lock file). */
 static void case_ops_fork(struct ct_env *e)
 {
     char img[2][PATH_MAX], node[PATH_MAX];
@@ -1301,12 +1333,27 @@ static void case_ops_fork(struct ct_env *e)
                                 .mode = "w", .vm = "/vm/c0ffee00-0000-0000-0000-000000000043"};
         ct_disk_add(e->xs, &d[i]);
     }
+    /* The descriptors before any of xenblock's (and the harness's own
+     * below): what the child must be back to. */
+    static unsigned char before[FD_BITS], after[FD_BITS];
+    REQUIRE(fd_snapshot(before) > 0, "cannot list /proc/self/fd");
     xenblock_ctx *ctx = ct_ctx(e);
     int lock = hold_lock(e);
     xenblock_op *op;
     CHECK_STATUS(xenblock_op_start(ctx, d[0].arg, XENBLOCK_ACTION_ADD, 0, &op), XENBLOCK_OK,
                  ctx);
-    usleep(100000); /* the worker waits for the lock, inside the library */
+    /* Other ops queued behind it, on other backends and on its own. */
+    xenblock_op *more[2];
+    CHECK_STATUS(xenblock_op_start(ctx, "backend/vbd/43/1", XENBLOCK_ACTION_REMOVE, 0, &more[0]),
+                 XENBLOCK_OK, ctx);
+    CHECK_STATUS(xenblock_op_start(ctx, d[0].arg, XENBLOCK_ACTION_ADD, 0, &more[1]),
+                 XENBLOCK_OK, ctx);
+    /* The release of a backend that does not exist ends at once; the
+     * first op's worker then waits for the lock, inside the library, and
+     * the second add of d[0] is queued behind it. */
+    struct pollfd p0 = {.fd = xenblock_op_fd(more[0]), .events = POLLIN};
+    CHECK(poll(&p0, 1, 20000) == 1, "the release of backend/vbd/43/1 did not complete");
+    usleep(100000);
     int result[2];
     REQUIRE(pipe(result) == 0, "pipe: %s", strerror(errno));
     fflush(NULL);
@@ -1346,10 +1393,35 @@ static void case_ops_fork(struct ct_env *e)
         if (xenblock_release(c, d[1].arg) != XENBLOCK_OK)
             _exit(8);
         xenblock_ctx_free(c);
-        /* The parent's context, inherited: freeing it frees nothing. */
+        /* The parent's ops cannot be finished here, only freed. */
+        if (xenblock_op_finish(op) != XENBLOCK_BAD_STATE)
+            _exit(10);
+        /* The parent's context and ops, inherited: freeing them touches
+         * none of the parent's threads or locks; it closes the
+         * descriptors they had (the context first, then the ops, or the
+         * other way round). */
+        xenblock_op_free(more[0]);
         xenblock_ctx_free(ctx);
+        xenblock_op_free(op);
+        xenblock_op_free(more[1]);
         if (xs)
             xs_close(xs);
+        if (fd_snapshot(after) < 0)
+            _exit(11);
+        after[result[1]] = 0;
+        for (int fd = 0; fd < FD_BITS; fd++) {
+            if (after[fd] && !before[fd]) {
+                char p[64], target[PATH_MAX] = "";
+                snprintf(p, sizeof p, "/proc/self/fd/%d", fd);
+                ssize_t n = readlink(p, target, sizeof target - 1);
+                if (n > 0)
+                    target[n] = 0;
+                fprintf(stderr, "child: descriptor %d (%s) is left open\n", fd, target);
+                if (write(result[1], "fd", 2) != 2)
+                    _exit(9);
+                _exit(12);
+            }
+        }
         if (write(result[1], "ok", 2) != 2)
             _exit(9);
         _exit(0);
@@ -1370,6 +1442,14 @@ static void case_ops_fork(struct ct_env *e)
     CHECK_STATUS(xenblock_op_finish(op), XENBLOCK_OK, NULL);
     xenblock_op_free(op);
     check_file_connected(e, &d[0], img[0], false, node, sizeof node);
+    /* The ops queued behind it ran in the parent (a second add of d[0]
+     * finds it prepared). */
+    for (int i = 0; i < 2; i++) {
+        p.fd = xenblock_op_fd(more[i]);
+        CHECK(poll(&p, 1, 20000) == 1, "the parent's queued op %d did not complete", i);
+        CHECK_STATUS(xenblock_op_finish(more[i]), XENBLOCK_OK, NULL);
+        xenblock_op_free(more[i]);
+    }
     CHECK(ct_loops_of(img[1]) == 0, "the child's disk is still attached");
     for (int i = 0; i < 2; i++) {
         ct_disk_close(e->xs, &d[i]);
@@ -1378,6 +1458,408 @@ static void case_ops_fork(struct ct_env *e)
     }
     xenblock_ctx_free(ctx);
     ct_domain_purge(e->xs, 43);
+}
+
+/* ---- a process that exits while its op runs ------------------------------ */
+
+/* The store of the exiting child (libxs variant): libxenstore's, except
+ * that the outcome's write of `node` inside a transaction, once done, tells
+ * the main thread (through exit_pipe) and waits there for the exit: the
+ * process then ends with the loop device attached and the transaction
+ * half written. */
+static xenblock_store_ops exit_inner;
+static int exit_pipe[2] = {-1, -1};
+
+static int exit_write(void *o, uint32_t tx, const char *p, const char *v, size_t l)
+{
+    int r = exit_inner.write(o, tx, p, v, l);
+    size_t n = strlen(p);
+    if (tx != 0 && n > 5 && strcmp(p + n - 5, "/node") == 0) {
+        if (write(exit_pipe[1], "w", 1) != 1)
+            _exit(31);
+        for (;;)
+            pause();
+    }
+    return r;
+}
+
+/* The child: a context, one op, then exit() from main's thread while the
+ * op runs (`delay_us` after the start; with `at_write`, once the op is in
+ * the middle of its outcome's transaction). Never returns. */
+static void exit_mid_op(struct ct_env *e, const struct ct_disk *d, int delay_us, bool at_write)
+{
+    struct xs_handle *xs = NULL;
+    xenblock_store_ops ops;
+    xenblock_config cfg;
+    ct_config(e, &cfg);
+    if (e->store == CT_STORE_LIBXS) {
+        xs = xs_open(0);
+        if (!xs)
+            _exit(21);
+        ct_libxs_ops(&ops, xs);
+        if (at_write) {
+            exit_inner = ops;
+            ops.write = exit_write;
+        }
+        cfg.store = &ops;
+    }
+    xenblock_ctx *c = NULL;
+    if (xenblock_ctx_new(&cfg, &c) != XENBLOCK_OK)
+        _exit(22);
+    xenblock_op *o = NULL;
+    if (xenblock_op_start(c, d->arg, XENBLOCK_ACTION_ADD, 0, &o) != XENBLOCK_OK)
+        _exit(23);
+    if (at_write) {
+        char b;
+        if (read(exit_pipe[0], &b, 1) != 1)
+            _exit(24);
+    } else if (delay_us > 0) {
+        usleep((useconds_t)delay_us);
+    }
+    exit(0); /* as a return from main: atexit handlers run, threads die */
+}
+
+/* A process that exits while its op runs leaves no half-written xenstore
+ * state: the backend shows either the complete outcome (hotplug-status
+ * connected with physical-device, node and physical-device-path, and
+ * that loop device attached) or none of it; a loop device attached
+ * before the outcome was committed carries xenblock's tag, and
+ * xenblock_reconcile detaches it (the recovery of docs/contract.md). */
+static void case_ops_exit(struct ct_env *e)
+{
+    char img[PATH_MAX];
+    struct ct_disk d;
+    ct_domain_purge(e->xs, 44);
+    ct_image(e, "exit.img", 4 << 20, img);
+    xenblock_ctx *ctx = ct_ctx(e);
+    /* Exits at a spread of moments from before the worker starts to
+     * after the op is done; with the callback store also one at the
+     * worst moment, inside the outcome's transaction (deterministic). */
+    static const int delays_us[] = {0, 50, 100, 200, 300, 400, 600, 800, 1000, 1500, 2500, 5000, 50000};
+    int ntrials = (int)(sizeof delays_us / sizeof delays_us[0]);
+    if (e->store == CT_STORE_LIBXS)
+        ntrials++;
+    int complete = 0, nothing = 0, orphans = 0;
+    for (int t = 0; t < ntrials; t++) {
+        bool at_write = t == (int)(sizeof delays_us / sizeof delays_us[0]);
+        d = (struct ct_disk){.domid = 44, .devid = XVDA, .params = img, .mode = "w",
+                             .vm = "/vm/c0ffee00-0000-0000-0000-000000000044"};
+        ct_disk_add(e->xs, &d);
+        if (at_write)
+            REQUIRE(pipe(exit_pipe) == 0, "pipe: %s", strerror(errno));
+        fflush(NULL);
+        pid_t pid = fork();
+        REQUIRE(pid >= 0, "fork: %s", strerror(errno));
+        if (pid == 0)
+            exit_mid_op(e, &d, at_write ? 0 : delays_us[t], at_write);
+        int status = 0;
+        REQUIRE(waitpid(pid, &status, 0) == pid, "waitpid: %s", strerror(errno));
+        if (at_write) {
+            close(exit_pipe[0]);
+            close(exit_pipe[1]);
+        }
+        CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "trial %d: the child failed (%#x)",
+              t, status);
+        char *hs = ct_read(e->xs, "%s/hotplug-status", d.be);
+        char *pd = ct_read(e->xs, "%s/physical-device", d.be);
+        char *nd = ct_read(e->xs, "%s/node", d.be);
+        char *pp = ct_read(e->xs, "%s/physical-device-path", d.be);
+        int loops = ct_loops_of(img);
+        if (hs && strcmp(hs, "connected") == 0) {
+            complete++;
+            CHECK(pd && nd && pp, "trial %d: connected without physical-device/node/path", t);
+            CHECK(loops == 1, "trial %d: connected, %d loop devices on the image", t, loops);
+        } else {
+            CHECK(!hs && !pd && !nd && !pp,
+                  "trial %d: half-written: hotplug-status %s, physical-device %s, node %s, "
+                  "physical-device-path %s",
+                  t, hs ? hs : "-", pd ? pd : "-", nd ? nd : "-", pp ? pp : "-");
+            if (loops > 0)
+                orphans++;
+            else
+                nothing++;
+            CHECK(!at_write || loops == 1, "trial %d: exit inside the transaction: %d loops", t,
+                  loops);
+        }
+        /* The recovery: reconcile detaches what no backend names, and
+         * nothing that one does. */
+        uint32_t detached = 99;
+        CHECK_STATUS(xenblock_reconcile(ctx, "/local/domain/0/backend/vbd/44/", &detached),
+                     XENBLOCK_OK, ctx);
+        bool connected = hs && strcmp(hs, "connected") == 0;
+        CHECK(detached == (uint32_t)(connected ? 0 : loops), "trial %d: reconcile detached %u",
+              t, detached);
+        CHECK(ct_loops_of(img) == (connected ? 1 : 0), "trial %d: %d loops after reconcile", t,
+              ct_loops_of(img));
+        free(hs);
+        free(pd);
+        free(nd);
+        free(pp);
+        ct_disk_close(e->xs, &d);
+        CHECK_STATUS(xenblock_release(ctx, d.arg), XENBLOCK_OK, ctx);
+        CHECK(ct_loops_of(img) == 0, "trial %d: release left a loop device", t);
+        ct_disk_destroy(e->xs, &d);
+    }
+    fprintf(stderr, "ops_exit: %d complete, %d nothing written, %d orphan loop devices reconciled\n",
+            complete, nothing, orphans);
+    CHECK(e->store != CT_STORE_LIBXS || orphans >= 1, "the exit inside the transaction was not seen");
+    xenblock_ctx_free(ctx);
+    ct_domain_purge(e->xs, 44);
+}
+
+/* ---- another guest's disk on a FUSE mount whose daemon is stopped ------- */
+
+/* A minimal FUSE file system spoken on /dev/fuse directly (no library): a
+ * root directory holding one regular file, `disk.img`, nothing cached by
+ * the kernel (every stat() of the file asks the daemon). */
+#define FUSE_FILE_INO 2
+#define FUSE_FILE_SIZE (1 << 20)
+
+static void fuse_attr_of(uint64_t ino, struct fuse_attr *a)
+{
+    memset(a, 0, sizeof *a);
+    a->ino = ino;
+    a->nlink = 1;
+    a->blksize = 4096;
+    if (ino == FUSE_ROOT_ID) {
+        a->mode = S_IFDIR | 0755;
+        a->nlink = 2;
+    } else {
+        a->mode = S_IFREG | 0644;
+        a->size = FUSE_FILE_SIZE;
+        a->blocks = FUSE_FILE_SIZE / 512;
+    }
+}
+
+static void fuse_reply(int fd, uint64_t unique, int error, const void *body, size_t len)
+{
+    char buf[sizeof(struct fuse_out_header) + 256];
+    struct fuse_out_header h = {.len = (uint32_t)(sizeof h + len), .error = error,
+                                .unique = unique};
+    memcpy(buf, &h, sizeof h);
+    if (len)
+        memcpy(buf + sizeof h, body, len);
+    if (write(fd, buf, sizeof h + len) < 0 && errno != ENOENT)
+        _exit(errno == ENODEV ? 0 : 41);
+}
+
+/* Serve `fd` until the connection goes away (unmounted or aborted). */
+static void fuse_serve(int fd)
+{
+    static char buf[1 << 17];
+    for (;;) {
+        ssize_t n = read(fd, buf, sizeof buf);
+        if (n < 0) {
+            if (errno == EINTR || errno == EAGAIN)
+                continue;
+            _exit(errno == ENODEV ? 0 : 42);
+        }
+        if ((size_t)n < sizeof(struct fuse_in_header))
+            _exit(43);
+        struct fuse_in_header *in = (struct fuse_in_header *)buf;
+        const char *arg = buf + sizeof *in;
+        switch (in->opcode) {
+        case FUSE_INIT: {
+            const struct fuse_init_in *ii = (const void *)arg;
+            struct fuse_init_out o = {.major = FUSE_KERNEL_VERSION,
+                                      .minor = ii->minor < FUSE_KERNEL_MINOR_VERSION
+                                                   ? ii->minor
+                                                   : FUSE_KERNEL_MINOR_VERSION,
+                                      .max_write = 4096};
+            fuse_reply(fd, in->unique, 0, &o, sizeof o);
+            break;
+        }
+        case FUSE_LOOKUP:
+            if (in->nodeid == FUSE_ROOT_ID && strcmp(arg, "disk.img") == 0) {
+                struct fuse_entry_out o = {.nodeid = FUSE_FILE_INO, .generation = 1};
+                fuse_attr_of(FUSE_FILE_INO, &o.attr);
+                fuse_reply(fd, in->unique, 0, &o, sizeof o);
+            } else {
+                fuse_reply(fd, in->unique, -ENOENT, NULL, 0);
+            }
+            break;
+        case FUSE_GETATTR: {
+            struct fuse_attr_out o = {0};
+            fuse_attr_of(in->nodeid == FUSE_ROOT_ID ? FUSE_ROOT_ID : FUSE_FILE_INO, &o.attr);
+            fuse_reply(fd, in->unique, 0, &o, sizeof o);
+            break;
+        }
+        case FUSE_FORGET:
+        case FUSE_BATCH_FORGET:
+        case FUSE_INTERRUPT:
+            break;
+        case FUSE_DESTROY:
+            fuse_reply(fd, in->unique, 0, NULL, 0);
+            _exit(0);
+        default:
+            fuse_reply(fd, in->unique, -ENOSYS, NULL, 0);
+        }
+    }
+}
+
+static struct {
+    char mnt[PATH_MAX];
+    unsigned conn; /* the connection's number in /sys/fs/fuse/connections */
+    pid_t daemon;
+    bool mounted;
+} fuse_m;
+
+/* Abort the connection (every request waiting, and every later one, fails
+ * with ENOTCONN), detach the mount, end the daemon. Idempotent; also run
+ * at exit, so a failed case leaves no hung mount. */
+static void fuse_teardown(void)
+{
+    if (fuse_m.mounted) {
+        char p[128];
+        snprintf(p, sizeof p, "/sys/fs/fuse/connections/%u/abort", fuse_m.conn);
+        int fd = open(p, O_WRONLY | O_CLOEXEC);
+        if (fd >= 0) {
+            if (write(fd, "1", 1) != 1)
+                fprintf(stderr, "cannot abort FUSE connection %u: %s\n", fuse_m.conn,
+                        strerror(errno));
+            close(fd);
+        }
+        if (umount2(fuse_m.mnt, MNT_DETACH) != 0)
+            fprintf(stderr, "umount -l %s: %s\n", fuse_m.mnt, strerror(errno));
+        fuse_m.mounted = false;
+    }
+    if (fuse_m.daemon > 0) {
+        kill(fuse_m.daemon, SIGKILL);
+        kill(fuse_m.daemon, SIGCONT);
+        waitpid(fuse_m.daemon, NULL, 0);
+        fuse_m.daemon = 0;
+    }
+}
+
+/* Mount the file system at `mnt` with its daemon in a child process;
+ * returns the file's path. */
+static void fuse_mount(const char *mnt, char *file, size_t len)
+{
+    snprintf(fuse_m.mnt, sizeof fuse_m.mnt, "%s", mnt);
+    REQUIRE(mkdir(mnt, 0755) == 0 || errno == EEXIST, "mkdir %s: %s", mnt, strerror(errno));
+    int fd = open("/dev/fuse", O_RDWR | O_CLOEXEC);
+    REQUIRE(fd >= 0, "open /dev/fuse: %s (is the fuse module loaded?)", strerror(errno));
+    char opts[128];
+    snprintf(opts, sizeof opts, "fd=%d,rootmode=40000,user_id=0,group_id=0,allow_other", fd);
+    REQUIRE(mount("xenblock-test", mnt, "fuse.xenblock-test", MS_NOSUID | MS_NODEV, opts) == 0,
+            "mount FUSE at %s: %s", mnt, strerror(errno));
+    fuse_m.mounted = true;
+    atexit(fuse_teardown);
+    fflush(NULL);
+    pid_t pid = fork();
+    REQUIRE(pid >= 0, "fork: %s", strerror(errno));
+    if (pid == 0)
+        fuse_serve(fd);
+    fuse_m.daemon = pid;
+    close(fd);
+    struct stat st;
+    int n = snprintf(file, len, "%s/disk.img", mnt);
+    REQUIRE(n > 0 && (size_t)n < len, "the mount path is too long");
+    /* Served while the daemon runs; its connection number is the minor
+     * of the file system's device. */
+    REQUIRE(stat(file, &st) == 0 && S_ISREG(st.st_mode) && st.st_size == FUSE_FILE_SIZE,
+            "stat %s through the FUSE daemon: %s", file, strerror(errno));
+    fuse_m.conn = minor(st.st_dev);
+}
+
+/* Another guest's qdisk backend names a file on a FUSE mount whose daemon
+ * is stopped, so stat() of it never returns. op_start and the caller's
+ * loop are not delayed; the op whose decision stats it waits (holding the
+ * hotplug lock) until the file system answers or is aborted; other ops
+ * needing the lock end with XENBLOCK_TIMEOUT after lock_timeout_ms; ops
+ * that need no lock complete. */
+static void case_ops_stuck_stat(struct ct_env *e)
+{
+    char mnt[PATH_MAX], file[PATH_MAX + 16], img[2][PATH_MAX], be[PATH_MAX];
+    snprintf(mnt, sizeof mnt, "%s/fuse", e->dir);
+    /* Before any context: the daemon is a child of a process with no
+     * thread yet. */
+    fuse_mount(mnt, file, sizeof file);
+    ct_domain_purge(e->xs, 45);
+    ct_domain_purge(e->xs, 46);
+    snprintf(be, sizeof be, "/local/domain/0/backend/qdisk/45/51712");
+    char params[PATH_MAX + 32];
+    snprintf(params, sizeof params, "raw:%s", file);
+    ct_write(e->xs, "/local/domain/45/vm", "/vm/c0ffee00-0000-0000-0000-000000000045");
+    const char *nodes[][2] = {{"params", params}, {"mode", "w"}, {"type", "qdisk"},
+                              {"frontend-id", "45"}, {"state", "4"}};
+    for (size_t i = 0; i < sizeof nodes / sizeof nodes[0]; i++) {
+        char p[PATH_MAX + 64];
+        snprintf(p, sizeof p, "%s/%s", be, nodes[i][0]);
+        ct_write(e->xs, p, nodes[i][1]);
+    }
+    struct ct_disk d[2];
+    for (int i = 0; i < 2; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "stuck-%d.img", i);
+        ct_image(e, name, 4 << 20, img[i]);
+        d[i] = (struct ct_disk){.domid = 46, .devid = XVDA + 16 * i, .params = img[i],
+                                .mode = "w", .vm = "/vm/c0ffee00-0000-0000-0000-000000000046"};
+        ct_disk_add(e->xs, &d[i]);
+    }
+    xenblock_config cfg;
+    xenblock_ctx *ctx = NULL;
+    ct_config(e, &cfg);
+    cfg.workers = 4;
+    cfg.lock_timeout_ms = 1000;
+    REQUIRE(xenblock_ctx_new(&cfg, &ctx) == XENBLOCK_OK, "%s", xenblock_last_error());
+    /* The daemon answers: a prepare and a release go through. */
+    CHECK_STATUS(xenblock_prepare(ctx, d[1].arg), XENBLOCK_OK, ctx);
+    ct_disk_close(e->xs, &d[1]);
+    CHECK_STATUS(xenblock_release(ctx, d[1].arg), XENBLOCK_OK, ctx);
+    ct_disk_destroy(e->xs, &d[1]);
+    ct_disk_add(e->xs, &d[1]);
+
+    REQUIRE(kill(fuse_m.daemon, SIGSTOP) == 0, "SIGSTOP: %s", strerror(errno));
+    xenblock_op *a = NULL, *b = NULL, *c = NULL;
+    CHECK_STATUS(xenblock_op_start(ctx, d[0].arg, XENBLOCK_ACTION_ADD, 0, &a), XENBLOCK_OK, ctx);
+    REQUIRE(a, "no op");
+    /* The caller's loop runs on: 100 turns of 5 ms while the op's worker
+     * is stuck in stat(), holding the hotplug lock. */
+    long turns = 0;
+    for (; turns < 100; turns++) {
+        struct pollfd p = {.fd = xenblock_op_fd(a), .events = POLLIN};
+        int r = poll(&p, 1, 5);
+        REQUIRE(r >= 0, "poll: %s", strerror(errno));
+        CHECK(r == 0, "the op completed while the daemon is stopped: %s (%s)",
+              xenblock_status_str(xenblock_op_finish(a)), xenblock_op_error(a));
+        free(ct_read(e->xs, "/local/domain/0/name"));
+    }
+    CHECK_STATUS(xenblock_op_finish(a), XENBLOCK_WOULD_BLOCK, NULL);
+    /* Another add needs the hotplug lock, which the stuck op holds: it
+     * ends after lock_timeout_ms, naming this process's other thread. */
+    CHECK_STATUS(xenblock_op_start(ctx, d[1].arg, XENBLOCK_ACTION_ADD, 0, &b), XENBLOCK_OK, ctx);
+    /* A release of a backend never prepared needs no lock: it completes. */
+    CHECK_STATUS(xenblock_op_start(ctx, "backend/vbd/46/1", XENBLOCK_ACTION_REMOVE, 0, &c),
+                 XENBLOCK_OK, ctx);
+    struct pollfd pc = {.fd = xenblock_op_fd(c), .events = POLLIN};
+    CHECK(poll(&pc, 1, 20000) == 1, "the lock-free release did not complete");
+    CHECK_STATUS(xenblock_op_finish(c), XENBLOCK_OK, NULL);
+    struct pollfd pb = {.fd = xenblock_op_fd(b), .events = POLLIN};
+    CHECK(poll(&pb, 1, 20000) == 1, "the second add did not end at its lock timeout");
+    CHECK_STATUS(xenblock_op_finish(b), XENBLOCK_TIMEOUT, NULL);
+    CHECK(strstr(xenblock_op_error(b), "hotplug lock") != NULL, "%s", xenblock_op_error(b));
+    CHECK(!fd_readable(xenblock_op_fd(a)), "the stuck op completed");
+    /* Aborting the connection makes the stat fail (ENOTCONN): the stuck
+     * op goes on, the unreadable path naming nothing it could conflict
+     * with. */
+    fuse_teardown();
+    struct pollfd pa = {.fd = xenblock_op_fd(a), .events = POLLIN};
+    CHECK(poll(&pa, 1, 20000) == 1, "the op did not complete after the FUSE abort");
+    CHECK_STATUS(xenblock_op_finish(a), XENBLOCK_OK, NULL);
+    xenblock_op_free(a);
+    xenblock_op_free(b);
+    xenblock_op_free(c);
+    for (int i = 0; i < 2; i++) {
+        ct_disk_close(e->xs, &d[i]);
+        CHECK_STATUS(xenblock_release(ctx, d[i].arg), XENBLOCK_OK, ctx);
+        CHECK(ct_loops_of(img[i]) == 0, "a loop device is left on %s", img[i]);
+        ct_disk_destroy(e->xs, &d[i]);
+    }
+    xenblock_ctx_free(ctx);
+    ct_rm(e->xs, "/local/domain/0/backend/qdisk/45");
+    ct_domain_purge(e->xs, 45);
+    ct_domain_purge(e->xs, 46);
 }
 
 /* ---- main ------------------------------------------------------------- */
@@ -1405,6 +1887,8 @@ static const struct test_case cases[] = {
     {"ops_bad_input", true, case_ops_bad_input},
     {"ops_ctx_free", true, case_ops_ctx_free},
     {"ops_fork", true, case_ops_fork},
+    {"ops_exit", true, case_ops_exit},
+    {"ops_stuck_stat", true, case_ops_stuck_stat},
     {"status_strings", false, case_status_strings},
     {"store_ops_args", false, case_store_ops_args},
 };

@@ -80,6 +80,11 @@
 #define XENBLOCK_NOWAIT 1
 
 /**
+ * How many descriptors the table lists at once, over all contexts.
+ */
+#define SLOTS 512
+
+/**
  * `xenblock_plan_new` and `xenblock_op_start` actions.
  */
 enum xenblock_action
@@ -484,9 +489,14 @@ xenblock_status xenblock_ctx_new(const struct xenblock_config *cfg, struct xenbl
  * waits for the lock, this call waits for the worker, and neither returns.
  *
  * In a child process forked while the context existed, the context is not
- * the child's: this call then frees nothing (the parent's threads and
- * locks are not in the child) and the memory is left; make a new context
- * in the child.
+ * the child's: this call then touches none of its threads (they are not in
+ * the child) or locks (a parent's thread may have held one at the fork)
+ * and leaves its memory, but closes every descriptor the context and its
+ * ops had open at the fork (the xenstore connection, the eventfds, the
+ * lock directory's watch, a waiting op's lock file, the `/proc` files),
+ * read from a lock-free table. It closes them by number: call it before
+ * the child closes or reuses descriptors it did not open itself (or not
+ * at all: they are all close-on-exec). Make a new context in the child.
  *
  * # Safety
  * `ctx` is NULL or was returned by `xenblock_ctx_new` and not yet freed; no
@@ -603,8 +613,12 @@ xenblock_status xenblock_reconcile(struct xenblock_ctx *ctx,
  * `xenblock_prepare`) on the context's worker threads. `flags` must be 0.
  *
  * It checks its arguments and queues the op: it never waits for xenstore,
- * the hotplug lock, a script, a disk or the loop driver (at most it takes
- * a short internal mutex and, the first times, starts a thread). On
+ * the hotplug lock, a script, a disk or the loop driver, and reads no
+ * file (at most it takes a short internal mutex, makes an eventfd and, the
+ * first times, starts a thread). A `stat()` that never returns (another
+ * guest's disk on a hung file system) delays the op and, as it holds the
+ * hotplug lock, every op needing it until `lock_timeout_ms`, never this
+ * call or its thread (docs/integration.md). On
  * `XENBLOCK_OK` `*out` holds the op; otherwise `*out` is NULL, nothing was
  * queued and `xenblock_ctx_last_error(ctx)` says why.
  *
@@ -646,7 +660,8 @@ int xenblock_op_fd(const struct xenblock_op *op);
  * `xenblock_ctx_free`), whose message is `xenblock_op_error(op)`. The
  * outcome is returned once: a second call gives
  * `XENBLOCK_INVALID_ARGUMENT` (message in `xenblock_last_error()`).
- * Never blocks.
+ * In a child forked after the op was started, `XENBLOCK_BAD_STATE`: the
+ * op is the parent's (free it). Never blocks.
  *
  * # Safety
  * `op` is NULL or an op not yet freed.
@@ -671,7 +686,10 @@ const char *xenblock_op_error(const struct xenblock_op *op);
  * it from the host's poll/epoll set BEFORE this call (an `EPOLL_CTL_DEL`
  * afterwards may hit another file). NULL is ignored. Never blocks. A
  * second free of the same op is caught when its memory still holds the
- * freed mark: best effort, not a guarantee (as for contexts).
+ * freed mark: best effort, not a guarantee (as for contexts). In a child
+ * forked after the op was started, it closes the op's descriptor (unless
+ * the child's `xenblock_ctx_free` of the op's context closed it already)
+ * and leaves the rest, which the parent's worker shares.
  *
  * # Safety
  * `op` is NULL or an op not yet freed; no other thread uses it during or

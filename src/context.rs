@@ -160,6 +160,9 @@ pub struct Context {
     /// The worker threads and per-backend lanes of the ops
     /// ([`crate::worker`]).
     pub(crate) pool: crate::worker::Pool,
+    /// The owner number its descriptors (and its ops') are listed under,
+    /// for a forked child ([`crate::sys::fdreg`]).
+    pub(crate) fd_owner: u32,
 }
 
 /// Ends what a prepare started under the hotplug lock for its decision and
@@ -200,7 +203,10 @@ impl Context {
     /// The hotplug lock for a prepare if it is free now, else `None`
     /// (nothing waited for).
     pub(crate) fn hold_now(&self) -> Option<Held<'_>> {
-        crate::lock::no_wait(|| self.hold()).ok()
+        self.lock.try_acquire().map(|lock| Held {
+            _early: EarlyTx(self),
+            _lock: lock,
+        })
     }
 }
 
@@ -223,21 +229,29 @@ impl Context {
                 config.script_dir.display()
             )));
         }
+        let fd_owner = crate::sys::fdreg::new_owner();
+        if config.store.is_none() {
+            if let Some(xs) = store.xs_client() {
+                xs.set_fd_owner(fd_owner);
+            }
+        }
         let index = if config.claims_index {
             ClaimsIndex::new(&store, config.flavour == Flavour::FreeBsd)
         } else {
             None
         };
         Ok(Context {
-            lock: HotplugLock::new(&config.lock_dir, config.lock_timeout),
+            lock: HotplugLock::new_owned(&config.lock_dir, config.lock_timeout, fd_owner),
             index,
             early_tx: parking_lot::Mutex::new(None),
             prefetched_roots: parking_lot::Mutex::new(None),
-            pool: crate::worker::Pool::new(config.workers),
+            pool: crate::worker::Pool::new(config.workers, fd_owner),
             #[cfg(target_os = "linux")]
-            proc_files: parking_lot::Mutex::new(crate::sys::blockdev::ProcFiles::new(
+            proc_files: parking_lot::Mutex::new(crate::sys::blockdev::ProcFiles::new_owned(
                 &crate::sys::blockdev::Sources::system(),
+                fd_owner,
             )),
+            fd_owner,
             store,
             config,
         })

@@ -18,11 +18,13 @@
 //! writes no owner record, so a script holder is known by its pid only.)
 
 use crate::error::{Error, Result};
+use crate::sys::fdreg::Tracked;
 use nix::fcntl::{Flock, FlockArg};
 use parking_lot::{Mutex, MutexGuard};
 use std::cell::Cell;
 use std::fs::{DirBuilder, File, OpenOptions};
 use std::io::Write;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -61,34 +63,46 @@ pub fn is_no_wait() -> bool {
 pub struct HotplugLock {
     path: PathBuf,
     dir: PathBuf,
-    mutex: Mutex<()>,
+    /// The in-process mutex, with what its holder keeps between turns.
+    mutex: Mutex<Turn>,
     timeout: Duration,
     /// Set by [`HotplugLock::close`]: waits end with [`Error::Cancelled`].
     closed: AtomicBool,
     /// Polls readable once closed, so a waiter's poll wakes at once.
     closing: Option<crate::sys::notify::DoneFlag>,
+    /// The owner its descriptors are listed under (`sys::fdreg`; 0: none).
+    owner: u32,
 }
 
 /// Proof of holding the lock; dropping it releases (unlinks, then unlocks).
 pub struct LockGuard<'a> {
-    _thread: MutexGuard<'a, ()>,
+    _thread: MutexGuard<'a, Turn>,
     file: Option<Flock<File>>,
     path: &'a Path,
+    owner: u32,
 }
 
 impl HotplugLock {
     /// The lock `<dir>/block`. The directory is created on first use.
     pub fn new(dir: &Path, timeout: Duration) -> HotplugLock {
+        HotplugLock::new_owned(dir, timeout, 0)
+    }
+
+    /// The same, its descriptors (the lock file while open, the watch on
+    /// its directory, the close flag) listed under `owner` for a forked
+    /// child ([`crate::sys::fdreg`]).
+    pub fn new_owned(dir: &Path, timeout: Duration, owner: u32) -> HotplugLock {
         exe();
         HotplugLock {
             path: dir.join(LOCK_NAME),
             dir: dir.to_path_buf(),
-            mutex: Mutex::new(()),
+            mutex: Mutex::new(Turn::default()),
             timeout,
             closed: AtomicBool::new(false),
             // Without it (no descriptor left), waiters notice the close
             // within their 100 ms re-check.
-            closing: crate::sys::notify::DoneFlag::new().ok(),
+            closing: crate::sys::notify::DoneFlag::new(owner).ok(),
+            owner,
         }
     }
 
@@ -115,7 +129,7 @@ impl HotplugLock {
 
     /// The in-process mutex, waited for in slices so that a close ends the
     /// wait.
-    fn lock_thread(&self, deadline: Instant, nowait: bool) -> Result<MutexGuard<'_, ()>> {
+    fn lock_thread(&self, deadline: Instant, nowait: bool) -> Result<MutexGuard<'_, Turn>> {
         loop {
             self.check_open()?;
             let slice = (Instant::now() + Duration::from_millis(20)).min(deadline);
@@ -139,34 +153,43 @@ impl HotplugLock {
     /// Take the lock, waiting at most the configured timeout (not at all
     /// inside [`no_wait`]).
     pub fn acquire(&self) -> Result<LockGuard<'_>> {
-        let nowait = NO_WAIT.with(Cell::get);
+        self.acquire_as(NO_WAIT.with(Cell::get), false)
+    }
+
+    /// Take the lock if it is free now; `None` (nothing waited for, and no
+    /// message made: finding the holder reads `/proc`) when it is taken.
+    pub fn try_acquire(&self) -> Option<LockGuard<'_>> {
+        self.acquire_as(true, true).ok()
+    }
+
+    fn acquire_as(&self, nowait: bool, quiet: bool) -> Result<LockGuard<'_>> {
         let deadline = Instant::now() + if nowait { Duration::ZERO } else { self.timeout };
-        let thread = self.lock_thread(deadline, nowait)?;
-        let mut waiter = Waiter::default();
+        let mut thread = self.lock_thread(deadline, nowait)?;
+        let mut waiter = Waiter {
+            quiet,
+            ..Waiter::default()
+        };
         let mut dir_made = false;
         // The file of a failed try, kept open for the next: a waiter that
         // closed and reopened it on every wake-up would wake every other
         // waiter with its close. It is reopened only once the path names
         // another file (the holder unlinked it).
-        let mut pending: Option<File> = None;
+        // Listed for a forked child (`sys::fdreg`) while it waits.
+        let mut pending: Option<Tracked<File>> = None;
         loop {
             if let Some(f) = pending.take() {
                 if same_file(&f, &self.path) {
-                    match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
+                    match Flock::lock(f.into_inner(), FlockArg::LockExclusiveNonblock) {
                         Ok(locked) => {
                             if let Some(g) = self.claimed(locked, &thread)? {
-                                return Ok(LockGuard {
-                                    _thread: thread,
-                                    file: Some(g),
-                                    path: &self.path,
-                                });
+                                return Ok(self.guard(thread, g));
                             }
                             continue;
                         }
                         Err((f, nix::errno::Errno::EWOULDBLOCK))
                         | Err((f, nix::errno::Errno::EINTR)) => {
-                            pending = Some(f);
-                            self.wait_turn(deadline, nowait, &mut waiter)?;
+                            pending = Some(Tracked::new(self.owner, f));
+                            self.wait_turn(deadline, nowait, &mut waiter, &mut thread)?;
                             continue;
                         }
                         Err((_, e)) => {
@@ -217,16 +240,12 @@ impl HotplugLock {
             match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
                 Ok(locked) => {
                     if let Some(g) = self.claimed(locked, &thread)? {
-                        return Ok(LockGuard {
-                            _thread: thread,
-                            file: Some(g),
-                            path: &self.path,
-                        });
+                        return Ok(self.guard(thread, g));
                     }
                 }
                 Err((f, nix::errno::Errno::EWOULDBLOCK)) | Err((f, nix::errno::Errno::EINTR)) => {
-                    pending = Some(f);
-                    self.wait_turn(deadline, nowait, &mut waiter)?;
+                    pending = Some(Tracked::new(self.owner, f));
+                    self.wait_turn(deadline, nowait, &mut waiter, &mut thread)?;
                 }
                 Err((_, e)) => {
                     return Err(Error::sys(
@@ -238,13 +257,24 @@ impl HotplugLock {
         }
     }
 
+    /// The guard of a lock taken, its file listed for a forked child.
+    fn guard<'a>(&'a self, thread: MutexGuard<'a, Turn>, file: Flock<File>) -> LockGuard<'a> {
+        crate::sys::fdreg::register(self.owner, file.as_raw_fd());
+        LockGuard {
+            _thread: thread,
+            file: Some(file),
+            path: &self.path,
+            owner: self.owner,
+        }
+    }
+
     /// The flock is ours: if the path still names its file, the lock is
     /// held (the owner record is written); `None` when the previous holder
     /// unlinked or replaced it meanwhile (try again).
     fn claimed(
         &self,
         locked: Flock<File>,
-        _thread: &MutexGuard<'_, ()>,
+        _thread: &MutexGuard<'_, Turn>,
     ) -> Result<Option<Flock<File>>> {
         let held = locked
             .metadata()
@@ -266,33 +296,58 @@ impl HotplugLock {
     /// After a failed try: the error once the deadline has passed, else
     /// wait until the holder may have let go. Woken when it does: Xen's
     /// `release_lock` unlinks the file, a holder that exits closes it. The
-    /// watch is made before the next try (the first wait returns at once),
-    /// so a release between the try and the wait is seen. The kernel
-    /// reports a close just before it drops the closing file's flock, so a
-    /// try right after a close event can still fail: then it is tried
-    /// again after 1, 2 and 4 ms. A holder that only unlocks (`flock -u`)
-    /// sends no event: each wait is cut at 100 ms.
-    fn wait_turn(&self, deadline: Instant, nowait: bool, w: &mut Waiter) -> Result<()> {
+    /// watch on the lock directory is made once and kept by the lock (it
+    /// lives in the in-process mutex, so one thread at a time uses it):
+    /// closing an inotify descriptor waits for an RCU grace period, 10 to
+    /// 40 ms, which a watch per wait would add to every wait. At the first
+    /// failed try of an acquisition the events queued since the last one
+    /// (this process's own opens and closes of the lock file) are dropped
+    /// and the lock tried again at once, so a release between the try and
+    /// the wait is seen. The kernel reports a close just before it drops
+    /// the closing file's flock, so a try right after a close event can
+    /// still fail: then it is tried again after 1, 2, 4, ... 32 ms (the
+    /// exiting holder may be preempted between the two on a loaded host;
+    /// no event marks the flock's end). A holder that only unlocks
+    /// (`flock -u`) sends no event: each wait is cut at 100 ms.
+    fn wait_turn(
+        &self,
+        deadline: Instant,
+        nowait: bool,
+        w: &mut Waiter,
+        turn: &mut Turn,
+    ) -> Result<()> {
         self.check_open()?;
         let now = Instant::now();
         if now >= deadline {
-            return Err(self.not_taken(nowait, self.holder()));
+            let holder = if w.quiet {
+                String::new()
+            } else {
+                self.holder()
+            };
+            return Err(self.not_taken(nowait, holder));
         }
         if !w.made {
             w.made = true;
-            w.watch = crate::sys::notify::DirWatch::new(&self.dir).ok();
+            match &mut turn.watch {
+                Some(watch) => watch.drain(),
+                None => turn.watch = crate::sys::notify::DirWatch::new(&self.dir, self.owner).ok(),
+            }
             return Ok(());
         }
         let cap = match w.recheck {
             0 => Duration::from_millis(100),
-            n => Duration::from_millis(1 << (3 - n.min(3))),
+            n => Duration::from_millis(1 << (QUICK_RETRIES - n.min(QUICK_RETRIES))),
         };
         w.recheck = w.recheck.saturating_sub(1);
-        match &w.watch {
+        match &mut turn.watch {
             Some(watch) => {
                 let stop = self.closing.as_ref().map(|f| f.as_fd());
                 if watch.wait((deadline - now).min(cap), stop) {
-                    w.recheck = 3;
+                    w.recheck = QUICK_RETRIES;
+                }
+                if watch.is_gone() {
+                    // The directory was removed or moved: watch it anew.
+                    turn.watch = crate::sys::notify::DirWatch::new(&self.dir, self.owner).ok();
                 }
             }
             None => std::thread::sleep(Duration::from_millis(2)),
@@ -366,13 +421,24 @@ fn exe() -> &'static str {
     })
 }
 
-/// A waiter's watch on the lock directory (made at its second failed
-/// try) and how many quick re-tries follow the last event.
+/// Quick re-tries after an event, at 1, 2, 4 ... 2^(n-1) ms.
+const QUICK_RETRIES: u32 = 6;
+
+/// One acquisition's wait: whether it has failed a try yet, and how many
+/// quick re-tries follow the last event.
 #[derive(Default)]
 struct Waiter {
-    watch: Option<crate::sys::notify::DirWatch>,
+    /// No message wanted on failure (`try_acquire`).
+    quiet: bool,
     made: bool,
     recheck: u32,
+}
+
+/// What the holder of the in-process mutex keeps from one acquisition to
+/// the next: the watch on the lock directory, made at the first wait.
+#[derive(Default)]
+pub(crate) struct Turn {
+    watch: Option<crate::sys::notify::DirWatch>,
 }
 
 /// Whether `path` names the file `f` is open on.
@@ -490,7 +556,10 @@ impl Drop for LockGuard<'_> {
     fn drop(&mut self) {
         // Unlink while still holding the flock, as the protocol requires.
         let _ = std::fs::remove_file(self.path);
-        drop(self.file.take());
+        if let Some(f) = self.file.take() {
+            crate::sys::fdreg::unregister(self.owner, f.as_raw_fd());
+            drop(f);
+        }
     }
 }
 

@@ -190,12 +190,25 @@ struct State {
     ready: VecDeque<String>,
     threads: Vec<JoinHandle<()>>,
     idle: usize,
+    /// Idle workers notified and not yet awake (0 or 1): while one is on
+    /// its way, a start does not wake another; the woken worker wakes the
+    /// next if more lanes are ready ([`claim_wake`]).
+    waking: usize,
     closing: bool,
     next_ticket: u64,
+    /// Op descriptors made ahead by the workers, so that a start takes one
+    /// instead of making an eventfd on the caller's thread.
+    spare: Vec<DoneFlag>,
 }
+
+/// A worker about to wait for work first tops the spare descriptors up to
+/// this many (when fewer than half are left).
+const SPARE_FLAGS: usize = 16;
 
 struct PoolShared {
     state: Mutex<State>,
+    /// The owner the descriptors are listed under (`sys::fdreg`).
+    fd_owner: u32,
     work: Condvar,
     turn: Condvar,
 }
@@ -221,10 +234,11 @@ fn lane_key(path: &str) -> String {
 }
 
 impl Pool {
-    pub(crate) fn new(max: usize) -> Pool {
+    pub(crate) fn new(max: usize, fd_owner: u32) -> Pool {
         Pool {
             shared: Arc::new(PoolShared {
                 state: Mutex::new(State::default()),
+                fd_owner,
                 work: Condvar::new(),
                 turn: Condvar::new(),
             }),
@@ -234,6 +248,15 @@ impl Pool {
                 crate::sys::fork::generation()
             },
         }
+    }
+
+    /// A descriptor for a new op: a spare one made by a worker, else a new
+    /// eventfd (the first starts, and past a burst of [`SPARE_FLAGS`]).
+    fn take_flag(&self) -> std::io::Result<DoneFlag> {
+        if let Some(f) = self.shared.state.lock().spare.pop() {
+            return Ok(f);
+        }
+        DoneFlag::new(self.shared.fd_owner)
     }
 
     /// Queue `work` on the lane of `key`; a worker is started if none is
@@ -280,8 +303,11 @@ impl Pool {
         }
         // Woken after the mutex is let go, so that the worker does not
         // find it taken (and the caller is not held up by the switch).
+        let wake = claim_wake(&mut st);
         drop(st);
-        self.shared.work.notify_one();
+        if wake {
+            self.shared.work.notify_one();
+        }
         Ok(())
     }
 
@@ -342,6 +368,7 @@ impl Pool {
         if !self.is_own() {
             return;
         }
+        let spares;
         let threads = {
             let mut st = self.shared.state.lock();
             st.closing = true;
@@ -363,8 +390,10 @@ impl Pool {
             }
             self.shared.work.notify_all();
             self.shared.turn.notify_all();
+            spares = std::mem::take(&mut st.spare);
             std::mem::take(&mut st.threads)
         };
+        drop(spares);
         let me = std::thread::current().id();
         for t in threads {
             if t.thread().id() != me {
@@ -397,11 +426,28 @@ fn end_turn(p: &PoolShared, st: &mut State, key: &str) {
         }
         Some(Job::Op { .. }) => {
             st.ready.push_back(key.to_string());
-            p.work.notify_one();
+            if claim_wake(st) {
+                p.work.notify_one();
+            }
         }
         Some(Job::Inline(_)) => {
             p.turn.notify_all();
         }
+    }
+}
+
+/// Whether to wake an idle worker for a lane just made ready: yes when one
+/// is idle and none was woken already. A wake costs a futex call and, on a
+/// virtual machine, an inter-processor interrupt (several µs): a burst of
+/// starts pays it once, on its first start, and each worker woken wakes
+/// the next while lanes are ready and workers idle (`worker`), off the
+/// caller's thread.
+fn claim_wake(st: &mut State) -> bool {
+    if st.waking == 0 && st.idle > 0 {
+        st.waking = 1;
+        true
+    } else {
+        false
     }
 }
 
@@ -423,6 +469,14 @@ fn block_signals() {
     let _ = pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None);
 }
 
+/// Wait, idle, until woken (by [`claim_wake`]'s caller, or at shutdown).
+fn idle_wait(p: &PoolShared, st: &mut parking_lot::MutexGuard<'_, State>) {
+    st.idle += 1;
+    p.work.wait(st);
+    st.idle -= 1;
+    st.waking = st.waking.saturating_sub(1);
+}
+
 fn worker(p: Arc<PoolShared>) {
     block_signals();
     let mut st = p.state.lock();
@@ -440,7 +494,12 @@ fn worker(p: Arc<PoolShared>) {
             let Some(Job::Op { op, work }) = job else {
                 continue;
             };
+            // More lanes ready and workers idle: wake the next one.
+            let chain = !st.ready.is_empty() && claim_wake(&mut st);
             drop(st);
+            if chain {
+                p.work.notify_one();
+            }
             let r =
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).unwrap_or_else(|e| {
                     let what = e
@@ -458,10 +517,26 @@ fn worker(p: Arc<PoolShared>) {
             end_turn(&p, &mut st, &key);
         } else if st.closing {
             return;
+        } else if st.spare.len() < SPARE_FLAGS / 2 {
+            // Made here, off the callers' threads; listed under the
+            // context's owner like every op descriptor.
+            let want = SPARE_FLAGS - st.spare.len();
+            drop(st);
+            let made: Vec<DoneFlag> = (0..want)
+                .map_while(|_| DoneFlag::new(p.fd_owner).ok())
+                .collect();
+            let short = made.len() < want;
+            st = p.state.lock();
+            if !st.closing {
+                st.spare.extend(made);
+            }
+            if short {
+                // Out of descriptors: starts make their own (and fail
+                // clearly); wait for work rather than try again now.
+                idle_wait(&p, &mut st);
+            }
         } else {
-            st.idle += 1;
-            p.work.wait(&mut st);
-            st.idle -= 1;
+            idle_wait(&p, &mut st);
         }
     }
 }
@@ -476,7 +551,9 @@ impl Context {
         let path = crate::spec::normalise_path(backend_path)?;
         crate::spec::check_backend_shape(&path)?;
         let shared = Arc::new(Shared {
-            done: DoneFlag::new()
+            done: self
+                .pool
+                .take_flag()
                 .map_err(|e| Error::io("cannot make the op's descriptor (eventfd)", e))?,
             result: Mutex::new(Slot::Running),
         });
@@ -503,6 +580,20 @@ impl Context {
             self.lock.close();
         }
         self.pool.shutdown();
+    }
+
+    /// In a child forked while this context existed (not
+    /// [`Context::is_own_process`]): close the descriptors it and its ops
+    /// had open at the fork (the xenstore connection, the eventfds, the
+    /// lock's directory watch and lock file, the `/proc` files), taking no
+    /// lock. The context must not be used afterwards, nor dropped (forget
+    /// it: its mutexes may be held by threads that are not in the child).
+    /// Returns how many were closed. Nothing in the process it was made in.
+    pub fn close_inherited_fds(&self) -> usize {
+        if self.is_own_process() {
+            return 0;
+        }
+        crate::sys::fdreg::close_inherited(self.fd_owner)
     }
 
     /// Whether the context was made in this process (not inherited by

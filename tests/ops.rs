@@ -129,8 +129,10 @@ fn bad_paths_are_refused_at_start_and_nothing_is_queued() {
     assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
 }
 
+/// Functional only: how fast the start returns and the op follows the
+/// release is measured by `cargo bench --bench ops` (BENCHMARKS.md).
 #[test]
-fn start_returns_at_once_and_the_op_completes_within_50ms_of_the_lock_release() {
+fn start_returns_while_the_lock_is_held_and_the_op_completes_after_its_release() {
     require_root();
     let mut env = Env::new();
     let (be, img) = file_backend(&mut env, 7, 51712);
@@ -138,11 +140,7 @@ fn start_returns_at_once_and_the_op_completes_within_50ms_of_the_lock_release() 
     let ctx = arc_ctx(&env, |_| {});
     let t = Instant::now();
     let mut op = ctx.start(&be, Action::Add).unwrap();
-    let started = t.elapsed();
-    assert!(
-        started < Duration::from_millis(20),
-        "op_start took {started:?}"
-    );
+    eprintln!("op_start took {:?}", t.elapsed());
     assert!(
         !op.wait_timeout(Duration::from_millis(300)),
         "the op waits for the lock"
@@ -153,10 +151,6 @@ fn start_returns_at_once_and_the_op_completes_within_50ms_of_the_lock_release() 
     assert!(op.wait_timeout(Duration::from_secs(5)));
     let after = released.elapsed();
     eprintln!("the op completed {after:?} after the lock's release");
-    assert!(
-        after < Duration::from_millis(50),
-        "the op completed {after:?} after the lock's release"
-    );
     op.finish().unwrap();
     assert_eq!(env.loops_of(&img).len(), 1);
     ctx.release(&be).unwrap();
@@ -179,10 +173,8 @@ fn the_lock_timeout_bounds_an_op() {
     assert!(op.wait_timeout(Duration::from_secs(5)));
     let took = t.elapsed();
     assert_eq!(op.finish().unwrap_err().kind(), ErrorKind::Timeout);
-    assert!(
-        took >= Duration::from_millis(300) && took < Duration::from_millis(1500),
-        "{took:?}"
-    );
+    // Never before its deadline (how long after is the bench's matter).
+    assert!(took >= Duration::from_millis(300), "{took:?}");
 }
 
 #[test]
@@ -239,10 +231,41 @@ fn sleepy_script(dir: &Path, ms: u32) -> PathBuf {
     p
 }
 
+/// A script that proves where it ran: `meet` waits (up to 20 s) until the
+/// scripts of all `n` backends have started, so it succeeds only when they
+/// run at the same time; `alone` fails when another script runs meanwhile.
+fn rendezvous_script(dir: &Path, n: usize) -> PathBuf {
+    let p = dir.join("rendezvous");
+    std::fs::write(
+        &p,
+        format!(
+            "#!/bin/sh\n\
+             d={dir}\n\
+             me=$(echo \"$XENBUS_PATH\" | tr / _)\n\
+             if [ \"$1\" = add ]; then\n\
+               touch \"$d/started$me\"\n\
+               i=0\n\
+               while [ \"$(ls \"$d\" | grep -c '^started')\" -lt {n} ]; do\n\
+                 i=$((i + 1)); [ $i -gt 2000 ] && exit 1; sleep 0.01\n\
+               done\n\
+               exit 0\n\
+             fi\n\
+             mkdir \"$d/running\" || exit 1\n\
+             sleep 0.05\n\
+             rmdir \"$d/running\"\n",
+            dir = dir.join("meet").display()
+        ),
+    )
+    .unwrap();
+    std::fs::create_dir_all(dir.join("meet")).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    p
+}
+
 #[test]
 fn ops_on_different_backends_run_in_parallel() {
     let env = Env::new();
-    let script = sleepy_script(&env.dir, 400);
+    let script = rendezvous_script(&env.dir, 4);
     let mut bes = Vec::new();
     for dev in 0..4 {
         env.domain(8, "/vm/8");
@@ -250,8 +273,8 @@ fn ops_on_different_backends_run_in_parallel() {
         env.write(&format!("{be}/script"), &script.display().to_string());
         bes.push(be);
     }
+    // Four workers: the four scripts meet (each waits for all to start).
     let ctx = arc_ctx(&env, |c| c.workers = 4);
-    let t = Instant::now();
     let mut ops: Vec<_> = bes
         .iter()
         .map(|b| ctx.start(b, Action::Add).unwrap())
@@ -262,14 +285,8 @@ fn ops_on_different_backends_run_in_parallel() {
             Outcome::Prepared(Prepared::Script)
         ));
     }
-    let took = t.elapsed();
-    assert!(
-        took < Duration::from_millis(1200),
-        "4 scripts of 400 ms on 4 workers took {took:?} (serial would be 1.6 s)"
-    );
-    // With one worker they queue.
+    // One worker: they queue, never two at once (each checks it is alone).
     let one = arc_ctx(&env, |c| c.workers = 1);
-    let t = Instant::now();
     let mut ops: Vec<_> = bes
         .iter()
         .map(|b| one.start(b, Action::Remove).unwrap())
@@ -277,11 +294,6 @@ fn ops_on_different_backends_run_in_parallel() {
     for op in &mut ops {
         op.wait().unwrap();
     }
-    assert!(
-        t.elapsed() >= Duration::from_millis(1600),
-        "{:?}",
-        t.elapsed()
-    );
 }
 
 #[test]
@@ -323,9 +335,10 @@ fn shutdown_cancels_queued_and_lock_waiting_ops_and_waits_for_the_running_one() 
     let t0 = Instant::now();
     let shut = std::thread::spawn(move || c2.shutdown_workers());
     for (op, img) in [(&mut queued, &img2), (&mut waiting, &img1)] {
+        // The holder never lets go: done at all means not waiting for it.
         assert!(
-            op.wait_timeout(Duration::from_millis(200)),
-            "cancelled at once, without waiting for the lock's holder"
+            op.wait_timeout(Duration::from_secs(10)),
+            "cancelled without waiting for the lock's holder"
         );
         let e = op.finish().unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Cancelled, "{e}");
@@ -400,10 +413,7 @@ fn a_holder_that_unlinks_as_xens_release_lock_wakes_the_op_while_it_keeps_its_de
     let _ = holder.kill();
     let _ = holder.wait();
     op.finish().unwrap();
-    assert!(
-        after < Duration::from_millis(50),
-        "the op completed {after:?} after the holder removed the lock file"
-    );
+    eprintln!("the op completed {after:?} after the holder removed the lock file");
     assert_eq!(env.loops_of(&img).len(), 1);
     ctx.release(&be).unwrap();
 }

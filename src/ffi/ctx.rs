@@ -69,9 +69,14 @@ pub unsafe extern "C" fn xenblock_ctx_new(
 /// waits for the lock, this call waits for the worker, and neither returns.
 ///
 /// In a child process forked while the context existed, the context is not
-/// the child's: this call then frees nothing (the parent's threads and
-/// locks are not in the child) and the memory is left; make a new context
-/// in the child.
+/// the child's: this call then touches none of its threads (they are not in
+/// the child) or locks (a parent's thread may have held one at the fork)
+/// and leaves its memory, but closes every descriptor the context and its
+/// ops had open at the fork (the xenstore connection, the eventfds, the
+/// lock directory's watch, a waiting op's lock file, the `/proc` files),
+/// read from a lock-free table. It closes them by number: call it before
+/// the child closes or reuses descriptors it did not open itself (or not
+/// at all: they are all close-on-exec). Make a new context in the child.
 ///
 /// # Safety
 /// `ctx` is NULL or was returned by `xenblock_ctx_new` and not yet freed; no
@@ -95,7 +100,11 @@ pub unsafe extern "C" fn xenblock_ctx_free(ctx: *mut xenblock_ctx) {
         ctx.magic = super::CTX_FREED;
         if !ctx.inner.is_own_process() {
             // Inherited through fork: its mutexes may be held by threads
-            // that do not exist here. Touch nothing.
+            // that do not exist here, so its structures are not touched
+            // (the memory is left); only the descriptors it and its ops
+            // had open at the fork are closed, from the lock-free table
+            // they are listed in.
+            ctx.inner.close_inherited_fds();
             std::mem::forget(ctx);
             return;
         }

@@ -23,6 +23,12 @@ const FREED: u64 = 0x6465_6164_6465_6164;
 /// by `xenblock_op_free`; it does not depend on its context's life.
 pub struct xenblock_op {
     magic: u64,
+    /// The fork generation it was started in (`sys::fork`): in a child
+    /// forked since, the op is the parent's.
+    generation: u64,
+    /// Its descriptor, and the owner it is listed under (`sys::fdreg`).
+    fd: std::ffi::c_int,
+    fd_owner: u32,
     op: parking_lot::Mutex<Op>,
     /// The outcome's message, made once when first asked after it is done.
     message: OnceLock<CString>,
@@ -74,8 +80,12 @@ const OP_FLAGS_KNOWN: u32 = 0;
 /// `xenblock_prepare`) on the context's worker threads. `flags` must be 0.
 ///
 /// It checks its arguments and queues the op: it never waits for xenstore,
-/// the hotplug lock, a script, a disk or the loop driver (at most it takes
-/// a short internal mutex and, the first times, starts a thread). On
+/// the hotplug lock, a script, a disk or the loop driver, and reads no
+/// file (at most it takes a short internal mutex, makes an eventfd and, the
+/// first times, starts a thread). A `stat()` that never returns (another
+/// guest's disk on a hung file system) delays the op and, as it holds the
+/// hotplug lock, every op needing it until `lock_timeout_ms`, never this
+/// call or its thread (docs/integration.md). On
 /// `XENBLOCK_OK` `*out` holds the op; otherwise `*out` is NULL, nothing was
 /// queued and `xenblock_ctx_last_error(ctx)` says why.
 ///
@@ -141,6 +151,9 @@ pub unsafe extern "C" fn xenblock_op_start(
         let op = c.inner.start(p, action)?;
         let boxed = Box::new(xenblock_op {
             magic: LIVE,
+            generation: crate::sys::fork::generation(),
+            fd: op.fd(),
+            fd_owner: c.inner.fd_owner,
             op: parking_lot::Mutex::new(op),
             message: OnceLock::new(),
             status: OnceLock::new(),
@@ -163,7 +176,7 @@ pub unsafe extern "C" fn xenblock_op_fd(op: *const xenblock_op) -> std::ffi::c_i
     catch_unwind(AssertUnwindSafe(|| {
         // SAFETY: by contract.
         match unsafe { op_ref(op, "xenblock_op_fd") } {
-            Ok(o) => o.op.lock().fd(),
+            Ok(o) => o.fd,
             Err(m) => {
                 set_thread_error(&m);
                 -1
@@ -179,7 +192,8 @@ pub unsafe extern "C" fn xenblock_op_fd(op: *const xenblock_op) -> std::ffi::c_i
 /// `xenblock_ctx_free`), whose message is `xenblock_op_error(op)`. The
 /// outcome is returned once: a second call gives
 /// `XENBLOCK_INVALID_ARGUMENT` (message in `xenblock_last_error()`).
-/// Never blocks.
+/// In a child forked after the op was started, `XENBLOCK_BAD_STATE`: the
+/// op is the parent's (free it). Never blocks.
 ///
 /// # Safety
 /// `op` is NULL or an op not yet freed.
@@ -195,6 +209,13 @@ pub unsafe extern "C" fn xenblock_op_finish(op: *mut xenblock_op) -> xenblock_st
     };
     let mut status = XENBLOCK_INTERNAL;
     let g = guard(None, || {
+        if o.generation != crate::sys::fork::generation() {
+            return Err(Error::BadState(
+                "xenblock_op_finish: this op was started by the parent process before a fork; \
+                 in the child it can only be freed (xenblock_op_free)"
+                    .into(),
+            ));
+        }
         if let Some(s) = o.status.get() {
             let what = o.op.lock();
             return Err(Error::InvalidArgument(format!(
@@ -246,7 +267,10 @@ pub unsafe extern "C" fn xenblock_op_error(op: *const xenblock_op) -> *const c_c
 /// it from the host's poll/epoll set BEFORE this call (an `EPOLL_CTL_DEL`
 /// afterwards may hit another file). NULL is ignored. Never blocks. A
 /// second free of the same op is caught when its memory still holds the
-/// freed mark: best effort, not a guarantee (as for contexts).
+/// freed mark: best effort, not a guarantee (as for contexts). In a child
+/// forked after the op was started, it closes the op's descriptor (unless
+/// the child's `xenblock_ctx_free` of the op's context closed it already)
+/// and leaves the rest, which the parent's worker shares.
 ///
 /// # Safety
 /// `op` is NULL or an op not yet freed; no other thread uses it during or
@@ -261,6 +285,15 @@ pub unsafe extern "C" fn xenblock_op_free(op: *mut xenblock_op) {
         // SAFETY: a live op from Box::into_raw in xenblock_op_start.
         let mut b = unsafe { Box::from_raw(op) };
         b.magic = FREED;
+        if b.generation != crate::sys::fork::generation() {
+            // Inherited through fork: its state is shared with a worker of
+            // the parent, whose mutexes may be held here for ever. Close
+            // its descriptor (unless the child freed its context first,
+            // which closed it) and leave the rest.
+            crate::sys::fdreg::close_inherited_fd(b.fd_owner, b.fd);
+            std::mem::forget(b);
+            return;
+        }
         drop(b);
     }));
 }

@@ -17,7 +17,7 @@ use parking_lot::Mutex;
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -141,6 +141,16 @@ pub struct XsClient {
     home: Mutex<Option<String>>,
     /// Bumped on every reconnection: watches of an older connection are gone.
     generation: AtomicU64,
+    /// The owner its descriptor is listed under for a forked child
+    /// (`sys::fdreg`; 0: not listed).
+    fd_owner: AtomicU32,
+}
+
+impl Drop for XsClient {
+    fn drop(&mut self) {
+        let owner = *self.fd_owner.get_mut();
+        crate::sys::fdreg::unregister(owner, self.conn.get_mut().transport.fd().as_raw_fd());
+    }
 }
 
 impl XsClient {
@@ -184,7 +194,19 @@ impl XsClient {
             next_req: AtomicU32::new(1),
             home: Mutex::new(None),
             generation: AtomicU64::new(0),
+            fd_owner: AtomicU32::new(0),
         })
+    }
+
+    /// List the connection's descriptor (and, after a reconnection, the new
+    /// one's) under `owner`, so that a forked child freeing the context
+    /// that owns this client closes it (`sys::fdreg`).
+    pub fn set_fd_owner(&self, owner: u32) {
+        let conn = self.conn.lock();
+        let old = self.fd_owner.swap(owner, Ordering::SeqCst);
+        let fd = conn.transport.fd().as_raw_fd();
+        crate::sys::fdreg::unregister(old, fd);
+        crate::sys::fdreg::register(owner, fd);
     }
 
     /// The socket or device this client talks to.
@@ -328,7 +350,12 @@ impl XsClient {
             let why = why.clone();
             match open_transport(&self.endpoint, self.timeout) {
                 Ok(t) => {
-                    conn.transport = t;
+                    let owner = self.fd_owner.load(Ordering::SeqCst);
+                    let new_fd = t.fd().as_raw_fd();
+                    let old = std::mem::replace(&mut conn.transport, t);
+                    crate::sys::fdreg::unregister(owner, old.fd().as_raw_fd());
+                    drop(old);
+                    crate::sys::fdreg::register(owner, new_fd);
                     conn.buf.clear();
                     conn.pos = 0;
                     conn.broken = None;

@@ -196,9 +196,14 @@ pub struct ProcFiles {
 impl ProcFiles {
     /// The files of `src`.
     pub fn new(src: &Sources) -> ProcFiles {
+        ProcFiles::new_owned(src, 0)
+    }
+
+    /// The same, their descriptors listed under `owner` (`sys::fdreg`).
+    pub fn new_owned(src: &Sources, owner: u32) -> ProcFiles {
         ProcFiles {
-            mountinfo: crate::sys::procfile::Watched::new(&src.mountinfo),
-            swaps: crate::sys::procfile::Watched::new(&src.swaps),
+            mountinfo: crate::sys::procfile::Watched::new_owned(&src.mountinfo, owner),
+            swaps: crate::sys::procfile::Watched::new_owned(&src.swaps, owner),
         }
     }
 

@@ -5,7 +5,8 @@
 //! such state lives in a [`PerFork`]: a `pthread_atfork` child handler bumps
 //! a fork generation (one atomic add: async-signal-safe), and the first use
 //! in a new generation gets a fresh, unlocked value; the inherited one is
-//! left untouched (leaked: it may be half-changed). The generation also
+//! left untouched (never freed, as it may be half-changed and locked; kept
+//! reachable from the new one). The generation also
 //! tells a context whether it was made in this process ([`generation`]),
 //! which a pid cannot across PID namespaces.
 
@@ -40,6 +41,10 @@ pub fn generation() -> u64 {
 struct Slot<T> {
     generation: u64,
     value: Mutex<T>,
+    /// The slot of the generation before (inherited, never used again):
+    /// kept reachable, so that a leak checker run at the child's exit
+    /// (LeakSanitizer, valgrind) does not report it as lost.
+    _prev: *mut Slot<T>,
 }
 
 /// A process-wide `Mutex<T>` that a forked child gets fresh (`T::default()`),
@@ -79,6 +84,7 @@ impl<T: Default> PerFork<T> {
             let fresh = Box::into_raw(Box::new(Slot {
                 generation,
                 value: Mutex::new(T::default()),
+                _prev: p,
             }));
             match self
                 .slot

@@ -8,6 +8,7 @@ pub mod child;
 pub mod diskseq;
 #[cfg(target_os = "linux")]
 pub mod dm;
+pub mod fdreg;
 pub mod fork;
 #[cfg(target_os = "linux")]
 pub mod loopdev;

@@ -3,39 +3,46 @@
 //! lock's directory that wakes a waiter when the lock file is closed,
 //! unlinked or replaced (inotify on Linux).
 
+use crate::sys::fdreg::Tracked;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
 /// A descriptor that polls readable once [`DoneFlag::set`] was called, and
 /// stays readable (nobody reads it) until it is dropped. Close-on-exec.
+/// Its descriptors are listed under an owner ([`crate::sys::fdreg`]).
 pub struct DoneFlag {
-    read: OwnedFd,
+    read: Tracked<OwnedFd>,
     #[cfg(not(target_os = "linux"))]
-    write: OwnedFd,
+    write: Tracked<OwnedFd>,
 }
 
 impl DoneFlag {
-    /// A flag not yet set.
-    pub fn new() -> std::io::Result<DoneFlag> {
+    /// A flag not yet set, its descriptors listed under `owner` (0: not).
+    pub fn new(owner: u32) -> std::io::Result<DoneFlag> {
         #[cfg(target_os = "linux")]
         {
             use nix::sys::eventfd::{EfdFlags, EventFd};
             let fd = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)?;
-            Ok(DoneFlag { read: fd.into() })
+            Ok(DoneFlag {
+                read: Tracked::new(owner, fd.into()),
+            })
         }
         #[cfg(not(target_os = "linux"))]
         {
             let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-            Ok(DoneFlag { read, write })
+            Ok(DoneFlag {
+                read: Tracked::new(owner, read),
+                write: Tracked::new(owner, write),
+            })
         }
     }
 
     /// Make the descriptor readable (for good).
     pub fn set(&self) {
         #[cfg(target_os = "linux")]
-        let _ = nix::unistd::write(&self.read, &1u64.to_ne_bytes());
+        let _ = nix::unistd::write(&*self.read, &1u64.to_ne_bytes());
         #[cfg(not(target_os = "linux"))]
-        let _ = nix::unistd::write(&self.write, &[1u8]);
+        let _ = nix::unistd::write(&*self.write, &[1u8]);
     }
 
     /// The descriptor to poll for reading.
@@ -105,12 +112,15 @@ fn wait_readable2(
 /// closes it). Spurious wake-ups are possible; the waiter tries again.
 pub struct DirWatch {
     #[cfg(target_os = "linux")]
-    inotify: nix::sys::inotify::Inotify,
+    inotify: Tracked<nix::sys::inotify::Inotify>,
+    /// The kernel dropped the watch (its directory was removed).
+    gone: bool,
 }
 
 impl DirWatch {
-    /// Watch `dir` (which must exist).
-    pub fn new(dir: &std::path::Path) -> std::io::Result<DirWatch> {
+    /// Watch `dir` (which must exist); the descriptor is listed under
+    /// `owner` (0: not).
+    pub fn new(dir: &std::path::Path, owner: u32) -> std::io::Result<DirWatch> {
         #[cfg(target_os = "linux")]
         {
             use nix::sys::inotify::{AddWatchFlags as W, InitFlags, Inotify};
@@ -124,22 +134,25 @@ impl DirWatch {
                     | W::IN_DELETE_SELF
                     | W::IN_MOVE_SELF,
             )?;
-            Ok(DirWatch { inotify })
+            Ok(DirWatch {
+                inotify: Tracked::new(owner, inotify),
+                gone: false,
+            })
         }
         #[cfg(not(target_os = "linux"))]
         {
-            let _ = dir;
-            Ok(DirWatch {})
+            let _ = (dir, owner);
+            Ok(DirWatch { gone: false })
         }
     }
 
     /// Wait for an event (or `timeout`, or `stop` polling readable), then
     /// forget every event queued; true when woken by an event or `stop`.
-    pub fn wait(&self, timeout: Duration, stop: Option<std::os::fd::BorrowedFd<'_>>) -> bool {
+    pub fn wait(&mut self, timeout: Duration, stop: Option<std::os::fd::BorrowedFd<'_>>) -> bool {
         #[cfg(target_os = "linux")]
         {
             if wait_readable2(self.inotify.as_fd(), stop, Some(timeout)) {
-                while matches!(self.inotify.read_events(), Ok(v) if !v.is_empty()) {}
+                self.drain();
                 return true;
             }
             false
@@ -150,5 +163,25 @@ impl DirWatch {
             std::thread::sleep(timeout.min(Duration::from_millis(2)));
             false
         }
+    }
+
+    /// Forget every event queued, without waiting.
+    pub fn drain(&mut self) {
+        #[cfg(target_os = "linux")]
+        while let Ok(v) = self.inotify.read_events() {
+            if v.is_empty() {
+                break;
+            }
+            use nix::sys::inotify::AddWatchFlags as W;
+            if v.iter().any(|e| e.mask.contains(W::IN_IGNORED)) {
+                self.gone = true;
+            }
+        }
+    }
+
+    /// Whether the kernel dropped the watch (its directory was removed or
+    /// its file system unmounted): it will report nothing more.
+    pub fn is_gone(&self) -> bool {
+        self.gone
     }
 }

@@ -25,18 +25,26 @@ use std::path::{Path, PathBuf};
 /// One watched file.
 pub struct Watched {
     path: PathBuf,
-    /// The open file, when it is a procfs file whose changes `poll` reports.
-    file: Option<File>,
+    /// The open file, when it is a procfs file whose changes `poll` reports
+    /// (listed for a forked child under `owner`: `sys::fdreg`).
+    file: Option<crate::sys::fdreg::Tracked<File>>,
     text: String,
+    owner: u32,
 }
 
 impl Watched {
     /// Nothing is opened until the first [`Watched::text`].
     pub fn new(path: impl Into<PathBuf>) -> Watched {
+        Watched::new_owned(path, 0)
+    }
+
+    /// The same, its descriptor listed under `owner` (`sys::fdreg`).
+    pub fn new_owned(path: impl Into<PathBuf>, owner: u32) -> Watched {
         Watched {
             path: path.into(),
             file: None,
             text: String::new(),
+            owner,
         }
     }
 
@@ -59,7 +67,7 @@ impl Watched {
                 let mut f = File::open(&self.path)?;
                 let text = read_all(&mut f);
                 if is_proc(&f) {
-                    self.file = Some(f);
+                    self.file = Some(crate::sys::fdreg::Tracked::new(self.owner, f));
                 }
                 text
             }
