@@ -32,8 +32,8 @@ if [ "${#need_apt[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=900 install -y -qq \
     "${need_apt[@]}" "${extra[@]}"
 fi
-# The real-Xen suite's in-process mode builds Debian's libxenlight with
-# integrations/libxl (scripts/build-libxl.sh, cached): its build dependencies.
+# The real-Xen suite's plugin mode builds Debian's libxenlight with the libxl
+# hotplug-plugin series (scripts/build-libxl.sh, cached): its build dependencies.
 scripts/build-libxl.sh deps
 XENBLOCK_DEBS_ROOT=$(scripts/xen-debs.sh)
 export XENBLOCK_DEBS_ROOT
