@@ -26,6 +26,9 @@
 #                                           holds install set
 #   scripts/build-libxl.sh deps             (as root) only install the build
 #                                           dependencies (scripts/test-all.sh)
+#   scripts/build-libxl.sh base             fetch and prepare Debian's source
+#                                           (cached); prints its directory
+#                                           (integrations/libxl/make-backport.sh)
 #
 # Cache: ${XENBLOCK_LIBXL_CACHE:-${XENBLOCK_CACHE:-~/.cache/xenblock}/libxl}
 #   (the real-Xen VM's dom0 sees ${XENBLOCK_CACHE:-~/.cache/xenblock} as
@@ -299,5 +302,11 @@ outdir) outdir ;;
 install) do_install "${2:-}" ;;
 uninstall) do_uninstall ;;
 deps) install_build_deps ;;
-*) die "usage: $0 [build|outdir|install [DIR]|uninstall|deps]" ;;
+base)
+    install_build_deps
+    fetch_source
+    prepare_base
+    echo "$CACHE/base/xen"
+    ;;
+*) die "usage: $0 [build|outdir|install [DIR]|uninstall|deps|base]" ;;
 esac
