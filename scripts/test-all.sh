@@ -111,6 +111,9 @@ fi
 step "the real-Xen suite's summary against a stub VM (tests/realxen/selftest-summary.sh)"
 tests/realxen/selftest-summary.sh
 
+step "libxl series: the 4.17 backport is generated from upstream/, the plugin's header is the series' (integrations/libxl/make-backport.sh --check)"
+integrations/libxl/make-backport.sh --check
+
 step "real Xen: a Xen 4.17 host in QEMU (TCG), the suite through xl (scripts/xenvm.sh test)"
 # Installs QEMU and debootstrap if missing, fetches Debian 12's Xen, kernel and
 # dom0 root into ~/.cache/xenblock/vm, boots, runs tests/realxen, stops the VM.
