@@ -53,6 +53,7 @@ SCRATCH=${XENVM_SCRATCH:-/scratch}
 GUEST_TIMEOUT=${XENVM_GUEST_TIMEOUT:-180}
 W=$SCRATCH/plugin
 CALLS=/run/xenblock-block-calls
+LOGS=${XENVM_LOG_DIR:-/xenblock/chan/logs}
 MODES=/usr/local/lib/xenblock-mode
 BE=/local/domain/0/backend/vbd
 PDIR=/usr/lib/xen-4.17/lib/x86_64-linux-gnu/hotplug-plugins
@@ -86,6 +87,10 @@ cleanup() {
     [ -e "$PDIR/xenblock.so.hidden" ] && mv -f "$PDIR/xenblock.so.hidden" "$PDIR/xenblock.so"
     rm -f "$PDIR"/fake-*.so
     losetup -a 2>/dev/null | grep -F "$W/" | cut -d: -f1 | xargs -r -n1 losetup -d 2>/dev/null
+    # Keep xl's logs where the host can read them (the suite's log directory).
+    if [ -d "$LOGS" ] && ls "$W"/*.log >/dev/null 2>&1; then
+        mkdir -p "$LOGS/plugin" && cp "$W"/*.log "$LOGS/plugin/" 2>/dev/null
+    fi
     rm -rf "$W"
     xenblock-mode stock >/dev/null 2>&1 || true
 }
