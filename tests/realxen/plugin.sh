@@ -88,7 +88,7 @@ cleanup() {
     rm -f "$PDIR"/fake-*.so
     losetup -a 2>/dev/null | grep -F "$W/" | cut -d: -f1 | xargs -r -n1 losetup -d 2>/dev/null
     # Keep xl's logs where the host can read them (the suite's log directory).
-    if [ -d "$LOGS" ] && ls "$W"/*.log >/dev/null 2>&1; then
+    if ls "$W"/*.log >/dev/null 2>&1; then
         mkdir -p "$LOGS/plugin" && cp "$W"/*.log "$LOGS/plugin/" 2>/dev/null
     fi
     rm -rf "$W"
