@@ -197,8 +197,8 @@ do_build() {
     )
     # The plugin links libxenblock.so.1 (ABI 1.2 or later): this checkout's.
     if [ ! -e "$TOPDIR/target/release/libxenblock.so" ]; then
-        say "building libxenblock (cargo build --release --lib)"
-        (cd "$TOPDIR" && nice -n 10 cargo build --release --lib >&2)
+        say "building libxenblock (cargo build --release -p xenblock --lib)"
+        (cd "$TOPDIR" && nice -n 10 cargo build --release -p xenblock --lib >&2)
     fi
     say "building the plugin (integrations/libxl/plugin)"
     mkdir -p "$dir/plugin"
