@@ -216,9 +216,11 @@ do_build() {
     cp "$0" "$out/build-libxl.sh"
     touch "$out/.done"
     ln -sfn "build-$key/out" "$CACHE/current"
-    # Keep one build: older ones are only disk.
+    # Older builds are only disk, but another checkout sharing this cache
+    # (a VM of its own) may be using one: remove those unused for a day.
     for p in "$CACHE"/build-*; do
-        [ "$p" = "$dir" ] || rm -rf "$p"
+        [ "$p" = "$dir" ] && continue
+        [ -n "$(find "$p" -maxdepth 0 -mmin +1440 2>/dev/null)" ] && rm -rf "$p"
     done
     echo "$out"
 }
