@@ -2,8 +2,9 @@
 # The real-Xen suite, in the VM of scripts/xenvm.sh (which must be up;
 # `scripts/xenvm.sh test` does up, this, down):
 #   1. every scenario tests/realxen/NN-*.sh with NN < 90, under each mode of
-#      XENVM_MODES (default "stock dropin plugin": Xen's stock block
-#      script, the xenblock drop-in, libxl calling xenblock's hotplug plugin),
+#      XENVM_MODES (default "stock dropin": Xen's stock block script, the
+#      xenblock drop-in; add "plugin" for libxl calling xenblock's hotplug
+#      plugin),
 #      mode by mode, one `xenvm.sh exec` of run-one.sh per scenario and mode;
 #   2. with the `plugin` mode, tests/realxen/plugin.sh's own checks
 #      (XENVM_PLUGIN_STEPS, default below);
@@ -34,7 +35,10 @@ CACHE=${XENBLOCK_CACHE:-${HOME:-/root}/.cache/xenblock}
 VMRUN=${XENVM_DIR:-$CACHE/vm}/run${XENVM_INSTANCE:+-$XENVM_INSTANCE}
 LIVE=$VMRUN/chan/logs   # run-one.sh writes here (dom0: /xenblock/chan/logs)
 KEEP=$CACHE/realxen/last-run${XENVM_INSTANCE:+-$XENVM_INSTANCE}   # kept after the VM goes: every log of the last run
-read -r -a modes <<<"${XENVM_MODES:-stock dropin plugin}"
+# The plugin mode (libxl's hotplug plugin) is not in the default yet: it has
+# not had a whole suite run (each part passed on its own: see
+# integrations/libxl/README.md). XENVM_MODES="stock dropin plugin" runs it.
+read -r -a modes <<<"${XENVM_MODES:-stock dropin}"
 export XENVM_ATTACH_CYCLES=${XENVM_ATTACH_CYCLES:-5}
 SCEN_T=${XENVM_SCENARIO_TIMEOUT:-420}
 # The VM's command (tests/realxen/selftest-summary.sh puts a stub here).
