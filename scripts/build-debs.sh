@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Build the Debian packages (libxenblock1, libxenblock-dev, xenblock) and the
+# Build the Debian packages (libxenblock1, libxenblock-dev, xenblock,
+# xenblock-libxl-plugin) and the
 # source package into OUTDIR, then run lintian on them (fails on errors).
 #
 # Usage: scripts/build-debs.sh OUTDIR        (as root on Debian 12, or with

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Build Debian 12's libxenlight (Xen 4.17.5+72-g01140da4e8-1) with the
-# xenblock patch series from integrations/libxl/debian-4.17/, and install it
-# into a Xen dom0 without overwriting any packaged file.
+# Build Debian 12's libxenlight (Xen 4.17.5+72-g01140da4e8-1) with the libxl
+# hotplug-plugin series (integrations/libxl/debian-4.17/, generated from
+# integrations/libxl/upstream/ by integrations/libxl/make-backport.sh) and
+# xenblock's plugin (integrations/libxl/plugin/), and install them into a Xen
+# dom0 without overwriting any packaged file.
 #
 # Usage:
 #   scripts/build-libxl.sh [build]          fetch, patch, build (cached); prints
@@ -13,12 +15,20 @@
 #                                           dpkg-divert --rename and install the
 #                                           patched ones from DIR (default:
 #                                           the output directory); hold
-#                                           libxenmisc4.17 and xen-utils-4.17
+#                                           libxenmisc4.17 and xen-utils-4.17;
+#                                           install the plugin as
+#                                           $PLUGIN_DIR/xenblock.so unless the
+#                                           xenblock-libxl-plugin package owns it
+#                                           (nothing is enabled: that is
+#                                           /etc/xen/hotplug-plugin)
 #   scripts/build-libxl.sh uninstall        undo `install`: remove ours, put
 #                                           Debian's files back, release the
 #                                           holds install set
 #   scripts/build-libxl.sh deps             (as root) only install the build
 #                                           dependencies (scripts/test-all.sh)
+#   scripts/build-libxl.sh base             fetch and prepare Debian's source
+#                                           (cached); prints its directory
+#                                           (integrations/libxl/make-backport.sh)
 #
 # Cache: ${XENBLOCK_LIBXL_CACHE:-${XENBLOCK_CACHE:-~/.cache/xenblock}/libxl}
 #   (the real-Xen VM's dom0 sees ${XENBLOCK_CACHE:-~/.cache/xenblock} as
@@ -30,8 +40,9 @@
 #   build-KEY/  a copy of base/ with our series applied and built; KEY is a
 #               hash of the series and of RECIPE, so a changed patch builds
 #               afresh and an unchanged one is not rebuilt
-#   build-KEY/out/  libxenlight.so.4.17.0, xl, SHA256SUMS, series and a copy
-#               of this script (its install/uninstall modes work from there)
+#   build-KEY/out/  libxenlight.so.4.17.0, xl, xenblock.so (the plugin),
+#               SHA256SUMS, series and a copy of this script (its
+#               install/uninstall modes work from there)
 #   current     -> build-KEY/out of the last build
 #
 # Build dependencies are installed with apt-get when missing (root only).
@@ -40,15 +51,19 @@ set -euo pipefail
 XEN_VERSION=4.17.5+72-g01140da4e8-1
 # Bump when the fetch/configure/build steps below change: builds are cached
 # by this and the patches' contents.
-RECIPE=1
+RECIPE=2
 XEN_UPSTREAM=${XEN_VERSION%-*}
 TOPDIR=$(cd "$(dirname "$0")/.." && pwd)
 SERIES_DIR=$TOPDIR/integrations/libxl/debian-4.17
+PLUGIN_SRC=$TOPDIR/integrations/libxl/plugin
 CACHE=${XENBLOCK_LIBXL_CACHE:-${XENBLOCK_CACHE:-${HOME:-/root}/.cache/xenblock}/libxl}
 MULTIARCH=x86_64-linux-gnu
 LIB_NAME=libxenlight.so.4.17.0
 LIB_DIR=/usr/lib/$MULTIARCH
 XL_PATH=/usr/lib/xen-4.17/bin/xl
+# libxl's hotplug plugin directory: $(LIBEXEC_LIB)/hotplug-plugins as the
+# configure below sets LIBEXEC_LIB.
+PLUGIN_DIR=/usr/lib/xen-4.17/lib/$MULTIARCH/hotplug-plugins
 # Diverted files go to a directory ldconfig does not scan, so the renamed
 # Debian library can never be picked for the libxenlight.so.4.17 link.
 DIVERT_DIR=/usr/lib/xenblock-diverted
@@ -70,7 +85,9 @@ build_key() {
     {
         echo "recipe $RECIPE"
         echo "$XEN_VERSION"
-        for p in $(series_files); do sha256sum <"$p"; done
+        for p in $(series_files) "$PLUGIN_SRC"/*.c "$PLUGIN_SRC"/*.h "$PLUGIN_SRC"/Makefile; do
+            sha256sum <"$p"
+        done
     } | sha256sum | cut -c1-16
 }
 
@@ -178,19 +195,32 @@ do_build() {
         nice -n 10 make -j2 -C tools/libs >&2
         nice -n 10 make -j2 -C tools/xl >&2
     )
+    # The plugin links libxenblock.so.1 (ABI 1.2 or later): this checkout's.
+    if [ ! -e "$TOPDIR/target/release/libxenblock.so" ]; then
+        say "building libxenblock (cargo build --release -p xenblock --lib)"
+        (cd "$TOPDIR" && nice -n 10 cargo build --release -p xenblock --lib >&2)
+    fi
+    say "building the plugin (integrations/libxl/plugin)"
+    mkdir -p "$dir/plugin"
+    cp "$PLUGIN_SRC"/* "$dir/plugin/"
+    make -C "$dir/plugin" XENBLOCK_INCDIR="$TOPDIR/include" \
+        XENBLOCK_LIBDIR="$TOPDIR/target/release" >&2
     mkdir -p "$out"
     cp "$dir/xen/tools/libs/light/$LIB_NAME" "$out/"
     cp "$dir/xen/tools/xl/xl" "$out/"
+    cp "$dir/plugin/xenblock.so" "$out/"
     series_files | xargs -n1 basename >"$out/series"
-    (cd "$out" && sha256sum "$LIB_NAME" xl >SHA256SUMS)
+    (cd "$out" && sha256sum "$LIB_NAME" xl xenblock.so >SHA256SUMS)
     # The install modes travel with the build (a dom0 sees the cache, not
     # necessarily this checkout).
     cp "$0" "$out/build-libxl.sh"
     touch "$out/.done"
     ln -sfn "build-$key/out" "$CACHE/current"
-    # Keep one build: older ones are only disk.
+    # Older builds are only disk, but another checkout sharing this cache
+    # (a VM of its own) may be using one: remove those unused for a day.
     for p in "$CACHE"/build-*; do
-        [ "$p" = "$dir" ] || rm -rf "$p"
+        [ "$p" = "$dir" ] && continue
+        [ -n "$(find "$p" -maxdepth 0 -mmin +1440 2>/dev/null)" ] && rm -rf "$p"
     done
     echo "$out"
 }
@@ -231,6 +261,12 @@ do_install() {
     if [ -e "$from/xl" ] && [ -e "$XL_PATH" ]; then
         divert_one "$XL_PATH" "$from/xl"
     fi
+    if [ -e "$from/xenblock.so" ] && ! dpkg-query -S "$PLUGIN_DIR/xenblock.so" >/dev/null 2>&1; then
+        install -D -m 0644 "$from/xenblock.so" "$PLUGIN_DIR/xenblock.so.xenblock-new"
+        mv -f "$PLUGIN_DIR/xenblock.so.xenblock-new" "$PLUGIN_DIR/xenblock.so"
+        mkdir -p "$DIVERT_DIR"
+        touch "$DIVERT_DIR/.plugin"
+    fi
     ldconfig
     # An upgrade would put a newer Debian library under the diverted name
     # and leave ours, built for this version, in use: hold the packages
@@ -242,13 +278,17 @@ do_install() {
             apt-mark hold "$p" >/dev/null && echo "$p" >>"$DIVERT_DIR/.held"
         fi
     done
-    say "installed the patched libxenlight$([ -e "$from/xl" ] && echo ' and xl') from $from"
+    say "installed the patched libxenlight$([ -e "$from/xl" ] && echo ' and xl') and the plugin from $from"
 }
 
 do_uninstall() {
     [ "$(id -u)" = 0 ] || die "uninstall must run as root in the dom0"
     undivert_one "$LIB_DIR/$LIB_NAME"
     undivert_one "$XL_PATH"
+    if [ -e "$DIVERT_DIR/.plugin" ]; then
+        rm -f "$PLUGIN_DIR/xenblock.so" "$DIVERT_DIR/.plugin"
+        rmdir "$PLUGIN_DIR" 2>/dev/null || true
+    fi
     if [ -e "$DIVERT_DIR/.held" ]; then
         xargs -r apt-mark unhold <"$DIVERT_DIR/.held" >/dev/null
         rm -f "$DIVERT_DIR/.held"
@@ -264,5 +304,11 @@ outdir) outdir ;;
 install) do_install "${2:-}" ;;
 uninstall) do_uninstall ;;
 deps) install_build_deps ;;
-*) die "usage: $0 [build|outdir|install [DIR]|uninstall|deps]" ;;
+base)
+    install_build_deps
+    fetch_source
+    prepare_base
+    echo "$CACHE/base/xen"
+    ;;
+*) die "usage: $0 [build|outdir|install [DIR]|uninstall|deps|base]" ;;
 esac

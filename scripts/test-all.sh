@@ -32,8 +32,8 @@ if [ "${#need_apt[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=900 install -y -qq \
     "${need_apt[@]}" "${extra[@]}"
 fi
-# The real-Xen suite's in-process mode builds Debian's libxenlight with
-# integrations/libxl (scripts/build-libxl.sh, cached): its build dependencies.
+# The real-Xen suite's plugin mode builds Debian's libxenlight with the libxl
+# hotplug-plugin series (scripts/build-libxl.sh, cached): its build dependencies.
 scripts/build-libxl.sh deps
 XENBLOCK_DEBS_ROOT=$(scripts/xen-debs.sh)
 export XENBLOCK_DEBS_ROOT
@@ -110,6 +110,9 @@ fi
 
 step "the real-Xen suite's summary against a stub VM (tests/realxen/selftest-summary.sh)"
 tests/realxen/selftest-summary.sh
+
+step "libxl series: the 4.17 backport is generated from upstream/, the plugin's header is the series' (integrations/libxl/make-backport.sh --check)"
+integrations/libxl/make-backport.sh --check
 
 step "real Xen: a Xen 4.17 host in QEMU (TCG), the suite through xl (scripts/xenvm.sh test)"
 # Installs QEMU and debootstrap if missing, fetches Debian 12's Xen, kernel and

@@ -6,10 +6,10 @@
 #                                        stdout, stderr, exit code are its own
 #   scripts/xenvm.sh down                stop the VM, remove its run state
 #   scripts/xenvm.sh test                up, the real-Xen suite (tests/realxen/run-suite.sh:
-#                                        scenarios x XENVM_MODES, default stock dropin
-#                                        inprocess; then the 9N steps, e.g. 90-debs), down
+#                                        scenarios x XENVM_MODES, default stock dropin;
+#                                        add plugin for libxl's hotplug plugin; then the 9N steps), down
 #   scripts/xenvm.sh bench               up, the real-Xen benchmarks (stock, drop-in,
-#                                        in-process), down
+#                                        libxl's hotplug plugin), down
 #   scripts/xenvm.sh console [N]         last N lines of the VM's serial console
 #   scripts/xenvm.sh build               only fetch and build the images
 #
@@ -50,7 +50,7 @@
 #   (this script builds it first). `xenblock-mode stock|dropin` switches
 #   /etc/xen/scripts/block between Xen's script and the xenblock drop-in; each
 #   mode is a script /usr/local/lib/xenblock-mode/NAME, so a mode (e.g.
-#   `inprocess`) is added by dropping one file there from an exec'd script.
+#   `plugin`) is added by dropping one file there from an exec'd script.
 #
 # Bounded timeouts (seconds, all overridable from the environment):
 #   XENVM_BOOT_TIMEOUT=300  from QEMU start to a ready dom0 agent
@@ -545,8 +545,8 @@ cmd_bench() {
     # Three modes x N=0/100/400 with the stock script's 40 s timeouts: about
     # 20 min under TCG, more than one exec's default bound.
     [ -n "${XENVM_EXEC_TIMEOUT:-}" ] || EXEC_TIMEOUT=3600
-    # The in-process column needs the patched libxenlight in dom0's `inprocess` mode.
-    "$SRC/tests/realxen/inprocess-prep.sh" >&2 || rc=$?
+    # The plugin column needs the patched libxenlight and the plugin in dom0's `plugin` mode.
+    "$SRC/tests/realxen/plugin-prep.sh" >&2 || rc=$?
     if [ "$rc" = 0 ]; then
         log "host load before the bench: $(uptime)"
         run_exec_file "$SRC/tests/realxen/bench.sh" "$(cat "$RUN/boot-seconds" 2>/dev/null || echo '?')" || rc=$?

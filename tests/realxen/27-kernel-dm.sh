@@ -6,7 +6,7 @@ TITLE="device-mapper tables: two dm devices mapping the same sectors of one disk
 # (two LVs of one VG) must still both start in every mode.
 EXPECT_stock="overlapping: CREATED; side-by-side: CREATED"
 EXPECT_dropin="overlapping: refused, naming domain <g1>; side-by-side: CREATED"
-EXPECT_inprocess="overlapping: refused, naming domain <g1>; side-by-side: CREATED"
+EXPECT_plugin="overlapping: refused, naming domain <g1>; side-by-side: CREATED"
 scenario() {
     local res="" img dev n half q name=s27-$$ d1 rc
     command -v dmsetup >/dev/null || { outcome "missing tool dmsetup in dom0"; return; }

@@ -6,7 +6,7 @@ TITLE="holders only the kernel knows: an ext4's external journal, a mount in ano
 # stacks a loop device on the device it is over (issue 25, items 1 and 2).
 EXPECT_stock="journal: CREATED; namespace: CREATED; loop-over-device: CREATED"
 EXPECT_dropin="journal: refused (external journal); namespace: refused (held open exclusively); loop-over-device: refused (mounted read-write)"
-EXPECT_inprocess="journal: refused (external journal); namespace: refused (held open exclusively); loop-over-device: refused (mounted read-write)"
+EXPECT_plugin="journal: refused (external journal); namespace: refused (held open exclusively); loop-over-device: refused (mounted read-write)"
 
 # s28_try NAME TARGET REGEX LABEL: xl create -p with TARGET rw; prints
 # "CREATED", "refused (LABEL)" when xl's error matches REGEX, or the error.

@@ -4,9 +4,9 @@
 # file disk and of a phy disk (a loop device) to a running guest with N = 0,
 # 100, 400 other backends held in the real xenstored (fake vbd backends
 # written with xenstore-write), with Xen's block script (stock), the xenblock
-# drop-in (dropin), and libxl calling the library in-process (inprocess: the
+# drop-in (dropin), and libxl calling xenblock's hotplug plugin (plugin: the
 # patched libxenlight and xl of scripts/build-libxl.sh, installed by
-# `tests/realxen/inprocess.sh install`, which `scripts/xenvm.sh bench` runs
+# `tests/realxen/plugin.sh install`, which `scripts/xenvm.sh bench` runs
 # first; its block script records any call and fails). Prints a Markdown
 # table of medians of REPS samples (XENVM_BENCH_REPS, default 3; 1 for the
 # stock script's phy attach at N=400, which libxl kills at its 40 s
@@ -22,12 +22,12 @@
 # lock is held at that moment.
 source /xenblock/src/tests/realxen/lib.sh
 REPS=${XENVM_BENCH_REPS:-3}
-MODES=(stock dropin inprocess)
+MODES=(stock dropin plugin)
 now() { date +%s%N; }
 ms() { echo $((($(now) - $1) / 1000000)); }
 fmt() { printf '%d.%02d s' $(($1 / 1000)) $(($1 % 1000 / 10)); }
 for m in "${MODES[@]}"; do
-    [ -x /usr/local/lib/xenblock-mode/$m ] || { echo "bench: no mode $m (run tests/realxen/inprocess.sh install first)" >&2; exit 1; }
+    [ -x /usr/local/lib/xenblock-mode/$m ] || { echo "bench: no mode $m (run tests/realxen/plugin.sh install first)" >&2; exit 1; }
 done
 calls() { cat /run/xenblock-block-calls 2>/dev/null | wc -l; }
 calls0=$(calls)
@@ -62,7 +62,7 @@ cell() { # cell KEY MODE: median of the good samples, then the failed ones
     [ -n "${BAD[$k,$m]:-}" ] && v="$v; failed after${BAD[$k,$m]}"
     echo "$v"
 }
-echo "| measurement (TCG, 2 vCPUs) | stock \`block\` script | xenblock drop-in | xenblock in-process (libxl) |"
+echo "| measurement (TCG, 2 vCPUs) | stock \`block\` script | xenblock drop-in | xenblock plugin (libxl) |"
 echo "|---|---|---|---|"
 echo "| VM boot to a ready dom0 | ${1:-?} s | | |"
 
@@ -86,7 +86,7 @@ for r in $(seq "$REPS"); do
     done
 done
 for nd in 1 8; do
-    echo "| \`xl create -p\`, $nd file disk$([ $nd = 1 ] || echo s) | $(cell create$nd stock) | $(cell create$nd dropin) | $(cell create$nd inprocess) |"
+    echo "| \`xl create -p\`, $nd file disk$([ $nd = 1 ] || echo s) | $(cell create$nd stock) | $(cell create$nd dropin) | $(cell create$nd plugin) |"
 done
 
 # A running guest: detach needs the frontend to answer.
@@ -138,7 +138,7 @@ for n in 0 100 400; do
                 attach $mode $kind $n
             done
         done
-        echo "| \`xl block-attach\` of a $kind disk, $n other backends | $(cell att,$kind,$n stock) | $(cell att,$kind,$n dropin) | $(cell att,$kind,$n inprocess) |"
+        echo "| \`xl block-attach\` of a $kind disk, $n other backends | $(cell att,$kind,$n stock) | $(cell att,$kind,$n dropin) | $(cell att,$kind,$n plugin) |"
     done
 done
 # The first run's anomaly: the drop-in's phy attach at N=400 right after
@@ -148,13 +148,13 @@ echo "right after the stock sample: $(scripts_running) block script(s) running, 
 attach dropin phy 400 after
 attach stock phy 400 after
 echo "right after the stock sample: $(scripts_running) block script(s) running, Xen's hotplug lock $(lock_state)" >&2
-attach inprocess phy 400 after
-echo "| the same, phy, 400 others, each right after a stock sample killed at 40 s | $(cell after stock) | $(cell after dropin) | $(cell after inprocess) |"
+attach plugin phy 400 after
+echo "| the same, phy, 400 others, each right after a stock sample killed at 40 s | $(cell after stock) | $(cell after dropin) | $(cell after plugin) |"
 xl destroy bt
 losetup -d "$phydev"
 for i in $(seq 1 400); do echo /local/domain/0/backend/vbd/$((20000 + i)); done | xargs xenstore-rm
 rm -f "$S"/*.img
 xenblock-mode stock >/dev/null
 n=$(($(calls) - calls0))
-echo "block script calls in the inprocess samples (must be 0): $n" >&2
+echo "block script calls in the plugin samples (must be 0): $n" >&2
 [ "$n" = 0 ]

@@ -19,7 +19,7 @@
 #   EXPECT_<mode>="..."         the exact expected outcome per mode; where Xen's
 #                               script is known wrong, EXPECT_stock says so in
 #                               a comment (never skipped). A mode without its
-#                               own EXPECT (e.g. `inprocess`) is held to
+#                               own EXPECT (e.g. `plugin`) is held to
 #                               EXPECT_dropin.
 #   MODES="..."                 (optional) the only modes it applies to, e.g.
 #                               the package lifecycle (90-debs), which starts
@@ -30,12 +30,13 @@
 #   scenario()                  runs under $MODE, destroys its own guests,
 #                               prints `=> OUTCOME` (lib.sh: outcome) last.
 #
-# In the `inprocess` mode (added by tests/realxen/inprocess.sh install: the
-# patched libxenlight and xl, xl.conf xenblock=1, and a block script that
-# records each call in /run/xenblock-block-calls and fails) a scenario also
-# FAILS when the patched libxenlight is not the one installed, or when the
+# In the `plugin` mode (added by tests/realxen/plugin.sh install: the
+# libxenlight and xl of the libxl hotplug-plugin series, xenblock's plugin
+# named in /etc/xen/hotplug-plugin, and a block script that records each call
+# in /run/xenblock-block-calls and fails) a scenario also FAILS when the
+# patched libxenlight or the plugin is not the one installed, or when the
 # block script was called at all during it: its outcome must come from libxl
-# calling the library.
+# calling the plugin.
 set -u
 D=/xenblock/src/tests/realxen
 sc=$1; shift
@@ -105,7 +106,7 @@ for mode in "${modes[@]}"; do
     lk=$(leaks)
     verdict=PASS
     [ "$got" = "$exp" ] || verdict=FAIL
-    if [ "$mode" = inprocess ]; then
+    if [ "$mode" = plugin ]; then
         calls=$(($(cat /run/xenblock-block-calls 2>/dev/null | wc -l) - calls0))
         echo "    block script calls: $calls"
         if [ "$calls" != 0 ]; then
@@ -115,6 +116,11 @@ for mode in "${modes[@]}"; do
         if ! dpkg-divert --list /usr/lib/x86_64-linux-gnu/libxenlight.so.4.17.0 | grep -q xenblock-diverted; then
             verdict=FAIL
             got="$got; the patched libxenlight was NOT installed"
+        fi
+        if [ ! -e /usr/lib/xen-4.17/lib/x86_64-linux-gnu/hotplug-plugins/xenblock.so ] ||
+            [ "$(cat /etc/xen/hotplug-plugin 2>/dev/null)" != xenblock ]; then
+            verdict=FAIL
+            got="$got; the plugin was NOT installed and the host default"
         fi
     fi
     [ -n "$lk" ] && { verdict=FAIL; got="$got; LEAK:$lk"; }

@@ -2,11 +2,12 @@
 # The real-Xen suite, in the VM of scripts/xenvm.sh (which must be up;
 # `scripts/xenvm.sh test` does up, this, down):
 #   1. every scenario tests/realxen/NN-*.sh with NN < 90, under each mode of
-#      XENVM_MODES (default "stock dropin inprocess": Xen's stock block
-#      script, the xenblock drop-in, libxl calling the library in-process),
+#      XENVM_MODES (default "stock dropin": Xen's stock block script, the
+#      xenblock drop-in; add "plugin" for libxl calling xenblock's hotplug
+#      plugin),
 #      mode by mode, one `xenvm.sh exec` of run-one.sh per scenario and mode;
-#   2. with the `inprocess` mode, tests/realxen/inprocess.sh's own checks
-#      (XENVM_INPROCESS_STEPS, default below);
+#   2. with the `plugin` mode, tests/realxen/plugin.sh's own checks
+#      (XENVM_PLUGIN_STEPS, default below);
 #   3. the steps tests/realxen/9N-*.sh (e.g. 90-debs, the package lifecycle),
 #      alone and once each, after everything else: they change dom0 for good.
 # Then a summary: each scenario's mode, time, expected vs actual outcome, and
@@ -34,7 +35,11 @@ CACHE=${XENBLOCK_CACHE:-${HOME:-/root}/.cache/xenblock}
 VMRUN=${XENVM_DIR:-$CACHE/vm}/run${XENVM_INSTANCE:+-$XENVM_INSTANCE}
 LIVE=$VMRUN/chan/logs   # run-one.sh writes here (dom0: /xenblock/chan/logs)
 KEEP=$CACHE/realxen/last-run${XENVM_INSTANCE:+-$XENVM_INSTANCE}   # kept after the VM goes: every log of the last run
-read -r -a modes <<<"${XENVM_MODES:-stock dropin inprocess}"
+# The plugin mode (libxl's hotplug plugin) is not in the default yet: it has
+# not had a whole suite run (scenarios 01-09, 20-28 and the plugin.sh steps
+# but compare passed, in separate runs: see
+# integrations/libxl/README.md). XENVM_MODES="stock dropin plugin" runs it.
+read -r -a modes <<<"${XENVM_MODES:-stock dropin}"
 export XENVM_ATTACH_CYCLES=${XENVM_ATTACH_CYCLES:-5}
 SCEN_T=${XENVM_SCENARIO_TIMEOUT:-420}
 # The VM's command (tests/realxen/selftest-summary.sh puts a stub here).
@@ -120,14 +125,14 @@ modes_of() { sed -n 's/^MODES="\(.*\)"$/\1/p' "tests/realxen/$1.sh"; }
 
 printf '== host preparations\n'
 do_prep 2>&1 | sed 's/^/   /'
-inprocess=0
-for m in "${modes[@]}"; do [ "$m" = inprocess ] && inprocess=1; done
-if [ $inprocess = 1 ]; then
-    printf '\n== in-process mode: tests/realxen/inprocess-prep.sh (patched libxenlight, fake library, install in dom0)\n'
-    tests/realxen/inprocess-prep.sh 2>&1 | sed 's/^/   /'
+plugin=0
+for m in "${modes[@]}"; do [ "$m" = plugin ] && plugin=1; done
+if [ $plugin = 1 ]; then
+    printf '\n== plugin mode: tests/realxen/plugin-prep.sh (patched libxenlight, xenblock plugin, fake plugins, install in dom0)\n'
+    tests/realxen/plugin-prep.sh 2>&1 | sed 's/^/   /'
     if [ "${PIPESTATUS[0]}" != 0 ]; then
-        record "inprocess-prep" inprocess FAIL "preparing the in-process mode failed (see above)" "prepared" 0 "-"
-        modes=("${modes[@]/inprocess/}"); inprocess=0
+        record "plugin-prep" plugin FAIL "preparing the plugin mode failed (see above)" "prepared" 0 "-"
+        modes=("${modes[@]/plugin/}"); plugin=0
     fi
 fi
 
@@ -140,14 +145,14 @@ for mode in "${modes[@]}"; do
     done
 done
 
-# (Only with the whole suite, or when XENVM_INPROCESS_STEPS names steps.)
-if [ $inprocess = 1 ] && { [ -z "${XENVM_SCENARIOS:-}" ] || [ -n "${XENVM_INPROCESS_STEPS:-}" ]; }; then
+# (Only with the whole suite, or when XENVM_PLUGIN_STEPS names steps.)
+if [ $plugin = 1 ] && { [ -z "${XENVM_SCENARIOS:-}" ] || [ -n "${XENVM_PLUGIN_STEPS:-}" ]; }; then
     {
-        steps_ip=${XENVM_INPROCESS_STEPS:-env compare fallback faults gone slow}
-        printf '\n== in-process checks: tests/realxen/inprocess.sh %s (in dom0)\n' "$steps_ip"
-        ts=$SECONDS log=$KEEP/inprocess-checks.log
+        steps_pl=${XENVM_PLUGIN_STEPS:-smoke compare faults fresh gone slow}
+        printf '\n== plugin checks: tests/realxen/plugin.sh %s (in dom0)\n' "$steps_pl"
+        ts=$SECONDS log=$KEEP/plugin-checks.log
         # shellcheck disable=SC2086 # one word per step
-        out=$(XENVM_EXEC_TIMEOUT=1800 "$VMSH" exec tests/realxen/inprocess.sh $steps_ip 2>&1)
+        out=$(XENVM_EXEC_TIMEOUT=1800 "$VMSH" exec tests/realxen/plugin.sh $steps_pl 2>&1)
         rc=$?
         echo "$out" >"$log"
         echo "$out" | sed 's/^/   /'
@@ -155,9 +160,9 @@ if [ $inprocess = 1 ] && { [ -z "${XENVM_SCENARIOS:-}" ] || [ -n "${XENVM_INPROC
         nf=$(echo "$out" | grep -c '^FAIL: ' || true)
         echo "   ($((SECONDS - ts)) s)"
         if [ "$rc" = 0 ] && [ "$nf" = 0 ] && [ "$np" -gt 0 ]; then
-            record "inprocess.sh checks" inprocess PASS "$np checks passed" "all pass" "$((SECONDS - ts))" "$log"
+            record "plugin.sh checks" plugin PASS "$np checks passed" "all pass" "$((SECONDS - ts))" "$log"
         else
-            record "inprocess.sh checks" inprocess FAIL "$np passed, $nf failed (exit $rc): $(echo "$out" | grep '^FAIL: ' | head -n 3 | tr '\n' ' ')" "all pass" "$((SECONDS - ts))" "$log"
+            record "plugin.sh checks" plugin FAIL "$np passed, $nf failed (exit $rc): $(echo "$out" | grep '^FAIL: ' | head -n 3 | tr '\n' ' ')" "all pass" "$((SECONDS - ts))" "$log"
         fi
     }
 fi

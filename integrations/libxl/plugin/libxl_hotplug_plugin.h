@@ -1,0 +1,143 @@
+/*
+ * libxl_hotplug_plugin.h - the interface of libxl's hotplug plugins
+ *
+ * This program is free software; you can redistribute it and/or modify
+ * it under the terms of the GNU Lesser General Public License as published
+ * by the Free Software Foundation; version 2.1 only. with the special
+ * exception on linking described in file LICENSE.
+ *
+ * This program is distributed in the hope that it will be useful,
+ * but WITHOUT ANY WARRANTY; without even the implied warranty of
+ * MERCHANTABILITY or FITNESS FOR A PARTICULAR PURPOSE.  See the
+ * GNU Lesser General Public License for more details.
+ */
+
+/*
+ * A hotplug plugin does, inside the toolstack's process, the work that
+ * the "block" hotplug script does for a vbd backend: it prepares the
+ * backend on add (writing the nodes the script writes, including
+ * hotplug-status) and releases it on remove.
+ *
+ * A plugin is a shared object NAME.so in libxl's hotplug plugin
+ * directory (fixed when Xen is configured: $(LIBEXEC_LIB)/hotplug-plugins)
+ * which defines the symbol LIBXL_HOTPLUG_PLUGIN_SYMBOL, a
+ * libxl_hotplug_plugin_ops.  Plugins are only loaded on Linux.
+ *
+ * libxl calls every function of a plugin with its ctx lock held, from
+ * its event loop: none of them may block (no I/O that can wait, no lock
+ * that a hotplug script or another process may hold).  The work of an
+ * op is done elsewhere (e.g. on the plugin's own threads) and signalled
+ * by the op's file descriptor becoming readable.
+ *
+ * The plugin runs inside the toolstack process: a crash in it takes the
+ * process (xl, libvirtd, ...) with it.
+ */
+
+#ifndef LIBXL_HOTPLUG_PLUGIN_H
+#define LIBXL_HOTPLUG_PLUGIN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* The version of this interface; see abi_version below. */
+#define LIBXL_HOTPLUG_PLUGIN_ABI 1
+
+/* The name of the symbol of type libxl_hotplug_plugin_ops. */
+#define LIBXL_HOTPLUG_PLUGIN_SYMBOL "libxl_hotplug_plugin"
+
+/* Actions, for op_start. */
+#define LIBXL_HOTPLUG_PLUGIN_ADD    1
+#define LIBXL_HOTPLUG_PLUGIN_REMOVE 2
+
+/* Outcomes, from op_finish. */
+#define LIBXL_HOTPLUG_PLUGIN_DONE    0
+#define LIBXL_HOTPLUG_PLUGIN_PENDING 1
+#define LIBXL_HOTPLUG_PLUGIN_FAILED  2
+
+/* Levels, for the logger. */
+#define LIBXL_HOTPLUG_PLUGIN_LOG_DEBUG 0
+#define LIBXL_HOTPLUG_PLUGIN_LOG_INFO  1
+#define LIBXL_HOTPLUG_PLUGIN_LOG_WARN  2
+#define LIBXL_HOTPLUG_PLUGIN_LOG_ERROR 3
+
+/*
+ * Given to ctx_new; valid until ctx_free returns.  log may be called
+ * from any thread of the plugin; msg is one line without a newline.
+ */
+typedef struct libxl_hotplug_plugin_logger libxl_hotplug_plugin_logger;
+struct libxl_hotplug_plugin_logger {
+    void (*log)(libxl_hotplug_plugin_logger *lg, int level,
+                const char *msg);
+};
+
+typedef struct libxl_hotplug_plugin_ops {
+    /*
+     * LIBXL_HOTPLUG_PLUGIN_ABI as the plugin was built, and
+     * sizeof(libxl_hotplug_plugin_ops) as it was built.  libxl uses a
+     * plugin only when abi_version is the version libxl knows and size
+     * is at least the size libxl knows; otherwise it logs one warning
+     * and runs the hotplug scripts.
+     */
+    uint32_t abi_version;
+    uint32_t size;
+
+    /* A short name for messages, e.g. "xenblock 1.2". */
+    const char *name;
+
+    /*
+     * Makes the plugin's state for one libxl ctx.  Returns 0 and sets
+     * *state_r, or returns non-zero having written a one-line reason
+     * (NUL-terminated, at most errlen bytes) to err.
+     */
+    int (*ctx_new)(libxl_hotplug_plugin_logger *lg, void **state_r,
+                   char *err, size_t errlen);
+
+    /*
+     * Frees the state of ctx_new, when the libxl ctx is freed.  Ops of
+     * the state not yet freed are not used by libxl any more.
+     */
+    void (*ctx_free)(void *state);
+
+    /*
+     * Starts preparing (LIBXL_HOTPLUG_PLUGIN_ADD) or releasing
+     * (LIBXL_HOTPLUG_PLUGIN_REMOVE) the backend whose xenstore directory
+     * is backend_path, and returns at once.  Returns 0 and sets *op_r,
+     * or returns non-zero having done nothing and written a one-line
+     * reason to err.  Ops on one backend must take effect in the order
+     * they were started, also after an earlier op was freed unfinished.
+     */
+    int (*op_start)(void *state, const char *backend_path, int action,
+                    void **op_r, char *err, size_t errlen);
+
+    /*
+     * The op's file descriptor: it polls readable once the op is done and
+     * stays readable until op_free.  libxl never reads, writes or closes
+     * it, and stops polling it before op_free.
+     */
+    int (*op_fd)(void *op);
+
+    /*
+     * The op's outcome: LIBXL_HOTPLUG_PLUGIN_PENDING while it runs,
+     * LIBXL_HOTPLUG_PLUGIN_DONE, or LIBXL_HOTPLUG_PLUGIN_FAILED with a
+     * one-line reason in *msg_r (for people: what failed and what to do),
+     * valid until op_free.  On a failed add the plugin has written
+     * hotplug-status (and hotplug-error) as the script would.
+     */
+    int (*op_finish)(void *op, const char **msg_r);
+
+    /*
+     * Frees an op, finished or not.  An op freed before it is done still
+     * runs to its end (a later remove of the backend undoes an add).
+     */
+    void (*op_free)(void *op);
+} libxl_hotplug_plugin_ops;
+
+#endif /* LIBXL_HOTPLUG_PLUGIN_H */
+
+/*
+ * Local variables:
+ * mode: C
+ * c-basic-offset: 4
+ * indent-tabs-mode: nil
+ * End:
+ */
