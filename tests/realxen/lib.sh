@@ -151,10 +151,13 @@ libvirtd_pid() {
 libvirt_stop() {
     local p d i=0
     p=$(libvirtd_pid) || return 0
+    local cmds=""
     for d in $("${VIRSH[@]}" list --all --name 2>/dev/null); do
-        "${VIRSH[@]}" destroy "$d" >/dev/null 2>&1
-        "${VIRSH[@]}" undefine "$d" >/dev/null 2>&1
+        exists "$d" && cmds+="destroy $d; "
+        cmds+="undefine $d; "
     done
+    # one virsh for all (under TCG each virsh start-up costs seconds)
+    [ -n "$cmds" ] && "${VIRSH[@]}" "$cmds" >/dev/null 2>&1
     kill "$p" 2>/dev/null
     while kill -0 "$p" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
     kill -9 "$p" 2>/dev/null
