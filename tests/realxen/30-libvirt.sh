@@ -15,6 +15,10 @@ EXPECT_stock="start file+phy ok; attach/detach ok; second rw attach SUCCEEDED: t
 EXPECT_dropin="start file+phy ok; attach/detach ok; second rw attach refused: virsh says libxenlight failed to attach disk, xenblock's reason naming domain <lv1> in libvirt's libxl-driver.log; held lock: dominfo of a neighbour answers at once, list waits for the attach, the attach waits for the release; destroy leaves no loop; 8 concurrent starts: 8 running"
 EXPECT_plugin="start file+phy ok; attach/detach ok; second rw attach refused: virsh says libxenlight failed to attach disk, xenblock's reason naming domain <lv1> in libvirt's lv2.log; held lock: dominfo of a neighbour answers at once, list waits for the attach, the attach waits for the release and is connected within 0.5 s of it; destroy leaves no loop; 8 concurrent starts: 8 running"
 MODES="stock dropin plugin"
+# Out of the default suite until a run on a quiet host shows it inside run-one.sh's
+# 420 s bound: on a 2-core host at load 12-16 (five helpers' VMs and builds) one
+# mode took 420-650 s. Run it with XENVM_SCENARIOS=30 (see docs/libvirt-xen.md).
+OPTIN=1
 
 # rel_to T_US REF_US: "1.23 s after" / "0.50 s before"
 rel_to() { if [ "$1" -ge "$2" ]; then echo "$(secs $((($1 - $2) / 1000))) after"; else echo "$(secs $((($2 - $1) / 1000))) before"; fi; }

@@ -25,8 +25,12 @@
 # timeout). The host's load drifts (TCG: dom0's speed is the host's), so the
 # modes are interleaved: each repetition runs every mode once, in a rotating
 # order, before the next repetition.
+# Knobs: XENVM_BENCH_REPS; XENVM_BENCH_DISKS="1 8" (the create rows);
+# XENVM_BENCH_NS="0 100 400" (the attach rows).
 source /xenblock/src/tests/realxen/lib.sh
 REPS=${XENVM_BENCH_REPS:-5}
+read -r -a NDS <<<"${XENVM_BENCH_DISKS:-1 8}"
+read -r -a NS <<<"${XENVM_BENCH_NS:-0 100 400}"
 MODES=(stock dropin plugin noop)
 now() { date +%s%N; }
 ms() { echo $((($(now) - $1) / 1000000)); }
@@ -106,7 +110,7 @@ write_noop
 for r in $(seq "$REPS"); do
     for mode in $(rotation "$r"); do
         use $mode
-        for nd in 1 8; do
+        for nd in "${NDS[@]}"; do
             cfg=/tmp/bg$nd.cfg; [ $mode = noop ] && cfg=/tmp/bgn$nd.cfg
             t=$(now)
             if xl create -p "$cfg" >/tmp/bg.err 2>&1; then record create$nd $mode "$(ms "$t")" 1
@@ -115,8 +119,7 @@ for r in $(seq "$REPS"); do
         done
     done
 done
-row "\`xl create -p\`, 1 file disk" create1
-row "\`xl create -p\`, 8 file disks" create8
+for nd in "${NDS[@]}"; do row "\`xl create -p\`, $nd file disk$([ "$nd" = 1 ] || echo s)" "create$nd"; done
 for l in "${noop_loops[@]}"; do losetup -d "$l"; done
 noop_loops=(); NOOPDEV=()
 
@@ -164,7 +167,7 @@ attach() {
     xl block-detach bt xvdb >/tmp/det.err 2>&1 || echo "block-detach failed ($mode, $kind, N=$n): $(xl_err /tmp/det.err)" >&2
 }
 have=0
-for n in 0 100 400; do
+for n in "${NS[@]}"; do
     if [ $n -gt $have ]; then
         fake "$n"; have=$n
     fi
@@ -184,7 +187,7 @@ done
 xl destroy bt
 losetup -d "$phydev"
 for l in "${noop_loops[@]}"; do losetup -d "$l"; done
-for i in $(seq 1 400); do echo /local/domain/0/backend/vbd/$((20000 + i)); done | xargs xenstore-rm
+[ $have -gt 0 ] && for i in $(seq 1 $have); do echo /local/domain/0/backend/vbd/$((20000 + i)); done | xargs xenstore-rm
 rm -f "$S"/*.img "$NOOP"
 xenblock-mode stock >/dev/null
 n=$(($(calls) - calls0))
