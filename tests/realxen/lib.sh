@@ -112,3 +112,92 @@ need_tools() {
     local t
     for t in "$@"; do command -v "$t" >/dev/null || { echo "$t"; return; }; done
 }
+
+# ---- libvirt (30-libvirt): virsh through libvirt's libxl driver.
+# dom0 has libvirtd with only its libxl driver (scripts/xenvm.sh); nothing
+# starts it at boot. A scenario starts its own (libvirt_start), so that it
+# runs the libxenlight its mode installed, and stops it (libvirt_stop).
+VIRSH=(virsh -q -c xen:///system)
+LIBVIRT_LOG=/var/log/libvirt/libxl   # libxl's own messages: NAME.log per domain, libxl-driver.log
+
+# libvirt_start: a fresh libvirtd (no domains defined), answering virsh.
+libvirt_start() {
+    libvirt_stop
+    mkdir -p /etc/libvirt /var/log/libvirt /run/libvirt
+    rm -rf /etc/libvirt/libxl /var/lib/libvirt/libxl /run/libvirt/libxl "$LIBVIRT_LOG"
+    cat >/etc/libvirt/libvirtd.conf <<'EOC'
+# written by tests/realxen/lib.sh (libvirt_start)
+auth_unix_ro = "none"
+auth_unix_rw = "none"
+log_outputs = "3:file:/var/log/libvirt/libvirtd.log"
+EOC
+    : >/var/log/libvirt/libvirtd.log
+    libvirtd -d -p /run/libvirtd.pid || { echo "libvirtd did not start" >&2; return 1; }
+    local i=0
+    until "${VIRSH[@]}" uri >/dev/null 2>&1; do
+        if [ $i -ge 300 ] || ! libvirtd_pid >/dev/null; then
+            echo "libvirtd not answering after $((i / 5)) s:" >&2; tail -n 5 /var/log/libvirt/libvirtd.log >&2
+            return 1
+        fi
+        sleep 0.2; i=$((i + 1))
+    done
+}
+
+libvirtd_pid() {
+    local p; p=$(cat /run/libvirtd.pid 2>/dev/null) && [ -n "$p" ] && kill -0 "$p" 2>/dev/null && echo "$p"
+}
+
+# libvirt_stop: destroys and undefines its domains, stops libvirtd.
+libvirt_stop() {
+    local p d i=0
+    p=$(libvirtd_pid) || return 0
+    local cmds=""
+    for d in $("${VIRSH[@]}" list --all --name 2>/dev/null); do
+        exists "$d" && cmds+="destroy $d; "
+        cmds+="undefine $d; "
+    done
+    # one virsh for all (under TCG each virsh start-up costs seconds)
+    [ -n "$cmds" ] && "${VIRSH[@]}" "$cmds" >/dev/null 2>&1
+    kill "$p" 2>/dev/null
+    while kill -0 "$p" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+    kill -9 "$p" 2>/dev/null
+    rm -f /run/libvirtd.pid
+}
+
+# lv_xml NAME 'SHELL COMMAND' [DISK...]: writes /tmp/NAME.xml, the libvirt
+# twin of guest_cfg's busybox PV guest. DISK is file:PATH:VDEV[:ro] or
+# block:PATH:VDEV[:ro]; both go to libxl's phy backend (the block script).
+lv_xml() {
+    local name=$1 cmd=$2 d kind path vdev ro disks=""; shift 2
+    for d in "$@"; do
+        IFS=: read -r kind path vdev ro <<<"$d"
+        local src=file; [ "$kind" = block ] && src=dev
+        disks="$disks    <disk type='$kind' device='disk'>
+      <driver name='phy' type='raw'/>
+      <source $src='$path'/>
+      <target dev='$vdev' bus='xen'/>$([ "$ro" = ro ] && printf '\n      <readonly/>')
+    </disk>
+"
+    done
+    cat >"/tmp/$name.xml" <<EOX
+<domain type='xen'>
+  <name>$name</name>
+  <memory unit='MiB'>128</memory>
+  <vcpu>1</vcpu>
+  <os>
+    <type>linux</type>
+    <kernel>$XENVM_GUEST_KERNEL</kernel>
+    <initrd>$XENVM_GUEST_RAMDISK</initrd>
+    <cmdline>console=hvc0 quiet xenvm_cmd64=$(printf '%s' "$cmd" | base64 -w0)</cmdline>
+  </os>
+  <on_poweroff>destroy</on_poweroff>
+  <on_reboot>destroy</on_reboot>
+  <on_crash>destroy</on_crash>
+  <devices>
+$disks  </devices>
+</domain>
+EOX
+}
+
+# now_ms: wall clock in ms, without a fork (bash 5's EPOCHREALTIME).
+now_ms() { local t=${EPOCHREALTIME/[.,]/}; echo $((t / 1000)); }

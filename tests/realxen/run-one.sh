@@ -56,10 +56,14 @@ cleanup() {
     xenstore-rm /local/domain/0/backend/vbd >/dev/null 2>&1
     rm -rf /scratch/s* /etc/xen/scripts/block-site /tmp/*.cfg /tmp/site.log
     rm -f /var/log/xen/console/guest-*.log
+    local p; p=$(cat /run/libvirtd.pid 2>/dev/null) && [ -n "$p" ] && kill -9 "$p" 2>/dev/null
+    rm -f /run/libvirtd.pid
 }
 leaks() {
     local l out=""
     [ -n "$(others)" ] && out="$out domains left: $(others | tr '\n' ' ');"
+    local p; p=$(cat /run/libvirtd.pid 2>/dev/null) && [ -n "$p" ] && kill -0 "$p" 2>/dev/null &&
+        out="$out libvirtd left running (pid $p);"
     for l in $(losetup -n -O NAME | sed 's/ //g'); do
         grep -qx "$l" /tmp/loops.baseline || out="$out loop left: $l ($(losetup -n -O BACK-FILE "$l" | sed 's/ *$//'));"
     done

@@ -45,9 +45,14 @@ SCEN_T=${XENVM_SCENARIO_TIMEOUT:-420}
 # The VM's command (tests/realxen/selftest-summary.sh puts a stub here).
 VMSH=${XENVM_SH:-scripts/xenvm.sh}
 
+# A scenario with a line OPTIN=1 runs only when XENVM_SCENARIOS names it
+# (30-libvirt: not yet shown to fit its bound on a loaded host).
 selected() {
     local name=$1 p
-    [ -n "${XENVM_SCENARIOS:-}" ] || return 0
+    if [ -z "${XENVM_SCENARIOS:-}" ]; then
+        grep -qx 'OPTIN=1' "tests/realxen/$name.sh" && return 1
+        return 0
+    fi
     for p in $XENVM_SCENARIOS; do [[ $name == "$p"* ]] && return 0; done
     return 1
 }
