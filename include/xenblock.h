@@ -671,7 +671,9 @@ xenblock_status xenblock_op_finish(struct xenblock_op *op);
 /**
  * The message of the op's outcome: "" on success, and while the op runs;
  * after `xenblock_op_finish` returned a failure, what happened and what to
- * do. Valid until `xenblock_op_free`. Never NULL.
+ * do. Valid until `xenblock_op_free`. Never NULL. The library logs an
+ * op's failure only at debug level: report this message once, as a
+ * script's `hotplug-error` is reported.
  *
  * # Safety
  * `op` is NULL or an op not yet freed.

@@ -169,14 +169,15 @@ impl Context {
             "error"
         };
         let msg = e.to_string();
-        self.log(
-            if status == "busy" {
-                LogLevel::Warn
-            } else {
-                LogLevel::Error
-            },
-            &format!("{path}: {msg}"),
-        );
+        let level = if crate::worker::failure_is_returned() {
+            // An op's failure is its outcome: the op's caller logs it once.
+            LogLevel::Debug
+        } else if status == "busy" {
+            LogLevel::Warn
+        } else {
+            LogLevel::Error
+        };
+        self.log(level, &format!("{path}: {msg}"));
         let r = store::with_transaction(&*self.store, DEFAULT_TX_ATTEMPTS, |tx| {
             if self.store.read(tx, path)?.is_none() {
                 return Ok(());

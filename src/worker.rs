@@ -44,6 +44,35 @@ pub enum Action {
     Remove,
 }
 
+thread_local! {
+    /// Set while a worker runs an op's work.
+    static IN_OP: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Marks this thread as running an op's work until dropped.
+struct OpScope;
+
+impl OpScope {
+    fn enter() -> OpScope {
+        IN_OP.with(|c| c.set(true));
+        OpScope
+    }
+}
+
+impl Drop for OpScope {
+    fn drop(&mut self) {
+        IN_OP.with(|c| c.set(false));
+    }
+}
+
+/// Whether a failure found now is an op's outcome: the op's caller gets its
+/// message ([`Op::finish`], `xenblock_op_error`) and reports it, as libxl
+/// reports a hotplug script's `hotplug-error`, so the library logs that
+/// failure only at debug level (one line per failure in the caller's log).
+pub(crate) fn failure_is_returned() -> bool {
+    IN_OP.with(|c| c.get())
+}
+
 /// What a finished op did.
 #[derive(Debug)]
 pub enum Outcome {
@@ -559,9 +588,12 @@ impl Context {
         });
         let ctx = self.clone();
         let p = path.clone();
-        let work: Work = Box::new(move || match action {
-            Action::Add => ctx.prepare(&p).map(Outcome::Prepared),
-            Action::Remove => ctx.release(&p).map(Outcome::Released),
+        let work: Work = Box::new(move || {
+            let _scope = OpScope::enter();
+            match action {
+                Action::Add => ctx.prepare(&p).map(Outcome::Prepared),
+                Action::Remove => ctx.release(&p).map(Outcome::Released),
+            }
         });
         self.pool.submit(lane_key(&path), shared.clone(), work)?;
         Ok(Op {

@@ -491,3 +491,58 @@ fn op_finish_polled_while_the_op_completes_never_keeps_would_block() {
     // SAFETY: live ctx, no op left.
     unsafe { xenblock_ctx_free(ctx) };
 }
+
+/// One line per failure in the caller's log: an op's failure is its outcome
+/// (the caller reports `Op::finish`'s error, as libxl reports a script's
+/// `hotplug-error`), so the library logs it only at debug level; the
+/// synchronous prepare, whose caller may not log, logs it at error level.
+#[test]
+fn an_ops_failure_is_logged_once_by_its_caller_not_by_the_library() {
+    require_root();
+    let mut env = Env::new();
+    let lines: Arc<parking_lot::Mutex<Vec<(xenblock::LogLevel, String)>>> = Arc::default();
+    let sink = lines.clone();
+    let ctx = arc_ctx(&env, |c| {
+        c.logger = Some(Arc::new(move |l, m: &str| {
+            sink.lock().push((l, m.to_string()))
+        }));
+    });
+    env.domain(3, "/vm/3");
+    let gone = env.image("gone.img", 1 << 20);
+    std::fs::remove_file(&gone).unwrap();
+    let be = env.backend(3, 51712, &gone.display().to_string(), "w");
+    env.write(&format!("{be}/type"), "file");
+    let about_be = |lines: &[(xenblock::LogLevel, String)]| {
+        lines
+            .iter()
+            .filter(|(l, m)| *l >= xenblock::LogLevel::Warn && m.contains(&be))
+            .map(|(_, m)| m.clone())
+            .collect::<Vec<_>>()
+    };
+
+    let e = ctx.start(&be, Action::Add).unwrap().wait().unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+    assert_eq!(
+        env.read(&format!("{be}/hotplug-status")).as_deref(),
+        Some("error"),
+        "the failure is still recorded in xenstore"
+    );
+    assert!(
+        about_be(&lines.lock()).is_empty(),
+        "the op's failure was logged by the library too: {:?}",
+        lines.lock()
+    );
+    assert!(
+        lines
+            .lock()
+            .iter()
+            .any(|(l, m)| *l == xenblock::LogLevel::Debug && m.contains(&e.to_string())),
+        "the op's failure is at debug level: {:?}",
+        lines.lock()
+    );
+
+    lines.lock().clear();
+    let e = ctx.prepare(&be).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+    assert_eq!(about_be(&lines.lock()).len(), 1, "{:?}", lines.lock());
+}
