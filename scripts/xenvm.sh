@@ -6,8 +6,8 @@
 #                                        stdout, stderr, exit code are its own
 #   scripts/xenvm.sh down                stop the VM, remove its run state
 #   scripts/xenvm.sh test                up, the real-Xen suite (tests/realxen/run-suite.sh:
-#                                        scenarios x XENVM_MODES, default stock dropin;
-#                                        add plugin for libxl's hotplug plugin; then the 9N steps), down
+#                                        scenarios x XENVM_MODES, default stock dropin
+#                                        plugin (libxl's hotplug plugin); then the 9N steps), down
 #   scripts/xenvm.sh bench               up, the real-Xen benchmarks (stock, drop-in,
 #                                        libxl's hotplug plugin), down
 #   scripts/xenvm.sh console [N]         last N lines of the VM's serial console

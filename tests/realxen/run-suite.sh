@@ -35,11 +35,7 @@ CACHE=${XENBLOCK_CACHE:-${HOME:-/root}/.cache/xenblock}
 VMRUN=${XENVM_DIR:-$CACHE/vm}/run${XENVM_INSTANCE:+-$XENVM_INSTANCE}
 LIVE=$VMRUN/chan/logs   # run-one.sh writes here (dom0: /xenblock/chan/logs)
 KEEP=$CACHE/realxen/last-run${XENVM_INSTANCE:+-$XENVM_INSTANCE}   # kept after the VM goes: every log of the last run
-# The plugin mode (libxl's hotplug plugin) is not in the default yet: it has
-# not had a whole suite run (scenarios 01-09, 20-28 and the plugin.sh steps
-# but compare passed, in separate runs: see
-# integrations/libxl/README.md). XENVM_MODES="stock dropin plugin" runs it.
-read -r -a modes <<<"${XENVM_MODES:-stock dropin}"
+read -r -a modes <<<"${XENVM_MODES:-stock dropin plugin}"
 export XENVM_ATTACH_CYCLES=${XENVM_ATTACH_CYCLES:-5}
 SCEN_T=${XENVM_SCENARIO_TIMEOUT:-420}
 # The VM's command (tests/realxen/selftest-summary.sh puts a stub here).
