@@ -348,10 +348,7 @@ fn audit_finds_an_image_xens_script_gave_read_write_to_two_guests() {
     }
     let (rc, out, err) = run(&env, &["audit"]);
     assert_eq!(rc, 3, "{out}{err}");
-    let conflicts: Vec<&str> = out
-        .lines()
-        .filter(|l| l.starts_with("conflict: "))
-        .collect();
+    let conflicts = common::audit_conflicts(&out);
     assert_eq!(conflicts.len(), 2, "{out}");
     assert!(
         conflicts[0].contains(&bes[0]) && conflicts[0].contains(&bes[1]),
@@ -498,10 +495,7 @@ fn audit_sees_a_loop_device_over_a_block_device_as_that_device() {
     env.write(&format!("{b}/hotplug-status"), "connected");
     let (rc, out, err) = run(&env, &["audit"]);
     assert_eq!(rc, 3, "{out}{err}");
-    let conflicts: Vec<&str> = out
-        .lines()
-        .filter(|l| l.starts_with("conflict: "))
-        .collect();
+    let conflicts = common::audit_conflicts(&out);
     assert_eq!(conflicts.len(), 2, "{out}");
     assert!(
         conflicts[0].contains(&a) && conflicts[0].contains(&b),

@@ -393,6 +393,22 @@ fn off_takes_and_checks_nothing() {
     ctx.release(&be).unwrap();
 }
 
+/// `xenblock audit` finds nothing, then (while qemu-io writes `img`) exits 3
+/// with exactly one conflict: the whole output and that line.
+fn audit_clean_then_while_qemu_writes(env: &Env, img: &Path) -> (String, String) {
+    let o = xenblock_cli(env, &["audit"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let q = qemu_io_holding(img);
+    let o = xenblock_cli(env, &["audit"]);
+    drop(q);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(3), "{out}");
+    let conflicts = common::audit_conflicts(&out);
+    assert_eq!(conflicts.len(), 1, "{out}");
+    let one = conflicts[0].to_string();
+    (out, one)
+}
+
 fn xenblock_cli(env: &Env, args: &[&str]) -> Output {
     run(Command::new(common::exe("xenblock"))
         .args(args)
@@ -628,24 +644,13 @@ fn audit_reports_a_qemu_writer_on_an_image_a_guest_uses() {
     env.write(&format!("{b}/physical-device-path"), &node);
     env.write(&format!("{b}/node"), &node);
     env.write(&format!("{b}/hotplug-status"), "connected");
-    let o = xenblock_cli(&env, &["audit"]);
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     // qemu-io then writes the image guest 62 uses.
-    let q = qemu_io_holding(&img);
-    let o = xenblock_cli(&env, &["audit"]);
-    drop(q);
-    let out = text(&o);
-    assert_eq!(o.status.code(), Some(3), "{out}");
-    let conflicts: Vec<&str> = out
-        .lines()
-        .filter(|l| l.starts_with("conflict: "))
-        .collect();
-    assert_eq!(conflicts.len(), 1, "{out}");
+    let (out, conflict) = audit_clean_then_while_qemu_writes(&env, &img);
     assert!(
-        conflicts[0].starts_with(&format!(
+        conflict.starts_with(&format!(
             "conflict: {b} (domain 62, read-write): image locks: "
-        )) && conflicts[0].contains(&img.display().to_string())
-            && conflicts[0].contains("writes to it"),
+        )) && conflict.contains(&img.display().to_string())
+            && conflict.contains("writes to it"),
         "{out}"
     );
     let o = xenblock_cli(&env, &["audit"]);
@@ -804,22 +809,11 @@ fn audit_reports_an_image_qemu_holds_in_a_disks_stack() {
     let upper = HandLoop::over(&lower.0);
     let b = env.backend(63, 51712, &upper.shown(), "w");
     env.ctx().prepare(&b).unwrap();
-    let o = xenblock_cli(&env, &["audit"]);
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    let q = qemu_io_holding(&img);
-    let o = xenblock_cli(&env, &["audit"]);
-    drop(q);
-    let out = text(&o);
-    assert_eq!(o.status.code(), Some(3), "{out}");
-    let conflicts: Vec<&str> = out
-        .lines()
-        .filter(|l| l.starts_with("conflict: "))
-        .collect();
-    assert_eq!(conflicts.len(), 1, "{out}");
+    let (out, conflict) = audit_clean_then_while_qemu_writes(&env, &img);
     assert!(
-        conflicts[0].starts_with(&format!(
+        conflict.starts_with(&format!(
             "conflict: {b} (domain 63, read-write): image locks: "
-        )) && conflicts[0].contains(&format!(
+        )) && conflict.contains(&format!(
             "is a loop device over {}: {} is in use: a QEMU-compatible user writes to it",
             img.display(),
             img.display()
@@ -848,20 +842,9 @@ fn the_c_config_field_sets_image_locks() {
     std::env::set_var("XENSTORED_PATH", &env.sock);
     let cfg = |image_locks: u32, abi_size: usize| xenblock_config {
         abi_size: abi_size as u32,
-        flavour: 0,
-        store: std::ptr::null(),
         lock_dir: lock_dir.as_ptr(),
-        script_dir: std::ptr::null(),
-        script_timeout_ms: 0,
-        store_timeout_ms: 0,
-        log_fn: None,
-        log_data: std::ptr::null_mut(),
-        lock_timeout_ms: 0,
-        reserved0: 0,
-        workers: 0,
-        reserved1: 0,
         image_locks,
-        reserved2: 0,
+        ..Default::default()
     };
     let full = std::mem::size_of::<xenblock_config>();
     let v12 = std::mem::offset_of!(xenblock_config, image_locks);

@@ -433,21 +433,8 @@ fn op_finish_polled_while_the_op_completes_never_keeps_would_block() {
     let lock_dir = CString::new(env.dir.join("lock").to_str().unwrap()).unwrap();
     std::env::set_var("XENSTORED_PATH", sock.to_str().unwrap());
     let cfg = xenblock_config {
-        abi_size: std::mem::size_of::<xenblock_config>() as u32,
-        flavour: 0,
-        store: std::ptr::null(),
         lock_dir: lock_dir.as_ptr(),
-        script_dir: std::ptr::null(),
-        script_timeout_ms: 0,
-        store_timeout_ms: 0,
-        log_fn: None,
-        log_data: std::ptr::null_mut(),
-        lock_timeout_ms: 0,
-        reserved0: 0,
-        workers: 0,
-        reserved1: 0,
-        image_locks: 0,
-        reserved2: 0,
+        ..Default::default()
     };
     let mut ctx: *mut xenblock_ctx = std::ptr::null_mut();
     // SAFETY: a complete config; ctx receives the context.

@@ -56,21 +56,8 @@ fn calls_during_thread_teardown_do_not_panic() {
         // first-out).
         HOST.with(|_| ());
         let cfg = xenblock_config {
-            abi_size: std::mem::size_of::<xenblock_config>() as u32,
-            flavour: 0,
-            store: std::ptr::null(),
             lock_dir: lock_ptr as *const std::ffi::c_char,
-            script_dir: std::ptr::null(),
-            script_timeout_ms: 0,
-            store_timeout_ms: 0,
-            log_fn: None,
-            log_data: std::ptr::null_mut(),
-            lock_timeout_ms: 0,
-            reserved0: 0,
-            workers: 0,
-            reserved1: 0,
-            image_locks: 0,
-            reserved2: 0,
+            ..Default::default()
         };
         let mut ctx: *mut xenblock_ctx = std::ptr::null_mut();
         // SAFETY: cfg is a complete struct; ctx receives the new context.

@@ -99,6 +99,30 @@ pub struct xenblock_config {
     pub reserved2: u32,
 }
 
+/// What a C caller gets by zero-initialising the struct and setting
+/// `abi_size` to its size: every field takes its default.
+impl Default for xenblock_config {
+    fn default() -> Self {
+        xenblock_config {
+            abi_size: std::mem::size_of::<xenblock_config>() as u32,
+            flavour: 0,
+            store: std::ptr::null(),
+            lock_dir: std::ptr::null(),
+            script_dir: std::ptr::null(),
+            script_timeout_ms: 0,
+            store_timeout_ms: 0,
+            log_fn: None,
+            log_data: std::ptr::null_mut(),
+            lock_timeout_ms: 0,
+            reserved0: 0,
+            workers: 0,
+            reserved1: 0,
+            image_locks: 0,
+            reserved2: 0,
+        }
+    }
+}
+
 /// The smallest `xenblock_config` accepted: ABI 1.0 callers set at least
 /// `abi_size`..`script_dir`.
 const CONFIG_MIN_SIZE: usize = std::mem::offset_of!(xenblock_config, script_timeout_ms);
@@ -147,20 +171,7 @@ pub(crate) unsafe fn config_from_c(cfg: *const xenblock_config) -> Result<Config
     // Copy what the caller has; fields beyond its size stay zero (defaults).
     let mut c: xenblock_config = xenblock_config {
         abi_size: 0,
-        flavour: 0,
-        store: std::ptr::null(),
-        lock_dir: std::ptr::null(),
-        script_dir: std::ptr::null(),
-        script_timeout_ms: 0,
-        store_timeout_ms: 0,
-        log_fn: None,
-        log_data: std::ptr::null_mut(),
-        lock_timeout_ms: 0,
-        reserved0: 0,
-        workers: 0,
-        reserved1: 0,
-        image_locks: 0,
-        reserved2: 0,
+        ..Default::default()
     };
     // SAFETY: the caller's struct has at least min(size, full) readable bytes;
     // ours has `full`; they do not overlap. A newer caller's extra fields are

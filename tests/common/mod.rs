@@ -15,6 +15,13 @@ use xenblock::store::client::XsClient;
 use xenblock::store::{Store, NO_TX};
 use xenblock::{Config, Context};
 
+/// The `conflict: ` lines of `xenblock audit`'s output.
+pub fn audit_conflicts(out: &str) -> Vec<&str> {
+    out.lines()
+        .filter(|l| l.starts_with("conflict: "))
+        .collect()
+}
+
 /// Fail (never skip) when not root.
 pub fn require_root() {
     assert!(
