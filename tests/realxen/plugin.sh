@@ -423,8 +423,8 @@ step_fresh() {
     rc=$?
     mv "$PDIR/xenblock.so.hidden" "$PDIR/xenblock.so"
     grep 'hotplug plugin' "$log" | sed 's/^/  log: /' | cut -c1-250
-    check "plugin gone: xl destroy says the plugin that prepared it cannot be used, once" \
-        [ "$(grep -c 'script: hotplug plugin xenblock prepared .* but cannot be used now' "$log")" = 1 ]
+    check "plugin gone: xl destroy says the plugin chosen for it cannot be used, once" \
+        [ "$(grep -c 'script: hotplug plugin xenblock was chosen for .* but cannot be used' "$log")" = 1 ]
     check "plugin gone:   ... the block script is NOT run in its place, the domain is gone (rc=$rc)" \
         sh -c "[ $(calls) = $c0 ] && ! xl list $name >/dev/null 2>&1"
     check "plugin gone:   ... its loop device $node stays, tagged; xenblock reconcile detaches it" \
