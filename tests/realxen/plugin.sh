@@ -45,7 +45,7 @@
 set -uo pipefail
 
 CACHE=${XENBLOCK_CACHE_DIR:-/xenblock/cache}
-OUT=${XENBLOCK_LIBXL_OUT:-$CACHE/libxl/current}
+OUT=${XENBLOCK_LIBXL_OUT:-${XENVM_LIBXL_OUT:-$CACHE/libxl/current}}
 FAKE=${XENBLOCK_FAKE_DIR:-$CACHE/realxen/fake-plugin}
 KERNEL=${XENVM_GUEST_KERNEL:-/xenblock/guest/vmlinuz}
 RAMDISK=${XENVM_GUEST_RAMDISK:-/xenblock/guest/initrd.gz}
