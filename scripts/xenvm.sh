@@ -71,6 +71,15 @@ set -euo pipefail
 
 SRC=$(cd "$(dirname "$0")/.." && pwd -P)
 CACHE=${XENBLOCK_CACHE:-${HOME:-/root}/.cache/xenblock}
+# A libxl build cache of its own (scripts/build-libxl.sh) must be inside
+# $CACHE, which dom0 sees as /xenblock/cache; tests/realxen/plugin.sh then
+# installs that build (XENVM_* variables reach dom0's commands).
+if [ -n "${XENBLOCK_LIBXL_CACHE:-}" ] && [ -z "${XENVM_LIBXL_OUT:-}" ]; then
+    case $XENBLOCK_LIBXL_CACHE in
+    "$CACHE"/*) export XENVM_LIBXL_OUT=/xenblock/cache/${XENBLOCK_LIBXL_CACHE#"$CACHE"/}/current ;;
+    *) echo "xenvm: XENBLOCK_LIBXL_CACHE=$XENBLOCK_LIBXL_CACHE is outside $CACHE, which dom0 sees as /xenblock/cache" >&2; exit 1 ;;
+    esac
+fi
 # XENVM_DIR: where the images and run state live (default $CACHE/vm); a
 # checkout that changes the image recipe can use its own, not rebuild others'.
 VM=${XENVM_DIR:-$CACHE/vm}

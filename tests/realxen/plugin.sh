@@ -45,7 +45,7 @@
 set -uo pipefail
 
 CACHE=${XENBLOCK_CACHE_DIR:-/xenblock/cache}
-OUT=${XENBLOCK_LIBXL_OUT:-$CACHE/libxl/current}
+OUT=${XENBLOCK_LIBXL_OUT:-${XENVM_LIBXL_OUT:-$CACHE/libxl/current}}
 FAKE=${XENBLOCK_FAKE_DIR:-$CACHE/realxen/fake-plugin}
 KERNEL=${XENVM_GUEST_KERNEL:-/xenblock/guest/vmlinuz}
 RAMDISK=${XENVM_GUEST_RAMDISK:-/xenblock/guest/initrd.gz}
@@ -423,8 +423,8 @@ step_fresh() {
     rc=$?
     mv "$PDIR/xenblock.so.hidden" "$PDIR/xenblock.so"
     grep 'hotplug plugin' "$log" | sed 's/^/  log: /' | cut -c1-250
-    check "plugin gone: xl destroy says the plugin that prepared it cannot be used, once" \
-        [ "$(grep -c 'script: hotplug plugin xenblock prepared .* but cannot be used' "$log")" = 1 ]
+    check "plugin gone: xl destroy says the plugin chosen for it cannot be used, once" \
+        [ "$(grep -c 'script: hotplug plugin xenblock was chosen for .* but cannot be used' "$log")" = 1 ]
     check "plugin gone:   ... the block script is NOT run in its place, the domain is gone (rc=$rc)" \
         sh -c "[ $(calls) = $c0 ] && ! xl list $name >/dev/null 2>&1"
     check "plugin gone:   ... its loop device $node stays, tagged; xenblock reconcile detaches it" \

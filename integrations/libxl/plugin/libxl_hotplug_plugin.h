@@ -23,11 +23,16 @@
  * which defines the symbol LIBXL_HOTPLUG_PLUGIN_SYMBOL, a
  * libxl_hotplug_plugin_ops.  Plugins are only loaded on Linux.
  *
- * libxl calls every function of a plugin with its ctx lock held, from
- * its event loop: none of them may block (no I/O that can wait, no lock
- * that a hotplug script or another process may hold).  The work of an
- * op is done elsewhere (e.g. on the plugin's own threads) and signalled
- * by the op's file descriptor becoming readable.
+ * libxl calls every function of a plugin but ctx_free with its ctx lock
+ * held, from its event loop: none of them may block (no I/O that can
+ * wait, no lock that a hotplug script or another process may hold).  The
+ * work of an op is done elsewhere (e.g. on the plugin's own threads) and
+ * signalled by the op's file descriptor becoming readable.
+ *
+ * A plugin's state (from ctx_new) and its ops belong to the process that
+ * made them: they are not valid in a child forked after they were made
+ * (e.g. one that goes on with libxl_postfork_child_noexec), where the
+ * plugin's threads do not run.
  *
  * The plugin runs inside the toolstack process: a crash in it takes the
  * process (xl, libvirtd, ...) with it.
@@ -81,7 +86,7 @@ typedef struct libxl_hotplug_plugin_ops {
     uint32_t abi_version;
     uint32_t size;
 
-    /* A short name for messages, e.g. "xenblock 1.2". */
+    /* A short name for messages: the plugin and its version. */
     const char *name;
 
     /*
@@ -93,8 +98,10 @@ typedef struct libxl_hotplug_plugin_ops {
                    char *err, size_t errlen);
 
     /*
-     * Frees the state of ctx_new, when the libxl ctx is freed.  Ops of
-     * the state not yet freed are not used by libxl any more.
+     * Frees the state of ctx_new, from libxl_ctx_free, without the ctx
+     * lock held.  It may wait for the ops still running on the plugin's
+     * threads.  Ops of the state not yet freed are not used by libxl any
+     * more.
      */
     void (*ctx_free)(void *state);
 
@@ -105,6 +112,10 @@ typedef struct libxl_hotplug_plugin_ops {
      * or returns non-zero having done nothing and written a one-line
      * reason to err.  Ops on one backend must take effect in the order
      * they were started, also after an earlier op was freed unfinished.
+     * A remove may come for a backend the plugin never prepared (e.g.
+     * its add failed early, or another process wrote the backend): the
+     * plugin must then treat it as nothing to undo.  op_start must not
+     * wait for the plugin's threads.
      */
     int (*op_start)(void *state, const char *backend_path, int action,
                     void **op_r, char *err, size_t errlen);
@@ -120,8 +131,10 @@ typedef struct libxl_hotplug_plugin_ops {
      * The op's outcome: LIBXL_HOTPLUG_PLUGIN_PENDING while it runs,
      * LIBXL_HOTPLUG_PLUGIN_DONE, or LIBXL_HOTPLUG_PLUGIN_FAILED with a
      * one-line reason in *msg_r (for people: what failed and what to do),
-     * valid until op_free.  On a failed add the plugin has written
-     * hotplug-status (and hotplug-error) as the script would.
+     * valid until op_free.  PENDING while the descriptor is readable is a
+     * plugin bug: libxl would poll it again at once, for ever.  On a
+     * failed add the plugin has written hotplug-status (and
+     * hotplug-error) as the script would.
      */
     int (*op_finish)(void *op, const char **msg_r);
 

@@ -55,10 +55,11 @@ static int plugin_ctx_new(libxl_hotplug_plugin_logger *lg, void **state_r,
     uint32_t abi = xenblock_abi_version();
     xenblock_status s;
 
-    if ((abi >> 16) != (NEED_ABI >> 16) || (abi & 0xffff) < (NEED_ABI & 0xffff)) {
+    if ((abi >> 16) != (NEED_ABI >> 16) ||
+        (abi & 0xffff) < (NEED_ABI & 0xffff)) {
         snprintf(err, errlen,
-                 "libxenblock has ABI %u.%u, this plugin needs 1.2 or a later 1.x:"
-                 " install a matching libxenblock1",
+                 "libxenblock has ABI %u.%u, this plugin needs 1.2 or a"
+                 " later 1.x: install a matching libxenblock1",
                  abi >> 16, abi & 0xffff);
         return -1;
     }
@@ -103,8 +104,8 @@ static int plugin_op_start(void *state, const char *backend_path, int action,
     case LIBXL_HOTPLUG_PLUGIN_ADD: a = XENBLOCK_ACTION_ADD; break;
     case LIBXL_HOTPLUG_PLUGIN_REMOVE: a = XENBLOCK_ACTION_REMOVE; break;
     default:
-        snprintf(err, errlen, "xenblock: unknown hotplug action %d for %s", action,
-                 backend_path);
+        snprintf(err, errlen, "xenblock: unknown hotplug action %d for %s",
+                 action, backend_path);
         return -1;
     }
     if (xenblock_op_start(st->xb, backend_path, a, 0, &op) != XENBLOCK_OK) {
