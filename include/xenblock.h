@@ -80,11 +80,6 @@
 #define XENBLOCK_NOWAIT 1
 
 /**
- * How many descriptors the table lists at once, over all contexts.
- */
-#define SLOTS 512
-
-/**
  * `xenblock_plan_new` and `xenblock_op_start` actions.
  */
 enum xenblock_action

@@ -23,7 +23,7 @@ use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 /// How many descriptors the table lists at once, over all contexts.
-pub const SLOTS: usize = 512;
+const SLOTS: usize = 512;
 
 static TABLE: [AtomicU64; SLOTS] = [const { AtomicU64::new(0) }; SLOTS];
 static NEXT_OWNER: AtomicU32 = AtomicU32::new(1);
