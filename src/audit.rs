@@ -9,7 +9,9 @@
 
 use crate::context::{Context, EarlyTx, Flavour};
 use crate::error::Result;
-use crate::sharing::{self, DevNum, Facts, Key, Mode, Refusal, Request};
+#[cfg(target_os = "linux")]
+use crate::sharing::DevNum;
+use crate::sharing::{self, Facts, Key, Mode, Refusal, Request};
 use crate::store::NO_TX;
 
 /// A backend the rule would refuse today.
@@ -118,6 +120,8 @@ impl Context {
                         .and_then(|t| crate::attach::claim_key("physical-device", t))
                 })
         };
+        // (Only Linux looks through a loop device to its file below.)
+        #[cfg_attr(not(target_os = "linux"), allow(unused_mut))]
         let Some(mut key) = key else {
             return Ok(()); // not prepared, or names nothing that exists
         };
