@@ -91,10 +91,10 @@ step "the fuzz targets build (fuzz/ is its own workspace; cargo check there)"
 # there can break them without breaking anything above.
 (cd fuzz && cargo check --quiet --bins)
 
-step "cargo check --target x86_64-unknown-freebsd (Linux-only code is behind cfg)"
+step "cargo clippy --target x86_64-unknown-freebsd -D warnings (Linux-only code is behind cfg)"
 if rustup target list --installed | grep -q x86_64-unknown-freebsd ||
    rustup target add x86_64-unknown-freebsd; then
-  cargo check --quiet --target x86_64-unknown-freebsd --lib --bins
+  cargo clippy --quiet --target x86_64-unknown-freebsd --lib --bins -- -D warnings
 else
   # Only the download of the target's std can fail here, not the check.
   echo "WARNING: could not install the x86_64-unknown-freebsd target; FreeBSD check NOT run" >&2
