@@ -27,7 +27,8 @@
  * held, from its event loop: none of them may block (no I/O that can
  * wait, no lock that a hotplug script or another process may hold).  The
  * work of an op is done elsewhere (e.g. on the plugin's own threads) and
- * signalled by the op's file descriptor becoming readable.
+ * signalled by the op's file descriptor becoming readable.  The plugin's
+ * own threads never call into libxl, not even its logger (see below).
  *
  * A plugin's state (from ctx_new) and its ops belong to the process that
  * made them: they are not valid in a child forked after they were made
@@ -66,8 +67,19 @@
 #define LIBXL_HOTPLUG_PLUGIN_LOG_ERROR 3
 
 /*
- * Given to ctx_new; valid until ctx_free returns.  log may be called
- * from any thread of the plugin; msg is one line without a newline.
+ * Given to ctx_new; valid until ctx_free returns.  msg is one line
+ * without a newline, and the level one of the levels above.
+ *
+ * The plugin calls log only from within a call libxl makes to it
+ * (ctx_new, ctx_free, op_start, op_finish or op_free), on the thread
+ * that made that call: libxl's logger is the application's
+ * xentoollog_logger, which is not made for messages from other
+ * threads.  Messages that the plugin's own threads produce are queued
+ * by the plugin and passed to log in its next such call: those of an
+ * op at the latest in the op_finish that gives the op's outcome, and
+ * those still queued at ctx_free (including those of the ops it waits
+ * for) in ctx_free.  A plugin that bounds its queue says in one message
+ * how many it dropped.
  */
 typedef struct libxl_hotplug_plugin_logger libxl_hotplug_plugin_logger;
 struct libxl_hotplug_plugin_logger {
