@@ -6,10 +6,22 @@
  * One xenblock context per libxl ctx; each libxl op is one xenblock op
  * (xenblock_op_start / _fd / _finish / _error / _free). The context uses
  * xenblock's own xenstore connection, never libxl's, so the worker
- * threads never touch libxl's state; its log goes to libxl's logger.
+ * threads never touch libxl's state.
+ *
+ * Logging: libxenblock calls its log callback on its worker threads, but
+ * libxl's logger may only be called from within libxl's calls to the
+ * plugin, on libxl's thread (libxl_hotplug_plugin.h). So the callback
+ * only queues the message (at most LOG_QUEUE_MAX; beyond that it counts
+ * them), and every entry point but op_fd hands the queue to libxl's
+ * logger before it returns: an op's messages come at the latest with its
+ * op_finish (libxenblock logs an op's lines before its descriptor becomes
+ * readable), those of ops freed unfinished at the next call, and what is
+ * left at ctx_free in ctx_free, after libxenblock's threads have ended.
+ * Overflow gives one line, "N messages dropped", after the queued ones.
  *
  * Installed as <libxl's plugin directory>/xenblock.so.
  */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,14 +40,51 @@
  */
 #define LOCK_TIMEOUT_MS 30000
 
+/*
+ * The hotplug lock directory: NULL is libxenblock's default, Xen's own
+ * (/var/run/xen-hotplug). The C harness (c-tests/run) builds the plugin
+ * with a private one.
+ */
+#ifndef XENBLOCK_PLUGIN_LOCK_DIR
+#define XENBLOCK_PLUGIN_LOCK_DIR NULL
+#endif
+
+/*
+ * How many messages wait at most for libxl's next call. An op logs a
+ * few lines; a custom script's output is the only long source.
+ */
+#define LOG_QUEUE_MAX 256
+/* A longer message is cut here. */
+#define LOG_MSG_MAX 1024
+
+struct queued_msg {
+    struct queued_msg *next;
+    int level;
+    char text[];
+};
+
 struct plugin_state {
     xenblock_ctx *xb;
     libxl_hotplug_plugin_logger *lg;
+    /* The messages of libxenblock's threads, oldest first. */
+    pthread_mutex_t lock;
+    struct queued_msg *head, **tail;
+    unsigned int queued;
+    unsigned long dropped;
+    int dropped_level; /* the highest level dropped */
 };
 
+struct plugin_op {
+    struct plugin_state *st;
+    struct xenblock_op *xb;
+};
+
+/* libxenblock's log callback: any thread, never libxl's logger. */
 static void plugin_log(void *data, xenblock_log_level level, const char *msg)
 {
     struct plugin_state *st = data;
+    struct queued_msg *m = NULL;
+    size_t len = strnlen(msg, LOG_MSG_MAX);
     int l;
 
     switch (level) {
@@ -44,7 +93,66 @@ static void plugin_log(void *data, xenblock_log_level level, const char *msg)
     case XENBLOCK_LOG_WARN: l = LIBXL_HOTPLUG_PLUGIN_LOG_WARN; break;
     default: l = LIBXL_HOTPLUG_PLUGIN_LOG_ERROR; break;
     }
-    st->lg->log(st->lg, l, msg);
+    pthread_mutex_lock(&st->lock);
+    if (st->queued < LOG_QUEUE_MAX)
+        m = malloc(sizeof(*m) + len + 1);
+    if (m) {
+        m->next = NULL;
+        m->level = l;
+        memcpy(m->text, msg, len);
+        m->text[len] = 0;
+        *st->tail = m;
+        st->tail = &m->next;
+        st->queued++;
+    } else {
+        if (!st->dropped || l > st->dropped_level)
+            st->dropped_level = l;
+        st->dropped++;
+    }
+    pthread_mutex_unlock(&st->lock);
+}
+
+/*
+ * Hands the queued messages to libxl's logger. Only from an entry point,
+ * on the thread libxl called it on; without the queue's lock held, so
+ * that libxenblock's threads go on queueing meanwhile.
+ */
+static void plugin_deliver(struct plugin_state *st)
+{
+    struct queued_msg *m;
+    unsigned long dropped;
+    int dropped_level;
+    char line[128];
+
+    pthread_mutex_lock(&st->lock);
+    m = st->head;
+    dropped = st->dropped;
+    dropped_level = st->dropped_level;
+    st->head = NULL;
+    st->tail = &st->head;
+    st->queued = 0;
+    st->dropped = 0;
+    pthread_mutex_unlock(&st->lock);
+
+    while (m) {
+        struct queued_msg *next = m->next;
+
+        st->lg->log(st->lg, m->level, m->text);
+        free(m);
+        m = next;
+    }
+    if (dropped) {
+        snprintf(line, sizeof(line),
+                 "xenblock: %lu messages dropped (more than %d waited for"
+                 " libxl's next call)", dropped, LOG_QUEUE_MAX);
+        st->lg->log(st->lg, dropped_level, line);
+    }
+}
+
+static void plugin_state_free(struct plugin_state *st)
+{
+    pthread_mutex_destroy(&st->lock);
+    free(st);
 }
 
 static int plugin_ctx_new(libxl_hotplug_plugin_logger *lg, void **state_r,
@@ -69,17 +177,26 @@ static int plugin_ctx_new(libxl_hotplug_plugin_logger *lg, void **state_r,
         return -1;
     }
     st->lg = lg;
+    st->tail = &st->head;
+    if (pthread_mutex_init(&st->lock, NULL)) {
+        snprintf(err, errlen, "cannot make a mutex");
+        free(st);
+        return -1;
+    }
     memset(&cfg, 0, sizeof(cfg));
     cfg.abi_size = sizeof(cfg);
     cfg.log_fn = plugin_log;
     cfg.log_data = st;
+    cfg.lock_dir = XENBLOCK_PLUGIN_LOCK_DIR;
     cfg.lock_timeout_ms = LOCK_TIMEOUT_MS;
     s = xenblock_ctx_new(&cfg, &st->xb);
     if (s != XENBLOCK_OK) {
         snprintf(err, errlen, "xenblock_ctx_new: %s", xenblock_last_error());
-        free(st);
+        plugin_deliver(st);
+        plugin_state_free(st);
         return -1;
     }
+    plugin_deliver(st);
     *state_r = st;
     return 0;
 }
@@ -88,16 +205,20 @@ static void plugin_ctx_free(void *state)
 {
     struct plugin_state *st = state;
 
-    /* Cancels this context's queued ops; running ones finish. */
+    /*
+     * Cancels this context's queued ops and waits for the running ones:
+     * their threads have ended when it returns, so the queue is final.
+     */
     xenblock_ctx_free(st->xb);
-    free(st);
+    plugin_deliver(st);
+    plugin_state_free(st);
 }
 
 static int plugin_op_start(void *state, const char *backend_path, int action,
                            void **op_r, char *err, size_t errlen)
 {
     struct plugin_state *st = state;
-    struct xenblock_op *op = NULL;
+    struct plugin_op *op;
     uint32_t a;
 
     switch (action) {
@@ -106,37 +227,67 @@ static int plugin_op_start(void *state, const char *backend_path, int action,
     default:
         snprintf(err, errlen, "xenblock: unknown hotplug action %d for %s",
                  action, backend_path);
+        plugin_deliver(st);
         return -1;
     }
-    if (xenblock_op_start(st->xb, backend_path, a, 0, &op) != XENBLOCK_OK) {
+    op = calloc(1, sizeof(*op));
+    if (!op) {
+        snprintf(err, errlen, "xenblock: out of memory starting the op"
+                 " on %s", backend_path);
+        plugin_deliver(st);
+        return -1;
+    }
+    op->st = st;
+    if (xenblock_op_start(st->xb, backend_path, a, 0, &op->xb)
+        != XENBLOCK_OK) {
         snprintf(err, errlen, "%s", xenblock_ctx_last_error(st->xb));
+        free(op);
+        plugin_deliver(st);
         return -1;
     }
+    plugin_deliver(st);
     *op_r = op;
     return 0;
 }
 
-static int plugin_op_fd(void *op)
+/* Not a place to log: the one entry point that only answers. */
+static int plugin_op_fd(void *opv)
 {
-    return xenblock_op_fd(op);
+    struct plugin_op *op = opv;
+
+    return xenblock_op_fd(op->xb);
 }
 
-static int plugin_op_finish(void *op, const char **msg_r)
+static int plugin_op_finish(void *opv, const char **msg_r)
 {
-    switch (xenblock_op_finish(op)) {
+    struct plugin_op *op = opv;
+    int r;
+
+    switch (xenblock_op_finish(op->xb)) {
     case XENBLOCK_OK:
-        return LIBXL_HOTPLUG_PLUGIN_DONE;
+        r = LIBXL_HOTPLUG_PLUGIN_DONE;
+        break;
     case XENBLOCK_WOULD_BLOCK:
-        return LIBXL_HOTPLUG_PLUGIN_PENDING;
+        r = LIBXL_HOTPLUG_PLUGIN_PENDING;
+        break;
     default:
-        *msg_r = xenblock_op_error(op);
-        return LIBXL_HOTPLUG_PLUGIN_FAILED;
+        *msg_r = xenblock_op_error(op->xb);
+        r = LIBXL_HOTPLUG_PLUGIN_FAILED;
+        break;
     }
+    /* The op's lines were queued before its descriptor became readable. */
+    plugin_deliver(op->st);
+    return r;
 }
 
-static void plugin_op_free(void *op)
+static void plugin_op_free(void *opv)
 {
-    xenblock_op_free(op);
+    struct plugin_op *op = opv;
+    struct plugin_state *st = op->st;
+
+    xenblock_op_free(op->xb);
+    free(op);
+    plugin_deliver(st);
 }
 
 __attribute__((visibility("default")))
