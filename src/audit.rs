@@ -122,7 +122,8 @@ impl Context {
         };
         // (Only Linux looks through a loop device to its file below.)
         #[cfg_attr(not(target_os = "linux"), allow(unused_mut))]
-        let Some(mut key) = key else {
+        let Some(mut key) = key
+        else {
             return Ok(()); // not prepared, or names nothing that exists
         };
         let mode = Mode::canonicalise(mode_raw.as_deref().unwrap_or(""));
