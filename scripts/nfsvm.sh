@@ -68,6 +68,8 @@
 set -euo pipefail
 
 SRC=$(cd "$(dirname "$0")/.." && pwd -P)
+# shellcheck source=scripts/vm-host.sh
+source "$SRC/scripts/vm-host.sh"
 CACHE=${XENBLOCK_CACHE:-${HOME:-/root}/.cache/xenblock}
 DIR=${NFSVM_DIR:-$CACHE/nfsvm}
 INSTANCE=${NFSVM_INSTANCE:-test}
@@ -87,26 +89,7 @@ PKGS=nfs-kernel-server,nfs-common,qemu-utils,xenstore-utils,util-linux,iproute2,
 log() { printf 'nfsvm: %s\n' "$*" >&2; }
 die() { printf 'nfsvm: error: %s\n' "$*" >&2; exit 1; }
 
-need_host_tools() {
-    local missing=()
-    command -v qemu-system-x86_64 >/dev/null || missing+=(qemu-system-x86)
-    command -v debootstrap >/dev/null || missing+=(debootstrap)
-    command -v cpio >/dev/null || missing+=(cpio)
-    command -v flock >/dev/null || missing+=(util-linux)
-    if [ "${#missing[@]}" -gt 0 ]; then
-        log "installing ${missing[*]}"
-        apt-get -o DPkg::Lock::Timeout=900 update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=900 install -y -qq \
-            --no-install-recommends "${missing[@]}" >&2
-    fi
-}
 
-mirror() {
-    local m
-    m=$(cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources 2>/dev/null |
-        grep -oE 'https?://[^ ]*/debian/?( |$)' | grep -v security | head -n1 | tr -d ' ' || true)
-    echo "${m:-http://deb.debian.org/debian}"
-}
 
 # ---------------------------------------------------------------- the image
 # $DIR/vmlinuz, $DIR/root.cpio: one image for both VMs (the role is on the
@@ -123,12 +106,7 @@ build_image() {
     local t0=$SECONDS
     log "building the VM image under $DIR (once; later runs reuse it)"
     local kpkg
-    kpkg=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-6/ {print $2; exit}')
-    if [ -z "$kpkg" ]; then
-        apt-get -o DPkg::Lock::Timeout=900 update -qq
-        kpkg=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-6/ {print $2; exit}')
-    fi
-    [ -n "$kpkg" ] || die "cannot find Debian 12's linux-image-6.1 package (apt-cache depends linux-image-amd64)"
+    kpkg=$(kernel_pkg) || exit 1
     mkdir -p "$DIR/debs"
     (cd "$DIR/debs" && rm -f ./*.deb && timeout 600 apt-get download "$kpkg" >&2) || die "apt-get download $kpkg failed"
     local x=$DIR/unpack

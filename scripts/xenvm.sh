@@ -70,6 +70,8 @@
 set -euo pipefail
 
 SRC=$(cd "$(dirname "$0")/.." && pwd -P)
+# shellcheck source=scripts/vm-host.sh
+source "$SRC/scripts/vm-host.sh"
 CACHE=${XENBLOCK_CACHE:-${HOME:-/root}/.cache/xenblock}
 # A libxl build cache of its own (scripts/build-libxl.sh) must be inside
 # $CACHE, which dom0 sees as /xenblock/cache; tests/realxen/plugin.sh then
@@ -107,25 +109,7 @@ console_tail() {
     fi
 }
 
-need_host_tools() {
-    local missing=()
-    command -v qemu-system-x86_64 >/dev/null || missing+=(qemu-system-x86)
-    command -v debootstrap >/dev/null || missing+=(debootstrap)
-    command -v cpio >/dev/null || missing+=(cpio)
-    command -v flock >/dev/null || missing+=(util-linux)
-    if [ "${#missing[@]}" -gt 0 ]; then
-        log "installing ${missing[*]}"
-        apt-get -o DPkg::Lock::Timeout=900 update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=900 install -y -qq --no-install-recommends "${missing[@]}" >&2
-    fi
-}
 
-mirror() {
-    local m
-    m=$(cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources 2>/dev/null |
-        grep -oE 'https?://[^ ]*/debian/?( |$)' | grep -v security | head -n1 | tr -d ' ' || true)
-    echo "${m:-http://deb.debian.org/debian}"
-}
 
 # ---------------------------------------------------------------- images
 # $VM/xen            the hypervisor (gunzipped)
@@ -154,12 +138,7 @@ build_images_locked() {
     local debs=$VM/debs
     mkdir -p "$debs"
     local kpkg
-    kpkg=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-6/ {print $2; exit}')
-    if [ -z "$kpkg" ]; then
-        apt-get -o DPkg::Lock::Timeout=900 update -qq
-        kpkg=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-6/ {print $2; exit}')
-    fi
-    [ -n "$kpkg" ] || die "cannot find Debian 12's linux-image-6.1 package (apt-cache depends linux-image-amd64)"
+    kpkg=$(kernel_pkg) || exit 1
     (cd "$debs" && rm -f ./*.deb &&
         apt-get download "xen-hypervisor-4.17-amd64=$XEN_VERSION" "$kpkg" busybox-static >&2) ||
         die "apt-get download of xen-hypervisor-4.17-amd64=$XEN_VERSION $kpkg busybox-static failed"
