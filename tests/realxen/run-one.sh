@@ -42,7 +42,11 @@ D=/xenblock/src/tests/realxen
 sc=$1; shift
 modes=("$@"); [ ${#modes[@]} -gt 0 ] || modes=(stock dropin)
 name=$(basename "$sc" .sh)
-SCEN_TIMEOUT=${XENVM_SCENARIO_TIMEOUT:-420}
+# The bound of one scenario in one mode: the scenario's own TIMEOUT=N line
+# (one that does much more than the others, e.g. 30-libvirt), else
+# XENVM_SCENARIO_TIMEOUT, else 420 s.
+SCEN_TIMEOUT=$(sed -n 's/^TIMEOUT=\([0-9][0-9]*\)$/\1/p' "$D/$sc" | tail -n 1)
+SCEN_TIMEOUT=${SCEN_TIMEOUT:-${XENVM_SCENARIO_TIMEOUT:-420}}
 LOGS=${XENVM_LOG_DIR:-/xenblock/chan/logs}
 mkdir -p "$LOGS"
 

@@ -23,7 +23,8 @@
 # Knobs: XENVM_SCENARIOS="01 20" runs only the scenarios (and steps) whose
 # names start so; XENVM_MODES; XENVM_ATTACH_CYCLES (default here 5: the
 # bench, not the suite, measures long runs); XENVM_SCENARIO_TIMEOUT (420 s,
-# run-one.sh's bound of one scenario in one mode).
+# run-one.sh's bound of one scenario in one mode, unless the scenario has a
+# line TIMEOUT=N of its own).
 #
 # Scenarios run one at a time: Xen's hotplug scripts serialise on one lock in
 # dom0 anyway, the mode is global, and run-one.sh's leak check counts loop
@@ -100,7 +101,8 @@ run_case() {
         return
     fi
     [ -e "$prep_dir/$name" ] && prep=$(cat "$prep_dir/$name")
-    out=$(XENVM_PREP=$prep XENVM_EXEC_TIMEOUT=$((SCEN_T + 120)) \
+    local bound; bound=$(sed -n 's/^TIMEOUT=\([0-9][0-9]*\)$/\1/p' "tests/realxen/$name.sh" | tail -n 1)
+    out=$(XENVM_PREP=$prep XENVM_EXEC_TIMEOUT=$((${bound:-$SCEN_T} + 120)) \
         "$VMSH" exec tests/realxen/run-one.sh "$name.sh" "$mode" 2>&1)
     rc=$?
     echo "$out" | grep -v '^RESULT	' | sed 's/^/   /'
