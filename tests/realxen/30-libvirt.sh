@@ -9,16 +9,15 @@ TITLE="libvirt (virsh -c xen:///system): file+phy disks, attach/detach, a second
 # (src/libxl/libxl_driver.c). So a refusal's reason is looked for where it
 # is: in the domain's libxl log, and virsh's error is checked for libvirt's
 # sentence.
-# Known upstream bug (as in 02-second-rw): Xen's script gives the file
-# read-write to the second guest too.
-EXPECT_stock="start file+phy ok; attach/detach ok; second rw attach SUCCEEDED: the file is rw in two guests; held lock: dominfo of a neighbour answers at once, list waits for the attach, the attach waits for the release; destroy leaves no loop; 8 concurrent starts: 8 running"
-EXPECT_dropin="start file+phy ok; attach/detach ok; second rw attach refused: virsh says libxenlight failed to attach disk, xenblock's reason naming domain <lv1> in libvirt's libxl-driver.log; held lock: dominfo of a neighbour answers at once, list waits for the attach, the attach waits for the release; destroy leaves no loop; 8 concurrent starts: 8 running"
-EXPECT_plugin="start file+phy ok; attach/detach ok; second rw attach refused: virsh says libxenlight failed to attach disk, xenblock's reason naming domain <lv1> in libvirt's lv2.log; held lock: dominfo of a neighbour answers at once, list waits for the attach, the attach waits for the release and is connected within 0.5 s of it; destroy leaves no loop; 8 concurrent starts: 8 running"
-MODES="stock dropin plugin"
-# Out of the default suite until a run on a quiet host shows it inside run-one.sh's
-# 420 s bound: on a 2-core host at load 12-16 (five helpers' VMs and builds) one
-# mode took 420-650 s. Run it with XENVM_SCENARIOS=30 (see docs/libvirt-xen.md).
-OPTIN=1
+EXPECT_dropin="start file+phy ok; attach/detach ok; second rw attach refused: virsh says libxenlight failed to attach disk, xenblock's reason naming domain <lv1> in libvirt's libxl-driver.log; held lock: dominfo of a neighbour answers at once, list waits for the attach, the attach waits for the release; destroy leaves no loop; 8 concurrent starts: 8 started, each disk connected"
+EXPECT_plugin="start file+phy ok; attach/detach ok; second rw attach refused: virsh says libxenlight failed to attach disk, xenblock's reason naming domain <lv1> in libvirt's lv2.log; held lock: dominfo of a neighbour answers at once, list waits for the attach, the attach waits for the release, its wait ends within 0.1 s of it and it is connected within 0.5 s of it; destroy leaves no loop; 8 concurrent starts: 8 started, each disk connected"
+# Not with Xen's own script: libvirt adds nothing to what 02-second-rw shows
+# of it under xl, and under load its adds overrun libxl's 40 s hotplug
+# timeout (two of the eight concurrent starts failed so at load 7).
+MODES="dropin plugin"
+# libvirt, nine guests and a 15 s lock hold: 320 s in one mode at load 6 on
+# the 2-core host, more than the suite's 420 s default leaves to spare.
+TIMEOUT=600
 
 # rel_to T_US REF_US: "1.23 s after" / "0.50 s before"
 rel_to() { if [ "$1" -ge "$2" ]; then echo "$(secs $((($1 - $2) / 1000))) after"; else echo "$(secs $((($2 - $1) / 1000))) before"; fi; }
@@ -41,8 +40,13 @@ backend_ok() {
         [ -n "$(xenstore-read "$(be "$1" "$2")/physical-device" 2>/dev/null)" ]
 }
 
+# mark WHAT: the scenario's elapsed time at a step, to the log.
+T0=$(now_ms)
+mark() { echo "[+$(secs $(($(now_ms) - T0)))] $*"; }
+
 scenario() {
     local res=() ms
+    T0=$(now_ms)
     timed ms libvirt_start || { outcome "libvirtd did not start"; return; }
     echo "libvirtd answering after $(secs "$ms")"
 
@@ -66,6 +70,7 @@ scenario() {
         outcome "$(IFS=';'; echo "${res[*]}" | sed 's/;/; /g')"; libvirt_stop; losetup -d "$dev"; return
     fi
 
+    mark "step 2"
     # 2. attach-disk and detach-disk of a file on the running guest.
     local f2 a="attach/detach ok"
     f2=$(image s30-f2.img)
@@ -85,6 +90,7 @@ scenario() {
     fi
     res+=("$a")
 
+    mark "step 3"
     # 3. lv1's file, read-write, to a second guest (paused: the refusal comes
     # before its frontend matters).
     lv_xml lv2 'while :; do sleep 1; done'
@@ -113,11 +119,13 @@ scenario() {
         res+=("$s")
     fi
 
+    mark "step 4"
     # 4. A neighbour holds Xen's hotplug lock (locking.sh's protocol: flock
     # on /var/run/xen-hotplug/block, removed before the release) for 15 s
     # while lv1 attaches a disk; lv2 is the neighbour dominfo asks about.
     res+=("$(held_lock lv1 "$d1" lv2)")
 
+    mark "step 5"
     # 5. virsh destroy: no loop device left on any of the files.
     timed ms "${VIRSH[@]}" destroy lv1 >/dev/null; echo "virsh destroy lv1: $(secs "$ms")"
     "${VIRSH[@]}" destroy lv2 >/dev/null
@@ -126,12 +134,14 @@ scenario() {
     else res+=("destroy left $left loop device(s): $(losetup -a | tr '\n' ' ')"); fi
     losetup -d "$dev"
 
-    # 6. 8 guests, each with a file disk, started at once (paused, so that
-    # eight kernels booting under TCG do not starve dom0), then resumed: all
-    # 8 running, each disk connected. Their starts queue on libxl's one ctx
-    # in libvirtd (a domain build runs under its lock): virsh without
-    # keepalive (-k 0), so that a slow TCG build does not cut the connection.
-    local n=8 i pids=() started=0 running=0
+    mark "step 6"
+    # 6. 8 guests, each with a file disk, started at once, paused: their
+    # disks are prepared during the start (libxl adds a domain's devices
+    # before it unpauses it), and eight kernels booting under TCG would
+    # only starve dom0. Their starts queue on libxl's one ctx in libvirtd
+    # (a domain build runs under its lock): virsh without keepalive (-k 0),
+    # so that a slow TCG build does not cut the connection.
+    local n=8 i pids=() started=0 ready=0
     # (One virsh process runs a list of commands: under TCG each virsh start-up
     # costs seconds.)
     local cmds=""
@@ -146,17 +156,24 @@ scenario() {
     done
     for i in $(seq $n); do wait "${pids[$((i - 1))]}" && started=$((started + 1)); done
     echo "$n concurrent virsh start: $started succeeded, all returned after $(secs $(($(now_ms) - t0)))"
-    cmds=""; for i in $(seq $n); do cmds+="resume lvc$i; "; done
-    "${VIRSH[@]}" "$cmds" >/dev/null
-    local up; up=$("${VIRSH[@]}" list --state-running --name)
+    local up ids; up=$("${VIRSH[@]}" list --state-paused --name)
+    # (One xl list for the eight domids: under TCG each xl start-up costs seconds.)
+    ids=$(xl list | awk 'NR > 1 { print $1, $2 }')
+    cmds=""
     for i in $(seq $n); do
-        grep -qx "lvc$i" <<<"$up" && backend_ok "$(domid "lvc$i")" 51712 && running=$((running + 1))
+        grep -qx "lvc$i" <<<"$up" && backend_ok "$(awk -v n="lvc$i" '$1 == n { print $2 }' <<<"$ids")" 51712 &&
+            [ "$(nloops_of "$S/s30-c$i.img")" = 1 ] && ready=$((ready + 1))
         [ -s "/tmp/lvc$i.err" ] && sed "s/^/lvc$i: /" "/tmp/lvc$i.err"
+        cmds+="destroy lvc$i; "
     done
-    res+=("$n concurrent starts: $running running")
-    for i in $(seq $n); do xl destroy "lvc$i" >/dev/null 2>&1 & done
-    wait
+    res+=("$n concurrent starts: $ready started, each disk connected")
+    mark "step 6: destroying the $n guests"
+    "${VIRSH[@]}" "$cmds" >/dev/null
+    local left=0; for i in $(seq $n); do left=$((left + $(nloops_of "$S/s30-c$i.img"))); done
+    [ "$left" = 0 ] || res+=("the $n guests' destroy left $left loop device(s)")
+    mark "stopping libvirtd"
     libvirt_stop
+    mark "done"
     outcome "$(IFS=';'; echo "${res[*]}" | sed 's/;/; /g')"
 }
 
@@ -174,7 +191,7 @@ held_lock() {
     timed base_list "${VIRSH[@]}" list >/dev/null
     timed base_info "${VIRSH[@]}" dominfo "$other" >/dev/null
     mkdir -p /var/run/xen-hotplug
-    rm -f /tmp/s30-held /tmp/s30-released /tmp/s30-watch
+    rm -f /tmp/s30-held /tmp/s30-released /tmp/s30-retaken /tmp/s30-watch
     (
         while :; do
             exec 9<>"$LF"
@@ -187,6 +204,11 @@ held_lock() {
         rm -f "$LF"
         echo "${EPOCHREALTIME/[.,]/}" >/tmp/s30-released
         exec 9>&-
+        # The waiter's lock: the next holder makes the file again (locking.sh's
+        # protocol), so its appearing is the moment the wait ended.
+        local k=0
+        while [ ! -e "$LF" ] && [ $k -lt 200000 ]; do k=$((k + 1)); done
+        [ -e "$LF" ] && echo "${EPOCHREALTIME/[.,]/}" >/tmp/s30-retaken
     ) &
     local holder=$! i=0
     while [ ! -e /tmp/s30-held ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
@@ -218,7 +240,8 @@ held_lock() {
     conn_us=$(awk -v r="$rel" '$1 >= r { print $1; exit }' /tmp/s30-watch 2>/dev/null)
     echo >&2 "held lock ${hold} s, an attach waiting: virsh list took $(secs "$list_ms") (idle: $(secs "$base_list")), ended $(rel_to "$list_end" "$rel") the release; dominfo of a neighbour took $(secs "$info_ms") (idle: $(secs "$base_info")), ended $(rel_to "$info_end" "$rel") the release"
     local conn_ms=""; [ -n "$conn_us" ] && conn_ms=$(((conn_us - rel) / 1000))
-    echo >&2 "held lock: release -> hotplug-status: $([ -n "$conn_ms" ] && secs "$conn_ms" || echo 'none seen'); release -> virsh attach-disk returned: $(secs $(((done_us - rel) / 1000))) (exit $(cat /tmp/s30-att.rc), $MODE)"
+    local retaken; retaken=$(cat /tmp/s30-retaken 2>/dev/null)
+    echo >&2 "held lock: release -> the waiting attach holds the lock: $([ -n "$retaken" ] && echo "$(((retaken - rel) / 1000)) ms" || echo 'not seen'); release -> hotplug-status: $([ -n "$conn_ms" ] && secs "$conn_ms" || echo 'none seen'); release -> virsh attach-disk returned: $(secs $(((done_us - rel) / 1000))) (exit $(cat /tmp/s30-att.rc), $MODE)"
     sed 's/^/attach: /' /tmp/s30-att.err >&2
     local s="held lock: "
     # "At once": it does not wait for the hold. The hold (15 s) leaves it 14 s,
@@ -230,12 +253,16 @@ held_lock() {
     if [ "$(cat /tmp/s30-att.rc)" != 0 ]; then s+=", the attach FAILED"
     elif [ "$done_us" -lt "$rel" ]; then s+=", the attach did NOT wait for the release"
     else s+=", the attach waits for the release"; fi
-    # The plugin's lock wait is fd-driven (no retry timer): its hotplug step
-    # ends right after the release. Measured under TCG on a loaded host:
-    # 0.09 s; bound 0.5 s (the other modes' figures are only reported).
+    # The plugin's lock wait is fd-driven (no retry timer): the wait ends at
+    # the release (measured 2 ms, bound 0.1 s) and the disk is connected
+    # right after (measured 0.03-0.33 s under TCG at load 6, bound 0.5 s:
+    # what is left is the attach's own work). The drop-in's figures are
+    # only reported.
     if [ "$MODE" = plugin ]; then
-        if [ -n "$conn_ms" ] && [ "$conn_ms" -lt 500 ]; then s+=" and is connected within 0.5 s of it"
-        else s+=" but is NOT connected within 0.5 s of it"; fi
+        if [ -n "$retaken" ] && [ $(((retaken - rel) / 1000)) -lt 100 ]; then s+=", its wait ends within 0.1 s of it"
+        else s+=", its wait does NOT end within 0.1 s of it"; fi
+        if [ -n "$conn_ms" ] && [ "$conn_ms" -lt 500 ]; then s+=" and it is connected within 0.5 s of it"
+        else s+=" but it is NOT connected within 0.5 s of it"; fi
     fi
     echo "$s"
 }
