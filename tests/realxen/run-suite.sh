@@ -43,7 +43,7 @@ SCEN_T=${XENVM_SCENARIO_TIMEOUT:-420}
 VMSH=${XENVM_SH:-scripts/xenvm.sh}
 
 # A scenario with a line OPTIN=1 runs only when XENVM_SCENARIOS names it
-# (30-libvirt: not yet shown to fit its bound on a loaded host).
+# (none has one today: for a scenario too slow or too heavy for every run).
 selected() {
     local name=$1 p
     if [ -z "${XENVM_SCENARIOS:-}" ]; then
