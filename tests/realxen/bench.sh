@@ -18,6 +18,14 @@
 # The plugin's phy attach is the in-process floor (xenblock's work there is
 # a few xenstore round trips, no loop attach).
 #
+# For each block-attach sample it also times the hotplug step alone, in
+# dom0's xenstore: from blkback's InitWait (the backend's state 2, which
+# libxl waits for before it starts the hotplug step) to the backend's
+# hotplug-status (what libxl waits for after it), seen by a xenstore-watch
+# started before the sample. That is where the modes differ (Xen's script,
+# a fork+exec of the drop-in, the plugin in xl's own process, the no-op
+# script), without the rest of xl's run around it.
+#
 # Prints a Markdown table: per cell the median of REPS samples
 # (XENVM_BENCH_REPS, default 5) and their range; failed samples are left out
 # and listed with their times; every sample goes to stderr. The stock
@@ -52,13 +60,15 @@ record() {
     if [ "$4" = 1 ]; then OK[$1,$2]="${OK[$1,$2]:-} $3"; else BAD[$1,$2]="${BAD[$1,$2]:-} $(fmt "$3")"; fi
     echo "sample $1 $2: $(fmt "$3")$([ "$4" = 1 ] || echo ' FAILED')" >&2
 }
+fmt_ms() { echo "$1 ms"; }
+FMT=fmt
 cell() { # cell KEY MODE: median (min-max) of the good samples, then the failed ones
-    local k=$1 m=$2 v n lo hi
+    local k=$1 m=$2 v n lo hi fmt=$FMT
     read -r v n lo hi < <(printf '%s\n' ${OK[$k,$m]:-} | grep . | sort -n |
         awk '{a[NR]=$1} END {if (NR) print a[int((NR+1)/2)], NR, a[1], a[NR]}')
     if [ -n "$v" ]; then
-        v="$(fmt "$v")"
-        if [ "$n" -gt 1 ]; then v="$v ($(fmt "$lo" | sed 's/ s//')–$(fmt "$hi"))"; else v="$v (1 sample)"; fi
+        v="$($fmt "$v")"
+        if [ "$n" -gt 1 ]; then v="$v ($($fmt "$lo" | sed 's/ m*s$//')–$($fmt "$hi"))"; else v="$v (1 sample)"; fi
     else v="failed"; fi
     [ -n "${BAD[$k,$m]:-}" ] && v="$v; failed after${BAD[$k,$m]}"
     echo "$v"
@@ -157,12 +167,36 @@ attach() {
         write_noop
     fi
     use $mode
+    # The hotplug step, from the backend's own nodes: "s TIME" when its state
+    # is 2 (InitWait), "h TIME" when hotplug-status is written (µs).
+    local bep w i ok=0 s0 h0
+    bep=$(be "$(domid bt)" "$(vdevnum 1)")
+    rm -f /tmp/att.watch
+    ( xenstore-watch "$bep" | while read -r p; do
+        t=${EPOCHREALTIME/[.,]/}
+        case $p in
+        */state) [ "$(xenstore-read "$p" 2>/dev/null)" = 2 ] && echo "s $t" ;;
+        */hotplug-status) echo "h $t" ;;
+        esac
+    done >/tmp/att.watch ) &
+    w=$!
+    sleep 0.3 # the watch is registered (its first event is the path itself)
     t=$(now)
     if xl block-attach bt "$spec" >/tmp/att.err 2>&1; then
-        record "$key" $mode "$(ms "$t")" 1
+        record "$key" $mode "$(ms "$t")" 1; ok=1
     else
         record "$key" $mode "$(ms "$t")" 0
         echo "block-attach failed ($mode, $kind, N=$n): $(xl_err /tmp/att.err)" >&2
+    fi
+    i=0; while ! grep -q '^h ' /tmp/att.watch && [ $i -lt 20 ]; do sleep 0.1; i=$((i + 1)); done
+    { pkill -P $w; kill $w; wait $w; } 2>/dev/null
+    s0=$(awk '$1 == "s" { print $2; exit }' /tmp/att.watch)
+    h0=$(awk '$1 == "h" { print $2; exit }' /tmp/att.watch)
+    if [ $ok = 1 ] && [ -n "$s0" ] && [ -n "$h0" ] && [ "$h0" -ge "$s0" ]; then
+        OK[step,$kind,$n,$mode]="${OK[step,$kind,$n,$mode]:-} $(((h0 - s0) / 1000))"
+        echo "sample step,$kind,$n $mode: $(((h0 - s0) / 1000)) ms" >&2
+    elif [ $ok = 1 ]; then
+        echo "hotplug step not seen ($mode, $kind, N=$n): $(tr '\n' ' ' </tmp/att.watch)" >&2
     fi
     xl block-detach bt xvdb >/tmp/det.err 2>&1 || echo "block-detach failed ($mode, $kind, N=$n): $(xl_err /tmp/det.err)" >&2
 }
@@ -184,6 +218,14 @@ for n in "${NS[@]}"; do
         row "\`xl block-attach\` of a $kind disk, $n other backends" "att,$kind,$n"
     done
 done
+# The hotplug steps of those samples (InitWait -> hotplug-status), in ms.
+FMT=fmt_ms
+for n in "${NS[@]}"; do
+    for kind in file phy; do
+        row "hotplug step alone (InitWait → hotplug-status), $kind, $n other backends" "step,$kind,$n"
+    done
+done
+FMT=fmt
 xl destroy bt
 losetup -d "$phydev"
 for l in "${noop_loops[@]}"; do losetup -d "$l"; done
