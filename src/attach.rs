@@ -956,6 +956,9 @@ impl Context {
     fn release_linux(&self, b: &Backend) -> Result<Released> {
         use crate::sys::loopdev;
         let Some(node) = b.node.as_deref().map(str::trim).filter(|n| !n.is_empty()) else {
+            if b.physical_device.is_none() {
+                return self.release_unrecorded(b);
+            }
             return Ok(Released::Nothing);
         };
         if !is_loop_node(node) {
@@ -1008,6 +1011,50 @@ impl Context {
                 Ok(Released::LeftAlone(node.to_string()))
             }
         }
+    }
+
+    /// Release a backend that records no device (neither `node` nor
+    /// `physical-device`): never prepared, or its add was cut off (the
+    /// toolstack killed) after attaching the loop device and before
+    /// recording it. Such a device carries this backend's tag: detach it
+    /// here, so that the remove undoes what the add did (`reconcile` would
+    /// find it only once the backend is gone). Costs a listing of the loop
+    /// devices, and the lock only when one is tagged for this backend.
+    #[cfg(target_os = "linux")]
+    fn release_unrecorded(&self, b: &Backend) -> Result<Released> {
+        use crate::sys::loopdev;
+        // A backend path too long for a tag never got a loop device.
+        let Ok(tag) = self.loop_tag(&b.path) else {
+            return Ok(Released::Nothing);
+        };
+        let tagged = |l: &loopdev::LoopInfo| l.file_name == tag.as_bytes();
+        if !loopdev::list()?.iter().any(tagged) {
+            return Ok(Released::Nothing);
+        }
+        let lock = self.lock.acquire()?;
+        // Under the lock no add of this backend is half-way: one that
+        // finished meanwhile recorded its device, released as usual.
+        let now = Backend::read(&*self.store, NO_TX, &b.path)?;
+        if now.node.is_some() || now.physical_device.is_some() {
+            drop(lock);
+            return self.release_linux(&now);
+        }
+        let mut released = Released::Nothing;
+        for lo in loopdev::list()?.into_iter().filter(tagged) {
+            if loopdev::detach_if(&lo.path, tagged)? {
+                let node = lo.path.display().to_string();
+                self.log(
+                    LogLevel::Info,
+                    &format!(
+                        "{}: detached {node}, attached by an add of this backend that \
+                         ended before recording it",
+                        b.path
+                    ),
+                );
+                released = Released::Detached(node);
+            }
+        }
+        Ok(released)
     }
 
     #[cfg(not(target_os = "linux"))]

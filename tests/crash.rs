@@ -94,13 +94,47 @@ fn sigkill_anywhere_in_prepare_then_reconcile_leaks_nothing() {
         return child(&spec);
     }
     require_root();
+    kill_anywhere(
+        "sigkill_anywhere_in_prepare_then_reconcile_leaks_nothing",
+        Recover::Reconcile,
+        900,
+    );
+}
+
+/// The toolstack's remove after the crash (libxl's `xl destroy`, which
+/// runs the plugin's remove): it alone, with no `reconcile`, must leave no
+/// device of the backend, also one attached and never recorded in `node`.
+#[test]
+fn sigkill_anywhere_in_prepare_then_release_leaks_nothing() {
+    if let Ok(spec) = std::env::var("XENBLOCK_CRASH_CHILD") {
+        return child(&spec);
+    }
+    require_root();
+    kill_anywhere(
+        "sigkill_anywhere_in_prepare_then_release_leaks_nothing",
+        Recover::Release,
+        960,
+    );
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Recover {
+    Reconcile,
+    Release,
+}
+
+/// Prepare one backend in a child killed at its Nth store operation, for
+/// every N until prepare completes; after each kill, recover as asked and
+/// check what is left. Domains `base + 1 ..`.
+fn kill_anywhere(test: &str, recover: Recover, base: u32) {
     let mut env = Env::new();
     let img = env.image("crash.img", 1 << 20);
     let ctx = env.ctx();
     let mut points = 0;
     let mut finished = false;
+    let mut unrecorded = 0;
     for n in 1..64 {
-        let dom = 900 + n;
+        let dom = base + n;
         env.domain(dom, &format!("/vm/crash-{n}"));
         let be = env.backend(dom, 51712, &img.display().to_string(), "r");
         let spec = format!(
@@ -109,12 +143,7 @@ fn sigkill_anywhere_in_prepare_then_reconcile_leaks_nothing() {
             env.dir.join("lock").display()
         );
         let mut c = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "sigkill_anywhere_in_prepare_then_reconcile_leaks_nothing",
-                "--nocapture",
-                "--test-threads=1",
-            ])
+            .args(["--exact", test, "--nocapture", "--test-threads=1"])
             .env("XENBLOCK_CRASH_CHILD", spec)
             .stdout(Stdio::piped())
             .spawn()
@@ -132,19 +161,39 @@ fn sigkill_anywhere_in_prepare_then_reconcile_leaks_nothing() {
         let _ = c.kill(); // SIGKILL
         let _ = c.wait();
         assert!(!outcome.is_empty(), "child at point {n} said nothing");
+        let mine = |env: &Env| -> Vec<_> {
+            env.loops_of(&img)
+                .into_iter()
+                .filter(|l| {
+                    l.file_name
+                        .ends_with(format!("/vbd/{dom}/51712").as_bytes())
+                })
+                .collect()
+        };
+        if recover == Recover::Release {
+            let node = env.read(&format!("{be}/node"));
+            if node.is_none() && !mine(&env).is_empty() {
+                unrecorded += 1;
+            }
+            let r = ctx.release(&be).unwrap();
+            assert!(
+                mine(&env).is_empty(),
+                "point {n}: release ({r:?}) left {:?} (node {node:?})",
+                mine(&env)
+            );
+            if outcome.contains("DONE") {
+                finished = true;
+                break;
+            }
+            points += 1;
+            continue;
+        }
         let prefix = format!("/local/domain/0/backend/vbd/{dom}/");
         let report = ctx.reconcile(Some(&prefix)).unwrap();
         // The invariant: a loop device over the image for this backend exists
         // exactly when the backend names it in `node`.
         let node = env.read(&format!("{be}/node"));
-        let mine: Vec<_> = env
-            .loops_of(&img)
-            .into_iter()
-            .filter(|l| {
-                l.file_name
-                    .ends_with(format!("/vbd/{dom}/51712").as_bytes())
-            })
-            .collect();
+        let mine = mine(&env);
         match &node {
             Some(n) => {
                 assert_eq!(mine.len(), 1, "point {n}: live backend keeps its device");
@@ -173,7 +222,16 @@ fn sigkill_anywhere_in_prepare_then_reconcile_leaks_nothing() {
         "prepare never completed within 63 store operations"
     );
     assert!(points >= 5, "killed at only {points} points");
-    eprintln!("killed prepare with SIGKILL at {points} store operations, then reconciled");
+    if recover == Recover::Release {
+        assert!(
+            unrecorded > 0,
+            "no kill point fell between the attach and the record of its node"
+        );
+    }
+    eprintln!(
+        "killed prepare with SIGKILL at {points} store operations ({unrecorded} with a \
+         device attached and not recorded), then recovered"
+    );
     assert!(env.loops_of(&img).len() <= 1);
 }
 
