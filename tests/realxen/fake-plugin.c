@@ -4,15 +4,29 @@
  * .so per -DFAKE_... variant, installed in libxl's plugin directory):
  *   -DFAKE_ABI=N      exports interface version N
  *   -DFAKE_CTXFAIL    ctx_new fails with a message
- *   -DFAKE_OPFAIL     every add finishes FAILED with a message (a remove
- *                     finishes DONE, having done nothing)
- * It never touches xenstore or a disk.
+ *   -DFAKE_OPFAIL     every add finishes FAILED with a message
+ *   -DFAKE_FAULT      an add misbehaves as its disk's device id says
+ *                     (link with -pthread):
+ *                       51712 (xvda)  op_start aborts the process (SIGABRT)
+ *                       51728 (xvdb)  op_start returns; 300 ms later the
+ *                                     op's thread dies of SIGSEGV (the
+ *                                     process dies while libxl waits for
+ *                                     the op's descriptor)
+ *                       51744 (xvdc)  it never finishes: its descriptor
+ *                                     never becomes readable
+ *                     and any other disk's add is done at once
+ * A remove always finishes DONE at once, having done nothing. It never
+ * touches xenstore or a disk; it appends a line for each op_start and
+ * op_free to FAKE_LOG, e.g. "op_free add /local/.../51712 pending".
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
+#ifdef FAKE_FAULT
+#include <pthread.h>
+#endif
 
 #include "libxl_hotplug_plugin.h"
 
@@ -20,11 +34,38 @@
 #define FAKE_ABI LIBXL_HOTPLUG_PLUGIN_ABI
 #endif
 
+#ifndef FAKE_LOG
+#define FAKE_LOG "/run/xenblock-fake-plugin.log"
+#endif
+
 struct fake_op {
     int fd;
     int action;
+    int done;
+    char be[160];
     char msg[256];
 };
+
+static void fake_note(const char *what, const struct fake_op *op)
+{
+    FILE *f = fopen(FAKE_LOG, "a");
+
+    if (!f)
+        return;
+    fprintf(f, "%s %s %s%s\n", what, op->action == LIBXL_HOTPLUG_PLUGIN_ADD ? "add" : "remove",
+            op->be, op->done ? "" : " pending");
+    fclose(f);
+}
+
+#ifdef FAKE_FAULT
+static void *fake_crash(void *arg)
+{
+    (void)arg;
+    usleep(300 * 1000);
+    *(volatile int *)0 = 1; /* SIGSEGV, on the plugin's thread */
+    return NULL;
+}
+#endif
 
 static int fake_ctx_new(libxl_hotplug_plugin_logger *lg, void **state_r, char *err,
                         size_t errlen)
@@ -49,9 +90,41 @@ static int fake_op_start(void *state, const char *be, int action, void **op_r, c
         snprintf(err, errlen, "fake plugin: out of memory");
         return -1;
     }
-    op->fd = eventfd(1, EFD_CLOEXEC); /* readable at once: done */
     op->action = action;
+    op->done = 1;
+#ifdef FAKE_FAULT
+    const char *dev = strrchr(be, '/');
+    int fault = 0;
+
+    if (action == LIBXL_HOTPLUG_PLUGIN_ADD && dev)
+        fault = atoi(dev + 1);
+    if (fault == 51712 || fault == 51728 || fault == 51744)
+        op->done = 0;
+#endif
+    op->fd = eventfd(op->done, EFD_CLOEXEC); /* readable when done */
+    if (op->fd < 0) {
+        snprintf(err, errlen, "fake plugin: eventfd failed");
+        free(op);
+        return -1;
+    }
+    snprintf(op->be, sizeof(op->be), "%s", be);
     snprintf(op->msg, sizeof(op->msg), "fake plugin refuses the add of %s (as asked)", be);
+    fake_note("op_start", op);
+#ifdef FAKE_FAULT
+    if (fault == 51712)
+        abort();
+    if (fault == 51728) {
+        pthread_t t;
+
+        if (pthread_create(&t, NULL, fake_crash, NULL)) {
+            snprintf(err, errlen, "fake plugin: pthread_create failed");
+            close(op->fd);
+            free(op);
+            return -1;
+        }
+        pthread_detach(t);
+    }
+#endif
     *op_r = op;
     return 0;
 }
@@ -67,13 +140,15 @@ static int fake_op_finish(void *vop, const char **msg_r)
         return LIBXL_HOTPLUG_PLUGIN_FAILED;
     }
 #endif
-    (void)op;
+    if (!op->done)
+        return LIBXL_HOTPLUG_PLUGIN_PENDING;
     return LIBXL_HOTPLUG_PLUGIN_DONE;
 }
 
 static void fake_op_free(void *vop)
 {
     struct fake_op *op = vop;
+    fake_note("op_free", op);
     close(op->fd);
     free(op);
 }

@@ -27,9 +27,10 @@ echo "patched libxenlight and plugin: $out ($((SECONDS - tb)) s; log: $blog)"
 
 fake=$CACHE/realxen/fake-plugin
 mkdir -p "$fake"
-for v in "abi -DFAKE_ABI=99" "ctxfail -DFAKE_CTXFAIL" "opfail -DFAKE_OPFAIL"; do
+for v in "abi -DFAKE_ABI=99" "ctxfail -DFAKE_CTXFAIL" "opfail -DFAKE_OPFAIL" \
+    "fault -DFAKE_FAULT -pthread"; do
     set -- $v
-    cc -shared -fPIC -O2 -Wall -Werror -fvisibility=hidden -Iintegrations/libxl/plugin "$2" \
+    cc -shared -fPIC -O2 -Wall -Werror -fvisibility=hidden -Iintegrations/libxl/plugin "${@:2}" \
         -o "$fake/fake-$1.so" tests/realxen/fake-plugin.c || die "building the fake plugin ($1) failed"
 done
 

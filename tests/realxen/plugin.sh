@@ -499,6 +499,194 @@ step_slow() {
     xl destroy "$name" >/dev/null 2>&1
 }
 
+# ---------------------------------------------------------------- crash
+# A plugin that crashes, a caller that goes away, and libxl's timeout, in
+# the middle of an add: what is left, and that a fresh `xl destroy` then
+# cleans up through the plugin the backend records. The fake plugin
+# (fake-fault, tests/realxen/fake-plugin.c) misbehaves by the disk's
+# device id, so its guests are created at once (this dom0 has dom0_mem,
+# so xl takes no lock around a create).
+FLOG=/run/xenblock-fake-plugin.log
+HLOCK=/var/run/xen-hotplug/block
+
+lock_free() { [ ! -e "$HLOCK" ] || flock -n -x "$HLOCK" true; }
+nloops() { losetup -n -O NAME -j "$1" | wc -l; }
+
+# left_after NAME DOMID DEVID IMAGE: one line, what a fault left
+left_after() {
+    local dom=$2 dev=$3 be="gone"
+    if [ -n "$dom" ] && xenstore-list "$BE/$dom/$dev" >/dev/null 2>&1; then
+        be="present, hotplug-plugin=$(be_read "$dom" "$dev" hotplug-plugin)"
+        be="$be hotplug-status=$(be_read "$dom" "$dev" hotplug-status || true)"
+        be="$be node=$(be_read "$dom" "$dev" node || true)"
+        be="$be physical-device=$(be_read "$dom" "$dev" physical-device || true)"
+    fi
+    echo "domain: $(xl list "$1" >/dev/null 2>&1 && echo present || echo gone);" \
+        "backend: $be; loop devices on its image: $(nloops "$4");" \
+        "hotplug lock: $(lock_free && echo free || echo held)"
+}
+
+# crash_destroy TAG NAME DOMID DEVID IMAGE PLUGIN C0: after the fault, a
+# fresh `xl destroy` (with the host default switched off) cleans up through
+# PLUGIN, the one the backend records; nothing is left.
+crash_destroy() {
+    local tag=$1 name=$2 dom=$3 dev=$4 img=$5 plugin=$6 c0=$7 log rc ms t0 rec
+    log=$W/$name.destroy.log
+    t0=$(now)
+    xl -vvv destroy "$name" >"$log" 2>&1
+    rc=$?
+    ms=$(ms_since "$t0")
+    say "$tag: xl destroy rc=$rc in $ms ms; then: $(left_after "$name" "$dom" "$dev" "$img")"
+    check "[$tag] a fresh xl destroy succeeds (rc=$rc) and runs the remove through $plugin, the recorded plugin" \
+        sh -c "[ $rc = 0 ] && grep -q 'hotplug plugin $plugin: remove of $BE/$dom/$dev' '$log'"
+    check "[$tag]   ... the domain and its backend directory are gone" \
+        sh -c "! xl list '$name' >/dev/null 2>&1 && ! xenstore-list '$BE/$dom' >/dev/null 2>&1"
+    check "[$tag]   ... no loop device on its image, the hotplug lock is free" \
+        sh -c "[ $(nloops "$img") = 0 ] && { [ ! -e '$HLOCK' ] || flock -n -x '$HLOCK' true; }"
+    check "[$tag]   ... the block script never ran (calls: '$(calls_since "$c0")')" [ "$(calls)" = "$c0" ]
+    rec=$(xenblock reconcile --json "$BE/" 2>&1)
+    check "[$tag]   ... and xenblock reconcile finds nothing to do ($rec)" \
+        sh -c "echo '$rec' | grep -q '\"detached\":\[\]'"
+}
+
+step_crash() {
+    local c v pid rc dom t=0 c0 img log n ms lo xb=pl-crash-xb T0
+    local -A DEV PID SIG WANT WHAT
+    mode plugin || return
+    mkdir -p "$W"
+    [ -e "$FAKE/fake-fault.so" ] || { fail "no fake plugin $FAKE/fake-fault.so (tests/realxen/plugin-prep.sh builds it)"; return; }
+    cp "$FAKE/fake-fault.so" "$PDIR/fake-fault.so"
+    : >"$FLOG"
+    c0=$(calls)
+    DEV=([abort]=xvda [segv]=xvdb [int]=xvdc [term]=xvdc [timeout]=xvdc [xb]=xvda)
+    SIG=([int]=INT [term]=TERM)
+    WANT=([abort]=134 [segv]=139 [int]=130 [term]=143)
+    WHAT=([abort]="SIGABRT in op_start" [segv]="SIGSEGV on the plugin's thread after op_start returned"
+        [int]="SIGINT (Ctrl-C) while the add is pending" [term]="SIGTERM while the add is pending")
+    for c in abort segv int term timeout xb; do
+        mkimg "pl-crash-$c.img" 8
+        guest_cfg "pl-crash-$c" true "format=raw,vdev=${DEV[$c]},access=rw,target=$W/pl-crash-$c.img" >/dev/null
+        DOMS+=("pl-crash-$c")
+    done
+    # A neighbour holds Xen's hotplug lock (as in `slow`), for xenblock's add.
+    rm -f "$W/held"
+    bash -c '. /etc/xen/scripts/locking.sh; claim_lock block; echo held >'"$W"'/held; exec sleep 600' &
+    HOLDER=$!
+    while [ ! -e "$W/held" ] && [ $t -lt 100 ]; do sleep 0.1; t=$((t + 1)); done
+
+    T0=$(now)
+    # Five guests of the fake plugin at once. (A background job of a
+    # script ignores SIGINT: put it back, as a terminal's Ctrl-C finds it.
+    # No core files.)
+    echo fake-fault >"$DEFAULT"
+    for c in abort segv int term; do
+        (ulimit -c 0; exec perl -e '$SIG{INT} = "DEFAULT"; exec @ARGV or die' \
+            xl -vvv create -p "$W/pl-crash-$c.cfg") >"$W/pl-crash-$c.create.log" 2>&1 &
+        PID[$c]=$!
+    done
+    (t0=$(now); xl -vvv create -p "$W/pl-crash-timeout.cfg" >"$W/pl-crash-timeout.create.log" 2>&1
+        echo "$? $(ms_since "$t0")" >"$W/timeout.rc") &
+    PID[timeout]=$!
+    # Once every add has read the host default, xenblock's guest.
+    t=0
+    while [ "$(grep -c "^op_start add $BE/[0-9]*/517[0-9]* pending" "$FLOG")" -lt 5 ] && [ $t -lt 1800 ]; do
+        sleep 0.1
+        t=$((t + 1))
+    done
+    say "crash: the five adds are pending after $(ms_since "$T0") ms"
+    echo xenblock >"$DEFAULT"
+    xl -vvv create -p "$W/$xb.cfg" >"$W/$xb.create.log" 2>&1 &
+    PID[xb]=$!
+    # The callers go away while their adds are pending.
+    sleep 0.5
+    for c in int term; do kill -"${SIG[$c]}" "${PID[$c]}"; done
+    # xenblock's add waits for the lock: xl is SIGKILLed.
+    t=0
+    while [ $t -lt 1800 ] && ! grep -q 'hotplug plugin xenblock: add of' "$W/$xb.create.log"; do sleep 0.1; t=$((t + 1)); done
+    say "crash: xenblock's add waits for the lock after $(ms_since "$T0") ms"
+    # Every destroy below runs with the host default off: the record decides.
+    echo none >"$DEFAULT"
+    sleep 1
+    kill -9 "${PID[xb]}"
+    wait "${PID[xb]}" 2>/dev/null
+    rc=$?
+    dom=$(domid_of "$xb")
+    img=$W/$xb.img
+    say "crash xenblock: xl create SIGKILLed (rc=$rc) while its add waited for the lock; left: $(left_after "$xb" "$dom" 51712 "$img")"
+    check "[crash xenblock] xl create killed (rc=$rc) while the add waited: left the domain, its backend recording xenblock, no hotplug-status, no node, no loop device" \
+        sh -c "[ $rc = 137 ] && [ -n '$dom' ] && xl list '$xb' >/dev/null 2>&1 && [ '$(be_read "$dom" 51712 hotplug-plugin)' = xenblock ] &&
+               [ -z '$(be_read "$dom" 51712 hotplug-status)$(be_read "$dom" 51712 node)' ] && [ $(nloops "$img") = 0 ]"
+    check "[crash xenblock]   ... the lock is the neighbour's alone: still held" sh -c "! flock -n -x '$HLOCK' true"
+    kill "$HOLDER" 2>/dev/null
+    wait "$HOLDER" 2>/dev/null
+    HOLDER=
+
+    for c in abort segv int term; do
+        t=0
+        while kill -0 "${PID[$c]}" 2>/dev/null && [ $t -lt 1800 ]; do sleep 0.1; t=$((t + 1)); done
+        wait "${PID[$c]}" 2>/dev/null
+        rc=$?
+        v=51712
+        [ "${DEV[$c]}" = xvdb ] && v=51728
+        [ "${DEV[$c]}" = xvdc ] && v=51744
+        dom=$(domid_of "pl-crash-$c")
+        img=$W/pl-crash-$c.img
+        say "crash $c: xl create ended with rc=$rc (${WHAT[$c]}); left: $(left_after "pl-crash-$c" "$dom" $v "$img")"
+        grep "$BE/$dom/$v" "$FLOG" | sed 's/^/  plugin: /'
+        check "[crash $c] xl create dies of it (${WHAT[$c]}: rc=$rc, want ${WANT[$c]}) with its add pending" \
+            sh -c "[ $rc = ${WANT[$c]} ] && [ -n '$dom' ] && grep -q '^op_start add $BE/$dom/$v pending' '$FLOG' &&
+                   ! grep -q '^op_free add $BE/$dom/' '$FLOG'"
+        check "[crash $c]   ... left: the domain, its backend recording fake-fault, no hotplug-status" \
+            sh -c "xl list 'pl-crash-$c' >/dev/null 2>&1 && [ '$(be_read "$dom" $v hotplug-plugin)' = fake-fault ] &&
+                   [ -z '$(be_read "$dom" $v hotplug-status)' ]"
+        crash_destroy "crash $c" "pl-crash-$c" "$dom" $v "$img" fake-fault "$c0"
+    done
+
+    # xenblock's plugin, SIGKILLed while its add waited for the lock.
+    dom=$(domid_of "$xb")
+    img=$W/$xb.img
+    # A kill a little later, between the loop device's attach and the
+    # record of its node (tests/crash.rs kills there), leaves the device,
+    # tagged for this backend: make one as it would be.
+    lo=$(losetup -f --show "$img")
+    check "[crash xenblock] $lo attached and tagged xenblock:$BE/$dom/51712, as an add cut off before recording its node leaves it" \
+        perl -e 'open(my $f, "+<", $ARGV[0]) or die "$ARGV[0]: $!\n"; my $b = "\0" x 232;
+                 ioctl($f, 0x4C05, $b) or die "LOOP_GET_STATUS64: $!\n";
+                 substr($b, 56, 64) = pack("a64", $ARGV[1]);
+                 ioctl($f, 0x4C04, $b) or die "LOOP_SET_STATUS64: $!\n";
+                 ioctl($f, 0x4C05, $b) or die "LOOP_GET_STATUS64: $!\n";
+                 exit(unpack("Z64", substr($b, 56, 64)) eq $ARGV[1] ? 0 : 1)' "$lo" "xenblock:$BE/$dom/51712"
+    crash_destroy "crash xenblock" "$xb" "$dom" 51712 "$img" xenblock "$c0"
+    check "[crash xenblock]   ... the remove detached $lo, the device its add left unrecorded" \
+        grep -q "detached $lo, attached by an add of this backend" "$W/$xb.destroy.log"
+
+    # libxl's timeout: the add never finishes; libxl's bound
+    # (LIBXL_HOTPLUG_TIMEOUT, 40 s, fixed at build time) fails it.
+    wait "${PID[timeout]}"
+    read -r rc ms <"$W/timeout.rc"
+    log=$W/pl-crash-timeout.create.log
+    img=$W/pl-crash-timeout.img
+    dom=$(sed -n "s#^op_start add $BE/\([0-9]*\)/51744 pending\$#\1#p" "$FLOG" | while read -r d; do
+        grep -q "op_free add $BE/$d/51744 pending" "$FLOG" && echo "$d"; done | head -n 1)
+    say "timeout: xl create ended after $ms ms with rc=$rc; left: $(left_after pl-crash-timeout "$dom" 51744 "$img")"
+    grep 'script: ' "$log" | sed 's/^/  log: /' | cut -c1-250
+    grep "$BE/$dom/51744" "$FLOG" | sed 's/^/  plugin: /'
+    n=$(grep -c 'script: ' "$log")
+    check "timeout: the add fails after libxl's 40 s (rc=$rc, $ms ms in 40000..180000)" \
+        sh -c "[ $rc != 0 ] && [ $ms -ge 40000 ] && [ $ms -le 180000 ]"
+    check "timeout:   ... in one line: 'script: hotplug plugin fake-fault: add of ... not done after 40 s' ($n script: lines)" \
+        sh -c "[ $n = 1 ] && grep -q 'script: hotplug plugin fake-fault: add of $BE/$dom/51744 not done after 40 s' '$log'"
+    check "timeout:   ... the op was freed unfinished, and the failed create's remove ran through the plugin" \
+        sh -c "[ -n '$dom' ] && grep -q '^op_free add $BE/$dom/51744 pending' '$FLOG' &&
+               grep -q '^op_free remove $BE/$dom/51744\$' '$FLOG'"
+    check "timeout:   ... and destroyed the domain: no domain, no backend, no loop device, the block script never ran" \
+        sh -c "! xl list pl-crash-timeout >/dev/null 2>&1 && ! xenstore-list '$BE/$dom' >/dev/null 2>&1 &&
+               [ $(nloops "$img") = 0 ] && [ $(calls) = $c0 ]"
+    rm -f "$PDIR/fake-fault.so"
+    echo xenblock >"$DEFAULT"
+    say "crash: $(ms_since "$T0") ms in all"
+}
+
 step_uninstall() {
     xenblock-mode stock >/dev/null 2>&1
     rm -f "$MODES/plugin"
@@ -511,7 +699,7 @@ trap cleanup EXIT
 : >"$CALLS"
 mkdir -p "$W"
 steps=("$@")
-[ ${#steps[@]} -gt 0 ] || steps=(install smoke compare faults fresh gone slow uninstall)
+[ ${#steps[@]} -gt 0 ] || steps=(install smoke compare faults fresh gone slow crash uninstall)
 for s in "${steps[@]}"; do
     say "--- $s"
     "step_$s"
