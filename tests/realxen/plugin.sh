@@ -38,6 +38,16 @@
 #              nothing else
 #   slow       a slow neighbour holds the hotplug lock: a plugin block-attach
 #              ends within its bound with xenblock's message
+#   crash      in the middle of an add: a plugin that crashes (SIGABRT in
+#              op_start, SIGSEGV on its thread), xl create ended by SIGINT or
+#              SIGTERM, xenblock's plugin SIGKILLed while it waits for the
+#              hotplug lock (and a loop device its add left unrecorded):
+#              what is left, then a fresh xl destroy runs the recorded
+#              plugin's remove and leaves no domain, backend, loop device or
+#              held lock, and reconcile has nothing to do; an add that never
+#              finishes fails after libxl's 40 s in one line, its op freed
+#              and the domain destroyed (the fake-fault plugin of
+#              fake-plugin.c; its guests run at once, ~1.5-3 min)
 #   uninstall  undo install (Debian's files back, stock mode)
 # Every check prints PASS/FAIL; the exit code is the number of FAILs
 # (capped at 100). The script cleans up its domains, loop devices and files
@@ -672,8 +682,8 @@ step_crash() {
     grep 'script: ' "$log" | sed 's/^/  log: /' | cut -c1-250
     grep "$BE/$dom/51744" "$FLOG" | sed 's/^/  plugin: /'
     n=$(grep -c 'script: ' "$log")
-    check "timeout: the add fails after libxl's 40 s (rc=$rc, $ms ms in 40000..180000)" \
-        sh -c "[ $rc != 0 ] && [ $ms -ge 40000 ] && [ $ms -le 180000 ]"
+    check "timeout: the add fails after libxl's 40 s, xl exits with a failure status (rc=$rc), not a signal ($ms ms in 40000..180000)" \
+        sh -c "[ $rc -ge 1 ] && [ $rc -lt 128 ] && [ $ms -ge 40000 ] && [ $ms -le 180000 ]"
     check "timeout:   ... in one line: 'script: hotplug plugin fake-fault: add of ... not done after 40 s' ($n script: lines)" \
         sh -c "[ $n = 1 ] && grep -q 'script: hotplug plugin fake-fault: add of $BE/$dom/51744 not done after 40 s' '$log'"
     check "timeout:   ... the op was freed unfinished, and the failed create's remove ran through the plugin" \
