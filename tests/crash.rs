@@ -113,7 +113,7 @@ fn sigkill_anywhere_in_prepare_then_release_leaks_nothing() {
     kill_anywhere(
         "sigkill_anywhere_in_prepare_then_release_leaks_nothing",
         Recover::Release,
-        960,
+        2900,
     );
 }
 
