@@ -120,9 +120,11 @@ need_tools() {
 VIRSH=(virsh -q -c xen:///system)
 LIBVIRT_LOG=/var/log/libvirt/libxl   # libxl's own messages: NAME.log per domain, libxl-driver.log
 
-# libvirt_start: a fresh libvirtd (no domains defined), answering virsh.
+# libvirt_start: a fresh libvirtd (no domains defined, Debian's libxl
+# driver), answering virsh.
 libvirt_start() {
     libvirt_stop
+    libvirt_driver stock || return 1
     mkdir -p /etc/libvirt /var/log/libvirt /run/libvirt
     rm -rf /etc/libvirt/libxl /var/lib/libvirt/libxl /run/libvirt/libxl "$LIBVIRT_LOG"
     cat >/etc/libvirt/libvirtd.conf <<'EOC'
@@ -134,6 +136,42 @@ EOC
     : >/var/log/libvirt/libvirtd.log
     libvirtd -d -p /run/libvirtd.pid || { echo "libvirtd did not start" >&2; return 1; }
     local i=0
+    until "${VIRSH[@]}" uri >/dev/null 2>&1; do
+        if [ $i -ge 300 ] || ! libvirtd_pid >/dev/null; then
+            echo "libvirtd not answering after $((i / 5)) s:" >&2; tail -n 5 /var/log/libvirt/libvirtd.log >&2
+            return 1
+        fi
+        sleep 0.2; i=$((i + 1))
+    done
+}
+
+# libvirt_driver stock|patched [DIR]: Debian's libxl driver module, or the
+# one of integrations/libvirt (scripts/build-libvirt.sh, its output DIR as
+# dom0 sees it), for the next libvirtd to load.
+libvirt_driver() {
+    local sh=/run/xenblock-libvirt/build-libvirt.sh
+    case $1 in
+    patched)
+        [ -e "${2:-}/libvirt_driver_libxl.so" ] || { echo "no patched libvirt driver in '${2:-}'" >&2; return 1; }
+        "$2/build-libvirt.sh" install "$2" >&2 || return 1
+        mkdir -p "${sh%/*}" && cp "$2/build-libvirt.sh" "$sh"
+        ;;
+    stock) [ ! -e "$sh" ] || { "$sh" uninstall >&2 && rm -f "$sh"; } ;;
+    esac
+}
+
+# libvirt_restart: a new libvirtd over the running one's state (it
+# reconnects to the domains it had), answering virsh.
+libvirt_restart() {
+    local p i=0
+    if p=$(libvirtd_pid); then
+        kill "$p"
+        while kill -0 "$p" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+        kill -9 "$p" 2>/dev/null
+    fi
+    rm -f /run/libvirtd.pid
+    libvirtd -d -p /run/libvirtd.pid || { echo "libvirtd did not start" >&2; return 1; }
+    i=0
     until "${VIRSH[@]}" uri >/dev/null 2>&1; do
         if [ $i -ge 300 ] || ! libvirtd_pid >/dev/null; then
             echo "libvirtd not answering after $((i / 5)) s:" >&2; tail -n 5 /var/log/libvirt/libvirtd.log >&2
