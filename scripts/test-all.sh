@@ -35,6 +35,9 @@ fi
 # The real-Xen suite's plugin mode builds Debian's libxenlight with the libxl
 # hotplug-plugin series (scripts/build-libxl.sh, cached): its build dependencies.
 scripts/build-libxl.sh deps
+# Its 30-libvirt scenario builds libvirt's libxl driver with
+# integrations/libvirt (scripts/build-libvirt.sh, cached): its build dependencies.
+scripts/build-libvirt.sh deps
 XENBLOCK_DEBS_ROOT=$(scripts/xen-debs.sh)
 export XENBLOCK_DEBS_ROOT
 echo "Xen 4.17 tools unpacked under $XENBLOCK_DEBS_ROOT"
