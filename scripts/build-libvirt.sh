@@ -61,6 +61,9 @@ die() {
     say "$*"
     exit 1
 }
+# (Copied beside this script into each build's output, which dom0 runs.)
+# shellcheck source=scripts/debsrc.sh
+source "$(dirname "$0")/debsrc.sh"
 
 series_files() {
     ls "$SERIES_DIR"/[0-9][0-9][0-9][0-9]-*.patch 2>/dev/null | grep -v '/0000-' | sort
@@ -76,51 +79,7 @@ build_key() {
 
 outdir() { echo "$CACHE/build-$(build_key)/out"; }
 
-install_build_deps() {
-    local missing=() p
-    for p in "${BUILD_DEPS[@]}"; do
-        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' ||
-            missing+=("$p")
-    done
-    [ ${#missing[@]} -eq 0 ] && return 0
-    [ "$(id -u)" = 0 ] || die "missing build dependencies (${missing[*]}); install them as root"
-    say "installing build dependencies: ${missing[*]}"
-    if ! DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=900 install -y --no-install-recommends \
-        "${missing[@]}" >&2; then
-        apt-get -o DPkg::Lock::Timeout=900 update >&2
-        DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=900 install -y --no-install-recommends \
-            "${missing[@]}" >&2
-    fi
-}
 
-# Download the source with a private deb-src list carrying the same URIs,
-# suites and components as the system's Debian sources.
-fetch_source() {
-    local dsc="$CACHE/src/libvirt_${LIBVIRT_VERSION}.dsc"
-    [ -e "$CACHE/src/.done" ] && return 0
-    local apt="$CACHE/apt"
-    mkdir -p "$apt/parts" "$apt/lists/partial" "$apt/cache/archives/partial" "$CACHE/src"
-    : >"$apt/parts/xenblock-src.sources"
-    local f
-    for f in /etc/apt/sources.list.d/*.sources; do
-        [ -e "$f" ] || continue
-        awk 'BEGIN { RS = ""; ORS = "\n\n" }
-             /URIs:[ \t]*https?:\/\/deb\.debian\.org\// {
-                 sub(/Types:[^\n]*/, "Types: deb-src"); print }' "$f" \
-            >>"$apt/parts/xenblock-src.sources"
-    done
-    if ! grep -q . "$apt/parts/xenblock-src.sources"; then
-        printf 'Types: deb-src\nURIs: http://deb.debian.org/debian\nSuites: bookworm bookworm-updates\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n\nTypes: deb-src\nURIs: http://deb.debian.org/debian-security\nSuites: bookworm-security\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
-            >"$apt/parts/xenblock-src.sources"
-    fi
-    local aptopts=(-o Dir::Etc::SourceList=/dev/null -o "Dir::Etc::SourceParts=$apt/parts"
-        -o "Dir::State::Lists=$apt/lists" -o "Dir::Cache=$apt/cache")
-    say "downloading libvirt $LIBVIRT_VERSION source"
-    apt-get "${aptopts[@]}" update >&2
-    (cd "$CACHE/src" && apt-get "${aptopts[@]}" source --download-only "libvirt=$LIBVIRT_VERSION" >&2)
-    [ -e "$dsc" ] || die "apt-get source did not give $dsc"
-    touch "$CACHE/src/.done"
-}
 
 prepare_base() {
     [ -e "$CACHE/base/.done" ] && return 0
@@ -138,13 +97,14 @@ do_build() {
     out="$dir/out"
     if [ -e "$out/.done" ]; then
         cmp -s "$0" "$out/build-libvirt.sh" || cp "$0" "$out/build-libvirt.sh"
+        cmp -s "$(dirname "$0")/debsrc.sh" "$out/debsrc.sh" || cp "$(dirname "$0")/debsrc.sh" "$out/"
         ln -sfn "build-$key/out" "$CACHE/current"
         echo "$out"
         return 0
     fi
     [ -n "$(series_files)" ] || die "no patches in $SERIES_DIR"
-    install_build_deps
-    fetch_source
+    install_build_deps "${BUILD_DEPS[@]}"
+    fetch_debian_source "$CACHE" libvirt "$LIBVIRT_VERSION"
     prepare_base
     rm -rf "$dir"
     mkdir -p "$dir"
@@ -177,6 +137,7 @@ do_build() {
     series_files | xargs -n1 basename >"$out/series"
     (cd "$out" && sha256sum "$MODULE" >SHA256SUMS)
     cp "$0" "$out/build-libvirt.sh"
+    cp "$(dirname "$0")/debsrc.sh" "$out/"
     touch "$out/.done"
     ln -sfn "build-$key/out" "$CACHE/current"
     for p in "$CACHE"/build-*; do
@@ -235,6 +196,6 @@ build) do_build ;;
 outdir) outdir ;;
 install) do_install "${2:-}" ;;
 uninstall) do_uninstall ;;
-deps) install_build_deps ;;
+deps) install_build_deps "${BUILD_DEPS[@]}" ;;
 *) die "usage: $0 [build|outdir|install [DIR]|uninstall|deps]" ;;
 esac

@@ -76,6 +76,9 @@ die() {
     say "$*"
     exit 1
 }
+# (Copied beside this script into each build's output, which dom0 runs.)
+# shellcheck source=scripts/debsrc.sh
+source "$(dirname "$0")/debsrc.sh"
 
 series_files() {
     ls "$SERIES_DIR"/[0-9][0-9][0-9][0-9]-*.patch 2>/dev/null | sort
@@ -93,52 +96,7 @@ build_key() {
 
 outdir() { echo "$CACHE/build-$(build_key)/out"; }
 
-install_build_deps() {
-    local missing=() p
-    for p in "${BUILD_DEPS[@]}"; do
-        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' ||
-            missing+=("$p")
-    done
-    [ ${#missing[@]} -eq 0 ] && return 0
-    [ "$(id -u)" = 0 ] || die "missing build dependencies (${missing[*]}); install them as root"
-    say "installing build dependencies: ${missing[*]}"
-    if ! DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=900 install -y --no-install-recommends \
-        "${missing[@]}" >&2; then
-        apt-get -o DPkg::Lock::Timeout=900 update >&2
-        DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=900 install -y --no-install-recommends \
-            "${missing[@]}" >&2
-    fi
-}
 
-# Download the source with a private deb-src list carrying the same URIs,
-# suites and components as the system's Debian sources.
-fetch_source() {
-    local dsc="$CACHE/src/xen_${XEN_VERSION#*:}.dsc"
-    [ -e "$CACHE/src/.done" ] && return 0
-    local apt="$CACHE/apt"
-    mkdir -p "$apt/parts" "$apt/lists/partial" "$apt/cache/archives/partial" "$CACHE/src"
-    : >"$apt/parts/xenblock-src.sources"
-    local f
-    for f in /etc/apt/sources.list.d/*.sources; do
-        [ -e "$f" ] || continue
-        # Keep the deb.debian.org stanzas only, turned into deb-src.
-        awk 'BEGIN { RS = ""; ORS = "\n\n" }
-             /URIs:[ \t]*https?:\/\/deb\.debian\.org\// {
-                 sub(/Types:[^\n]*/, "Types: deb-src"); print }' "$f" \
-            >>"$apt/parts/xenblock-src.sources"
-    done
-    if ! grep -q . "$apt/parts/xenblock-src.sources"; then
-        printf 'Types: deb-src\nURIs: http://deb.debian.org/debian\nSuites: bookworm bookworm-updates\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n\nTypes: deb-src\nURIs: http://deb.debian.org/debian-security\nSuites: bookworm-security\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
-            >"$apt/parts/xenblock-src.sources"
-    fi
-    local aptopts=(-o Dir::Etc::SourceList=/dev/null -o "Dir::Etc::SourceParts=$apt/parts"
-        -o "Dir::State::Lists=$apt/lists" -o "Dir::Cache=$apt/cache")
-    say "downloading Xen $XEN_VERSION source"
-    apt-get "${aptopts[@]}" update >&2
-    (cd "$CACHE/src" && apt-get "${aptopts[@]}" source --download-only "xen=$XEN_VERSION" >&2)
-    [ -e "$dsc" ] || die "apt-get source did not give $dsc"
-    touch "$CACHE/src/.done"
-}
 
 # Unpack (Debian's patches applied by dpkg-source), autogen, configure: once.
 prepare_base() {
@@ -172,13 +130,14 @@ do_build() {
     if [ -e "$out/.done" ]; then
         # The install modes may have changed since the build.
         cmp -s "$0" "$out/build-libxl.sh" || cp "$0" "$out/build-libxl.sh"
+        cmp -s "$(dirname "$0")/debsrc.sh" "$out/debsrc.sh" || cp "$(dirname "$0")/debsrc.sh" "$out/"
         ln -sfn "build-$key/out" "$CACHE/current"
         echo "$out"
         return 0
     fi
     [ -n "$(series_files)" ] || die "no patches in $SERIES_DIR"
-    install_build_deps
-    fetch_source
+    install_build_deps "${BUILD_DEPS[@]}"
+    fetch_debian_source "$CACHE" xen "$XEN_VERSION"
     prepare_base
     rm -rf "$dir"
     mkdir -p "$dir"
@@ -214,6 +173,7 @@ do_build() {
     # The install modes travel with the build (a dom0 sees the cache, not
     # necessarily this checkout).
     cp "$0" "$out/build-libxl.sh"
+    cp "$(dirname "$0")/debsrc.sh" "$out/"
     touch "$out/.done"
     ln -sfn "build-$key/out" "$CACHE/current"
     # Older builds are only disk, but another checkout sharing this cache
@@ -303,10 +263,10 @@ build) do_build ;;
 outdir) outdir ;;
 install) do_install "${2:-}" ;;
 uninstall) do_uninstall ;;
-deps) install_build_deps ;;
+deps) install_build_deps "${BUILD_DEPS[@]}" ;;
 base)
-    install_build_deps
-    fetch_source
+    install_build_deps "${BUILD_DEPS[@]}"
+    fetch_debian_source "$CACHE" xen "$XEN_VERSION"
     prepare_base
     echo "$CACHE/base/xen"
     ;;
