@@ -76,9 +76,13 @@ die() {
     say "$*"
     exit 1
 }
-# (Copied beside this script into each build's output, which dom0 runs.)
-# shellcheck source=scripts/debsrc.sh
-source "$(dirname "$0")/debsrc.sh"
+# (Copied beside this script into each build's output, which dom0 runs;
+# install and uninstall need none of it, so a copy of the script alone
+# still does those.)
+if [ -e "$(dirname "$0")/debsrc.sh" ]; then
+    # shellcheck source=scripts/debsrc.sh
+    source "$(dirname "$0")/debsrc.sh"
+fi
 
 series_files() {
     ls "$SERIES_DIR"/[0-9][0-9][0-9][0-9]-*.patch 2>/dev/null | sort

@@ -154,7 +154,7 @@ libvirt_driver() {
     patched)
         [ -e "${2:-}/libvirt_driver_libxl.so" ] || { echo "no patched libvirt driver in '${2:-}'" >&2; return 1; }
         "$2/build-libvirt.sh" install "$2" >&2 || return 1
-        mkdir -p "${sh%/*}" && cp "$2/build-libvirt.sh" "$sh"
+        mkdir -p "${sh%/*}" && cp "$2/build-libvirt.sh" "$2/debsrc.sh" "${sh%/*}/"
         ;;
     stock) [ ! -e "$sh" ] || { "$sh" uninstall >&2 && rm -f "$sh"; } ;;
     esac
