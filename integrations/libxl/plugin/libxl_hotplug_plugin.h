@@ -146,9 +146,11 @@ typedef struct libxl_hotplug_plugin_ops {
                     void **op_r, char *err, size_t errlen);
 
     /*
-     * The op's file descriptor: it polls readable once the op is done and
-     * stays readable until op_free.  libxl never reads, writes or closes
-     * it, and stops polling it before op_free.
+     * The op's file descriptor (>= 0): it polls readable once the op is
+     * done and stays readable until op_free.  libxl never reads, writes
+     * or closes it, and stops polling it before op_free.  A negative
+     * value, or the descriptor polling POLLERR or POLLNVAL, is a plugin
+     * bug: libxl fails the op's step.
      */
     int (*op_fd)(void *op);
 
@@ -157,9 +159,9 @@ typedef struct libxl_hotplug_plugin_ops {
      * LIBXL_HOTPLUG_PLUGIN_DONE, or LIBXL_HOTPLUG_PLUGIN_FAILED with a
      * one-line reason in *msg_r (for people: what failed and what to do),
      * valid until op_free.  PENDING while the descriptor is readable is a
-     * plugin bug: libxl would poll it again at once, for ever.  On a
-     * failed add the plugin has written hotplug-status (and
-     * hotplug-error) as the script would.
+     * plugin bug: libxl fails the op's step.  On a failed add the plugin
+     * has written hotplug-status (and hotplug-error) as the script would.
+     * An empty or NULL reason gets a generic one from libxl.
      */
     int (*op_finish)(void *op, const char **msg_r);
 
