@@ -5,6 +5,7 @@
  *   -DFAKE_ABI=N      exports interface version N
  *   -DFAKE_CTXFAIL    ctx_new fails with a message
  *   -DFAKE_OPFAIL     every add finishes FAILED with a message
+ *   -DFAKE_RMFAIL     op_start of every remove fails with a message
  *   -DFAKE_FAULT      an add misbehaves as its disk's device id says
  *                     (link with -pthread):
  *                       51712 (xvda)  op_start aborts the process (SIGABRT)
@@ -15,8 +16,8 @@
  *                       51744 (xvdc)  it never finishes: its descriptor
  *                                     never becomes readable
  *                     and any other disk's add is done at once
- * A remove always finishes DONE at once, having done nothing. It never
- * touches xenstore or a disk; it appends a line for each op_start and
+ * A remove (but with FAKE_RMFAIL) finishes DONE at once, having done
+ * nothing. It never touches xenstore or a disk; it appends a line for each op_start and
  * op_free to FAKE_LOG, e.g. "op_free add /local/.../51712 pending".
  */
 #include <stdio.h>
@@ -90,6 +91,13 @@ static int fake_op_start(void *state, const char *be, int action, void **op_r, c
         snprintf(err, errlen, "fake plugin: out of memory");
         return -1;
     }
+#ifdef FAKE_RMFAIL
+    if (action == LIBXL_HOTPLUG_PLUGIN_REMOVE) {
+        snprintf(err, errlen, "fake plugin cannot start the remove of %s (as asked)", be);
+        free(op);
+        return -1;
+    }
+#endif
     op->action = action;
     op->done = 1;
 #ifdef FAKE_FAULT

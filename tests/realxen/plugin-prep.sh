@@ -27,7 +27,7 @@ echo "patched libxenlight and plugin: $out ($((SECONDS - tb)) s; log: $blog)"
 
 fake=$CACHE/realxen/fake-plugin
 mkdir -p "$fake"
-for v in "abi -DFAKE_ABI=99" "ctxfail -DFAKE_CTXFAIL" "opfail -DFAKE_OPFAIL" \
+for v in "abi -DFAKE_ABI=99" "ctxfail -DFAKE_CTXFAIL" "opfail -DFAKE_OPFAIL" "rmfail -DFAKE_RMFAIL" \
     "fault -DFAKE_FAULT -pthread"; do
     set -- $v
     cc -shared -fPIC -O2 -Wall -Werror -fvisibility=hidden -Iintegrations/libxl/plugin "${@:2}" \

@@ -28,7 +28,9 @@
 #   faults     a plugin libxl must decline (missing, interface version 99,
 #              ctx_new failing): one warning, then Xen's own script does the
 #              add and the remove exactly as before; a plugin whose add
-#              fails: the create fails with its reason, no script runs
+#              fails: the create fails with its reason, no script runs; a
+#              remove whose op_start fails: xl block-detach logs it once and
+#              removes the backend all the same
 #   fresh      the remove goes to the plugin that did the add, whichever
 #              process runs it: a fresh `xl destroy` with the host default
 #              switched off; and with the plugin gone, the remove is refused
@@ -370,7 +372,7 @@ EOS
     chmod 0755 /etc/xen/scripts/block.new
     mv -f /etc/xen/scripts/block.new /etc/xen/scripts/block
     local v
-    for v in abi ctxfail opfail; do
+    for v in abi ctxfail opfail rmfail; do
         [ -e "$FAKE/fake-$v.so" ] || { fail "no fake plugin $FAKE/fake-$v.so (tests/realxen/plugin-prep.sh builds it)"; return; }
         cp "$FAKE/fake-$v.so" "$PDIR/fake-$v.so"
     done
@@ -396,7 +398,36 @@ EOS
     check "[fault opfail]   ... and the block script never ran (calls: '$(calls_since "$c0")')" [ "$(calls)" = "$c0" ]
     xl destroy "$name" >/dev/null 2>&1
     rm -f "$DEFAULT"
-    mode plugin
+    mode plugin || return
+
+    # A remove whose op_start fails (the backend's record names a plugin
+    # that refuses it): xl block-detach on a running guest logs it in one
+    # line and removes the backend all the same, as for a failed script.
+    local rmf=pl-fault-rmfail t=0 dom
+    mkimg "$rmf-a.img" 8
+    mkimg "$rmf-b.img" 8
+    xl create "$(guest_cfg $rmf 'echo rmfail-up; while :; do sleep 1; done' \
+        "format=raw,vdev=xvda,access=rw,target=$W/$rmf-a.img")" >/dev/null 2>&1
+    DOMS+=("$rmf")
+    while [ $t -lt "$GUEST_TIMEOUT" ] && ! grep -q rmfail-up "/var/log/xen/console/guest-$rmf.log" 2>/dev/null; do
+        sleep 1
+        t=$((t + 1))
+    done
+    xl block-attach "$rmf" "format=raw,vdev=xvdb,access=rw,target=$W/$rmf-b.img" >/dev/null 2>&1
+    dom=$(domid_of "$rmf")
+    xenstore-write "$BE/$dom/51728/hotplug-plugin" fake-rmfail
+    log=$W/$rmf.detach.log
+    xl -vvv block-detach "$rmf" xvdb >"$log" 2>&1
+    rc=$?
+    n=$(grep -c 'fake plugin cannot start the remove' "$log")
+    grep 'fake plugin cannot start' "$log" | sed 's/^/  log: /' | cut -c1-250
+    check "[fault rmfail] block-detach, the remove's op_start failing: one 'script:' line ($n), rc=$rc, backend gone" \
+        sh -c "[ $n = 1 ] && grep -q 'script: fake plugin cannot start the remove' '$log' &&
+               [ $rc = 0 ] && ! xenstore-exists '$BE/$dom/51728'"
+    xl destroy "$rmf" >/dev/null 2>&1
+    xenblock reconcile "$BE/" >/dev/null 2>&1
+    check "[fault rmfail]   ... xenblock reconcile then detaches the loop device left on it" \
+        sh -c "! losetup -n -O BACK-FILE | grep -qF '$W/$rmf-'"
 }
 
 # ---------------------------------------------------------------- fresh

@@ -30,10 +30,21 @@
  * signalled by the op's file descriptor becoming readable.  The plugin's
  * own threads never call into libxl, not even its logger (see below).
  *
- * A plugin's state (from ctx_new) and its ops belong to the process that
- * made them: they are not valid in a child forked after they were made
- * (e.g. one that goes on with libxl_postfork_child_noexec), where the
- * plugin's threads do not run.
+ * The plugin shares the process with libxl and the application, which
+ * fork and exec scripts, qemu and bootloaders, also from other threads.
+ * So a plugin:
+ *  - opens every file descriptor close-on-exec (O_CLOEXEC and the like),
+ *    so that none leaks into those programs;
+ *  - makes no child process that libxl or the application could reap
+ *    (xl reaps with waitpid(-1)), except one it watches through a pidfd
+ *    and whose exit it learns even when someone else reaped it;
+ *  - blocks the asynchronous signals in its own threads, so that the
+ *    application's handlers (SIGCHLD, SIGINT...) run on its threads;
+ *  - copes with a fork: a child that goes on using libxl (e.g. xl's
+ *    monitoring child, after libxl_postfork_child_noexec) makes a new
+ *    libxl ctx, for which libxl calls ctx_new again; neither libxl nor
+ *    the plugin may use or free there the parent's state or ops, whose
+ *    threads do not run in the child.
  *
  * The plugin runs inside the toolstack process: a crash in it takes the
  * process (xl, libvirtd, ...) with it.
@@ -70,9 +81,10 @@
  * Given to ctx_new; valid until ctx_free returns.  msg is one line
  * without a newline, and the level one of the levels above.
  *
- * The plugin calls log only from within a call libxl makes to it
- * (ctx_new, ctx_free, op_start, op_finish or op_free), on the thread
- * that made that call: libxl's logger is the application's
+ * It is the plugin's obligation to call log only from within a call
+ * libxl makes to it (ctx_new, ctx_free, op_start, op_finish or
+ * op_free), on the thread that made that call, never from a thread of
+ * its own: libxl's logger is the application's
  * xentoollog_logger, which is not made for messages from other
  * threads.  Messages that the plugin's own threads produce are queued
  * by the plugin and passed to log in its next such call: those of an
@@ -112,8 +124,9 @@ typedef struct libxl_hotplug_plugin_ops {
     /*
      * Frees the state of ctx_new, from libxl_ctx_free, without the ctx
      * lock held.  It may wait for the ops still running on the plugin's
-     * threads.  Ops of the state not yet freed are not used by libxl any
-     * more.
+     * threads, and may cancel those that have not started acting yet
+     * (e.g. still queued or waiting for a lock), which then do nothing.
+     * Ops of the state not yet freed are not used by libxl any more.
      */
     void (*ctx_free)(void *state);
 
@@ -133,9 +146,11 @@ typedef struct libxl_hotplug_plugin_ops {
                     void **op_r, char *err, size_t errlen);
 
     /*
-     * The op's file descriptor: it polls readable once the op is done and
-     * stays readable until op_free.  libxl never reads, writes or closes
-     * it, and stops polling it before op_free.
+     * The op's file descriptor (>= 0): it polls readable once the op is
+     * done and stays readable until op_free.  libxl never reads, writes
+     * or closes it, and stops polling it before op_free.  A negative
+     * value, or the descriptor polling POLLERR or POLLNVAL, is a plugin
+     * bug: libxl fails the op's step.
      */
     int (*op_fd)(void *op);
 
@@ -144,15 +159,19 @@ typedef struct libxl_hotplug_plugin_ops {
      * LIBXL_HOTPLUG_PLUGIN_DONE, or LIBXL_HOTPLUG_PLUGIN_FAILED with a
      * one-line reason in *msg_r (for people: what failed and what to do),
      * valid until op_free.  PENDING while the descriptor is readable is a
-     * plugin bug: libxl would poll it again at once, for ever.  On a
-     * failed add the plugin has written hotplug-status (and
-     * hotplug-error) as the script would.
+     * plugin bug: libxl fails the op's step.  On a failed add the plugin
+     * has written hotplug-status (and hotplug-error) as the script would.
+     * An empty or NULL reason gets a generic one from libxl.
      */
     int (*op_finish)(void *op, const char **msg_r);
 
     /*
      * Frees an op, finished or not.  An op freed before it is done still
      * runs to its end (a later remove of the backend undoes an add).
+     * After op_free of an unfinished op (on timeout or abort, or after a
+     * remove that failed) libxl may at once delete the backend's
+     * xenstore directory: the op must not need those nodes any more
+     * once op_free has been called.
      */
     void (*op_free)(void *op);
 } libxl_hotplug_plugin_ops;
