@@ -134,6 +134,11 @@ auth_unix_rw = "none"
 log_outputs = "3:file:/var/log/libvirt/libvirtd.log"
 EOC
     : >/var/log/libvirt/libvirtd.log
+    libvirtd_launch
+}
+
+# libvirtd_launch: starts libvirtd and waits (60 s at most) until it answers virsh.
+libvirtd_launch() {
     libvirtd -d -p /run/libvirtd.pid || { echo "libvirtd did not start" >&2; return 1; }
     local i=0
     until "${VIRSH[@]}" uri >/dev/null 2>&1; do
@@ -143,6 +148,16 @@ EOC
         fi
         sleep 0.2; i=$((i + 1))
     done
+}
+
+# libvirtd_kill PID: stops libvirtd (SIGTERM, 10 s, then SIGKILL); its
+# domains keep running.
+libvirtd_kill() {
+    local i=0
+    kill "$1" 2>/dev/null
+    while kill -0 "$1" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+    kill -9 "$1" 2>/dev/null
+    rm -f /run/libvirtd.pid
 }
 
 # libvirt_driver stock|patched [DIR]: Debian's libxl driver module, or the
@@ -163,22 +178,9 @@ libvirt_driver() {
 # libvirt_restart: a new libvirtd over the running one's state (it
 # reconnects to the domains it had), answering virsh.
 libvirt_restart() {
-    local p i=0
-    if p=$(libvirtd_pid); then
-        kill "$p"
-        while kill -0 "$p" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
-        kill -9 "$p" 2>/dev/null
-    fi
-    rm -f /run/libvirtd.pid
-    libvirtd -d -p /run/libvirtd.pid || { echo "libvirtd did not start" >&2; return 1; }
-    i=0
-    until "${VIRSH[@]}" uri >/dev/null 2>&1; do
-        if [ $i -ge 300 ] || ! libvirtd_pid >/dev/null; then
-            echo "libvirtd not answering after $((i / 5)) s:" >&2; tail -n 5 /var/log/libvirt/libvirtd.log >&2
-            return 1
-        fi
-        sleep 0.2; i=$((i + 1))
-    done
+    local p
+    if p=$(libvirtd_pid); then libvirtd_kill "$p"; else rm -f /run/libvirtd.pid; fi
+    libvirtd_launch
 }
 
 libvirtd_pid() {
@@ -187,7 +189,7 @@ libvirtd_pid() {
 
 # libvirt_stop: destroys and undefines its domains, stops libvirtd.
 libvirt_stop() {
-    local p d i=0
+    local p d
     p=$(libvirtd_pid) || return 0
     local cmds=""
     for d in $("${VIRSH[@]}" list --all --name 2>/dev/null); do
@@ -196,10 +198,7 @@ libvirt_stop() {
     done
     # one virsh for all (under TCG each virsh start-up costs seconds)
     [ -n "$cmds" ] && "${VIRSH[@]}" "$cmds" >/dev/null 2>&1
-    kill "$p" 2>/dev/null
-    while kill -0 "$p" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
-    kill -9 "$p" 2>/dev/null
-    rm -f /run/libvirtd.pid
+    libvirtd_kill "$p"
 }
 
 # lv_xml NAME 'SHELL COMMAND' [DISK...]: writes /tmp/NAME.xml, the libvirt
