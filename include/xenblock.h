@@ -70,7 +70,7 @@
 /**
  * Minor version of the C ABI; grows with compatible additions.
  */
-#define XENBLOCK_ABI_MINOR 3
+#define XENBLOCK_ABI_MINOR 4
 
 /**
  * `flags` of `xenblock_prepare_ex` and `xenblock_release_ex`: never wait
@@ -636,6 +636,31 @@ xenblock_status xenblock_op_start(struct xenblock_ctx *ctx,
                                   uint32_t action,
                                   uint32_t flags,
                                   struct xenblock_op **out);
+
+/**
+ * Get ready for prepares of backends like `backend_path` (ABI 1.4): on
+ * one of the context's worker threads, the claims index (the sharing
+ * rule's view of every other disk, docs/integration.md) is built now,
+ * instead of at the context's second prepare, so that the first prepare
+ * does not read every other backend in xenstore. For a host that makes a
+ * context shortly before its first attach (`xl` runs one process per
+ * command): call it when the backend has been written, before the
+ * backend's driver is ready for the hotplug step, and the reads overlap
+ * that wait. Returns at once, like `xenblock_op_start`; nothing is done to
+ * the backend, and nothing reports the warm-up's end (a prepare that comes
+ * during it waits for it; one that comes before it starts reads as
+ * usual). Does nothing when the context has no index (its store is
+ * `store_ops`, which cannot watch) or the index is built already.
+ * `xenblock_ctx_free` waits for a warm-up under way.
+ *
+ * `XENBLOCK_OK`, or `XENBLOCK_INVALID_ARGUMENT` for a path that is not a
+ * backend's (message in `xenblock_ctx_last_error(ctx)`), or
+ * `XENBLOCK_BAD_STATE` while the context is being freed.
+ *
+ * # Safety
+ * `ctx` is a live context; `backend_path` is NULL or NUL-terminated.
+ */
+xenblock_status xenblock_ctx_warm(struct xenblock_ctx *ctx, const char *backend_path);
 
 /**
  * The op's descriptor: it polls readable (POLLIN) once the op is done and

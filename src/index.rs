@@ -169,7 +169,7 @@ impl ClaimsIndex {
     /// [`Self::presynced`].
     pub(crate) fn presync(&self, own: &str) -> Option<(String, Vec<u8>)> {
         let xs = self.store.xs_client()?;
-        let parent = own_parent(own)?;
+        let parent = parent_of(own)?;
         let mut inner = self.inner.lock();
         let live = inner.live.as_mut()?;
         if live.parent != parent || live.pending != 0 || live.presynced || live.current(xs).is_err()
@@ -216,7 +216,7 @@ impl ClaimsIndex {
         let xs = self.store.xs_client()?;
         let mut inner = self.inner.lock();
         inner.decisions += 1;
-        let parent = match own_parent(own) {
+        let parent = match parent_of(own) {
             Some(p) => p,
             None => {
                 inner.stats.scanned += 1;
@@ -304,6 +304,70 @@ impl ClaimsIndex {
         inner.stats.served += 1;
         inner.failures = 0;
         Some(r)
+    }
+
+    /// Build the index for the backends under `parent` (`/local/domain/D/
+    /// backend`) now, ahead of the decisions: register the watches and read
+    /// every backend, so that the first decision (not only the second)
+    /// only proves the index current and re-reads what changed since. For
+    /// a host that makes a context shortly before its first attach (`xl`,
+    /// a new process per command: [`crate::Context::warm`]), so that the
+    /// reads overlap the backend's setup instead of delaying the decision.
+    /// Takes no hotplug lock (the decision proves currency under it). Does
+    /// nothing when the index is already built or has been given up;
+    /// returns whether it is built when it returns.
+    pub(crate) fn warm(&self, parent: &str, log: &dyn Fn(crate::LogLevel, &str)) -> bool {
+        let Some(xs) = self.store.xs_client() else {
+            return false;
+        };
+        let mut inner = self.inner.lock();
+        if let Some(l) = &inner.live {
+            return l.parent == parent;
+        }
+        if inner.failures >= GIVE_UP_AFTER {
+            return false;
+        }
+        let r = self.build(&mut inner, xs, parent).and_then(|mut l| {
+            // Every change from the watches' registration on is queued for
+            // the next decision's sync; this reads what was there before.
+            match l.refresh(xs, self, "") {
+                Ok(()) => Ok(l),
+                Err(e) => {
+                    inner
+                        .stale
+                        .push((l.generation, watches_of(&l), l.sentinel.clone()));
+                    Err(e)
+                }
+            }
+        });
+        match r {
+            Ok(mut l) => {
+                l.last_sync = Some(Instant::now());
+                log(
+                    crate::LogLevel::Debug,
+                    &format!(
+                        "claims index: built ahead of the first decision ({} backends under \
+                         {parent} read)",
+                        l.backends.len()
+                    ),
+                );
+                inner.stats.builds += 1;
+                inner.live = Some(l);
+                true
+            }
+            Err(e) => {
+                inner.failures += 1;
+                log(
+                    crate::LogLevel::Warn,
+                    &format!(
+                    "claims index: could not be set up ahead of the first decision ({e}); using \
+                     the full scan{}",
+                    give_up_note(inner.failures)
+                ),
+                );
+                false
+            }
+        }
     }
 
     /// Register the watches (roots first, then the sentinel) and mark
@@ -401,7 +465,7 @@ fn give_up_note(failures: u32) -> &'static str {
 }
 
 /// `<parent>` of a request under `<parent>/vbd/<dom>/<dev>`.
-fn own_parent(own: &str) -> Option<&str> {
+pub(crate) fn parent_of(own: &str) -> Option<&str> {
     let mut it = own.rsplitn(4, '/');
     let (_dev, _dom, kind, parent) = (it.next()?, it.next()?, it.next()?, it.next()?);
     (kind == "vbd" && !parent.is_empty()).then_some(parent)
@@ -658,12 +722,12 @@ mod tests {
 
     #[test]
     fn parent_of_vbd_requests_only() {
-        assert_eq!(own_parent("backend/vbd/7/51712"), Some("backend"));
+        assert_eq!(parent_of("backend/vbd/7/51712"), Some("backend"));
         assert_eq!(
-            own_parent("/local/domain/0/backend/vbd/7/51712"),
+            parent_of("/local/domain/0/backend/vbd/7/51712"),
             Some("/local/domain/0/backend")
         );
-        assert_eq!(own_parent("backend/qdisk/7/51712"), None);
-        assert_eq!(own_parent("vbd/7/51712"), None);
+        assert_eq!(parent_of("backend/qdisk/7/51712"), None);
+        assert_eq!(parent_of("vbd/7/51712"), None);
     }
 }

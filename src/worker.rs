@@ -202,6 +202,8 @@ enum Job {
         op: Arc<Shared>,
         work: Work,
     },
+    /// Work nobody waits for ([`Context::warm`]); dropped unrun at shutdown.
+    Background(Box<dyn FnOnce() + Send>),
     /// A synchronous call waiting for its turn on its caller's thread.
     Inline(u64),
 }
@@ -290,7 +292,7 @@ impl Pool {
 
     /// Queue `work` on the lane of `key`; a worker is started if none is
     /// idle and the pool is not full.
-    fn submit(&self, key: String, op: Arc<Shared>, work: Work) -> Result<()> {
+    fn submit(&self, key: String, job: Job) -> Result<()> {
         let mut st = self.shared.state.lock();
         if st.closing {
             return Err(Error::BadState(
@@ -299,7 +301,7 @@ impl Pool {
         }
         let lane = st.lanes.entry(key.clone()).or_default();
         let first = !lane.running && lane.queue.is_empty();
-        lane.queue.push_back(Job::Op { op, work });
+        lane.queue.push_back(job);
         if !first {
             // Its turn comes when the lane's earlier job ends.
             return Ok(());
@@ -408,6 +410,7 @@ impl Pool {
                         cancelled.push(op.clone());
                         false
                     }
+                    Job::Background(_) => false,
                     Job::Inline(_) => true,
                 });
             }
@@ -453,7 +456,7 @@ fn end_turn(p: &PoolShared, st: &mut State, key: &str) {
         None => {
             st.lanes.remove(key);
         }
-        Some(Job::Op { .. }) => {
+        Some(Job::Op { .. } | Job::Background(_)) => {
             st.ready.push_back(key.to_string());
             if claim_wake(st) {
                 p.work.notify_one();
@@ -514,14 +517,23 @@ fn worker(p: Arc<PoolShared>) {
             // A ready lane has an op first and none running; check anyway,
             // and never take a synchronous caller's place.
             let job = st.lanes.get_mut(&key).and_then(|lane| {
-                if lane.running || !matches!(lane.queue.front(), Some(Job::Op { .. })) {
+                if lane.running || matches!(lane.queue.front(), None | Some(Job::Inline(_))) {
                     return None;
                 }
                 lane.running = true;
                 lane.queue.pop_front()
             });
-            let Some(Job::Op { op, work }) = job else {
-                continue;
+            let (op, work): (Option<Arc<Shared>>, Work) = match job {
+                Some(Job::Op { op, work }) => (Some(op), work),
+                // Its result (and a panic in it) is nobody's.
+                Some(Job::Background(f)) => (
+                    None,
+                    Box::new(move || {
+                        f();
+                        Err(Error::Cancelled(String::new()))
+                    }),
+                ),
+                _ => continue,
             };
             // More lanes ready and workers idle: wake the next one.
             let chain = !st.ready.is_empty() && claim_wake(&mut st);
@@ -540,8 +552,9 @@ fn worker(p: Arc<PoolShared>) {
                         "internal error in xenblock (please report): {what}"
                     )))
                 });
-            op.complete(r);
-            drop(op);
+            if let Some(op) = op {
+                op.complete(r);
+            }
             st = p.state.lock();
             end_turn(&p, &mut st, &key);
         } else if st.closing {
@@ -595,12 +608,53 @@ impl Context {
                 Action::Remove => ctx.release(&p).map(Outcome::Released),
             }
         });
-        self.pool.submit(lane_key(&path), shared.clone(), work)?;
+        self.pool.submit(
+            lane_key(&path),
+            Job::Op {
+                op: shared.clone(),
+                work,
+            },
+        )?;
         Ok(Op {
             shared,
             backend: path,
             action,
         })
+    }
+
+    /// Get ready, on a worker thread, for the decisions about backends like
+    /// `backend_path` (one that the caller is about to have prepared):
+    /// the claims index is built now (watches registered, every other
+    /// backend under the same `.../backend` read) instead of at the second
+    /// decision, so that the first prepare only proves it current. Returns
+    /// at once; the work is not an op and nobody waits for it (a prepare
+    /// that comes before it ends waits for it in its decision, holding the
+    /// hotplug lock; one that comes before it starts scans). For hosts
+    /// that make a context shortly before their first attach, like `xl`
+    /// (a new process per command), where the reads then overlap the
+    /// backend's setup. Nothing happens without an index
+    /// ([`Config::claims_index`](crate::Config::claims_index)), with a
+    /// store that cannot watch, or once the index is built. Freeing the
+    /// context waits for a warm-up under way (a scan's worth of reads).
+    pub fn warm(self: &Arc<Self>, backend_path: &str) -> Result<()> {
+        let path = crate::spec::normalise_path(backend_path)?;
+        crate::spec::check_backend_shape(&path)?;
+        let Some(parent) = crate::index::parent_of(&path) else {
+            return Ok(());
+        };
+        if self.index.is_none() || self.store.xs_client().is_none() {
+            return Ok(());
+        }
+        let ctx = self.clone();
+        let parent = parent.to_string();
+        let work = Box::new(move || {
+            if let Some(ix) = &ctx.index {
+                ix.warm(&parent, &|level, m| ctx.log(level, m));
+            }
+        });
+        // A lane of its own, which no backend path can name.
+        self.pool
+            .submit("\0claims-index".into(), Job::Background(work))
     }
 
     /// Stop the worker threads: the queued ops are cancelled, the running

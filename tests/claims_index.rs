@@ -737,3 +737,98 @@ fn after_an_idle_spell_the_index_rereads_everything() {
     assert_eq!(st.reloads, 1, "{st:?}");
     assert_eq!((st.builds, st.invalidations), (1, 0), "{st:?}");
 }
+
+/// Waits (at most 20 s) until `ctx`'s index has been built `n` times.
+fn wait_builds(ctx: &Context, n: u64) {
+    let t = std::time::Instant::now();
+    while ctx.claims_index_stats().builds < n {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "the warm-up did not build the index: {:?}",
+            ctx.claims_index_stats()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// `Context::warm` (C: `xenblock_ctx_warm`) builds the index on a worker
+/// thread before the first decision, which the index then serves (no
+/// scan). A claim written after the warm-up and before the decision is
+/// seen: the decision proves the index current first. Without the
+/// warm-up the first decision scans.
+#[test]
+fn warm_serves_the_first_decision_and_misses_no_later_claim() {
+    require_root();
+    let mut env = Env::new();
+    let tg = targets(&mut env);
+    let s: Arc<dyn Store> = env.store.clone();
+    env.domain(99, PROBE_VM);
+    for d in 1..=40u32 {
+        let b = format!("backend/vbd/{}/51712", 1000 + d);
+        w(&*s, &format!("{b}/params"), &format!("/dev/fake{d}"));
+        w(&*s, &format!("{b}/mode"), "w");
+        w(&*s, &format!("{b}/physical-device"), &format!("fe:{d:x}"));
+    }
+    // Without: the first decision scans.
+    let cold = indexed(&env, Flavour::Linux);
+    assert_eq!(decide(&cold, &*s, &tg, 0, "w"), "ok");
+    let st = cold.claims_index_stats();
+    assert_eq!((st.scanned, st.served, st.builds), (1, 0, 0), "{st:?}");
+
+    let ix = Arc::new(indexed(&env, Flavour::Linux));
+    ix.warm(PROBE).unwrap();
+    wait_builds(&ix, 1);
+    // Warming again, once built, does nothing.
+    ix.warm(&format!("/local/domain/0/{PROBE}")).unwrap();
+    // Written after the warm-up: domain 1041 has dev 0 read-write.
+    let late = "backend/vbd/1041/51712";
+    env.domain(1041, "vm-late");
+    w(
+        &*s,
+        &format!("{late}/params"),
+        &tg.devs[0].0.display().to_string(),
+    );
+    w(&*s, &format!("{late}/mode"), "w");
+    w(&*s, &format!("{late}/physical-device"), &tg.devs[0].1);
+    let got = decide(&ix, &*s, &tg, 0, "w");
+    assert!(got.starts_with("Busy") && got.contains(late), "{got}");
+    s.remove(NO_TX, "backend/vbd/1041").unwrap();
+    assert_eq!(decide(&ix, &*s, &tg, 0, "w"), "ok");
+    let st = ix.claims_index_stats();
+    assert_eq!(
+        (st.scanned, st.builds, st.invalidations),
+        (0, 1, 0),
+        "{st:?}"
+    );
+    assert!(st.served >= 2, "{st:?}");
+}
+
+/// What `warm` refuses, and where it does nothing: a path that is not a
+/// backend's is an error for people; a context without an index, or a
+/// backend outside `.../backend/vbd`, gets no index (and no error).
+#[test]
+fn warm_checks_its_path_and_is_a_no_op_without_an_index() {
+    require_root();
+    let env = Env::new();
+    let ix = Arc::new(ctx_on(&env, &env.sock, true));
+    for bad in [
+        "",
+        "relative/../x",
+        "backend/vbd/1",
+        "/local/domain/0/backend/vbd/x\0y/5",
+    ] {
+        let e = ix.warm(bad).unwrap_err();
+        assert_eq!(
+            e.kind(),
+            xenblock::ErrorKind::InvalidArgument,
+            "{bad:?}: {e}"
+        );
+        assert!(!e.to_string().contains("Error {"), "{e}");
+    }
+    let scan = Arc::new(ctx_on(&env, &env.sock, false));
+    scan.warm(PROBE).unwrap();
+    ix.warm("backend/vif/3/0").unwrap_or(());
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(scan.claims_index_stats().builds, 0);
+    assert_eq!(ix.claims_index_stats().builds, 0);
+}

@@ -50,7 +50,7 @@ use std::path::PathBuf;
 /// the SONAME's version (`libxenblock.so.<major>`).
 pub const XENBLOCK_ABI_MAJOR: u32 = 1;
 /// Minor version of the C ABI; grows with compatible additions.
-pub const XENBLOCK_ABI_MINOR: u32 = 3;
+pub const XENBLOCK_ABI_MINOR: u32 = 4;
 
 /// Result of every fallible xenblock function. Values are stable.
 #[repr(u32)]

@@ -1,7 +1,8 @@
 //! The fd-driven asynchronous calls (ABI 1.2): `xenblock_op_start` queues
 //! a prepare or release for the context's worker threads and returns at
 //! once; the op's descriptor polls readable when it is done;
-//! `xenblock_op_finish` gives its outcome.
+//! `xenblock_op_finish` gives its outcome. `xenblock_ctx_warm` (1.4) gets
+//! a context ready for its first prepare, also without waiting.
 //!
 //! For a host with an event loop (libxl, libvirt): start the op, add
 //! `xenblock_op_fd(op)` to the loop for reading (level-triggered: it stays
@@ -161,6 +162,44 @@ pub unsafe extern "C" fn xenblock_op_start(
         // SAFETY: writable by contract.
         unsafe { *out = Box::into_raw(boxed) };
         Ok(())
+    })
+}
+
+/// Get ready for prepares of backends like `backend_path` (ABI 1.4): on
+/// one of the context's worker threads, the claims index (the sharing
+/// rule's view of every other disk, docs/integration.md) is built now,
+/// instead of at the context's second prepare, so that the first prepare
+/// does not read every other backend in xenstore. For a host that makes a
+/// context shortly before its first attach (`xl` runs one process per
+/// command): call it when the backend has been written, before the
+/// backend's driver is ready for the hotplug step, and the reads overlap
+/// that wait. Returns at once, like `xenblock_op_start`; nothing is done to
+/// the backend, and nothing reports the warm-up's end (a prepare that comes
+/// during it waits for it; one that comes before it starts reads as
+/// usual). Does nothing when the context has no index (its store is
+/// `store_ops`, which cannot watch) or the index is built already.
+/// `xenblock_ctx_free` waits for a warm-up under way.
+///
+/// `XENBLOCK_OK`, or `XENBLOCK_INVALID_ARGUMENT` for a path that is not a
+/// backend's (message in `xenblock_ctx_last_error(ctx)`), or
+/// `XENBLOCK_BAD_STATE` while the context is being freed.
+///
+/// # Safety
+/// `ctx` is a live context; `backend_path` is NULL or NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn xenblock_ctx_warm(
+    ctx: *mut xenblock_ctx,
+    backend_path: *const c_char,
+) -> xenblock_status {
+    // SAFETY: by contract.
+    let Some(c) = (unsafe { ctx_ref(ctx) }) else {
+        set_thread_error("xenblock_ctx_warm: ctx is NULL or not a live context");
+        return XENBLOCK_INVALID_ARGUMENT;
+    };
+    guard(Some(c), || {
+        // SAFETY: by contract.
+        let p = unsafe { c_str(backend_path, "backend_path") }?;
+        c.inner.warm(p)
     })
 }
 
