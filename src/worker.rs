@@ -312,9 +312,7 @@ impl Pool {
         // in which it stops counting as idle, so the comparison is exact.)
         if st.ready.len() > st.idle && st.threads.len() < self.max {
             let shared = self.shared.clone();
-            let spawned = std::thread::Builder::new()
-                .name("xenblock-op".into())
-                .spawn(move || worker(shared));
+            let spawned = spawn_worker(shared);
             match spawned {
                 Ok(h) => st.threads.push(h),
                 Err(e) if st.threads.is_empty() => {
@@ -483,10 +481,9 @@ fn claim_wake(st: &mut State) -> bool {
     }
 }
 
-/// Block the asynchronous signals on a worker thread: the host's handlers
-/// run on the host's own threads. (Children get a clean mask at exec.)
-fn block_signals() {
-    use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow, Signal};
+/// The asynchronous signals: all but those a fault raises on its thread.
+fn async_signals() -> nix::sys::signal::SigSet {
+    use nix::sys::signal::{SigSet, Signal};
     let mut set = SigSet::all();
     for s in [
         Signal::SIGSEGV,
@@ -498,7 +495,37 @@ fn block_signals() {
     ] {
         set.remove(s);
     }
-    let _ = pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None);
+    set
+}
+
+/// Block the asynchronous signals on a worker thread: the host's handlers
+/// run on the host's own threads. (Children get a clean mask at exec.)
+fn block_signals() {
+    use nix::sys::signal::{pthread_sigmask, SigmaskHow};
+    let _ = pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&async_signals()), None);
+}
+
+/// Start a worker with the asynchronous signals blocked from its first
+/// instruction: a thread inherits its creator's mask, so the creating
+/// (host's) thread blocks them for the spawn and then restores its own
+/// mask, and a signal sent meanwhile waits for the host's thread instead
+/// of running the host's handler on a worker before it could block it.
+fn spawn_worker(shared: Arc<PoolShared>) -> std::io::Result<JoinHandle<()>> {
+    use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow};
+    let mut old = SigSet::empty();
+    let masked = pthread_sigmask(
+        SigmaskHow::SIG_BLOCK,
+        Some(&async_signals()),
+        Some(&mut old),
+    )
+    .is_ok();
+    let r = std::thread::Builder::new()
+        .name("xenblock-op".into())
+        .spawn(move || worker(shared));
+    if masked {
+        let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old), None);
+    }
+    r
 }
 
 /// Wait, idle, until woken (by [`claim_wake`]'s caller, or at shutdown).
