@@ -189,6 +189,38 @@ fn an_indexed_phy_prepare_takes_three_round_trips() {
     ctx.release(&be).unwrap();
 }
 
+/// A context warmed ahead (`Context::warm`, what libxl's plugin does when
+/// libxl writes the backend) decides its very first prepare from the index:
+/// the same three round trips as any indexed prepare, not the scan's five.
+#[test]
+fn a_warmed_context_s_first_prepare_takes_three_round_trips() {
+    common::require_root();
+    let mut env = Env::new();
+    let (be, ctx, counts) = phy_host(&mut env, true);
+    let ctx = Arc::new(ctx);
+    ctx.warm(&be).unwrap();
+    let t = std::time::Instant::now();
+    while ctx.claims_index_stats().builds == 0 {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "the warm-up built no index"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let (rts, starts, ends) = measure(&counts, || {
+        ctx.prepare(&be).unwrap();
+    });
+    let st = ctx.claims_index_stats();
+    assert_eq!((st.scanned, st.builds), (0, 1), "{st:?}");
+    assert!(st.served >= 1, "{st:?}");
+    assert_eq!(
+        rts, 3,
+        "round trips of a warmed context's first phy prepare"
+    );
+    assert_eq!((starts, ends), (1, 1), "transactions started, ended");
+    ctx.release(&be).unwrap();
+}
+
 #[test]
 fn a_scanning_phy_prepare_takes_five_round_trips() {
     common::require_root();
