@@ -82,8 +82,8 @@
  * without a newline, and the level one of the levels above.
  *
  * It is the plugin's obligation to call log only from within a call
- * libxl makes to it (ctx_new, ctx_free, op_start, op_finish or
- * op_free), on the thread that made that call, never from a thread of
+ * libxl makes to it (ctx_new, ctx_free, add_coming, op_start, op_finish
+ * or op_free), on the thread that made that call, never from a thread of
  * its own: libxl's logger is the application's
  * xentoollog_logger, which is not made for messages from other
  * threads.  Messages that the plugin's own threads produce are queued
@@ -174,6 +174,19 @@ typedef struct libxl_hotplug_plugin_ops {
      * once op_free has been called.
      */
     void (*op_free)(void *op);
+
+    /*
+     * Optional (may be NULL).  libxl has written the backend at
+     * backend_path, and will ask this plugin to prepare it (op_start
+     * with LIBXL_HOTPLUG_PLUGIN_ADD) once the backend's driver is ready
+     * for it.  Called with the ctx lock held, as the others are, so it
+     * must not block.  The plugin may get ready for that add meanwhile
+     * (e.g. start reading, on its own threads, what the add will need)
+     * but must not act on the backend.  The add may never come (e.g.
+     * the domain's creation fails before it), and add_coming may be
+     * called more than once for one backend.
+     */
+    void (*add_coming)(void *state, const char *backend_path);
 } libxl_hotplug_plugin_ops;
 
 #endif /* LIBXL_HOTPLUG_PLUGIN_H */
