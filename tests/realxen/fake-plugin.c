@@ -16,9 +16,13 @@
  *                       51744 (xvdc)  it never finishes: its descriptor
  *                                     never becomes readable
  *                     and any other disk's add is done at once
+ *   -DFAKE_NO_COMING  add_coming is NULL (it is optional)
+ * Without a -D switch every op is done at once, doing nothing.
  * A remove (but with FAKE_RMFAIL) finishes DONE at once, having done
  * nothing. It never touches xenstore or a disk; it appends a line for each op_start and
- * op_free to FAKE_LOG, e.g. "op_free add /local/.../51712 pending".
+ * op_free to FAKE_LOG, e.g. "op_free add /local/.../51712 pending", and one for each
+ * add_coming and op_start, with the calling process's pid, to FAKE_SEQ, e.g.
+ * "1234 add_coming /local/.../51712" then "1234 op_start add /local/.../51712".
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,6 +43,10 @@
 #define FAKE_LOG "/run/xenblock-fake-plugin.log"
 #endif
 
+#ifndef FAKE_SEQ
+#define FAKE_SEQ "/run/xenblock-fake-plugin.seq"
+#endif
+
 struct fake_op {
     int fd;
     int action;
@@ -57,6 +65,23 @@ static void fake_note(const char *what, const struct fake_op *op)
             op->be, op->done ? "" : " pending");
     fclose(f);
 }
+
+/* One line, one write(2) (O_APPEND): lines of concurrent xl processes never mix. */
+static void fake_seq(const char *what, const char *be)
+{
+    char line[256];
+    FILE *f = fopen(FAKE_SEQ, "a");
+
+    if (!f)
+        return;
+    setvbuf(f, line, _IOFBF, sizeof(line));
+    fprintf(f, "%ld %s %s\n", (long)getpid(), what, be);
+    fclose(f);
+}
+
+#ifndef FAKE_NO_COMING
+static void fake_add_coming(void *state, const char *be) { fake_seq("add_coming", be); }
+#endif
 
 #ifdef FAKE_FAULT
 static void *fake_crash(void *arg)
@@ -118,6 +143,7 @@ static int fake_op_start(void *state, const char *be, int action, void **op_r, c
     snprintf(op->be, sizeof(op->be), "%s", be);
     snprintf(op->msg, sizeof(op->msg), "fake plugin refuses the add of %s (as asked)", be);
     fake_note("op_start", op);
+    fake_seq(action == LIBXL_HOTPLUG_PLUGIN_ADD ? "op_start add" : "op_start remove", be);
 #ifdef FAKE_FAULT
     if (fault == 51712)
         abort();
@@ -171,4 +197,7 @@ __attribute__((visibility("default"))) const libxl_hotplug_plugin_ops libxl_hotp
     .op_fd = fake_op_fd,
     .op_finish = fake_op_finish,
     .op_free = fake_op_free,
+#ifndef FAKE_NO_COMING
+    .add_coming = fake_add_coming,
+#endif
 };
