@@ -50,6 +50,12 @@
 #              finishes fails after libxl's 40 s in one line, its op freed
 #              and the domain destroyed (the fake-fault plugin of
 #              fake-plugin.c; its guests run at once, ~1.5-3 min)
+#   coming     libxl announces each plugin disk's add (the optional add_coming)
+#              once it has written the backend: on xl create with two disks
+#              and on xl block-attach, through a fake plugin that records its
+#              calls, add_coming comes once per backend, before that
+#              backend's op_start, in the xl process that runs op_start; a
+#              plugin without add_coming (NULL) still attaches and detaches
 #   uninstall  undo install (Debian's files back, stock mode)
 # Every check prints PASS/FAIL; the exit code is the number of FAILs
 # (capped at 100). The script cleans up its domains, loop devices and files
@@ -58,7 +64,9 @@ set -uo pipefail
 
 CACHE=${XENBLOCK_CACHE_DIR:-/xenblock/cache}
 OUT=${XENBLOCK_LIBXL_OUT:-${XENVM_LIBXL_OUT:-$CACHE/libxl/current}}
-FAKE=${XENBLOCK_FAKE_DIR:-$CACHE/realxen/fake-plugin}
+# The fake plugins are built with the header of the series at $OUT, into
+# its cache's fake-plugin/ (tests/realxen/plugin-prep.sh).
+FAKE=${XENBLOCK_FAKE_DIR:-$(dirname "$(dirname "$(readlink -f "$OUT")")")/fake-plugin}
 KERNEL=${XENVM_GUEST_KERNEL:-/xenblock/guest/vmlinuz}
 RAMDISK=${XENVM_GUEST_RAMDISK:-/xenblock/guest/initrd.gz}
 SCRATCH=${XENVM_SCRATCH:-/scratch}
@@ -97,7 +105,7 @@ cleanup() {
     for d in "${DOMS[@]}"; do xl destroy "$d" >/dev/null 2>&1 || true; done
     [ -n "${HOLDER:-}" ] && kill "$HOLDER" 2>/dev/null
     [ -e "$PDIR/xenblock.so.hidden" ] && mv -f "$PDIR/xenblock.so.hidden" "$PDIR/xenblock.so"
-    rm -f "$PDIR"/fake-*.so
+    rm -f "$PDIR"/fake-*.so /run/xenblock-fake-plugin.seq
     losetup -a 2>/dev/null | grep -F "$W/" | cut -d: -f1 | xargs -r -n1 losetup -d 2>/dev/null
     # Keep xl's logs where the host can read them (the suite's log directory).
     if ls "$W"/*.log >/dev/null 2>&1; then
@@ -728,6 +736,86 @@ step_crash() {
     say "crash: $(ms_since "$T0") ms in all"
 }
 
+# ---------------------------------------------------------------- coming
+SEQ=/run/xenblock-fake-plugin.seq
+
+# coming_ok TAG BACKEND: add_coming came once for BACKEND, before its one
+# op_start add, in the same process (lines "PID add_coming BE" and "PID
+# op_start add BE" of $SEQ)
+coming_ok() {
+    local tag=$1 be=$2 nc ns lc ls pc ps
+    nc=$(grep -c " add_coming $be\$" "$SEQ")
+    ns=$(grep -c " op_start add $be\$" "$SEQ")
+    lc=$(grep -n " add_coming $be\$" "$SEQ" | head -n 1 | cut -d: -f1)
+    ls=$(grep -n " op_start add $be\$" "$SEQ" | head -n 1 | cut -d: -f1)
+    pc=$(grep " add_coming $be\$" "$SEQ" | head -n 1 | cut -d' ' -f1)
+    ps=$(grep " op_start add $be\$" "$SEQ" | head -n 1 | cut -d' ' -f1)
+    check "[$tag] $be: add_coming once ($nc), then its op_start add ($ns; lines $lc < $ls), in the same xl process (pid $pc = $ps)" \
+        sh -c "[ '$nc' = 1 ] && [ '$ns' = 1 ] && [ -n '$lc' ] && [ -n '$ls' ] && [ '$lc' -lt '$ls' ] &&
+               [ -n '$pc' ] && [ '$pc' = '$ps' ]"
+}
+
+step_coming() {
+    local name=pl-coming dom log rc c0 v d
+    mode plugin || return
+    mkdir -p "$W"
+    for v in ok nocoming; do
+        [ -e "$FAKE/fake-$v.so" ] || { fail "no fake plugin $FAKE/fake-$v.so (tests/realxen/plugin-prep.sh builds it)"; return; }
+        cp "$FAKE/fake-$v.so" "$PDIR/fake-$v.so"
+    done
+    for d in a b c d; do mkimg "$name-$d.img" 8; done
+    c0=$(calls)
+    : >"$SEQ"
+    echo fake-ok >"$DEFAULT"
+    log=$W/$name.create.log
+    xl -vvv create -p "$(guest_cfg $name true "format=raw,vdev=xvda,access=rw,target=$W/$name-a.img" \
+        "format=raw,vdev=xvdb,access=rw,target=$W/$name-b.img")" >"$log" 2>&1
+    rc=$?
+    DOMS+=("$name")
+    dom=$(domid_of "$name")
+    sed 's/^/  plugin: /' "$SEQ"
+    check "[coming create] xl create -p with two disks through fake-ok (rc=$rc)" \
+        sh -c "[ $rc = 0 ] && [ -n '$dom' ]"
+    check "[coming create]   ... libxl announced both adds (log: 'announcing the add of', $(grep -c 'hotplug plugin fake-ok: announcing the add of' "$log"))" \
+        [ "$(grep -c 'hotplug plugin fake-ok: announcing the add of' "$log")" = 2 ]
+    for v in 51712 51728; do coming_ok "coming create" "$BE/$dom/$v"; done
+
+    : >"$SEQ"
+    log=$W/$name.attach.log
+    xl -vvv block-attach "$name" "format=raw,vdev=xvdc,access=rw,target=$W/$name-c.img" >"$log" 2>&1
+    rc=$?
+    sed 's/^/  plugin: /' "$SEQ"
+    check "[coming block-attach] xl block-attach through fake-ok (rc=$rc), the backend records it" \
+        sh -c "[ $rc = 0 ] && [ '$(be_read "$dom" 51744 hotplug-plugin)' = fake-ok ]"
+    coming_ok "coming block-attach" "$BE/$dom/51744"
+    check "[coming block-attach]   ... and only for that backend ($(wc -l <"$SEQ") lines)" [ "$(wc -l <"$SEQ")" = 2 ]
+    xl -vvv block-detach "$name" xvdc >"$W/$name.detach.log" 2>&1
+    rc=$?
+    check "[coming block-attach] xl block-detach (rc=$rc) removes the backend through fake-ok" \
+        sh -c "[ $rc = 0 ] && ! xenstore-exists '$BE/$dom/51744' && grep -q '^[0-9]* op_start remove $BE/$dom/51744\$' '$SEQ'"
+
+    # A plugin without add_coming (NULL): nothing announced, the add and
+    # the remove as before.
+    : >"$SEQ"
+    echo fake-nocoming >"$DEFAULT"
+    log=$W/$name.nocoming.log
+    xl -vvv block-attach "$name" "format=raw,vdev=xvdd,access=rw,target=$W/$name-d.img" >"$log" 2>&1
+    rc=$?
+    check "[coming NULL] xl block-attach through fake-nocoming (rc=$rc): its op_start add ran, nothing was announced" \
+        sh -c "[ $rc = 0 ] && [ '$(be_read "$dom" 51760 hotplug-plugin)' = fake-nocoming ] &&
+               grep -q '^[0-9]* op_start add $BE/$dom/51760\$' '$SEQ' && ! grep -q add_coming '$SEQ' &&
+               ! grep -q 'announcing the add of' '$log'"
+    xl -vvv block-detach "$name" xvdd >"$W/$name.nocoming-detach.log" 2>&1
+    rc=$?
+    check "[coming NULL] xl block-detach (rc=$rc) removes the backend through fake-nocoming" \
+        sh -c "[ $rc = 0 ] && ! xenstore-exists '$BE/$dom/51760' && grep -q '^[0-9]* op_start remove $BE/$dom/51760\$' '$SEQ'"
+    xl destroy "$name" >/dev/null 2>&1
+    check "[coming] the domain is gone and the block script never ran (calls: '$(calls_since "$c0")')" \
+        sh -c "! xl list $name >/dev/null 2>&1 && [ $(calls) = $c0 ]"
+    rm -f "$PDIR/fake-ok.so" "$PDIR/fake-nocoming.so"
+    echo xenblock >"$DEFAULT"
+}
+
 step_uninstall() {
     xenblock-mode stock >/dev/null 2>&1
     rm -f "$MODES/plugin"
@@ -740,7 +828,7 @@ trap cleanup EXIT
 : >"$CALLS"
 mkdir -p "$W"
 steps=("$@")
-[ ${#steps[@]} -gt 0 ] || steps=(install smoke compare faults fresh gone slow crash uninstall)
+[ ${#steps[@]} -gt 0 ] || steps=(install smoke coming compare faults fresh gone slow crash uninstall)
 for s in "${steps[@]}"; do
     say "--- $s"
     "step_$s"

@@ -151,7 +151,7 @@ done
 # (Only with the whole suite, or when XENVM_PLUGIN_STEPS names steps.)
 if [ $plugin = 1 ] && { [ -z "${XENVM_SCENARIOS:-}" ] || [ -n "${XENVM_PLUGIN_STEPS:-}" ]; }; then
     {
-        steps_pl=${XENVM_PLUGIN_STEPS:-smoke compare faults fresh gone slow crash}
+        steps_pl=${XENVM_PLUGIN_STEPS:-smoke coming compare faults fresh gone slow crash}
         printf '\n== plugin checks: tests/realxen/plugin.sh %s (in dom0)\n' "$steps_pl"
         ts=$SECONDS log=$KEEP/plugin-checks.log
         # shellcheck disable=SC2086 # one word per step
