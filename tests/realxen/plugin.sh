@@ -756,7 +756,7 @@ coming_ok() {
 }
 
 step_coming() {
-    local name=pl-coming dom log rc c0 v d
+    local name=pl-coming run=pl-coming-run dom log rc c0 v d t=0
     mode plugin || return
     mkdir -p "$W"
     for v in ok nocoming; do
@@ -779,10 +779,24 @@ step_coming() {
     check "[coming create]   ... libxl announced both adds (log: 'announcing the add of', $(grep -c 'hotplug plugin fake-ok: announcing the add of' "$log"))" \
         [ "$(grep -c 'hotplug plugin fake-ok: announcing the add of' "$log")" = 2 ]
     for v in 51712 51728; do coming_ok "coming create" "$BE/$dom/$v"; done
+    xl destroy "$name" >/dev/null 2>&1
 
+    # block-attach and block-detach on a running guest (a detach waits for
+    # the frontend to close; the fake plugin prepares nothing, so the guest
+    # has no disk at boot, where its kernel would wait for it).
+    echo xenblock >"$DEFAULT"
+    xl create "$(guest_cfg $run 'echo coming-up; while :; do sleep 1; done')" >/dev/null 2>&1
+    DOMS+=("$run")
+    while [ $t -lt "$GUEST_TIMEOUT" ] && ! grep -q coming-up "/var/log/xen/console/guest-$run.log" 2>/dev/null; do
+        sleep 1
+        t=$((t + 1))
+    done
+    name=$run
+    dom=$(domid_of "$name")
     : >"$SEQ"
+    echo fake-ok >"$DEFAULT"
     log=$W/$name.attach.log
-    xl -vvv block-attach "$name" "format=raw,vdev=xvdc,access=rw,target=$W/$name-c.img" >"$log" 2>&1
+    xl -vvv block-attach "$name" "format=raw,vdev=xvdc,access=rw,target=$W/pl-coming-c.img" >"$log" 2>&1
     rc=$?
     sed 's/^/  plugin: /' "$SEQ"
     check "[coming block-attach] xl block-attach through fake-ok (rc=$rc), the backend records it" \
@@ -799,7 +813,7 @@ step_coming() {
     : >"$SEQ"
     echo fake-nocoming >"$DEFAULT"
     log=$W/$name.nocoming.log
-    xl -vvv block-attach "$name" "format=raw,vdev=xvdd,access=rw,target=$W/$name-d.img" >"$log" 2>&1
+    xl -vvv block-attach "$name" "format=raw,vdev=xvdd,access=rw,target=$W/pl-coming-d.img" >"$log" 2>&1
     rc=$?
     check "[coming NULL] xl block-attach through fake-nocoming (rc=$rc): its op_start add ran, nothing was announced" \
         sh -c "[ $rc = 0 ] && [ '$(be_read "$dom" 51760 hotplug-plugin)' = fake-nocoming ] &&
