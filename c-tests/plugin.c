@@ -12,7 +12,8 @@
  *
  * plugin_log_thread checks the logger contract of libxl_hotplug_plugin.h:
  * the plugin calls log only from within libxl's calls to it (ctx_new,
- * ctx_free, op_start, op_finish, op_free), on the calling thread, although
+ * ctx_free, add_coming, op_start, op_finish, op_free), on the calling
+ * thread, although
  * libxenblock logs on its own threads; an op's messages arrive by its
  * op_finish, what is left at ctx_free in ctx_free, and an overflow of the
  * queue gives one "N messages dropped" line.
@@ -114,6 +115,15 @@ static void call_ctx_free(void *state)
 {
     inside = "ctx_free";
     P->ctx_free(state);
+    inside = NULL;
+}
+
+/* As libxl, once it has written a backend the plugin will add. */
+static void call_add_coming(void *state, const char *be)
+{
+    REQUIRE(P->add_coming, "xenblock's plugin has no add_coming");
+    inside = "add_coming";
+    P->add_coming(state, be);
     inside = NULL;
 }
 
@@ -233,9 +243,17 @@ static void case_plugin_log_thread(struct ct_env *e)
                                 .vm = "/vm/c0ffee00-0000-0000-0000-000000000045"};
         ct_disk_add(e->xs, &d[i]);
     }
+    /* libxl announces each add when it writes the backend: the plugin
+     * warms libxenblock's context (xenblock_ctx_warm), whose worker logs
+     * that it built the claims index; that line too reaches libxl only in
+     * a call, on libxl's thread. */
+    for (int i = 0; i < 4; i++)
+        call_add_coming(state, d[i].be);
     for (int i = 0; i < 4; i++)
         ops[i] = call_op_start(state, d[i].be, LIBXL_HOTPLUG_PLUGIN_ADD);
     drive(ops, d, 3, LIBXL_HOTPLUG_PLUGIN_DONE, true);
+    CHECK(find_rec(0, "claims index: built ahead of the first decision") >= 0,
+          "the adds were announced, yet libxenblock did not build its claims index ahead");
     drive(ops + 3, d + 3, 1, LIBXL_HOTPLUG_PLUGIN_FAILED, true);
     for (int i = 0; i < 4; i++)
         call_op_free(ops[i]);
@@ -353,8 +371,8 @@ static void case_plugin_log_thread(struct ct_env *e)
 
     CHECK(violations == 0, "%d of %zu log calls were outside libxl's calls or its thread",
           violations, nrec);
-    static const char *const names[] = {"ctx_new", "op_start", "op_finish", "op_free",
-                                        "ctx_free"};
+    static const char *const names[] = {"ctx_new", "add_coming", "op_start", "op_finish",
+                                        "op_free", "ctx_free"};
     fprintf(stderr, "%zu log calls:", nrec);
     for (size_t k = 0; k < sizeof names / sizeof names[0]; k++) {
         size_t n = 0;

@@ -55,7 +55,9 @@
 #              and on xl block-attach, through a fake plugin that records its
 #              calls, add_coming comes once per backend, before that
 #              backend's op_start, in the xl process that runs op_start; a
-#              plugin without add_coming (NULL) still attaches and detaches
+#              plugin without add_coming (NULL) still attaches and detaches;
+#              xenblock's plugin builds its claims index ahead of the add's
+#              decision (its debug line comes before the prepare's)
 #   uninstall  undo install (Debian's files back, stock mode)
 # Every check prints PASS/FAIL; the exit code is the number of FAILs
 # (capped at 100). The script cleans up its domains, loop devices and files
@@ -763,7 +765,7 @@ step_coming() {
         [ -e "$FAKE/fake-$v.so" ] || { fail "no fake plugin $FAKE/fake-$v.so (tests/realxen/plugin-prep.sh builds it)"; return; }
         cp "$FAKE/fake-$v.so" "$PDIR/fake-$v.so"
     done
-    for d in a b c d; do mkimg "$name-$d.img" 8; done
+    for d in a b c d e; do mkimg "$name-$d.img" 8; done
     c0=$(calls)
     : >"$SEQ"
     echo fake-ok >"$DEFAULT"
@@ -823,6 +825,23 @@ step_coming() {
     rc=$?
     check "[coming NULL] xl block-detach (rc=$rc) removes the backend through fake-nocoming" \
         sh -c "[ $rc = 0 ] && ! xenstore-exists '$BE/$dom/51760' && grep -q '^[0-9]* op_start remove $BE/$dom/51760\$' '$SEQ'"
+    # xenblock's plugin: add_coming warms libxenblock's context
+    # (xenblock_ctx_warm), whose claims index is built before the add's
+    # decision, which it then serves (its debug lines, in that order).
+    echo xenblock >"$DEFAULT"
+    log=$W/$name.xenblock.log
+    xl -vvv block-attach "$name" "format=raw,vdev=xvde,access=rw,target=$W/pl-coming-e.img" >"$log" 2>&1
+    rc=$?
+    local lb lp
+    lb=$(grep -n 'claims index: built ahead of the first decision' "$log" | head -n 1 | cut -d: -f1)
+    lp=$(grep -n 'hotplug plugin xenblock: .*/51776: prepared' "$log" | head -n 1 | cut -d: -f1)
+    check "[coming xenblock] xl block-attach through xenblock (rc=$rc): announced, the index built ahead (log line ${lb:-none}) before the prepare (line ${lp:-none})" \
+        sh -c "[ $rc = 0 ] && grep -q 'hotplug plugin xenblock: announcing the add of' '$log' &&
+               [ -n '$lb' ] && [ -n '$lp' ] && [ '${lb:-0}' -lt '${lp:-0}' ]"
+    xl -vvv block-detach "$name" xvde >"$W/$name.xenblock-detach.log" 2>&1
+    rc=$?
+    check "[coming xenblock] xl block-detach (rc=$rc): the backend and its loop device are gone" \
+        sh -c "[ $rc = 0 ] && ! xenstore-exists '$BE/$dom/51776' && [ -z \"\$(losetup -j '$W/pl-coming-e.img')\" ]"
     xl destroy "$name" >/dev/null 2>&1
     check "[coming] the domain is gone and the block script never ran (calls: '$(calls_since "$c0")')" \
         sh -c "! xl list $name >/dev/null 2>&1 && [ $(calls) = $c0 ]"

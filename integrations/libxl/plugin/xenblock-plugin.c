@@ -4,7 +4,9 @@
  * integrations/libxl/upstream) over libxenblock's asynchronous C API.
  *
  * One xenblock context per libxl ctx; each libxl op is one xenblock op
- * (xenblock_op_start / _fd / _finish / _error / _free). The context uses
+ * (xenblock_op_start / _fd / _finish / _error / _free), and libxl's
+ * announcement of an add (add_coming) warms the context for it
+ * (xenblock_ctx_warm). The context uses
  * xenblock's own xenstore connection, never libxl's, so the worker
  * threads never touch libxl's state.
  *
@@ -30,8 +32,8 @@
 
 #include "libxl_hotplug_plugin.h"
 
-/* The op API (xenblock_op_*) came with ABI 1.2. */
-#define NEED_ABI ((1u << 16) | 2u)
+/* The op API (xenblock_op_*) came with ABI 1.2, xenblock_ctx_warm with 1.4. */
+#define NEED_ABI ((1u << 16) | 4u)
 
 /*
  * How long an op waits for Xen's hotplug lock: below libxl's own bound
@@ -83,7 +85,7 @@ struct plugin_op {
 static void plugin_log(void *data, xenblock_log_level level, const char *msg)
 {
     struct plugin_state *st = data;
-    struct queued_msg *m = NULL;
+    struct queued_msg *m;
     size_t len = strnlen(msg, LOG_MSG_MAX);
     int l;
 
@@ -93,23 +95,28 @@ static void plugin_log(void *data, xenblock_log_level level, const char *msg)
     case XENBLOCK_LOG_WARN: l = LIBXL_HOTPLUG_PLUGIN_LOG_WARN; break;
     default: l = LIBXL_HOTPLUG_PLUGIN_LOG_ERROR; break;
     }
-    pthread_mutex_lock(&st->lock);
-    if (st->queued < LOG_QUEUE_MAX)
-        m = malloc(sizeof(*m) + len + 1);
+    /* Made before the lock, so that the queue's lock is never held
+     * across malloc; freed unused when the queue is full. */
+    m = malloc(sizeof(*m) + len + 1);
     if (m) {
         m->next = NULL;
         m->level = l;
         memcpy(m->text, msg, len);
         m->text[len] = 0;
+    }
+    pthread_mutex_lock(&st->lock);
+    if (m && st->queued < LOG_QUEUE_MAX) {
         *st->tail = m;
         st->tail = &m->next;
         st->queued++;
+        m = NULL; /* the queue's now */
     } else {
         if (!st->dropped || l > st->dropped_level)
             st->dropped_level = l;
         st->dropped++;
     }
     pthread_mutex_unlock(&st->lock);
+    free(m);
 }
 
 /*
@@ -166,7 +173,7 @@ static int plugin_ctx_new(libxl_hotplug_plugin_logger *lg, void **state_r,
     if ((abi >> 16) != (NEED_ABI >> 16) ||
         (abi & 0xffff) < (NEED_ABI & 0xffff)) {
         snprintf(err, errlen,
-                 "libxenblock has ABI %u.%u, this plugin needs 1.2 or a"
+                 "libxenblock has ABI %u.%u, this plugin needs 1.4 or a"
                  " later 1.x: install a matching libxenblock1",
                  abi >> 16, abi & 0xffff);
         return -1;
@@ -250,6 +257,22 @@ static int plugin_op_start(void *state, const char *backend_path, int action,
     return 0;
 }
 
+/*
+ * libxl has written a backend whose add comes once blkback is ready for
+ * it: libxenblock builds its claims index now, on its own thread, so that
+ * the add's decision does not read every other backend (under xl, whose
+ * every command is a new process with a new context).
+ */
+static void plugin_add_coming(void *state, const char *backend_path)
+{
+    struct plugin_state *st = state;
+
+    if (xenblock_ctx_warm(st->xb, backend_path) != XENBLOCK_OK)
+        st->lg->log(st->lg, LIBXL_HOTPLUG_PLUGIN_LOG_DEBUG,
+                    xenblock_ctx_last_error(st->xb));
+    plugin_deliver(st);
+}
+
 /* Not a place to log: the one entry point that only answers. */
 static int plugin_op_fd(void *opv)
 {
@@ -301,4 +324,5 @@ const libxl_hotplug_plugin_ops libxl_hotplug_plugin = {
     .op_fd = plugin_op_fd,
     .op_finish = plugin_op_finish,
     .op_free = plugin_op_free,
+    .add_coming = plugin_add_coming,
 };
