@@ -654,8 +654,7 @@ xenblock_status xenblock_op_start(struct xenblock_ctx *ctx,
  * `xenblock_ctx_free` waits for a warm-up under way.
  *
  * `XENBLOCK_OK`, or `XENBLOCK_INVALID_ARGUMENT` for a path that is not a
- * backend's (message in `xenblock_ctx_last_error(ctx)`), or
- * `XENBLOCK_BAD_STATE` while the context is being freed.
+ * backend's (message in `xenblock_ctx_last_error(ctx)`).
  *
  * # Safety
  * `ctx` is a live context; `backend_path` is NULL or NUL-terminated.

@@ -314,8 +314,11 @@ impl ClaimsIndex {
     /// a new process per command: [`crate::Context::warm`]), so that the
     /// reads overlap the backend's setup instead of delaying the decision.
     /// Takes no hotplug lock (the decision proves currency under it). Does
-    /// nothing when the index is already built or has been given up;
-    /// returns whether it is built when it returns.
+    /// nothing when the index is already built or has been given up; a
+    /// failed warm-up counts towards giving up ([`GIVE_UP_AFTER`]), as a
+    /// failed build does, so that a setup the index cannot work in is not
+    /// retried for every disk announced. Returns whether it is built when
+    /// it returns.
     pub(crate) fn warm(&self, parent: &str, log: &dyn Fn(crate::LogLevel, &str)) -> bool {
         let Some(xs) = self.store.xs_client() else {
             return false;

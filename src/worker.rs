@@ -552,12 +552,12 @@ fn worker(p: Arc<PoolShared>) {
             });
             let (op, work): (Option<Arc<Shared>>, Work) = match job {
                 Some(Job::Op { op, work }) => (Some(op), work),
-                // Its result (and a panic in it) is nobody's.
+                // Nobody waits for its result (it logs its own failures).
                 Some(Job::Background(f)) => (
                     None,
                     Box::new(move || {
                         f();
-                        Err(Error::Cancelled(String::new()))
+                        Err(Error::Cancelled("background work has no outcome".into()))
                     }),
                 ),
                 _ => continue,
@@ -675,8 +675,17 @@ impl Context {
         let ctx = self.clone();
         let parent = parent.to_string();
         let work = Box::new(move || {
-            if let Some(ix) = &ctx.index {
-                ix.warm(&parent, &|level, m| ctx.log(level, m));
+            let warmed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                if let Some(ix) = &ctx.index {
+                    ix.warm(&parent, &|level, m| ctx.log(level, m));
+                }
+            }));
+            if warmed.is_err() {
+                ctx.log(
+                    crate::LogLevel::Error,
+                    "internal error in xenblock (please report): the claims index's warm-up \
+                     failed; the decisions will read every backend instead",
+                );
             }
         });
         // A lane of its own, which no backend path can name.

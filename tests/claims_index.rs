@@ -779,7 +779,7 @@ fn warm_serves_the_first_decision_and_misses_no_later_claim() {
     ix.warm(PROBE).unwrap();
     wait_builds(&ix, 1);
     // Warming again, once built, does nothing.
-    ix.warm(&format!("/local/domain/0/{PROBE}")).unwrap();
+    ix.warm(PROBE).unwrap();
     // Written after the warm-up: domain 1041 has dev 0 read-write.
     let late = "backend/vbd/1041/51712";
     env.domain(1041, "vm-late");
@@ -827,8 +827,52 @@ fn warm_checks_its_path_and_is_a_no_op_without_an_index() {
     }
     let scan = Arc::new(ctx_on(&env, &env.sock, false));
     scan.warm(PROBE).unwrap();
-    ix.warm("backend/vif/3/0").unwrap_or(());
+    ix.warm("backend/vif/3/0").unwrap();
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(scan.claims_index_stats().builds, 0);
     assert_eq!(ix.claims_index_stats().builds, 0);
+}
+
+/// A warm-up races the host's own writes and a prepare: a claim written
+/// while the index is being built (before, during or after its reads) is
+/// seen by a prepare that comes while the warm-up may still run (it waits
+/// for the warm-up, then proves the index current). Many rounds, each with
+/// a fresh context and a claim written after a different delay.
+#[test]
+fn a_claim_written_during_the_warm_up_is_refused() {
+    require_root();
+    let mut env = Env::new();
+    let tg = targets(&mut env);
+    let s: Arc<dyn Store> = env.store.clone();
+    env.domain(99, PROBE_VM);
+    for d in 1..=200u32 {
+        let b = format!("backend/vbd/{}/51712", 1000 + d);
+        w(&*s, &format!("{b}/params"), &format!("/dev/fake{d}"));
+        w(&*s, &format!("{b}/mode"), "w");
+        w(&*s, &format!("{b}/physical-device"), &format!("fe:{d:x}"));
+    }
+    let late = "backend/vbd/1300/51712";
+    env.domain(1300, "vm-late");
+    for round in 0..12u64 {
+        let ix = Arc::new(indexed(&env, Flavour::Linux));
+        reset_probe(&*s, &tg, 0, "w");
+        ix.warm(PROBE).unwrap();
+        std::thread::sleep(Duration::from_micros(round * round * 150));
+        w(
+            &*s,
+            &format!("{late}/params"),
+            &tg.devs[0].0.display().to_string(),
+        );
+        w(&*s, &format!("{late}/mode"), "w");
+        w(&*s, &format!("{late}/physical-device"), &tg.devs[0].1);
+        let got = decide(&ix, &*s, &tg, 0, "w");
+        assert!(
+            got.starts_with("Busy") && got.contains(late),
+            "round {round}: {got}"
+        );
+        s.remove(NO_TX, "backend/vbd/1300").unwrap();
+        assert_eq!(decide(&ix, &*s, &tg, 0, "w"), "ok", "round {round}");
+        let st = ix.claims_index_stats();
+        assert_eq!(st.invalidations, 0, "round {round}: {st:?}");
+    }
 }
