@@ -32,8 +32,12 @@
 
 #include "libxl_hotplug_plugin.h"
 
-/* The op API (xenblock_op_*) came with ABI 1.2, xenblock_ctx_warm with 1.4. */
-#define NEED_ABI ((1u << 16) | 4u)
+/* The op API (xenblock_op_*) came with ABI 1.2. */
+#define NEED_ABI ((1u << 16) | 2u)
+/* xenblock_ctx_warm came with 1.4: optional, so the plugin still loads
+ * (RTLD_NOW) and works with a 1.2 or 1.3 library, without the warm-up. */
+#define WARM_ABI ((1u << 16) | 4u)
+#pragma weak xenblock_ctx_warm
 
 /*
  * How long an op waits for Xen's hotplug lock: below libxl's own bound
@@ -67,6 +71,7 @@ struct queued_msg {
 
 struct plugin_state {
     xenblock_ctx *xb;
+    int can_warm; /* the library has xenblock_ctx_warm */
     libxl_hotplug_plugin_logger *lg;
     /* The messages of libxenblock's threads, oldest first. */
     pthread_mutex_t lock;
@@ -173,7 +178,7 @@ static int plugin_ctx_new(libxl_hotplug_plugin_logger *lg, void **state_r,
     if ((abi >> 16) != (NEED_ABI >> 16) ||
         (abi & 0xffff) < (NEED_ABI & 0xffff)) {
         snprintf(err, errlen,
-                 "libxenblock has ABI %u.%u, this plugin needs 1.4 or a"
+                 "libxenblock has ABI %u.%u, this plugin needs 1.2 or a"
                  " later 1.x: install a matching libxenblock1",
                  abi >> 16, abi & 0xffff);
         return -1;
@@ -204,6 +209,7 @@ static int plugin_ctx_new(libxl_hotplug_plugin_logger *lg, void **state_r,
         return -1;
     }
     plugin_deliver(st);
+    st->can_warm = xenblock_ctx_warm && (abi & 0xffff) >= (WARM_ABI & 0xffff);
     *state_r = st;
     return 0;
 }
@@ -267,6 +273,8 @@ static void plugin_add_coming(void *state, const char *backend_path)
 {
     struct plugin_state *st = state;
 
+    if (!st->can_warm)
+        return;
     if (xenblock_ctx_warm(st->xb, backend_path) != XENBLOCK_OK)
         st->lg->log(st->lg, LIBXL_HOTPLUG_PLUGIN_LOG_DEBUG,
                     xenblock_ctx_last_error(st->xb));
