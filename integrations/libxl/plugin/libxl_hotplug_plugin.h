@@ -104,8 +104,10 @@ typedef struct libxl_hotplug_plugin_ops {
      * LIBXL_HOTPLUG_PLUGIN_ABI as the plugin was built, and
      * sizeof(libxl_hotplug_plugin_ops) as it was built.  libxl uses a
      * plugin only when abi_version is the version libxl knows and size
-     * is at least the size libxl knows; otherwise it logs one warning
-     * and runs the hotplug scripts.
+     * covers at least the members up to op_free; otherwise it logs one
+     * warning and runs the hotplug scripts.  The members after op_free
+     * are optional: libxl reads one only when size covers it, so that
+     * a plugin built before it was added still works.
      */
     uint32_t abi_version;
     uint32_t size;
@@ -176,11 +178,13 @@ typedef struct libxl_hotplug_plugin_ops {
     void (*op_free)(void *op);
 
     /*
-     * Optional (may be NULL).  libxl has written the backend at
-     * backend_path, and will ask this plugin to prepare it (op_start
-     * with LIBXL_HOTPLUG_PLUGIN_ADD) once the backend's driver is ready
-     * for it.  Called with the ctx lock held, as the others are, so it
-     * must not block.  The plugin may get ready for that add meanwhile
+     * Optional (may be NULL).  libxl will ask this plugin to prepare
+     * the backend at backend_path (op_start with
+     * LIBXL_HOTPLUG_PLUGIN_ADD) once the backend's driver is ready for
+     * it: libxl calls add_coming when it has written the backend, and
+     * also, on domain creation, before it builds the domain (the
+     * backend is not written yet).  Called with the ctx lock held, as
+     * the others are, so it must not block.  The plugin may get ready for that add meanwhile
      * (e.g. start reading, on its own threads, what the add will need)
      * but must not act on the backend.  The add may never come (e.g.
      * the domain's creation fails before it), and add_coming may be
