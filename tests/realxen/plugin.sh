@@ -51,9 +51,10 @@
 #              and the domain destroyed (the fake-fault plugin of
 #              fake-plugin.c; its guests run at once, ~1.5-3 min)
 #   coming     libxl announces each plugin disk's add (the optional add_coming)
-#              once it has written the backend: on xl create with two disks
-#              and on xl block-attach, through a fake plugin that records its
-#              calls, add_coming comes once per backend, before that
+#              once it has written the backend (domain creation also before
+#              it builds the domain): on xl create with two disks and on xl
+#              block-attach, through a fake plugin that records its calls,
+#              add_coming comes twice and once per backend, first before that
 #              backend's op_start, in the xl process that runs op_start; a
 #              plugin without add_coming (NULL) still attaches and detaches;
 #              xenblock's plugin builds its claims index ahead of the add's
@@ -741,19 +742,21 @@ step_crash() {
 # ---------------------------------------------------------------- coming
 SEQ=/run/xenblock-fake-plugin.seq
 
-# coming_ok TAG BACKEND: add_coming came once for BACKEND, before its one
-# op_start add, in the same process (lines "PID add_coming BE" and "PID
-# op_start add BE" of $SEQ)
+# coming_ok TAG BACKEND N: add_coming came N times for BACKEND (domain
+# creation announces a disk before it builds the domain and again when it
+# writes the backend; block-attach once), first before its one op_start
+# add, in the same process (lines "PID add_coming BE" and "PID op_start
+# add BE" of $SEQ)
 coming_ok() {
-    local tag=$1 be=$2 nc ns lc ls pc ps
+    local tag=$1 be=$2 n=$3 nc ns lc ls pc ps
     nc=$(grep -c " add_coming $be\$" "$SEQ")
     ns=$(grep -c " op_start add $be\$" "$SEQ")
     lc=$(grep -n " add_coming $be\$" "$SEQ" | head -n 1 | cut -d: -f1)
     ls=$(grep -n " op_start add $be\$" "$SEQ" | head -n 1 | cut -d: -f1)
     pc=$(grep " add_coming $be\$" "$SEQ" | head -n 1 | cut -d' ' -f1)
     ps=$(grep " op_start add $be\$" "$SEQ" | head -n 1 | cut -d' ' -f1)
-    check "[$tag] $be: add_coming once ($nc), then its op_start add ($ns; lines $lc < $ls), in the same xl process (pid $pc = $ps)" \
-        sh -c "[ '$nc' = 1 ] && [ '$ns' = 1 ] && [ -n '$lc' ] && [ -n '$ls' ] && [ '$lc' -lt '$ls' ] &&
+    check "[$tag] $be: add_coming $n time(s) ($nc), the first before its op_start add ($ns; lines $lc < $ls), in the same xl process (pid $pc = $ps)" \
+        sh -c "[ '$nc' = '$n' ] && [ '$ns' = 1 ] && [ -n '$lc' ] && [ -n '$ls' ] && [ '$lc' -lt '$ls' ] &&
                [ -n '$pc' ] && [ '$pc' = '$ps' ]"
 }
 
@@ -778,9 +781,14 @@ step_coming() {
     sed 's/^/  plugin: /' "$SEQ"
     check "[coming create] xl create -p with two disks through fake-ok (rc=$rc)" \
         sh -c "[ $rc = 0 ] && [ -n '$dom' ]"
-    check "[coming create]   ... libxl announced both adds (log: 'announcing the add of', $(grep -c 'hotplug plugin fake-ok: announcing the add of' "$log"))" \
-        [ "$(grep -c 'hotplug plugin fake-ok: announcing the add of' "$log")" = 2 ]
-    for v in 51712 51728; do coming_ok "coming create" "$BE/$dom/$v"; done
+    check "[coming create]   ... libxl announced both adds twice (log: 'announcing the add of', $(grep -c 'hotplug plugin fake-ok: announcing the add of' "$log"))" \
+        [ "$(grep -c 'hotplug plugin fake-ok: announcing the add of' "$log")" = 4 ]
+    local la lr
+    la=$(grep -n 'hotplug plugin fake-ok: announcing the add of' "$log" | head -n 1 | cut -d: -f1)
+    lr=$(grep -n 'running bootloader' "$log" | head -n 1 | cut -d: -f1)
+    check "[coming create]   ... first before the domain is built (log line ${la:-none} < 'running bootloader' at ${lr:-none})" \
+        sh -c "[ -n '$la' ] && [ -n '$lr' ] && [ '${la:-0}' -lt '${lr:-0}' ]"
+    for v in 51712 51728; do coming_ok "coming create" "$BE/$dom/$v" 2; done
     xl destroy "$name" >/dev/null 2>&1
 
     # block-attach and block-detach on a running guest (a detach waits for
@@ -803,7 +811,7 @@ step_coming() {
     sed 's/^/  plugin: /' "$SEQ"
     check "[coming block-attach] xl block-attach through fake-ok (rc=$rc), the backend records it" \
         sh -c "[ $rc = 0 ] && [ '$(be_read "$dom" 51744 hotplug-plugin)' = fake-ok ]"
-    coming_ok "coming block-attach" "$BE/$dom/51744"
+    coming_ok "coming block-attach" "$BE/$dom/51744" 1
     check "[coming block-attach]   ... and only for that backend ($(wc -l <"$SEQ") lines)" [ "$(wc -l <"$SEQ")" = 2 ]
     xl -vvv block-detach "$name" xvdc >"$W/$name.detach.log" 2>&1
     rc=$?
