@@ -1,6 +1,7 @@
 #!/bin/bash
 # bench.sh BOOT_SECONDS   (in dom0, via `scripts/xenvm.sh bench`)
-# Wall time of `xl create -p` with 1 and 8 file disks, and of `xl block-attach`
+# Wall time of `xl create -p` with 1 and 8 file disks (beside N = 0 and 400
+# other backends), and of `xl block-attach`
 # of a file disk and of a phy disk (a loop device) to a running guest with
 # N = 0, 100, 400 other backends in the real xenstored (fake vbd backends
 # written with xenstore-write), in four columns:
@@ -34,11 +35,13 @@
 # modes are interleaved: each repetition runs every mode once, in a rotating
 # order, before the next repetition.
 # Knobs: XENVM_BENCH_REPS; XENVM_BENCH_DISKS="1 8" (the create rows);
+# XENVM_BENCH_CREATE_NS="0 400" (the other backends beside the creates);
 # XENVM_BENCH_NS="0 100 400" (the attach rows).
 source /xenblock/src/tests/realxen/lib.sh
 REPS=${XENVM_BENCH_REPS:-5}
 read -r -a NDS <<<"${XENVM_BENCH_DISKS:-1 8}"
 read -r -a NS <<<"${XENVM_BENCH_NS:-0 100 400}"
+read -r -a CNS <<<"${XENVM_BENCH_CREATE_NS:-0 400}"
 MODES=(stock dropin plugin noop)
 now() { date +%s%N; }
 ms() { echo $((($(now) - $1) / 1000000)); }
@@ -99,6 +102,22 @@ noop_dev() {
 }
 vdevnum() { echo $((202 * 256 + 16 * $1)); }   # xvd<a+i>
 
+fake() { # fake N: N other vbd backends, each a file disk on its own loop device number
+    local args=() i p
+    for i in $(seq 1 "$1"); do
+        p=/local/domain/0/backend/vbd/$((20000 + i))/51712
+        args+=("$p/params" "/scratch/fake$i.img" "$p/mode" w "$p/type" file \
+               "$p/physical-device" "7:$(printf %x $((100 + i)))" "$p/node" "/dev/loop$((100 + i))" \
+               "$p/frontend" "/local/domain/$((20000 + i))/device/vbd/51712" "$p/state" 4 \
+               "$p/online" 1 "$p/hotplug-status" connected)
+        if [ ${#args[@]} -ge 400 ]; then xenstore-write "${args[@]}"; args=(); fi
+    done
+    [ ${#args[@]} -gt 0 ] && xenstore-write "${args[@]}"
+}
+unfake() { # remove the fake backends
+    [ "${1:-0}" -gt 0 ] && for i in $(seq 1 "$1"); do echo /local/domain/0/backend/vbd/$((20000 + i)); done | xargs xenstore-rm
+}
+
 echo "| measurement (TCG, 2 vCPUs) | stock \`block\` script | xenblock drop-in | xenblock plugin (libxl) | floor: no-op script |"
 echo "|---|---|---|---|---|"
 echo "| VM boot to a ready dom0 | ${1:-?} s | | | |"
@@ -117,19 +136,25 @@ for nd in 1 8; do
 done
 for i in $(seq 0 7); do noop_dev "$(vdevnum "$i")" "$S/b8-$i.img"; done
 write_noop
-for r in $(seq "$REPS"); do
-    for mode in $(rotation "$r"); do
-        use $mode
-        for nd in "${NDS[@]}"; do
-            cfg=/tmp/bg$nd.cfg; [ $mode = noop ] && cfg=/tmp/bgn$nd.cfg
-            t=$(now)
-            if xl create -p "$cfg" >/tmp/bg.err 2>&1; then record create$nd $mode "$(ms "$t")" 1
-            else record create$nd $mode "$(ms "$t")" 0; echo "create failed ($mode, $nd disks): $(xl_err /tmp/bg.err)" >&2; fi
-            xl destroy bg$nd 2>/dev/null; xl destroy bgn$nd 2>/dev/null
+for cn in "${CNS[@]}"; do
+    fake "$cn"
+    for r in $(seq "$REPS"); do
+        for mode in $(rotation "$r"); do
+            use $mode
+            for nd in "${NDS[@]}"; do
+                cfg=/tmp/bg$nd.cfg; [ $mode = noop ] && cfg=/tmp/bgn$nd.cfg
+                t=$(now)
+                if xl create -p "$cfg" >/tmp/bg.err 2>&1; then record create$nd,$cn $mode "$(ms "$t")" 1
+                else record create$nd,$cn $mode "$(ms "$t")" 0; echo "create failed ($mode, $nd disks, N=$cn): $(xl_err /tmp/bg.err)" >&2; fi
+                xl destroy bg$nd 2>/dev/null; xl destroy bgn$nd 2>/dev/null
+            done
         done
     done
+    unfake "$cn"
+    for nd in "${NDS[@]}"; do
+        row "\`xl create -p\`, $nd file disk$([ "$nd" = 1 ] || echo s), $cn other backends" "create$nd,$cn"
+    done
 done
-for nd in "${NDS[@]}"; do row "\`xl create -p\`, $nd file disk$([ "$nd" = 1 ] || echo s)" "create$nd"; done
 for l in "${noop_loops[@]}"; do losetup -d "$l"; done
 noop_loops=(); NOOPDEV=()
 
@@ -143,18 +168,6 @@ image phy.img 16M >/dev/null
 phydev=$(losetup -f --show "$S/phy.img")
 noop_dev "$(vdevnum 1)" "$S/att.img"; attloop=${noop_loops[0]}
 write_noop
-fake() { # fake N: N other vbd backends, each a file disk on its own loop device number
-    local args=() i p
-    for i in $(seq 1 "$1"); do
-        p=/local/domain/0/backend/vbd/$((20000 + i))/51712
-        args+=("$p/params" "/scratch/fake$i.img" "$p/mode" w "$p/type" file \
-               "$p/physical-device" "7:$(printf %x $((100 + i)))" "$p/node" "/dev/loop$((100 + i))" \
-               "$p/frontend" "/local/domain/$((20000 + i))/device/vbd/51712" "$p/state" 4 \
-               "$p/online" 1 "$p/hotplug-status" connected)
-        if [ ${#args[@]} -ge 400 ]; then xenstore-write "${args[@]}"; args=(); fi
-    done
-    [ ${#args[@]} -gt 0 ] && xenstore-write "${args[@]}"
-}
 # attach MODE KIND N: one block-attach + detach sample
 attach() {
     local mode=$1 kind=$2 n=$3 key=att,$2,$3 target spec t
@@ -229,7 +242,7 @@ FMT=fmt
 xl destroy bt
 losetup -d "$phydev"
 for l in "${noop_loops[@]}"; do losetup -d "$l"; done
-[ $have -gt 0 ] && for i in $(seq 1 $have); do echo /local/domain/0/backend/vbd/$((20000 + i)); done | xargs xenstore-rm
+unfake "$have"
 rm -f "$S"/*.img "$NOOP"
 xenblock-mode stock >/dev/null
 n=$(($(calls) - calls0))
