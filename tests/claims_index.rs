@@ -245,6 +245,17 @@ fn clear(s: &dyn Store) {
     }
 }
 
+/// `n` other domains (1001..), one read-write disk each, on device numbers
+/// nobody uses (`fe:N`).
+fn fake_others(s: &dyn Store, n: u32) {
+    for d in 1..=n {
+        let b = format!("backend/vbd/{}/51712", 1000 + d);
+        w(s, &format!("{b}/params"), &format!("/dev/fake{d}"));
+        w(s, &format!("{b}/mode"), "w");
+        w(s, &format!("{b}/physical-device"), &format!("fe:{d:x}"));
+    }
+}
+
 /// A context with its own connection and the index on.
 fn indexed(env: &Env, flavour: Flavour) -> Context {
     let own = Arc::new(XsClient::connect(&env.sock, Duration::from_secs(10)).unwrap());
@@ -416,12 +427,7 @@ fn the_scan_finds_a_claim_in_any_of_its_passes() {
     // 700 other domains, one disk each, on device numbers nobody uses:
     // three passes of the scan.
     const MANY: u32 = 700;
-    for d in 1..=MANY {
-        let b = format!("backend/vbd/{}/51712", 1000 + d);
-        w(&*s, &format!("{b}/params"), &format!("/dev/fake{d}"));
-        w(&*s, &format!("{b}/mode"), "w");
-        w(&*s, &format!("{b}/physical-device"), &format!("fe:{d:x}"));
-    }
+    fake_others(&*s, MANY);
     let ix = indexed(&env, Flavour::Linux);
     let scan = scanning(&env, Flavour::Linux);
     assert_eq!(decide(&scan, &*s, &tg, 0, "w"), "ok");
@@ -763,12 +769,7 @@ fn warm_serves_the_first_decision_and_misses_no_later_claim() {
     let tg = targets(&mut env);
     let s: Arc<dyn Store> = env.store.clone();
     env.domain(99, PROBE_VM);
-    for d in 1..=40u32 {
-        let b = format!("backend/vbd/{}/51712", 1000 + d);
-        w(&*s, &format!("{b}/params"), &format!("/dev/fake{d}"));
-        w(&*s, &format!("{b}/mode"), "w");
-        w(&*s, &format!("{b}/physical-device"), &format!("fe:{d:x}"));
-    }
+    fake_others(&*s, 40);
     // Without: the first decision scans.
     let cold = indexed(&env, Flavour::Linux);
     assert_eq!(decide(&cold, &*s, &tg, 0, "w"), "ok");
@@ -845,12 +846,7 @@ fn a_claim_written_during_the_warm_up_is_refused() {
     let tg = targets(&mut env);
     let s: Arc<dyn Store> = env.store.clone();
     env.domain(99, PROBE_VM);
-    for d in 1..=200u32 {
-        let b = format!("backend/vbd/{}/51712", 1000 + d);
-        w(&*s, &format!("{b}/params"), &format!("/dev/fake{d}"));
-        w(&*s, &format!("{b}/mode"), "w");
-        w(&*s, &format!("{b}/physical-device"), &format!("fe:{d:x}"));
-    }
+    fake_others(&*s, 200);
     let late = "backend/vbd/1300/51712";
     env.domain(1300, "vm-late");
     for round in 0..12u64 {
