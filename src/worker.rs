@@ -25,10 +25,11 @@ use crate::attach::{Prepared, Released};
 use crate::context::Context;
 use crate::error::{Error, ErrorKind, Result};
 use crate::sys::notify::DoneFlag;
-use parking_lot::{Condvar, Mutex};
+use parking_lot::Mutex;
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::RawFd;
 use std::sync::Arc;
+use std::sync::{Condvar as StdCondvar, Mutex as StdMutex, MutexGuard as StdGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -236,12 +237,25 @@ struct State {
 /// this many (when fewer than half are left).
 const SPARE_FLAGS: usize = 16;
 
+/// std's mutex and condition variables, not parking_lot's: those park
+/// their waiters in one table global to the process, whose bucket locks a
+/// thread of the parent may hold at a `fork`; a child that then makes a
+/// context of its own (as a libxl user's child does) could wait on such a
+/// lock forever. std's are futexes on the objects themselves.
 struct PoolShared {
-    state: Mutex<State>,
+    state: StdMutex<State>,
     /// The owner the descriptors are listed under (`sys::fdreg`).
     fd_owner: u32,
-    work: Condvar,
-    turn: Condvar,
+    work: StdCondvar,
+    turn: StdCondvar,
+}
+
+impl PoolShared {
+    /// The state (a panic never leaves it inconsistent: every critical
+    /// section is plain bookkeeping).
+    fn lock(&self) -> StdGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 /// The worker threads and the per-backend lanes of one context.
@@ -268,10 +282,10 @@ impl Pool {
     pub(crate) fn new(max: usize, fd_owner: u32) -> Pool {
         Pool {
             shared: Arc::new(PoolShared {
-                state: Mutex::new(State::default()),
+                state: StdMutex::new(State::default()),
                 fd_owner,
-                work: Condvar::new(),
-                turn: Condvar::new(),
+                work: StdCondvar::new(),
+                turn: StdCondvar::new(),
             }),
             max: max.max(1),
             generation: {
@@ -284,7 +298,7 @@ impl Pool {
     /// A descriptor for a new op: a spare one made by a worker, else a new
     /// eventfd (the first starts, and past a burst of [`SPARE_FLAGS`]).
     fn take_flag(&self) -> std::io::Result<DoneFlag> {
-        if let Some(f) = self.shared.state.lock().spare.pop() {
+        if let Some(f) = self.shared.lock().spare.pop() {
             return Ok(f);
         }
         DoneFlag::new(self.shared.fd_owner)
@@ -293,7 +307,7 @@ impl Pool {
     /// Queue `work` on the lane of `key`; a worker is started if none is
     /// idle and the pool is not full.
     fn submit(&self, key: String, job: Job) -> Result<()> {
-        let mut st = self.shared.state.lock();
+        let mut st = self.shared.lock();
         if st.closing {
             return Err(Error::BadState(
                 "the context is being freed; no op can be started on it".into(),
@@ -351,7 +365,7 @@ impl Pool {
     ) -> Result<T> {
         let key = lane_key(path);
         {
-            let mut st = self.shared.state.lock();
+            let mut st = self.shared.lock();
             let lane = st.lanes.entry(key.clone()).or_default();
             if lane.running || !lane.queue.is_empty() {
                 if nowait {
@@ -375,7 +389,11 @@ impl Pool {
                         lane.queue.pop_front();
                         break;
                     }
-                    self.shared.turn.wait(&mut st);
+                    st = self
+                        .shared
+                        .turn
+                        .wait(st)
+                        .unwrap_or_else(PoisonError::into_inner);
                 }
             }
             st.lanes.get_mut(&key).expect("lane made above").running = true;
@@ -383,7 +401,7 @@ impl Pool {
         struct Turn<'a>(&'a PoolShared, String);
         impl Drop for Turn<'_> {
             fn drop(&mut self) {
-                let mut st = self.0.state.lock();
+                let mut st = self.0.lock();
                 end_turn(self.0, &mut st, &self.1);
             }
         }
@@ -399,7 +417,7 @@ impl Pool {
         }
         let spares;
         let threads = {
-            let mut st = self.shared.state.lock();
+            let mut st = self.shared.lock();
             st.closing = true;
             let mut cancelled = Vec::new();
             for lane in st.lanes.values_mut() {
@@ -529,16 +547,17 @@ fn spawn_worker(shared: Arc<PoolShared>) -> std::io::Result<JoinHandle<()>> {
 }
 
 /// Wait, idle, until woken (by [`claim_wake`]'s caller, or at shutdown).
-fn idle_wait(p: &PoolShared, st: &mut parking_lot::MutexGuard<'_, State>) {
+fn idle_wait<'a>(p: &PoolShared, mut st: StdGuard<'a, State>) -> StdGuard<'a, State> {
     st.idle += 1;
-    p.work.wait(st);
+    let mut st = p.work.wait(st).unwrap_or_else(PoisonError::into_inner);
     st.idle -= 1;
     st.waking = st.waking.saturating_sub(1);
+    st
 }
 
 fn worker(p: Arc<PoolShared>) {
     block_signals();
-    let mut st = p.state.lock();
+    let mut st = p.lock();
     loop {
         if let Some(key) = st.ready.pop_front() {
             // A ready lane has an op first and none running; check anyway,
@@ -582,7 +601,7 @@ fn worker(p: Arc<PoolShared>) {
             if let Some(op) = op {
                 op.complete(r);
             }
-            st = p.state.lock();
+            st = p.lock();
             end_turn(&p, &mut st, &key);
         } else if st.closing {
             return;
@@ -595,17 +614,17 @@ fn worker(p: Arc<PoolShared>) {
                 .map_while(|_| DoneFlag::new(p.fd_owner).ok())
                 .collect();
             let short = made.len() < want;
-            st = p.state.lock();
+            st = p.lock();
             if !st.closing {
                 st.spare.extend(made);
             }
             if short {
                 // Out of descriptors: starts make their own (and fail
                 // clearly); wait for work rather than try again now.
-                idle_wait(&p, &mut st);
+                st = idle_wait(&p, st);
             }
         } else {
-            idle_wait(&p, &mut st);
+            st = idle_wait(&p, st);
         }
     }
 }
