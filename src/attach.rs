@@ -280,9 +280,9 @@ impl Context {
             }],
         )?;
         let tag = self.loop_tag(&b.path)?;
-        // On the description the loop device gets: the locks live as long
-        // as it. On any error below before the attach, they go with `file`.
-        crate::imagelock::take(
+        // On the description the loop device gets: kept, the locks live as
+        // long as it. On any error below, `locks` lets go of them.
+        let locks = crate::imagelock::take(
             &crate::imagelock::Image {
                 file: &file,
                 dev: fst.dev,
@@ -305,9 +305,12 @@ impl Context {
                     LogLevel::Error,
                     &format!("{}: could not detach {node} after a failure: {d}", b.path),
                 );
+                // It still has the image: so do its locks, for QEMU to see.
+                locks.keep();
             }
             return Err(e);
         }
+        locks.keep();
         Ok(Prepared::Connected {
             physical_device: Some(physical),
             physical_device_path: node.clone(),

@@ -145,21 +145,63 @@ pub struct Image<'a> {
 }
 
 #[cfg(target_os = "linux")]
+/// The image locks a prepare took on its open description, let go of when
+/// this is dropped unless [`Taken::keep`] hands them to the loop device.
+///
+/// Closing the description is not enough on an error path: a child that
+/// any thread of the process forks meanwhile (a toolstack spawning a
+/// helper) holds a reference to it until its `exec`, and the locks would
+/// last as long, refusing the next prepare and QEMU for that while.
+#[must_use = "dropping it lets go of the locks"]
+pub struct Taken<'a> {
+    file: Option<&'a File>,
+}
+
+#[cfg(target_os = "linux")]
+impl Taken<'_> {
+    /// Keep the locks: the loop device has the description now, and they
+    /// last as long as it.
+    pub fn keep(mut self) {
+        self.file = None;
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl Drop for Taken<'_> {
+    fn drop(&mut self) {
+        // While unwinding from a panic, a loop device may hold the
+        // description already: its locks then go with it, as before.
+        if std::thread::panicking() {
+            return;
+        }
+        if let Some(f) = self.file {
+            // Every QEMU byte (100..=299), whichever bits a plan takes. Should
+            // this fail, the locks still go when the description does.
+            let _ = ofdlock::unlock(f, PERM_BASE, 2 * (SHARED_BASE - PERM_BASE));
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
 /// Take the locks of `mode` on `img.file`, then check nobody else's stand
 /// in the way (QEMU's order: take, then test, so two racing openers cannot
-/// both miss each other). On an error, the locks taken stay on `img.file`
-/// and go away with it: the caller drops it without attaching.
+/// both miss each other). On an error, the locks taken are let go of
+/// before it returns; on success, the returned [`Taken`] holds them.
 /// `own` is asked only when a conflict is found.
-pub fn take(
-    img: &Image<'_>,
+pub fn take<'a>(
+    img: &Image<'a>,
     mode: Mode,
     policy: ImageLocks,
     own: &dyn Fn() -> Result<OwnLoops>,
     log: &dyn Fn(LogLevel, &str),
-) -> Result<()> {
+) -> Result<Taken<'a>> {
     if policy == ImageLocks::Off {
-        return Ok(());
+        return Ok(Taken { file: None });
     }
+    // Armed before the first lock, so every return below lets go.
+    let taken = Taken {
+        file: Some(img.file),
+    };
     let p = plan(mode);
     let hold = |bits: &[u64], base: u64| -> io::Result<()> {
         // Adjacent bits in one call (they are 0 and 1 here).
@@ -168,10 +210,15 @@ pub fn take(
         }
         Ok(())
     };
-    let taken = hold(p.hold, PERM_BASE).and_then(|()| hold(p.deny, SHARED_BASE));
-    match taken {
+    match hold(p.hold, PERM_BASE).and_then(|()| hold(p.deny, SHARED_BASE)) {
         Ok(()) => {}
-        Err(e) if unsupported(&e) => return without_locks(img, policy, &e, log),
+        Err(e) if unsupported(&e) => {
+            // Lets go of a first range taken before the second failed
+            // (NFSv3's lock manager out of resources).
+            drop(taken);
+            without_locks(img, policy, &e, log)?;
+            return Ok(Taken { file: None });
+        }
         // An exclusive lock on a QEMU byte: not QEMU's, but in the way.
         Err(e) if busy(&e) => return Err(exclusive_in_the_way(img, mode, &p)),
         Err(e) => {
@@ -181,14 +228,11 @@ pub fn take(
             ))
         }
     }
-    if !p.check {
-        return Ok(());
-    }
-    if any_conflict(img, &p)? {
-        return refuse_unless_own(img, mode, &p, own);
+    if p.check && any_conflict(img, &p)? {
+        refuse_unless_own(img, mode, &p, own)?;
     }
     // The common case: one test per run of bytes, nothing found.
-    Ok(())
+    Ok(taken)
 }
 
 #[cfg(target_os = "linux")]
@@ -609,6 +653,53 @@ mod tests {
             vec![(200, true), (201, true), (101, true), (0, true)]
         );
         assert!(!plan(Mode::Force).check);
+    }
+
+    /// A refused or dropped take lets go of its locks before it returns, on
+    /// the description that is still open; a kept one holds them past the
+    /// close while another reference to the description lives (here a
+    /// child's stdin, as a loop device's or a forked child's).
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn a_refused_or_dropped_take_lets_go_a_kept_one_outlives_the_close() {
+        // A QEMU reader: holds consistent read, lets nobody write.
+        let (file, reader) = ofdlock::tests::two_descriptions("take");
+        ofdlock::lock_shared(&reader, 100, 1).unwrap();
+        ofdlock::lock_shared(&reader, 201, 1).unwrap();
+        let st = crate::sys::stat::fstat(std::os::fd::AsFd::as_fd(&reader)).unwrap();
+        // Locks on the QEMU bytes beside the reader's two.
+        let others = || {
+            let n = ofdlock::held_on(st.dev, st.ino)
+                .unwrap()
+                .iter()
+                .filter(|l| (100..300).any(|b| l.covers(b)))
+                .count();
+            n.checked_sub(2)
+                .expect("/proc/locks lists the reader's two locks on this file")
+        };
+        let _child = ofdlock::tests::sharing_child(&file);
+        let img = Image {
+            file: &file,
+            dev: st.dev,
+            ino: st.ino,
+            shown: "/img",
+        };
+        let none = || Ok(OwnLoops::default());
+        let quiet = |_: LogLevel, _: &str| {};
+        let e = take(&img, Mode::Write, ImageLocks::Required, &none, &quiet)
+            .err()
+            .expect("a writer is refused beside a reader");
+        assert_eq!(e.kind(), crate::ErrorKind::Busy, "{e}");
+        assert_eq!(others(), 0, "the refusal let go of its locks");
+        let t = take(&img, Mode::Read, ImageLocks::Required, &none, &quiet).unwrap();
+        assert!(others() > 0, "a take holds locks");
+        drop(t);
+        assert_eq!(others(), 0, "a dropped take let go of its locks");
+        take(&img, Mode::Read, ImageLocks::Required, &none, &quiet)
+            .unwrap()
+            .keep();
+        drop(file);
+        assert!(others() > 0, "a kept take's locks outlive the close");
     }
 
     #[test]

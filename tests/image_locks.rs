@@ -242,6 +242,7 @@ fn qemu_writer_refuses_xenblock() {
         } else {
             qemu_io_holding(&img)
         };
+        let holders = ofd_locks(&img);
         for be in [&w, &r] {
             let e = prepare_err(&ctx, be);
             let m = e.to_string();
@@ -260,9 +261,13 @@ fn qemu_writer_refuses_xenblock() {
                 env.read(&format!("{be}/hotplug-status")).as_deref(),
                 Some("busy")
             );
+            // The refusal let go of the locks it took before it returned
+            // (even if a child forked meanwhile shares its description).
+            assert_eq!(ofd_locks(&img), holders, "{holder}: only its locks stay");
             env.unprepare(be);
         }
         drop(q);
+        wait_until("the holder's locks are gone", || ofd_locks(&img) == 0);
         ctx.prepare(&w).unwrap();
         ctx.release(&w).unwrap();
         env.unprepare(&w);
@@ -505,7 +510,8 @@ fn cost_of_taking_the_locks() {
                 &|| Ok(OwnLoops::default()),
                 &|_, _| {},
             )
-            .unwrap();
+            .unwrap()
+            .keep(); // as a successful prepare does
             t.push(start.elapsed());
         }
         t.sort();

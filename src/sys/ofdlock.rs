@@ -42,7 +42,20 @@ fn flock(kind: libc::c_int, start: u64, len: u64) -> io::Result<libc::flock> {
 /// (kernels before 3.15), `EOPNOTSUPP` or `ENOLCK` (file systems without
 /// locks): no lock taken.
 pub fn lock_shared(file: &File, start: u64, len: u64) -> io::Result<()> {
-    let fl = flock(libc::F_RDLCK, start, len)?;
+    set(file, libc::F_RDLCK, start, len)
+}
+
+/// Let go of this open file description's locks on `len` bytes from
+/// `start` (bytes it does not lock are left as they are). Closing a
+/// descriptor is not enough when the description has other references: a
+/// child forked meanwhile by any thread of the process holds one until its
+/// `exec`, and the locks last as long as that.
+pub fn unlock(file: &File, start: u64, len: u64) -> io::Result<()> {
+    set(file, libc::F_UNLCK, start, len)
+}
+
+fn set(file: &File, kind: libc::c_int, start: u64, len: u64) -> io::Result<()> {
+    let fl = flock(kind, start, len)?;
     // SAFETY: `file` is open for the call; `fl` is a valid `struct flock`
     // the kernel only reads for F_OFD_SETLK.
     let r = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &fl) };
@@ -157,8 +170,48 @@ pub fn process_name(pid: u32) -> Option<String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// Two open descriptions of a new file (read-write, then read-only),
+    /// removed at once so that nothing is left behind.
+    pub(crate) fn two_descriptions(name: &str) -> (File, File) {
+        let path = std::env::temp_dir().join(format!("xenblock-{name}-{}", std::process::id()));
+        // A read lock needs a description open for reading.
+        let a = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .unwrap();
+        let b = File::open(&path);
+        std::fs::remove_file(&path).unwrap();
+        (a, b.unwrap())
+    }
+
+    /// A child process, killed and reaped when dropped (a test's panic
+    /// included).
+    pub(crate) struct Child(pub std::process::Child);
+
+    impl Drop for Child {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    /// `sleep 30` with `file`'s description as its stdin: another
+    /// reference to it, as a child forked by another thread holds one
+    /// until its exec.
+    pub(crate) fn sharing_child(file: &File) -> Child {
+        Child(
+            std::process::Command::new("sleep")
+                .arg("30")
+                .stdin(std::process::Stdio::from(file.try_clone().unwrap()))
+                .spawn()
+                .unwrap(),
+        )
+    }
 
     #[test]
     fn proc_locks_lines() {
@@ -180,16 +233,7 @@ mod tests {
 
     #[test]
     fn own_locks_never_conflict_others_do() {
-        let path = std::env::temp_dir().join(format!("xenblock-ofd-{}", std::process::id()));
-        // A read lock needs a description open for reading.
-        let a = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .unwrap();
-        let b = File::open(&path).unwrap();
-        std::fs::remove_file(&path).unwrap();
+        let (a, b) = two_descriptions("ofd");
         lock_shared(&a, 100, 2).unwrap();
         // A's own description: no conflict with itself.
         assert_eq!(test(&a, 100, 2, true).unwrap(), None);
@@ -202,5 +246,35 @@ mod tests {
         // Dropping A's descriptor (the last reference) releases it.
         drop(a);
         assert_eq!(test(&b, 100, 2, true).unwrap(), None);
+    }
+
+    /// Another reference to the description (here a child's stdin, as a
+    /// child forked by another thread holds one until its exec) keeps the
+    /// locks past a close; `unlock` lets go of them at once.
+    #[test]
+    fn unlock_lets_go_while_a_child_shares_the_description() {
+        let (a, b) = two_descriptions("ofd-u");
+        let child = sharing_child(&a);
+        lock_shared(&a, 100, 2).unwrap();
+        unlock(&a, 100, 102).unwrap();
+        assert_eq!(test(&b, 100, 2, true).unwrap(), None, "unlocked");
+        // Closing alone is not enough while the child shares it.
+        lock_shared(&a, 201, 1).unwrap();
+        drop(a);
+        assert!(
+            test(&b, 201, 1, true).unwrap().is_some(),
+            "the child's reference kept the lock"
+        );
+        drop(child);
+        // Gone with the child; a child another test forked meanwhile may
+        // hold the description until its exec: allow for that.
+        let start = std::time::Instant::now();
+        while test(&b, 201, 1, true).unwrap().is_some() {
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(5),
+                "the lock outlived the child"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
     }
 }
