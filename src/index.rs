@@ -232,20 +232,13 @@ impl ClaimsIndex {
                 inner.stats.scanned += 1;
                 return None;
             }
-            match self.build(&mut inner, xs, parent) {
-                Ok(l) => {
-                    inner.stats.builds += 1;
-                    inner.live = Some(l);
-                }
-                Err(e) => {
-                    inner.failures += 1;
-                    log(&format!(
-                        "claims index: could not be set up ({e}); using the full scan{}",
-                        give_up_note(inner.failures)
-                    ));
-                    inner.stats.scanned += 1;
-                    return None;
-                }
+            if let Err(e) = self.set_up(&mut inner, xs, parent, false) {
+                log(&format!(
+                    "claims index: could not be set up ({e}); using the full scan{}",
+                    give_up_note(inner.failures)
+                ));
+                inner.stats.scanned += 1;
+                return None;
             }
         }
         let live = inner.live.as_mut().expect("built above");
@@ -330,45 +323,65 @@ impl ClaimsIndex {
         if inner.failures >= GIVE_UP_AFTER {
             return false;
         }
-        let r = self.build(&mut inner, xs, parent).and_then(|mut l| {
-            // Every change from the watches' registration on is queued for
-            // the next decision's sync; this reads what was there before.
-            match l.refresh(xs, self, "") {
-                Ok(()) => Ok(l),
-                Err(e) => {
-                    inner
-                        .stale
-                        .push((l.generation, watches_of(&l), l.sentinel.clone()));
-                    Err(e)
-                }
-            }
-        });
-        match r {
-            Ok(mut l) => {
-                l.last_sync = Some(Instant::now());
+        match self.set_up(&mut inner, xs, parent, true) {
+            Ok(()) => {
                 log(
                     crate::LogLevel::Debug,
                     &format!(
                         "claims index: built ahead of the first decision ({} backends under \
                          {parent} read)",
-                        l.backends.len()
+                        inner.live.as_ref().map_or(0, |l| l.backends.len())
                     ),
                 );
-                inner.stats.builds += 1;
-                inner.live = Some(l);
                 true
             }
             Err(e) => {
-                inner.failures += 1;
                 log(
                     crate::LogLevel::Warn,
                     &format!(
-                    "claims index: could not be set up ahead of the first decision ({e}); using \
-                     the full scan{}",
-                    give_up_note(inner.failures)
-                ),
+                        "claims index: could not be set up ahead of the first decision ({e}); \
+                         using the full scan{}",
+                        give_up_note(inner.failures)
+                    ),
                 );
                 false
+            }
+        }
+    }
+
+    /// Build the index and make it live, counting the build or the failure
+    /// (towards [`GIVE_UP_AFTER`]); the caller says what failed. With
+    /// `read_now` (a warm-up), every backend is read here too: the changes
+    /// from the watches' registration on are queued for the next
+    /// decision's sync, and this reads what was there before.
+    fn set_up(
+        &self,
+        inner: &mut Inner,
+        xs: &XsClient,
+        parent: &str,
+        read_now: bool,
+    ) -> Result<(), String> {
+        let r = self.build(inner, xs, parent).and_then(|mut l| {
+            if read_now {
+                if let Err(e) = l.refresh(xs, self, "") {
+                    inner
+                        .stale
+                        .push((l.generation, watches_of(&l), l.sentinel.clone()));
+                    return Err(e);
+                }
+                l.last_sync = Some(Instant::now());
+            }
+            Ok(l)
+        });
+        match r {
+            Ok(l) => {
+                inner.stats.builds += 1;
+                inner.live = Some(l);
+                Ok(())
+            }
+            Err(e) => {
+                inner.failures += 1;
+                Err(e)
             }
         }
     }

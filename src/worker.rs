@@ -555,6 +555,20 @@ fn idle_wait<'a>(p: &PoolShared, mut st: StdGuard<'a, State>) -> StdGuard<'a, St
     st
 }
 
+/// Run an op's work; a panic in it is its outcome, an internal error.
+fn run_op(work: Work) -> Result<Outcome> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).unwrap_or_else(|e| {
+        let what = e
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| e.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into());
+        Err(Error::Internal(format!(
+            "internal error in xenblock (please report): {what}"
+        )))
+    })
+}
+
 fn worker(p: Arc<PoolShared>) {
     block_signals();
     let mut st = p.lock();
@@ -569,17 +583,8 @@ fn worker(p: Arc<PoolShared>) {
                 lane.running = true;
                 lane.queue.pop_front()
             });
-            let (op, work): (Option<Arc<Shared>>, Work) = match job {
-                Some(Job::Op { op, work }) => (Some(op), work),
-                // Nobody waits for its result (it logs its own failures).
-                Some(Job::Background(f)) => (
-                    None,
-                    Box::new(move || {
-                        f();
-                        Err(Error::Cancelled("background work has no outcome".into()))
-                    }),
-                ),
-                _ => continue,
+            let Some(job @ (Job::Op { .. } | Job::Background(_))) = job else {
+                continue;
             };
             // More lanes ready and workers idle: wake the next one.
             let chain = !st.ready.is_empty() && claim_wake(&mut st);
@@ -587,19 +592,14 @@ fn worker(p: Arc<PoolShared>) {
             if chain {
                 p.work.notify_one();
             }
-            let r =
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).unwrap_or_else(|e| {
-                    let what = e
-                        .downcast_ref::<&str>()
-                        .map(|s| s.to_string())
-                        .or_else(|| e.downcast_ref::<String>().cloned())
-                        .unwrap_or_else(|| "unknown panic".into());
-                    Err(Error::Internal(format!(
-                        "internal error in xenblock (please report): {what}"
-                    )))
-                });
-            if let Some(op) = op {
-                op.complete(r);
+            match job {
+                Job::Op { op, work } => op.complete(run_op(work)),
+                // Nobody waits for it: it logs its own failures and panics;
+                // this only keeps the worker alive.
+                Job::Background(f) => {
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+                }
+                Job::Inline(_) => {} // never taken above
             }
             st = p.lock();
             end_turn(&p, &mut st, &key);
@@ -688,7 +688,8 @@ impl Context {
         let Some(parent) = crate::index::parent_of(&path) else {
             return Ok(());
         };
-        if self.index.is_none() || self.store.xs_client().is_none() {
+        // No index without a store that can watch (ClaimsIndex::new).
+        if self.index.is_none() {
             return Ok(());
         }
         let ctx = self.clone();
