@@ -51,7 +51,7 @@ set -euo pipefail
 XEN_VERSION=4.17.5+72-g01140da4e8-1
 # Bump when the fetch/configure/build steps below change: builds are cached
 # by this and the patches' contents.
-RECIPE=2
+RECIPE=3
 XEN_UPSTREAM=${XEN_VERSION%-*}
 TOPDIR=$(cd "$(dirname "$0")/.." && pwd)
 SERIES_DIR=$TOPDIR/integrations/libxl/debian-4.17
@@ -157,6 +157,17 @@ do_build() {
         nice -n 10 make -j2 -C tools/include >&2
         nice -n 10 make -j2 -C tools/libs >&2
         nice -n 10 make -j2 -C tools/xl >&2
+        # The stub the BSDs link instead of the loader is not built on
+        # Linux: compile it with libxl's flags (-Werror), as if it were
+        # one of its objects, and check that it defines the loader's
+        # functions, no more and no fewer.
+        nice -n 10 make -C tools/libs/light libxl_no_hotplug_plugin.o \
+            OBJS-y=libxl_no_hotplug_plugin.o >&2
+        defined() { nm --defined-only "tools/libs/light/$1" | awk '$2 == "T" { print $3 }' | sort; }
+        [ "$(defined libxl_no_hotplug_plugin.o)" = "$(defined libxl_hotplug_plugin.o)" ] || {
+            diff <(defined libxl_hotplug_plugin.o) <(defined libxl_no_hotplug_plugin.o) >&2
+            die "libxl_no_hotplug_plugin.c does not define the functions libxl_hotplug_plugin.c does"
+        }
     )
     # The plugin links libxenblock.so.1 (ABI 1.2 or later): this checkout's.
     if [ ! -e "$TOPDIR/target/release/libxenblock.so" ]; then
