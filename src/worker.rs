@@ -516,18 +516,14 @@ fn async_signals() -> nix::sys::signal::SigSet {
     set
 }
 
-/// Block the asynchronous signals on a worker thread: the host's handlers
-/// run on the host's own threads. (Children get a clean mask at exec.)
-fn block_signals() {
-    use nix::sys::signal::{pthread_sigmask, SigmaskHow};
-    let _ = pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&async_signals()), None);
-}
-
 /// Start a worker with the asynchronous signals blocked from its first
-/// instruction: a thread inherits its creator's mask, so the creating
-/// (host's) thread blocks them for the spawn and then restores its own
-/// mask, and a signal sent meanwhile waits for the host's thread instead
-/// of running the host's handler on a worker before it could block it.
+/// instruction, so that the host's handlers run on the host's own threads
+/// (children get a clean mask at exec). A thread inherits its creator's
+/// mask, so the creating (host's) thread blocks them for the spawn and then
+/// restores its own mask, and a signal sent meanwhile waits for the host's
+/// thread instead of running the host's handler on a worker before it
+/// could block it. Should that blocking fail, the worker blocks them first
+/// thing.
 fn spawn_worker(shared: Arc<PoolShared>) -> std::io::Result<JoinHandle<()>> {
     use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow};
     let mut old = SigSet::empty();
@@ -539,7 +535,12 @@ fn spawn_worker(shared: Arc<PoolShared>) -> std::io::Result<JoinHandle<()>> {
     .is_ok();
     let r = std::thread::Builder::new()
         .name("xenblock-op".into())
-        .spawn(move || worker(shared));
+        .spawn(move || {
+            if !masked {
+                let _ = pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&async_signals()), None);
+            }
+            worker(shared)
+        });
     if masked {
         let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old), None);
     }
@@ -570,7 +571,6 @@ fn run_op(work: Work) -> Result<Outcome> {
 }
 
 fn worker(p: Arc<PoolShared>) {
-    block_signals();
     let mut st = p.lock();
     loop {
         if let Some(key) = st.ready.pop_front() {

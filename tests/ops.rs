@@ -109,6 +109,61 @@ fn an_op_prepares_and_releases_and_its_fd_stays_readable() {
     assert!(env.loops_of(&img).is_empty());
 }
 
+/// The blocked-signal mask (`SigBlk`) in a `/proc/.../status` file.
+fn sig_blk(status: &str) -> u64 {
+    let line = status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigBlk:"))
+        .expect("a SigBlk line");
+    u64::from_str_radix(line.trim(), 16).unwrap()
+}
+
+/// The library's worker threads block the asynchronous signals (the host's
+/// handlers run on the host's threads) and leave the faults' signals to
+/// them; the thread that started the op keeps its own mask.
+#[test]
+fn workers_block_the_hosts_asynchronous_signals_and_the_callers_mask_is_kept() {
+    require_root();
+    let mut env = Env::new();
+    let (be, _img) = file_backend(&mut env, 7, 51712);
+    let ctx = arc_ctx(&env, |_| {});
+    let mine = || sig_blk(&std::fs::read_to_string("/proc/thread-self/status").unwrap());
+    let before = mine();
+    let op = ctx.start(&be, Action::Add).unwrap();
+    assert_eq!(mine(), before, "the caller's mask is its own again");
+    assert!(op.wait_timeout(Duration::from_secs(10)), "the op completed");
+    let bit = |s: libc::c_int| 1u64 << (s - 1);
+    let mut workers = 0;
+    for t in std::fs::read_dir("/proc/self/task").unwrap() {
+        let t = t.unwrap().path();
+        let (Ok(comm), Ok(status)) = (
+            std::fs::read_to_string(t.join("comm")),
+            std::fs::read_to_string(t.join("status")),
+        ) else {
+            continue; // a thread that ended meanwhile
+        };
+        if comm.trim_end() != "xenblock-op" {
+            continue;
+        }
+        workers += 1;
+        let m = sig_blk(&status);
+        for s in [
+            libc::SIGINT,
+            libc::SIGTERM,
+            libc::SIGCHLD,
+            libc::SIGUSR1,
+            libc::SIGALRM,
+        ] {
+            assert!(m & bit(s) != 0, "signal {s} blocked on a worker: {m:x}");
+        }
+        for s in [libc::SIGSEGV, libc::SIGBUS, libc::SIGFPE, libc::SIGILL] {
+            assert!(m & bit(s) == 0, "fault signal {s} left to a worker: {m:x}");
+        }
+    }
+    assert!(workers > 0, "no worker thread found");
+    ctx.start(&be, Action::Remove).unwrap().wait().unwrap();
+}
+
 #[test]
 fn bad_paths_are_refused_at_start_and_nothing_is_queued() {
     let env = Env::new();
