@@ -742,6 +742,10 @@ step_crash() {
 # ---------------------------------------------------------------- coming
 SEQ=/run/xenblock-fake-plugin.seq
 
+# line_of PATTERN FILE: the number of FILE's first line matching PATTERN
+# (grep's), or nothing
+line_of() { grep -n -- "$1" "$2" | head -n 1 | cut -d: -f1; }
+
 # coming_ok TAG BACKEND N: add_coming came N times for BACKEND (domain
 # creation announces a disk before it builds the domain and again when it
 # writes the backend; block-attach once), first before its one op_start
@@ -751,8 +755,8 @@ coming_ok() {
     local tag=$1 be=$2 n=$3 nc ns lc ls pc ps
     nc=$(grep -c " add_coming $be\$" "$SEQ")
     ns=$(grep -c " op_start add $be\$" "$SEQ")
-    lc=$(grep -n " add_coming $be\$" "$SEQ" | head -n 1 | cut -d: -f1)
-    ls=$(grep -n " op_start add $be\$" "$SEQ" | head -n 1 | cut -d: -f1)
+    lc=$(line_of " add_coming $be\$" "$SEQ")
+    ls=$(line_of " op_start add $be\$" "$SEQ")
     pc=$(grep " add_coming $be\$" "$SEQ" | head -n 1 | cut -d' ' -f1)
     ps=$(grep " op_start add $be\$" "$SEQ" | head -n 1 | cut -d' ' -f1)
     check "[$tag] $be: add_coming $n time(s) ($nc), the first before its op_start add ($ns; lines $lc < $ls), in the same xl process (pid $pc = $ps)" \
@@ -784,8 +788,8 @@ step_coming() {
     check "[coming create]   ... libxl announced both adds twice (log: 'announcing the add of', $(grep -c 'hotplug plugin fake-ok: announcing the add of' "$log"))" \
         [ "$(grep -c 'hotplug plugin fake-ok: announcing the add of' "$log")" = 4 ]
     local la lr
-    la=$(grep -n 'hotplug plugin fake-ok: announcing the add of' "$log" | head -n 1 | cut -d: -f1)
-    lr=$(grep -n 'running bootloader' "$log" | head -n 1 | cut -d: -f1)
+    la=$(line_of 'hotplug plugin fake-ok: announcing the add of' "$log")
+    lr=$(line_of 'running bootloader' "$log")
     check "[coming create]   ... first before the domain is built (log line ${la:-none} < 'running bootloader' at ${lr:-none})" \
         sh -c "[ -n '$la' ] && [ -n '$lr' ] && [ '${la:-0}' -lt '${lr:-0}' ]"
     for v in 51712 51728; do coming_ok "coming create" "$BE/$dom/$v" 2; done
@@ -841,8 +845,8 @@ step_coming() {
     xl -vvv block-attach "$name" "format=raw,vdev=xvde,access=rw,target=$W/pl-coming-e.img" >"$log" 2>&1
     rc=$?
     local lb lp
-    lb=$(grep -n 'claims index: built ahead of the first decision' "$log" | head -n 1 | cut -d: -f1)
-    lp=$(grep -n 'hotplug plugin xenblock: .*/51776: prepared' "$log" | head -n 1 | cut -d: -f1)
+    lb=$(line_of 'claims index: built ahead of the first decision' "$log")
+    lp=$(line_of 'hotplug plugin xenblock: .*/51776: prepared' "$log")
     check "[coming xenblock] xl block-attach through xenblock (rc=$rc): announced, the index built ahead (log line ${lb:-none}) before the prepare (line ${lp:-none})" \
         sh -c "[ $rc = 0 ] && grep -q 'hotplug plugin xenblock: announcing the add of' '$log' &&
                [ -n '$lb' ] && [ -n '$lp' ] && [ '${lb:-0}' -lt '${lp:-0}' ]"
